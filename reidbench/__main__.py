@@ -1,0 +1,3 @@
+from reidbench.cli import main
+
+main()

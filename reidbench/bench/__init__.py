@@ -1,0 +1,1 @@
+"""How each variant is measured: parameters, FLOPs, latency and memory."""

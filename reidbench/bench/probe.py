@@ -1,0 +1,65 @@
+"""Build a cell and run its forward pass for real, classifying the outcome.
+
+This is where the grid's expectations meet reality: a cell expected to fail
+must fail with a matching message (`xfail`); one that passes is an unexpected
+pass (`xpass`), which the commands turn into a non-zero exit; any other
+exception is `failed`, with its traceback kept, and the grid moves on.
+"""
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from reidbench.variants.grid import Cell
+from reidbench.variants.model import ReidModel
+
+DONE, XFAIL, XPASS, FAILED = "done", "xfail", "xpass", "failed"
+STATUSES = (DONE, XFAIL, XPASS, FAILED)
+OK_STATUSES = (DONE, XFAIL)
+"""Statuses a successful run may end with; anything else makes the command exit non-zero."""
+
+PROBE_BATCH = 2
+
+
+@dataclass
+class Probe:
+    status: str
+    model: Optional[ReidModel]
+    error: Optional[str] = None
+    traceback: Optional[str] = None
+
+
+def probe_cell(cell: Cell, build: Callable[[], ReidModel], device: torch.device) -> Probe:
+    """Build the model and run one eval forward pass on random images on `device`."""
+    model: Optional[ReidModel] = None
+    try:
+        model = build().to(device).eval()
+        with torch.no_grad():
+            model(model.example_input(PROBE_BATCH, device))
+    except Exception as exc:  # noqa: BLE001 - every failure of a cell is recorded, none escapes
+        return _classify_failure(cell, model, exc)
+    if cell.expect is not None:
+        return Probe(
+            XPASS,
+            model,
+            error=f"expected to fail ({cell.expect.reason or cell.expect.match}) but the forward pass succeeded",
+        )
+    return Probe(DONE, model)
+
+
+def _classify_failure(cell: Cell, model: Optional[ReidModel], exc: Exception) -> Probe:
+    message = str(exc)
+    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if cell.expect is None:
+        return Probe(FAILED, model, error=f"{type(exc).__name__}: {message}", traceback=trace)
+    if cell.expect.matches(message):
+        return Probe(XFAIL, model, error=message)
+    return Probe(
+        FAILED,
+        model,
+        error=f"failed, but not as expected (wanted a match for {cell.expect.match!r}): {type(exc).__name__}: {message}",
+        traceback=trace,
+    )

@@ -1,0 +1,194 @@
+"""Measure every selected cell of a grid: one record per cell, failures included."""
+from __future__ import annotations
+
+import gc
+import traceback
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from reidbench.bench.environment import autocast, collect_environment
+from reidbench.bench.flops import count_flops
+from reidbench.bench.memory import measure_peak_memory
+from reidbench.bench.params import count_parameters
+from reidbench.bench.probe import DONE, FAILED, Probe, probe_cell
+from reidbench.bench.reference import bare_inference_loop, bare_reference
+from reidbench.bench.timing import time_callable
+from reidbench.variants.factory import create_variant
+from reidbench.variants.grid import Cell, Grid
+from reidbench.variants.model import ReidModel
+from reidbench.variants.settings import PATCH_SIZE, VariantSettings
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class BenchOptions:
+    device: torch.device
+    dtype: str
+    batch_sizes: list[int]
+    train_batch_size: int
+    warmup: int = 3
+    repeats: int = 50
+    max_seconds: float = 5.0
+    reference: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["device"] = str(self.device)
+        return data
+
+
+@dataclass
+class CellRecord:
+    """One cell's measurements; the JSON file is a list of these as dicts."""
+
+    cell: str
+    backbone: str
+    neck: str
+    status: str
+    error: Optional[str] = None
+    traceback: Optional[str] = None
+    expected: Optional[dict[str, str]] = None
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    feature_dim: Optional[int] = None
+    params: dict[str, int] = field(default_factory=dict)
+    gmacs: Optional[float] = None
+    gflops: Optional[float] = None
+    flops: dict[str, Any] = field(default_factory=dict)
+    latency: list[dict[str, Any]] = field(default_factory=list)
+    memory: dict[str, Any] = field(default_factory=dict)
+    reference: list[dict[str, Any]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def bench_grid(grid: Grid, cells: list[Cell], options: BenchOptions, settings: VariantSettings, log: Log) -> list[CellRecord]:
+    environment = collect_environment(options.device, options.dtype)
+    records = []
+    for index, cell in enumerate(cells, 1):
+        log(f"[{index}/{len(cells)}] {cell.id}")
+        record = bench_cell(cell, settings, options, log)
+        record.environment = environment
+        records.append(record)
+        log(f"[{index}/{len(cells)}] {cell.id}: {record.status}" + (f" ({record.error})" if record.error else ""))
+        gc.collect()
+        if options.device.type == "cuda":
+            torch.cuda.empty_cache()
+    return records
+
+
+def bench_cell(cell: Cell, settings: VariantSettings, options: BenchOptions, log: Log) -> CellRecord:
+    """Probe the cell, then count, time and measure it; an exception anywhere marks it failed, keeping what was measured."""
+    probe = probe_cell(cell, lambda: create_variant(cell, settings=settings), torch.device("cpu"))
+    record = CellRecord(
+        cell=cell.id,
+        backbone=cell.backbone,
+        neck=cell.neck,
+        status=probe.status,
+        error=probe.error,
+        traceback=probe.traceback,
+        expected=None if cell.expect is None else vars(cell.expect),
+        settings=settings.to_dict(),
+        options=options.to_dict(),
+    )
+    model = probe.model
+    if model is not None:
+        record.notes = model.notes
+        record.params = count_parameters(model)
+    if probe.status != DONE or model is None:
+        return record
+    try:
+        _measure(model, record, probe, settings, options, log)
+    except Exception as exc:  # noqa: BLE001 - a failing measurement fails the cell, not the grid
+        record.status = FAILED
+        record.error = f"measurement failed: {type(exc).__name__}: {exc}"
+        record.traceback = traceback.format_exc()
+    return record
+
+
+def _measure(model: ReidModel, record: CellRecord, probe: Probe, settings: VariantSettings, options: BenchOptions, log: Log) -> None:
+    record.feature_dim = model.feature_dim
+    log(f"    counting FLOPs")
+    flops = count_flops(model, model.example_input(1))
+    record.gmacs, record.gflops = flops.gmacs, flops.gflops
+    record.flops = flops.to_dict()
+    record.warnings.extend(flops.warnings)
+
+    model.to(options.device).eval()
+    for batch_size in options.batch_sizes:
+        log(f"    latency at batch {batch_size}")
+        record.latency.append(_latency(model, batch_size, options))
+    largest = max((e for e in record.latency if "median_ms" in e), key=lambda e: e["batch_size"], default=None)
+    if largest is not None:
+        record.memory["inference"] = _inference_memory(model, largest["batch_size"], options)
+    log(f"    one training step at batch {options.train_batch_size}")
+    record.memory["train_step"] = _train_step_memory(model, options)
+    if options.reference and settings.stride == PATCH_SIZE and bare_reference(record.backbone, record.neck):
+        for entry in record.latency:
+            if "median_ms" not in entry:
+                continue
+            log(f"    bare reference loop at batch {entry['batch_size']}")
+            bare = bare_inference_loop(
+                record.backbone, settings, entry["batch_size"], options.device, options.dtype,
+                iterations=max(entry["repeats"], 3),
+            )
+            bare["harness_over_bare"] = entry["median_ms"] / bare["mean_ms"]
+            record.reference.append(bare)
+
+
+def _latency(model: ReidModel, batch_size: int, options: BenchOptions) -> dict[str, Any]:
+    images = model.example_input(batch_size, options.device)
+    try:
+        with torch.inference_mode(), autocast(options.device, options.dtype):
+            timing = time_callable(lambda: model(images), options.device, options.warmup, options.repeats, options.max_seconds)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return {"batch_size": batch_size, "error": "CUDA out of memory at this batch size"}
+    entry = {"batch_size": batch_size, **timing.to_dict()}
+    entry["img_per_s"] = batch_size / timing.median_ms * 1e3
+    return entry
+
+
+def _inference_memory(model: ReidModel, batch_size: int, options: BenchOptions) -> dict[str, Any]:
+    images = model.example_input(batch_size, options.device)
+
+    def forward() -> None:
+        with torch.inference_mode(), autocast(options.device, options.dtype):
+            model(images)
+
+    return {"batch_size": batch_size, **measure_peak_memory(forward, options.device)}
+
+
+def _train_step_memory(model: ReidModel, options: BenchOptions) -> dict[str, Any]:
+    """Peak memory of one SGD step (forward, cross-entropy, backward, update), after a warm-up step."""
+    batch = options.train_batch_size
+    images = model.example_input(batch, options.device)
+    labels = torch.arange(batch, device=options.device) % model.settings.num_classes
+    cams = torch.arange(batch, device=options.device) % max(model.settings.num_cameras, 1) if model.settings.num_cameras else None
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    model.train()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(options.device, options.dtype):
+            output = model(images, cams)
+        F.cross_entropy(output.logits.float(), labels).backward()
+        optimizer.step()
+
+    try:
+        step()
+        return {"batch_size": batch, "optimizer": "SGD(momentum=0.9)", **measure_peak_memory(step, options.device)}
+    except torch.cuda.OutOfMemoryError:
+        return {"batch_size": batch, "error": "CUDA out of memory in the training step"}
+    finally:
+        optimizer.zero_grad(set_to_none=True)
+        del optimizer
+        model.eval()

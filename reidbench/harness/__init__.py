@@ -1,0 +1,1 @@
+"""How each variant is trained and evaluated: data, sampling, losses, metrics, the runner."""

@@ -1,0 +1,57 @@
+"""One model class joining backbone -> neck -> head, for every cell of every grid."""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch import nn
+
+from reidbench.variants.backbones import Backbone
+from reidbench.variants.head import BNNeckHead
+from reidbench.variants.settings import VariantSettings
+
+PARTS = ("backbone", "neck", "head")
+"""The submodules a parameter or FLOP count is split into."""
+
+
+class TrainOutput(NamedTuple):
+    """What the losses need: ID logits for cross-entropy, the pre-BN feature for the triplet loss."""
+
+    logits: torch.Tensor
+    features: torch.Tensor
+
+
+class ReidModel(nn.Module):
+    """Inference (eval mode) returns the ReID feature; training returns `TrainOutput`."""
+
+    def __init__(self, cell_id: str, backbone: Backbone, neck: nn.Module, head: BNNeckHead, settings: VariantSettings) -> None:
+        super().__init__()
+        self.cell_id = cell_id
+        self.backbone = backbone
+        self.neck = neck
+        self.head = head
+        self.settings = settings
+
+    @property
+    def notes(self) -> list[str]:
+        """Facts a reader of the results must know (clamped windows, uncovered rows, projections)."""
+        return [*self.backbone.notes, *getattr(self.neck, "notes", [])]
+
+    @property
+    def feature_dim(self) -> int:
+        return self.neck.out_dim
+
+    def forward(self, images: torch.Tensor, cam_ids: Optional[torch.Tensor] = None):
+        features = self.neck(self.backbone(images, cam_ids))
+        if self.training:
+            _, logits = self.head(features)
+            return TrainOutput(logits, features)
+        if self.settings.feature == "after":
+            return self.head.bottleneck(features)
+        return features
+
+    def example_input(self, batch_size: int = 1, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Random images of the variant's input size, for probing and measuring."""
+        h, w = self.settings.img_size
+        generator = torch.Generator().manual_seed(0)
+        return torch.randn(batch_size, 3, h, w, generator=generator).to(device)

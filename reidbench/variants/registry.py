@@ -1,0 +1,58 @@
+"""Named builders for backbones and necks.
+
+A grid file refers to components by name; the registry turns a name into a
+builder and, for a bad name, into an error that lists the valid ones. Tests
+enumerate the registries, so a newly registered component is tested at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Generic, Iterator, TypeVar
+
+from reidbench.errors import UsageError
+
+BuilderT = TypeVar("BuilderT", bound=Callable)
+
+
+@dataclass(frozen=True)
+class Entry(Generic[BuilderT]):
+    name: str
+    builder: BuilderT
+    description: str
+
+
+class Registry(Generic[BuilderT]):
+    """A mapping from component name to builder, filled by the `register` decorator."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry[BuilderT]] = {}
+
+    def register(self, name: str, description: str) -> Callable[[BuilderT], BuilderT]:
+        if "-" in name:
+            raise ValueError(f"{self.kind} name {name!r} may not contain '-': cell ids are '<backbone>-<neck>'")
+
+        def decorate(builder: BuilderT) -> BuilderT:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._entries[name] = Entry(name, builder, description)
+            return builder
+
+        return decorate
+
+    def get(self, name: str) -> Entry[BuilderT]:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UsageError(
+                f"unknown {self.kind} {name!r}; valid {self.kind}s are: {', '.join(self.names())}."
+            ) from None
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Entry[BuilderT]]:
+        return iter(self._entries.values())

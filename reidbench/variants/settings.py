@@ -1,0 +1,150 @@
+"""The settings every variant of a grid shares, and their validation.
+
+These dataclass defaults are the single source of the default values: the
+default grid file states none of them, and `reidbench list` prints them
+resolved. Impossible combinations are refused here, before any model is built,
+so the error names the setting instead of surfacing as a shape error deep in a
+forward pass.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Mapping
+
+from reidbench.errors import UsageError
+
+PATCH_SIZE = 16
+"""ViT-B/16's patch: the kernel of the patch embedding in every backbone here."""
+
+NECK_WIDTH = 768
+"""The multi-scale neck's input and output width, hard-wired as in the design under study."""
+
+FEATURE_CHOICES = ("before", "after")
+
+
+@dataclass(frozen=True)
+class VariantSettings:
+    """Grid-wide settings; a grid file's `[settings]` table overrides these defaults."""
+
+    img_size: tuple[int, int] = (256, 128)
+    """Input (height, width); must be divisible by the 16-pixel patch."""
+    stride: int = 16
+    """Patch-embedding stride; below 16 the patches overlap (TransReID uses 12)."""
+    depth: int = 12
+    """Transformer blocks; lower it for quick CPU runs and unit tests."""
+    sie_xishu: float = 3.0
+    """Scale of the camera embedding (TransReID's SIE coefficient; CLIP-ReID's cv_embed scale)."""
+    num_cameras: int = 6
+    """Rows of the camera embedding; 0 switches the camera embedding off."""
+    num_classes: int = 751
+    """Training identities, i.e. the ID classifier's outputs (Market-1501 has 751)."""
+    neck_scales: tuple[int, ...] = (4, 8, 16)
+    """Window sizes, in patches, of the multi-scale neck."""
+    feature: str = "before"
+    """Which feature inference returns: 'before' or 'after' the BNNeck batch norm."""
+    drop_path_rate: float = 0.1
+    """Stochastic depth during training (no effect at inference)."""
+    clip_quick_gelu: bool = True
+    """CLIP towers use QuickGELU, as OpenAI's CLIP weights were trained with it."""
+
+    def __post_init__(self) -> None:
+        h, w = self.img_size
+        if h <= 0 or w <= 0 or h % PATCH_SIZE or w % PATCH_SIZE:
+            raise UsageError(
+                f"img_size {h}x{w} is not divisible by the patch size {PATCH_SIZE}; "
+                f"use a multiple of {PATCH_SIZE} on both axes, e.g. 256x128."
+            )
+        if not 1 <= self.stride <= PATCH_SIZE:
+            raise UsageError(
+                f"stride {self.stride} is impossible: it must be between 1 and the patch size "
+                f"{PATCH_SIZE} (a larger stride would skip pixels between patches); TransReID uses 12 or 16."
+            )
+        if self.depth < 1:
+            raise UsageError(f"depth {self.depth} is impossible: a backbone needs at least 1 block.")
+        if self.num_cameras < 0:
+            raise UsageError(f"num_cameras {self.num_cameras} is negative; use 0 to switch the camera embedding off.")
+        if self.num_classes < 1:
+            raise UsageError(f"num_classes {self.num_classes} is impossible: the ID classifier needs at least 1 class.")
+        if self.sie_xishu < 0:
+            raise UsageError(f"sie_xishu {self.sie_xishu} is negative; use 0 or num_cameras = 0 to disable it.")
+        if not self.neck_scales or any(s < 1 for s in self.neck_scales):
+            raise UsageError(f"neck_scales {list(self.neck_scales)} must be a non-empty list of positive window sizes.")
+        if self.feature not in FEATURE_CHOICES:
+            raise UsageError(f"feature {self.feature!r} is unknown; choose one of {', '.join(FEATURE_CHOICES)}.")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise UsageError(f"drop_path_rate {self.drop_path_rate} must lie in [0, 1).")
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """Token grid (rows, cols) of the overlapping patch embedding: 16x8 at stride 16, 21x10 at 12."""
+        h, w = self.img_size
+        return (h - PATCH_SIZE) // self.stride + 1, (w - PATCH_SIZE) // self.stride + 1
+
+    def with_overrides(self, overrides: Mapping[str, Any], source: str = "overrides") -> "VariantSettings":
+        return replace(self, **_coerce(overrides, source))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["img_size"] = list(self.img_size)
+        data["neck_scales"] = list(self.neck_scales)
+        return data
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], source: str) -> "VariantSettings":
+        return cls(**_coerce(values, source))
+
+
+def setting_names() -> list[str]:
+    return [f.name for f in fields(VariantSettings)]
+
+
+_DEFAULTS = VariantSettings.__dataclass_fields__
+
+
+def _coerce(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Check names and types of user-given settings; the message names where they came from."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in _DEFAULTS:
+            raise UsageError(f"{source}: unknown setting {key!r}; valid settings are: {', '.join(setting_names())}.")
+        default = _DEFAULTS[key].default
+        try:
+            out[key] = _coerce_one(value, default)
+            if key == "img_size" and len(out[key]) != 2:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise UsageError(
+                f"{source}: setting {key!r} = {value!r} has the wrong type; "
+                f"expected something like {_example(default)}."
+            ) from None
+    return out
+
+
+def _coerce_one(value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise TypeError
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise TypeError
+        return value
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+            raise TypeError
+        return tuple(value)
+    raise TypeError
+
+
+def _example(default: Any) -> str:
+    if isinstance(default, tuple):
+        return repr(list(default))
+    return repr(default)
