@@ -8,8 +8,9 @@ forward pass.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from reidbench.errors import UsageError
 
@@ -81,7 +82,9 @@ class VariantSettings:
         return (h - PATCH_SIZE) // self.stride + 1, (w - PATCH_SIZE) // self.stride + 1
 
     def with_overrides(self, overrides: Mapping[str, Any], source: str = "overrides") -> "VariantSettings":
-        return replace(self, **_coerce(overrides, source))
+        values = _coerce(overrides, source)
+        with _named_source(source):
+            return replace(self, **values)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -91,7 +94,18 @@ class VariantSettings:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], source: str) -> "VariantSettings":
-        return cls(**_coerce(values, source))
+        coerced = _coerce(values, source)
+        with _named_source(source):
+            return cls(**coerced)
+
+
+@contextlib.contextmanager
+def _named_source(source: str) -> Iterator[None]:
+    """Prefix a validation error with where the bad value came from (a grid file, --set, ...)."""
+    try:
+        yield
+    except UsageError as exc:
+        raise UsageError(f"{source}: {exc}") from None
 
 
 def setting_names() -> list[str]:

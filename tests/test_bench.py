@@ -1,0 +1,87 @@
+"""bench on shallow models on the CPU: the record holds what the issue promises, with consistent numbers."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reidbench.bench.memory import measure_peak_memory
+from reidbench.bench.suite import BenchOptions, bench_cell
+from reidbench.bench.timing import time_callable
+from reidbench.variants import load_grid
+
+CPU = torch.device("cpu")
+
+
+def options(**kw) -> BenchOptions:
+    base = dict(device=CPU, dtype="fp32", batch_sizes=[1, 2], train_batch_size=2, warmup=1, repeats=3, max_seconds=2.0)
+    return BenchOptions(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def shallow_settings():
+    return load_grid("default").settings.with_overrides({"depth": 1})
+
+
+def test_a_done_cell_has_params_flops_latency_and_memory(shallow_settings) -> None:
+    grid = load_grid("default")
+    record = bench_cell(grid.cell("vit768-ms"), shallow_settings, options(), lambda m: None).to_dict()
+    assert record["status"] == "done" and record["error"] is None
+    params = record["params"]
+    assert params["total"] == params["backbone"] + params["neck"] + params["head"]
+    assert params["neck"] > params["backbone"]
+    assert record["gmacs"] > 0 and record["gflops"] == pytest.approx(2 * record["gmacs"], rel=0.005)
+    assert record["flops"]["gmacs_by_part"]["neck"] > 0
+    assert [e["batch_size"] for e in record["latency"]] == [1, 2]
+    for entry in record["latency"]:
+        assert 0 < entry["median_ms"] <= entry["p90_ms"]
+        assert entry["img_per_s"] == pytest.approx(entry["batch_size"] / entry["median_ms"] * 1e3)
+        assert entry["timer"] == "perf_counter" and entry["repeats"] >= 3
+    assert record["memory"]["inference"]["batch_size"] == 2
+    assert record["memory"]["inference"]["peak_rss_mib"] > 0
+    assert record["memory"]["train_step"]["peak_rss_mib"] > 0
+    assert any("clamped" in n for n in record["notes"])
+    assert record["settings"]["depth"] == 1
+
+
+def test_an_xfail_cell_keeps_pytorchs_message_and_its_parameter_count(shallow_settings) -> None:
+    record = bench_cell(load_grid("default").cell("clip512-ms"), shallow_settings, options(), lambda m: None)
+    assert record.status == "xfail"
+    assert "to have 768 channels, but got 512 channels instead" in record.error
+    assert record.params["neck"] > 100_000_000
+    assert record.latency == [] and record.gmacs is None
+
+
+def test_bare_reference_loop_stands_beside_the_harness(shallow_settings) -> None:
+    record = bench_cell(load_grid("default").cell("vit768-none"), shallow_settings, options(batch_sizes=[2], reference=True), lambda m: None)
+    (bare,) = record.reference
+    assert bare["model"] == "timm vit_base_patch16_224" and bare["batch_size"] == 2
+    assert bare["harness_over_bare"] == pytest.approx(record.latency[0]["median_ms"] / bare["mean_ms"])
+
+
+def test_a_measurement_error_fails_the_cell_but_keeps_what_was_measured(shallow_settings, monkeypatch) -> None:
+    from reidbench.bench import suite
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("timer broke")
+
+    monkeypatch.setattr(suite, "time_callable", explode)
+    record = bench_cell(load_grid("default").cell("vit768-none"), shallow_settings, options(), lambda m: None)
+    assert record.status == "failed" and "timer broke" in record.error and "Traceback" in record.traceback
+    assert record.gmacs is not None and record.params["total"] > 0
+
+
+def test_timing_takes_median_and_p90_of_the_repeats() -> None:
+    calls = []
+    timing = time_callable(lambda: calls.append(1), CPU, warmup=2, repeats=7, max_seconds=10)
+    assert len(calls) == 9 and timing.repeats == 7 and timing.warmup == 2
+    assert 0 <= timing.median_ms <= timing.p90_ms
+
+
+def test_peak_rss_sees_a_large_allocation() -> None:
+    def allocate() -> None:
+        block = torch.ones(64 * 1024 * 1024 // 4)  # 64 MiB
+        block.add_(1)
+
+    result = measure_peak_memory(allocate, CPU)
+    assert result["kind"] in ("peak-rss", "peak-rss-since-process-start")
+    assert result["peak_rss_mib"] > 64

@@ -1,0 +1,90 @@
+"""The command line, through typer's CliRunner: exit codes, messages, JSON."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from reidbench.cli import app
+
+runner = CliRunner()
+FAST = ["--device", "cpu", "--set", "depth=1", "--batch-sizes", "1", "--repeats", "2", "--warmup", "0", "--train-batch-size", "2"]
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_list_shows_grids_backbones_necks_and_settings() -> None:
+    result = invoke("list")
+    assert result.exit_code == 0
+    for word in ("grid default", "clip512-ms", "expected xfail", "vit768", "clip512proj", "ms ", "stride=16", "img_size=[256, 128]"):
+        assert word in result.output
+
+
+def test_bench_json_has_the_promised_fields(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = invoke("bench", "--only", "vit768-none", "--only", "clip512-ms", *FAST, "--json", str(out))
+    assert result.exit_code == 0, result.output
+    records = json.loads(out.read_text())
+    assert [r["cell"] for r in records] == ["vit768-none", "clip512-ms"]
+    for key in ("cell", "backbone", "neck", "status", "error", "params", "gmacs", "gflops", "latency", "memory", "environment"):
+        assert key in records[0]
+    assert records[0]["environment"]["packages"]["torch"] == metadata.version("torch")
+    assert records[0]["environment"]["dtype"] == "fp32" and records[0]["environment"]["device"] == "cpu"
+    assert records[1]["status"] == "xfail"
+    assert "clip512-ms [xfail]: Given groups=1" in result.stdout
+    assert "vit768-none" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["bench", "--grid", "nosuch"], "unknown grid 'nosuch'; built-in grids are: default"),
+        (["bench", "--only", "vit768-gem"], "has no cell 'vit768-gem'"),
+        (["bench", "--set", "stride=20"], "stride 20 is impossible"),
+        (["bench", "--set", "depth"], "must look like key=value"),
+        (["bench", "--batch-sizes", "0"], "comma-separated list of positive integers"),
+        (["bench", "--device", "tpu"], "unknown device 'tpu'"),
+        (["bench", "--dtype", "fp8"], "unknown dtype 'fp8'"),
+        (["bench", "--train-batch-size", "1"], "at least 2"),
+        (["list", "--grid", "nosuch"], "unknown grid"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_paragraph_and_no_traceback(args: list[str], message: str) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_requested_without_a_gpu_is_a_usage_error() -> None:
+    result = invoke("bench", "--device", "cuda")
+    assert result.exit_code == 2 and "sees no CUDA device" in result.output
+
+
+def test_malformed_grid_file_exits_2_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("backbones = [")
+    result = invoke("bench", "--grid", str(path))
+    assert result.exit_code == 2 and str(path) in result.output and "not valid TOML" in result.output
+
+
+def test_an_unexpected_pass_exits_non_zero(tmp_path: Path) -> None:
+    path = tmp_path / "xpass.toml"
+    path.write_text('backbones = ["vit768"]\nnecks = ["none"]\n[expect.vit768-none]\nstatus = "xfail"\nmatch = "x"\n')
+    result = invoke("bench", "--grid", str(path), *FAST)
+    assert result.exit_code == 1
+    assert "xpass" in result.output and "not as expected: vit768-none (xpass)" in result.output
+
+
+def test_python_dash_m_reidbench_works() -> None:
+    result = subprocess.run([sys.executable, "-m", "reidbench", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "bench" in result.stdout

@@ -1,0 +1,90 @@
+"""Grid files: the shipped default, user files, and the errors a malformed file gets."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reidbench.errors import UsageError
+from reidbench.variants import BACKBONES, NECKS, builtin_grids, load_grid
+
+
+def test_default_grid_is_the_3x2_product_with_the_expected_failure() -> None:
+    grid = load_grid("default")
+    assert [c.id for c in grid.cells] == [
+        "vit768-none", "vit768-ms", "clip512-none", "clip512-ms", "clip512proj-none", "clip512proj-ms",
+    ]
+    expected = {c.id: c.expect.status for c in grid.cells if c.expect}
+    assert expected == {"clip512-ms": "xfail"}
+    assert grid.settings.img_size == (256, 128) and grid.settings.stride == 16 and grid.settings.depth == 12
+    assert grid.settings.grid_size == (16, 8)
+
+
+@pytest.mark.parametrize("name", builtin_grids())
+def test_every_builtin_grid_names_registered_components(name: str) -> None:
+    grid = load_grid(name)
+    assert grid.cells
+    assert all(c.backbone in BACKBONES and c.neck in NECKS for c in grid.cells)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "mine.toml"
+    path.write_text(text)
+    return path
+
+
+def test_user_grid_file_with_settings_and_expectations(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+backbones = ["vit768"]
+necks = ["none", "ms"]
+[settings]
+stride = 12
+depth = 2
+img_size = [128, 64]
+[expect.vit768-ms]
+status = "xfail"
+match = "boom"
+reason = "testing"
+""")
+    grid = load_grid(str(path))
+    assert grid.name == "mine" and grid.source == str(path)
+    assert [c.id for c in grid.cells] == ["vit768-none", "vit768-ms"]
+    assert grid.settings.stride == 12 and grid.settings.img_size == (128, 64)
+    assert grid.settings.grid_size == (10, 5)
+    assert grid.cell("vit768-ms").expect.reason == "testing"
+    assert [c.id for c in grid.select(["vit768-ms"])] == ["vit768-ms"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("backbones = [vit768", "not valid TOML"),
+        ('backbones = ["vit768"]', "missing 'necks'"),
+        ('backbones = []\nnecks = ["none"]', "must be a non-empty list"),
+        ('backbones = ["vit768", "vit768"]\nnecks = ["none"]', "lists a name twice"),
+        ('backbones = ["resnet"]\nnecks = ["none"]', "unknown backbone 'resnet'; valid backbones are: vit768"),
+        ('backbones = ["vit768"]\nnecks = ["gem"]', "unknown neck 'gem'; valid necks are: none, ms"),
+        ('backbones = ["vit768"]\nnecks = ["none"]\nbackbone = 1', "unknown key\\(s\\) backbone"),
+        ('backbones = ["vit768"]\nnecks = ["none"]\n[settings]\nstride = 20', "stride 20 is impossible"),
+        ('backbones = ["vit768"]\nnecks = ["none"]\n[settings]\nimg_size = [250, 128]', "not divisible"),
+        ('backbones = ["vit768"]\nnecks = ["none"]\n[settings]\ndepth = "deep"', "'depth' = 'deep' has the wrong type"),
+        ('backbones = ["vit768"]\nnecks = ["none"]\n[settings]\nwidth = 3', "unknown setting 'width'"),
+        ('backbones = ["vit768"]\nnecks = ["none"]\n[expect.clip512-ms]\nstatus = "xfail"', "no such cell in this grid"),
+        ('backbones = ["vit768"]\nnecks = ["none"]\n[expect.vit768-none]\nstatus = "pass"', "status 'pass' is unknown"),
+        ('backbones = ["vit768"]\nnecks = ["none"]\n[expect.vit768-none]\nmatch = "("', "not a valid regular expression"),
+    ],
+)
+def test_malformed_grid_files_name_the_file_and_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(UsageError, match=message) as info:
+        load_grid(str(path))
+    assert str(path) in str(info.value)
+
+
+def test_unknown_grid_name_and_missing_file() -> None:
+    with pytest.raises(UsageError, match="unknown grid 'nosuch'; built-in grids are: default"):
+        load_grid("nosuch")
+    with pytest.raises(UsageError, match="does not exist"):
+        load_grid("missing/grid.toml")
+    with pytest.raises(UsageError, match="has no cell 'vit768-gem'; its cells are: vit768-none"):
+        load_grid("default").select(["vit768-gem"])

@@ -1,0 +1,57 @@
+"""The multi-scale neck on non-square grids: clamping, coverage, parameters, and its arithmetic."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from reidbench import create_variant
+from reidbench.bench.params import count_parameters
+from reidbench.variants.necks import MultiScaleWindowNeck, clamp_window
+
+
+@pytest.mark.parametrize(
+    "grid, expected",
+    [((16, 8), [(4, 4), (8, 8), (16, 8)]), ((21, 10), [(4, 4), (8, 8), (16, 10)]), ((2, 3), [(2, 3), (2, 3), (2, 3)])],
+)
+def test_windows_larger_than_the_grid_are_clamped_per_axis(grid, expected) -> None:
+    assert [clamp_window(s, grid) for s in (4, 8, 16)] == expected
+    neck = MultiScaleWindowNeck((4, 8, 16), grid, width=8)
+    assert [tuple(c.kernel_size) for c in neck.convs] == expected
+    assert [tuple(c.stride) for c in neck.convs] == expected
+
+
+def test_notes_say_what_was_clamped_and_what_is_left_uncovered() -> None:
+    at16 = MultiScaleWindowNeck((4, 8, 16), (16, 8), width=8).notes
+    assert at16 == ["ms neck: window 16x16 clamped per axis to 16x8 on the 16x8 grid"]
+    at12 = " | ".join(MultiScaleWindowNeck((4, 8, 16), (21, 10), width=8).notes)
+    assert "window 16x16 clamped per axis to 16x10 on the 21x10 grid" in at12
+    assert "window 4x4 leaves the last 1 row(s) and 2 column(s) uncovered" in at12
+    assert "window 16x10 leaves the last 5 row(s) and 0 column(s) uncovered" in at12
+
+
+@pytest.mark.parametrize("stride, grid", [(16, (16, 8)), (12, (21, 10))])
+def test_forward_equals_pooled_convolutions_added_to_cls(stride: int, grid: tuple[int, int]) -> None:
+    neck = create_variant("vit768-ms", depth=1, stride=stride).neck
+    rows, cols = grid
+    tokens = torch.randn(2, 1 + rows * cols, 768)
+    feature_map = tokens[:, 1:].reshape(2, rows, cols, 768).permute(0, 3, 1, 2)
+    pooled = []
+    for conv, s in zip(neck.convs, (4, 8, 16)):
+        k = (min(s, rows), min(s, cols))
+        out = F.conv2d(feature_map, conv.weight, conv.bias, stride=k)
+        assert out.shape[-2:] == (rows // k[0], cols // k[1])
+        pooled.append(out.mean(dim=(2, 3)))
+    expected = tokens[:, 0] + sum(pooled) / 3
+    with torch.no_grad():
+        torch.testing.assert_close(neck(tokens), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("stride, window_area", [(16, 4 * 4 + 8 * 8 + 16 * 8), (12, 4 * 4 + 8 * 8 + 16 * 10)])
+def test_neck_parameters_follow_the_clamped_windows_and_outweigh_the_backbone(stride: int, window_area: int) -> None:
+    model = create_variant("vit768-ms", stride=stride)
+    params = count_parameters(model)
+    assert params["neck"] == 768 * 768 * window_area + 3 * 768
+    assert params["neck"] > params["backbone"] > 85_000_000
+    if stride == 16:
+        assert round(params["neck"] / 1e6) == 123  # 198 M if the 16x16 window were not clamped
