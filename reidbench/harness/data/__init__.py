@@ -1,0 +1,45 @@
+"""Datasets on disk -> records: the ReID formats reidbench reads and its synthetic default set.
+
+Nothing here opens an image; transforms, samplers and data loaders build on
+the :class:`ReidDataset` records.
+"""
+from reidbench.harness.data.formats import (
+    DATASET_KINDS,
+    load_dataset,
+    load_dukemtmc,
+    load_market1501,
+    load_msmt17,
+    load_synthetic,
+    load_veri776,
+    parse_dataset_spec,
+)
+from reidbench.harness.data.records import DISTRACTOR_PID, JUNK_PID, ImageRecord, ReidDataset
+from reidbench.harness.data.synthetic import (
+    DEFAULT_PARAMS,
+    SyntheticParams,
+    default_synthetic_root,
+    ensure_synthetic,
+    generate_synthetic,
+    read_manifest,
+)
+
+__all__ = [
+    "DATASET_KINDS",
+    "DEFAULT_PARAMS",
+    "DISTRACTOR_PID",
+    "JUNK_PID",
+    "ImageRecord",
+    "ReidDataset",
+    "SyntheticParams",
+    "default_synthetic_root",
+    "ensure_synthetic",
+    "generate_synthetic",
+    "load_dataset",
+    "load_dukemtmc",
+    "load_market1501",
+    "load_msmt17",
+    "load_synthetic",
+    "load_veri776",
+    "parse_dataset_spec",
+    "read_manifest",
+]

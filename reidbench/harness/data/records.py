@@ -1,0 +1,117 @@
+"""The in-memory form of a ReID dataset: image records split into train, query and gallery.
+
+Conventions every loader follows, so that samplers, the evaluator and the
+reports never need to know which dataset they are looking at:
+
+* ``pid`` is the dataset's own identity number, except in ``train``, where it is
+  relabelled to ``0..N-1`` (contiguous, in order of the original pid) so it can
+  index a classifier; ``train_pid_map`` maps original pid -> label.
+* Outside ``train``, ``pid == 0`` means *distractor* and appears only in the
+  gallery; ``pid == -1`` (*junk*) never appears: loaders drop junk images and
+  count them in ``dropped``.
+* ``camid`` is 0-based, whatever the file names say.
+* Records are sorted by file name within each split, so loading is deterministic.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+#: Identity of gallery images that show nobody in the query set (Market-1501 convention).
+DISTRACTOR_PID = 0
+#: Identity of unusable images (too little of a person visible); loaders drop them.
+JUNK_PID = -1
+
+SPLITS = ("train", "query", "gallery")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image on disk with its identity and 0-based camera. The file is not opened."""
+
+    path: Path
+    pid: int
+    camid: int
+
+
+@dataclass
+class ReidDataset:
+    """A dataset as three lists of records plus what a run must record about it.
+
+    Build one with :meth:`from_splits`, which relabels the training identities;
+    the plain constructor takes ``train`` as already relabelled.
+    """
+
+    name: str
+    root: Path
+    train: list[ImageRecord]
+    query: list[ImageRecord]
+    gallery: list[ImageRecord]
+    version: str | None = None
+    #: original training pid -> contiguous label used in ``train``.
+    train_pid_map: dict[int, int] = field(default_factory=dict)
+    #: per split, how many images the loader left out (junk, or distractors outside the gallery).
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_splits(
+        cls,
+        name: str,
+        root: Path,
+        train: list[ImageRecord],
+        query: list[ImageRecord],
+        gallery: list[ImageRecord],
+        version: str | None = None,
+        dropped: dict[str, int] | None = None,
+    ) -> ReidDataset:
+        """Assemble a dataset from records carrying original pids; relabels ``train``."""
+        pid_map = {pid: label for label, pid in enumerate(sorted({r.pid for r in train}))}
+        relabelled = [replace(r, pid=pid_map[r.pid]) for r in train]
+        return cls(
+            name=name,
+            root=root,
+            train=relabelled,
+            query=query,
+            gallery=gallery,
+            version=version,
+            train_pid_map=pid_map,
+            dropped=dict(dropped or {}),
+        )
+
+    @property
+    def num_train_pids(self) -> int:
+        """Number of training identities: the classifier's output size."""
+        return len(self.train_pid_map)
+
+    @property
+    def num_cameras(self) -> int:
+        """One more than the largest camera id in any split: the size of a camera embedding."""
+        camids = [r.camid for split in (self.train, self.query, self.gallery) for r in split]
+        return max(camids) + 1 if camids else 0
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per split: identities (distractors not counted), images, cameras, distractor images."""
+        result = {}
+        for split in SPLITS:
+            records = getattr(self, split)
+            # In train, pid 0 is the first label, not a distractor.
+            distractors = 0 if split == "train" else sum(r.pid == DISTRACTOR_PID for r in records)
+            result[split] = {
+                "ids": len({r.pid for r in records}) - (distractors > 0),
+                "images": len(records),
+                "cameras": len({r.camid for r in records}),
+                "distractors": distractors,
+            }
+        return result
+
+    def describe(self) -> str:
+        """A few lines for humans (``reidbench data info``)."""
+        version = f" {self.version}" if self.version else ""
+        lines = [f"{self.name}{version} at {self.root}", f"{'split':<8}{'ids':>7}{'images':>9}{'cameras':>9}"]
+        for split, c in self.counts().items():
+            extra = f"  (+{c['distractors']} distractor images)" if c["distractors"] else ""
+            lines.append(f"{split:<8}{c['ids']:>7}{c['images']:>9}{c['cameras']:>9}{extra}")
+        dropped = {k: v for k, v in self.dropped.items() if v}
+        if dropped:
+            lines.append("dropped: " + ", ".join(f"{v} {k}" for k, v in dropped.items()))
+        return "\n".join(lines)
