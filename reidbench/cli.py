@@ -79,6 +79,7 @@ def bench(
     warmup: int = typer.Option(3, "--warmup", help="Untimed warm-up calls per batch size."),
     max_seconds: float = typer.Option(5.0, "--max-seconds", help="Stop repeating a batch size after this much timed work."),
     reference: bool = typer.Option(False, "--reference", help="Also time a bare library loop of the same network (cells with neck `none`)."),
+    cudnn_benchmark: bool = typer.Option(True, "--cudnn-benchmark/--no-cudnn-benchmark", help="Let cuDNN autotune convolutions per shape (CUDA only; recorded)."),
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a grid setting, e.g. --set depth=2 (repeatable)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the records as a JSON list to this file."),
 ) -> None:
@@ -107,6 +108,7 @@ def bench(
         repeats=repeats,
         max_seconds=max_seconds,
         reference=reference,
+        cudnn_benchmark=cudnn_benchmark,
     )
     if json_path is not None:
         _check_writable(json_path)

@@ -27,11 +27,11 @@ def _timm_vit(settings: VariantSettings) -> nn.Module:
 
 
 def _open_clip_visual(settings: VariantSettings) -> nn.Module:
-    from open_clip.transformer import VisionTransformer
+    from open_clip.transformer import QuickGELU, VisionTransformer
 
     return VisionTransformer(
         image_size=settings.img_size, patch_size=PATCH_SIZE, width=768, layers=settings.depth, heads=12,
-        mlp_ratio=4.0, output_dim=512,
+        mlp_ratio=4.0, output_dim=512, act_layer=QuickGELU if settings.clip_quick_gelu else nn.GELU,
     )
 
 
