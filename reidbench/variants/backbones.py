@@ -16,12 +16,25 @@ from reidbench.variants.registry import Registry
 from reidbench.variants.settings import PATCH_SIZE, VariantSettings
 
 
+TRANSREID_PIXEL_MEAN = TRANSREID_PIXEL_STD = (0.5, 0.5, 0.5)
+"""TransReID's input normalization (its INPUT.PIXEL_MEAN / PIXEL_STD)."""
+CLIP_PIXEL_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_PIXEL_STD = (0.26862954, 0.26130258, 0.27577711)
+"""The normalization CLIP was trained with; its weights expect it."""
+
+
 class Backbone(nn.Module):
-    """What necks rely on: `embed_dim` (token width D) and `grid_size` (rows, cols of patch tokens)."""
+    """What necks rely on: `embed_dim` (token width D) and `grid_size` (rows, cols of patch tokens).
+
+    `pixel_mean` / `pixel_std` are the input normalization the backbone's
+    pretrained weights expect; the data pipeline reads them from here.
+    """
 
     embed_dim: int
     grid_size: tuple[int, int]
     notes: list[str]
+    pixel_mean: tuple[float, float, float]
+    pixel_std: tuple[float, float, float]
 
     def forward(self, images: torch.Tensor, cam_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         raise NotImplementedError
@@ -71,6 +84,7 @@ class TransReIDViT(Backbone):
         self.sie_embed = _camera_embedding(settings, (1, width))
         self.sie_xishu = settings.sie_xishu
         self.embed_dim = width
+        self.pixel_mean, self.pixel_std = TRANSREID_PIXEL_MEAN, TRANSREID_PIXEL_STD
         self.notes = [
             f"vit768: timm ViT-B/16, depth {settings.depth}, {settings.img_size[0]}x{settings.img_size[1]}, "
             f"stride {settings.stride} -> {self.grid_size[0]}x{self.grid_size[1]} grid, {num_tokens} tokens; "
@@ -125,6 +139,7 @@ class CLIPReIDViT(Backbone):
         clip_dim = config["embed_dim"]
         self.token_proj = nn.Linear(clip_dim, project_to) if project_to else None
         self.embed_dim = project_to or clip_dim
+        self.pixel_mean, self.pixel_std = CLIP_PIXEL_MEAN, CLIP_PIXEL_STD
         act = "QuickGELU" if settings.clip_quick_gelu else "GELU"
         self.notes = [
             f"clip512: open_clip ViT-B-16 visual, depth {settings.depth}, {act}, "

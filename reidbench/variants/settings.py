@@ -8,10 +8,10 @@ forward pass.
 """
 from __future__ import annotations
 
-import contextlib
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
 
+from reidbench.config import from_mapping
 from reidbench.errors import UsageError
 
 PATCH_SIZE = 16
@@ -27,7 +27,7 @@ FEATURE_CHOICES = ("before", "after")
 class VariantSettings:
     """Grid-wide settings; a grid file's `[settings]` table overrides these defaults."""
 
-    img_size: tuple[int, int] = (256, 128)
+    img_size: tuple[int, int] = field(default=(256, 128), metadata={"length": 2})
     """Input (height, width); must be divisible by the 16-pixel patch."""
     stride: int = 16
     """Patch-embedding stride; below 16 the patches overlap (TransReID uses 12)."""
@@ -82,9 +82,7 @@ class VariantSettings:
         return (h - PATCH_SIZE) // self.stride + 1, (w - PATCH_SIZE) // self.stride + 1
 
     def with_overrides(self, overrides: Mapping[str, Any], source: str = "overrides") -> "VariantSettings":
-        values = _coerce(overrides, source)
-        with _named_source(source):
-            return replace(self, **values)
+        return from_mapping(VariantSettings, overrides, source, base=self)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -94,71 +92,8 @@ class VariantSettings:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], source: str) -> "VariantSettings":
-        coerced = _coerce(values, source)
-        with _named_source(source):
-            return cls(**coerced)
-
-
-@contextlib.contextmanager
-def _named_source(source: str) -> Iterator[None]:
-    """Prefix a validation error with where the bad value came from (a grid file, --set, ...)."""
-    try:
-        yield
-    except UsageError as exc:
-        raise UsageError(f"{source}: {exc}") from None
+        return from_mapping(cls, values, source)
 
 
 def setting_names() -> list[str]:
     return [f.name for f in fields(VariantSettings)]
-
-
-_DEFAULTS = VariantSettings.__dataclass_fields__
-
-
-def _coerce(values: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """Check names and types of user-given settings; the message names where they came from."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in _DEFAULTS:
-            raise UsageError(f"{source}: unknown setting {key!r}; valid settings are: {', '.join(setting_names())}.")
-        default = _DEFAULTS[key].default
-        try:
-            out[key] = _coerce_one(value, default)
-            if key == "img_size" and len(out[key]) != 2:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise UsageError(
-                f"{source}: setting {key!r} = {value!r} has the wrong type; "
-                f"expected something like {_example(default)}."
-            ) from None
-    return out
-
-
-def _coerce_one(value: Any, default: Any) -> Any:
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise TypeError
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError
-        return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise TypeError
-        return value
-    if isinstance(default, tuple):
-        if not isinstance(value, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
-            raise TypeError
-        return tuple(value)
-    raise TypeError
-
-
-def _example(default: Any) -> str:
-    if isinstance(default, tuple):
-        return repr(list(default))
-    return repr(default)

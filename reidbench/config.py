@@ -1,0 +1,74 @@
+"""Typed dataclasses filled from user mappings (TOML tables, --set options), with errors that say where.
+
+Grid settings and profile sections are declared as dataclasses whose defaults
+are the defaults; this one function checks a user's names and types against
+those declarations, so every config file gets the same messages.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import MISSING, fields, replace
+from typing import Any, Iterator, Mapping, Optional, TypeVar
+
+from reidbench.errors import UsageError
+
+T = TypeVar("T")
+
+
+def from_mapping(cls: type[T], values: Mapping[str, Any], source: str, base: Optional[T] = None) -> T:
+    """`cls` built from `values` (on top of `base`, else the defaults); bad names or types name `source`."""
+    declared = {f.name: f for f in fields(cls)}
+    coerced: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in declared:
+            raise UsageError(f"{source}: unknown setting {key!r}; valid settings are: {', '.join(declared)}.")
+        spec = declared[key]
+        default = spec.default if spec.default is not MISSING else spec.default_factory()  # type: ignore[misc]
+        try:
+            coerced[key] = _coerce(value, default)
+            length = spec.metadata.get("length")
+            if length is not None and len(coerced[key]) != length:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise UsageError(
+                f"{source}: setting {key!r} = {value!r} has the wrong type; expected something like {_example(default)}."
+            ) from None
+    with named_source(source):
+        return replace(base, **coerced) if base is not None else cls(**coerced)
+
+
+@contextlib.contextmanager
+def named_source(source: str) -> Iterator[None]:
+    """Prefix a validation error raised inside with where the bad value came from."""
+    try:
+        yield
+    except UsageError as exc:
+        raise UsageError(f"{source}: {exc}") from None
+
+
+def _coerce(value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise TypeError
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise TypeError
+        return value
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+            raise TypeError
+        return tuple(value)
+    raise TypeError
+
+
+def _example(default: Any) -> str:
+    return repr(list(default)) if isinstance(default, tuple) else repr(default)
