@@ -1,0 +1,135 @@
+"""The ReID training augmentation as tensor ops, run wherever the batch already is.
+
+Why not torchvision transforms in data-loader workers: the images are cached
+decoded (:mod:`reidbench.harness.images`), so a batch arrives as one uint8
+tensor, and slicing it where it lies costs far less than per-image PIL
+transforms, which would need worker processes again. All random numbers
+come from one CPU ``torch.Generator`` and are drawn in a fixed order and count,
+so a seed gives the same augmentation on CPU and on any device.
+
+The recipe is the TransReID / fast-reid one, in this order: horizontal flip,
+zero padding and a random crop back to the input size (a random translation of
+up to ``pad`` pixels; the padding is black in pixel space), normalisation, then
+random erasing.
+
+The mean and std come from the backbone (``Backbone.pixel_mean`` / ``pixel_std``):
+they belong to the pretrained weights, not to the augmentation.
+
+Erasing fill: the rectangle is set to **0 in normalised space**, i.e. the
+normalisation mean colour, as fast-reid does (it erases with the pixel mean
+before normalising). TransReID, and CLIP-ReID whose data code derives from it,
+fill with per-pixel standard-normal noise instead (timm's
+``RandomErasing(mode="pixel")``); reid-strong-baseline writes the raw mean
+numbers (0.4914, ...) into the already normalised tensor, a grey rectangle
+rather than the mean colour. A constant fill keeps results exactly
+reproducible and testable.
+
+Erased rectangle: area a uniform fraction of the image in ``erase_area``, aspect
+ratio (height / width) log-uniform in ``erase_ratio`` (as torchvision and timm;
+reid-strong-baseline draws it uniformly), up to ten tries per image for one that
+fits, none erased if no try fits.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+#: Tries per image to draw an erasing rectangle that fits inside it.
+_ERASE_TRIES = 10
+
+
+def _check_batch(batch: torch.Tensor) -> None:
+    if batch.dtype != torch.uint8 or batch.dim() != 4 or batch.shape[1] != 3:
+        raise ValueError(f"expected a uint8 [B, 3, H, W] batch, got {batch.dtype} {list(batch.shape)}")
+
+
+def normalize(
+    batch_uint8: torch.Tensor,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Pixels in [0, 255] -> ``(x / 255 - mean) / std``; computed in float32, then cast to ``dtype``."""
+    _check_batch(batch_uint8)
+    device = batch_uint8.device
+    mean_t = torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float64).view(1, 3, 1, 1)
+    # One multiply-add pass: scale and shift are folded in float64, then rounded once.
+    scale = (1 / (255 * std_t)).to(device, torch.float32)
+    shift = (-mean_t / std_t).to(device, torch.float32)
+    out = batch_uint8.to(torch.float32).mul_(scale).add_(shift)
+    return out if dtype == torch.float32 else out.to(dtype)
+
+
+def _erase_boxes(
+    batch_size: int,
+    height: int,
+    width: int,
+    generator: torch.Generator,
+    erase_p: float,
+    erase_area: tuple[float, float],
+    erase_ratio: tuple[float, float],
+) -> torch.Tensor:
+    """Per image ``(erase, top, left, box_height, box_width)`` as a [B, 5] int64 CPU tensor."""
+    do = torch.rand(batch_size, generator=generator) < erase_p
+    area = torch.empty(batch_size, _ERASE_TRIES).uniform_(*erase_area, generator=generator) * (height * width)
+    log_lo, log_hi = math.log(erase_ratio[0]), math.log(erase_ratio[1])
+    ratio = torch.empty(batch_size, _ERASE_TRIES).uniform_(log_lo, log_hi, generator=generator).exp()
+    box_h = torch.sqrt(area * ratio).round().long()
+    box_w = torch.sqrt(area / ratio).round().long()
+    fits = (box_h >= 1) & (box_w >= 1) & (box_h < height) & (box_w < width)
+    first = fits.long().argmax(dim=1, keepdim=True)  # first try that fits (0 when none does)
+    box_h, box_w = box_h.gather(1, first).squeeze(1), box_w.gather(1, first).squeeze(1)
+    do &= fits.any(dim=1)
+    where = torch.rand(batch_size, 2, generator=generator)
+    top = (where[:, 0] * (height - box_h + 1)).long().clamp_(max=height - 1)
+    left = (where[:, 1] * (width - box_w + 1)).long().clamp_(max=width - 1)
+    return torch.stack([do.long(), top, left, box_h, box_w], dim=1)
+
+
+def train_augment(
+    batch_uint8: torch.Tensor,
+    generator: torch.Generator,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    *,
+    flip_p: float = 0.5,
+    pad: int = 10,
+    erase_p: float = 0.5,
+    erase_area: tuple[float, float] = (0.02, 0.4),
+    erase_ratio: tuple[float, float] = (0.3, 3.33),
+) -> torch.Tensor:
+    """Flip, pad-and-crop, normalise and erase a uint8 batch; float32 on the batch's device.
+
+    ``generator`` must be a CPU generator: every random number is drawn on the
+    CPU (a fixed count per call, whatever the probabilities) and used as a
+    plain int, which is what makes a seed reproduce the same augmentation on
+    any device and keeps the device from ever waiting on the host.
+    """
+    _check_batch(batch_uint8)
+    if generator.device.type != "cpu":
+        raise ValueError("train_augment draws its random numbers on the CPU: pass a CPU torch.Generator")
+    if pad < 0:
+        raise ValueError(f"pad must be non-negative, got {pad}")
+    batch_size, _, height, width = batch_uint8.shape
+    flip = (torch.rand(batch_size, generator=generator) < flip_p).tolist()
+    shift = torch.randint(0, 2 * pad + 1, (batch_size, 2), generator=generator).tolist()
+    boxes = _erase_boxes(batch_size, height, width, generator, erase_p, erase_area, erase_ratio).tolist()
+
+    # One strided copy per sample, at offsets that are plain CPU ints, so nothing waits on the
+    # device. On a 2-core CPU this is ~15x faster than gathering the whole batch through a
+    # [B, 3, H, W] index; on a GPU it costs B small copy kernels. Cropping and then flipping
+    # equals flipping and then cropping at the mirrored offset, which is as likely.
+    padded = F.pad(batch_uint8, (pad, pad, pad, pad)) if pad else batch_uint8
+    out = torch.empty_like(batch_uint8)
+    for i, ((top, left), flipped) in enumerate(zip(shift, flip)):
+        crop = padded[i, :, top : top + height, left : left + width]
+        out[i] = crop.flip(-1) if flipped else crop
+
+    out = normalize(out, mean, std)
+    for i, (erase, top, left, box_h, box_w) in enumerate(boxes):
+        if erase:
+            out[i, :, top : top + box_h, left : left + box_w] = 0.0
+    return out

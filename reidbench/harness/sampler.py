@@ -1,0 +1,116 @@
+"""P identities x K images per batch: the batches that batch-hard triplet loss needs.
+
+Why this sampler rather than the one in the usual ReID code bases: theirs draw
+from the global ``random`` / ``numpy`` state, so a run cannot be replayed, and
+their epoch length depends on the draw. Here an epoch is a pure function of
+``(seed, epoch)``:
+
+1. shuffle all identities and walk through them P at a time, so every identity
+   appears in every epoch;
+2. for each identity take K of its images, without replacement when it has at
+   least K, with replacement otherwise;
+3. split the batches across ranks: rank r takes batches r, r + W, r + 2W, ...
+   of the same global order, so within one step the W ranks hold W*P distinct
+   identities between them.
+
+Padding rule (what the lead asked to be told): the identities are consumed one
+*step* (W batches, W*P identities) at a time. The last step, if incomplete, is
+filled up with identities chosen at random among those not already in that
+step, i.e. repeats of identities seen earlier in the epoch. With W = 1 this is
+"the last incomplete group of P is topped up with other ids"; with W > 1 it
+also gives every rank the same number of batches, ``ceil(M / (P * W))`` for M
+identities, without any identity appearing twice in one step.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from reidbench.errors import UsageError
+
+
+class PKSampler:
+    """Batch sampler over dataset indices; call :meth:`set_epoch` before iterating each epoch.
+
+    ``pids`` holds the identity of every dataset index. Iterating yields this
+    rank's batches for the current epoch as lists of ``P * K`` indices, K
+    consecutive indices per identity.
+    """
+
+    def __init__(
+        self,
+        pids: Sequence[int] | torch.Tensor,
+        p: int,
+        k: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if isinstance(pids, torch.Tensor):
+            pids = pids.detach().cpu().numpy()
+        labels = np.asarray(pids, dtype=np.int64).reshape(-1)
+        problems = []
+        if p < 1 or k < 1:
+            problems.append(f"P and K must be at least 1 (got P={p}, K={k})")
+        if seed < 0:
+            problems.append(f"seed must be non-negative (got {seed})")
+        if world_size < 1 or not 0 <= rank < world_size:
+            problems.append(f"rank must be in 0..world_size-1 (got rank={rank}, world_size={world_size})")
+        if problems:
+            raise UsageError("PK sampler: " + "; ".join(problems) + ".")
+
+        ids, inverse = np.unique(labels, return_inverse=True)
+        if len(ids) < p * world_size:
+            ranks = f" x {world_size} ranks" if world_size > 1 else ""
+            raise UsageError(
+                f"PK sampler: a batch needs P={p} distinct identities{ranks}, but the training set has "
+                f"only {len(ids)}; use P <= {len(ids) // world_size}."
+            )
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.cumsum(np.bincount(inverse, minlength=len(ids)))[:-1]
+        #: dataset indices of each identity, identities in ascending pid order.
+        self._members: list[np.ndarray] = np.split(order, bounds)
+        self.p, self.k, self.seed = int(p), int(k), int(seed)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.epoch = 0
+
+    @property
+    def num_ids(self) -> int:
+        return len(self._members)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select which epoch's batches the next iteration yields; every rank must pass the same epoch."""
+        if epoch < 0:
+            raise UsageError(f"PK sampler: epoch must be non-negative (got {epoch}).")
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank (the same on every rank and in every epoch)."""
+        return math.ceil(self.num_ids / (self.p * self.world_size))
+
+    def _global_batches(self) -> list[list[int]]:
+        """All ranks' batches of the current epoch, in global order."""
+        rng = np.random.default_rng((self.seed, self.epoch))
+        step_ids = self.p * self.world_size
+        order = rng.permutation(self.num_ids)
+        short = len(self) * step_ids - self.num_ids
+        if short:
+            last_step = order[(len(self) - 1) * step_ids :]
+            others = np.setdiff1d(np.arange(self.num_ids), last_step, assume_unique=True)
+            order = np.concatenate([order, rng.choice(others, size=short, replace=False)])
+
+        batches = []
+        for start in range(0, len(order), self.p):
+            batch: list[int] = []
+            for identity in order[start : start + self.p]:
+                members = self._members[identity]
+                picked = rng.choice(members, size=self.k, replace=len(members) < self.k)
+                batch.extend(picked.tolist())
+            batches.append(batch)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._global_batches()[self.rank :: self.world_size])
