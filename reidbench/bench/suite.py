@@ -93,6 +93,14 @@ def bench_grid(grid: Grid, cells: list[Cell], options: BenchOptions, settings: V
 def bench_cell(cell: Cell, settings: VariantSettings, options: BenchOptions, log: Log) -> CellRecord:
     """Probe the cell, then count, time and measure it; an exception anywhere marks it failed, keeping what was measured."""
     probe = probe_cell(cell, lambda: create_variant(cell, settings=settings), torch.device("cpu"))
+    record = new_record(cell, probe, settings, options)
+    if probe.status == DONE and probe.model is not None:
+        measure_model(probe.model, record, settings, options, log)
+    return record
+
+
+def new_record(cell: Cell, probe: Probe, settings: VariantSettings, options: BenchOptions) -> CellRecord:
+    """The record of a probed cell: status, error, and what a built model tells without running (notes, parameters)."""
     record = CellRecord(
         cell=cell.id,
         backbone=cell.backbone,
@@ -104,25 +112,29 @@ def bench_cell(cell: Cell, settings: VariantSettings, options: BenchOptions, log
         settings=settings.to_dict(),
         options=options.to_dict(),
     )
-    model = probe.model
-    if model is not None:
-        record.notes = model.notes
-        record.params = count_parameters(model)
-    if probe.status != DONE or model is None:
-        return record
+    if probe.model is not None:
+        record.notes = probe.model.notes
+        record.params = count_parameters(probe.model)
+        record.feature_dim = probe.model.feature_dim
+    return record
+
+
+def measure_model(model: ReidModel, record: CellRecord, settings: VariantSettings, options: BenchOptions, log: Log) -> None:
+    """FLOPs, latency, memory (and the bare loop) into `record`; a failure marks the record failed.
+
+    The measured training step updates the weights: measure after saving a trained model.
+    """
     try:
-        _measure(model, record, probe, settings, options, log)
+        _measure(model, record, settings, options, log)
     except Exception as exc:  # noqa: BLE001 - a failing measurement fails the cell, not the grid
         record.status = FAILED
         record.error = f"measurement failed: {type(exc).__name__}: {exc}"
         record.traceback = traceback.format_exc()
-    return record
 
 
-def _measure(model: ReidModel, record: CellRecord, probe: Probe, settings: VariantSettings, options: BenchOptions, log: Log) -> None:
-    record.feature_dim = model.feature_dim
-    log(f"    counting FLOPs")
-    flops = count_flops(model, model.example_input(1))
+def _measure(model: ReidModel, record: CellRecord, settings: VariantSettings, options: BenchOptions, log: Log) -> None:
+    log("    counting FLOPs")
+    flops = count_flops(model, model.example_input(1, next(model.parameters()).device))
     record.gmacs, record.gflops = flops.gmacs, flops.gflops
     record.flops = flops.to_dict()
     record.warnings.extend(flops.warnings)

@@ -1,0 +1,149 @@
+"""Profiles: how hard to train and measure, declared as TOML files beside this module.
+
+A profile holds everything about a run that is not the variant itself: model
+overrides that size it for the machine (depth, input size), the training
+recipe, the evaluation protocol and the measurement settings. `auto` picks
+`full` on CUDA and `quick` elsewhere.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reidbench.config import from_mapping
+from reidbench.errors import UsageError
+from reidbench.variants.grid import tomllib
+from reidbench.variants.settings import VariantSettings
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+OPTIMIZERS = ("sgd", "adamw")
+TRIPLETS = ("soft", "margin", "none")
+METRICS = ("euclidean", "cosine")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 120
+    p: int = 16
+    """Identities per batch (PK sampler)."""
+    k: int = 4
+    """Images per identity per batch."""
+    optimizer: str = "sgd"
+    lr: float = 0.008
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 5
+    """Linear warm-up, then cosine decay to zero at the last epoch."""
+    label_smoothing: float = 0.0
+    triplet: str = "soft"
+    """'soft' (soft-margin), 'margin' (hinge with triplet_margin) or 'none'."""
+    triplet_margin: float = 0.3
+    id_weight: float = 1.0
+    triplet_weight: float = 1.0
+    augment: bool = True
+    """Random flip, pad-and-crop and random erasing."""
+    checkpoint_every: int = 1
+    """Epochs between resumable checkpoints (the last epoch is always saved)."""
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.p < 2 or self.k < 2:
+            raise UsageError("epochs must be >= 1, p >= 2 and k >= 2 (the triplet loss needs 2 ids x 2 images).")
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"optimizer {self.optimizer!r} is unknown; choose one of {', '.join(OPTIMIZERS)}.")
+        if self.triplet not in TRIPLETS:
+            raise UsageError(f"triplet {self.triplet!r} is unknown; choose one of {', '.join(TRIPLETS)}.")
+        if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
+            raise UsageError("lr must be > 0, weight_decay >= 0 and label_smoothing in [0, 1).")
+        if not 0 <= self.warmup_epochs < self.epochs or self.checkpoint_every < 1:
+            raise UsageError("warmup_epochs must be in [0, epochs) and checkpoint_every >= 1.")
+
+    @property
+    def batch_size(self) -> int:
+        return self.p * self.k
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    metric: str = "euclidean"
+    normalize: bool = True
+    """L2-normalize features before computing distances (TransReID's FEAT_NORM)."""
+    flip: bool = False
+    """Average each image's feature with its horizontal flip's."""
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise UsageError(f"metric {self.metric!r} is unknown; choose one of {', '.join(METRICS)}.")
+        if self.batch_size < 1:
+            raise UsageError("eval batch_size must be >= 1.")
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    batch_sizes: tuple[int, ...] = (1, 64, 256)
+    train_batch_size: int = 64
+    repeats: int = 50
+    warmup: int = 3
+    max_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.batch_sizes or min(self.batch_sizes) < 1 or self.train_batch_size < 2 or self.repeats < 1:
+            raise UsageError("measure: batch_sizes must be positive, train_batch_size >= 2, repeats >= 1.")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    source: str
+    description: str
+    model: dict[str, Any]
+    """Overrides of the grid's variant settings (checked against VariantSettings on load)."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["measure"]["batch_sizes"] = list(self.measure.batch_sizes)
+        return data
+
+
+SECTIONS = {"train": TrainConfig, "eval": EvalConfig, "measure": MeasureConfig}
+
+
+def builtin_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
+
+
+def resolve_profile_name(name: str, device: torch.device) -> str:
+    """`auto` means the full recipe where a GPU makes it affordable, the quick one elsewhere."""
+    if name == "auto":
+        return "full" if device.type == "cuda" else "quick"
+    return name
+
+
+def load_profile(name_or_path: str) -> Profile:
+    path = Path(name_or_path)
+    if path.suffix == ".toml":
+        if not path.is_file():
+            raise UsageError(f"profile file {name_or_path!r} does not exist; pass a TOML file or one of: auto, {', '.join(builtin_profiles())}.")
+        source, name = str(path), path.stem
+    else:
+        path = PROFILES_DIR / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise UsageError(f"unknown profile {name_or_path!r}; choose auto, {', '.join(builtin_profiles())} or a path to a .toml file.")
+        source, name = f"builtin:{name_or_path}", name_or_path
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"profile file {source} is not valid TOML: {exc}.") from None
+    unknown = sorted(set(raw) - {"description", "model", *SECTIONS})
+    if unknown:
+        raise UsageError(f"profile file {source}: unknown key(s) {', '.join(unknown)}; valid: description, model, {', '.join(SECTIONS)}.")
+    model = raw.get("model", {})
+    VariantSettings().with_overrides(model, f"profile file {source} [model]")  # names and types checked now
+    sections = {key: from_mapping(cls, raw.get(key, {}), f"profile file {source} [{key}]") for key, cls in SECTIONS.items()}
+    return Profile(name=name, source=source, description=str(raw.get("description", "")), model=dict(model), **sections)

@@ -1,0 +1,152 @@
+"""The run directory: the unit of truth that `report` and `--resume` read back.
+
+Layout:
+
+    RUN/
+      run.json            grid, profile, dataset, seeds, device, dtype, status of the run
+      environment.json    versions, device, git commit, flags that change numbers
+      results.csv         one row per cell and seed (rewritten after every cell)
+      cells/<cell>/seed<k>/
+        record.json       status, error, metrics, params, FLOPs, latency, memory, notes
+        train_log.jsonl   one line per epoch
+        checkpoint.pt     resumable state (model, optimizer, epoch, RNG) while training
+        model.pt          the trained weights, once the cell is done
+
+Every file is written to a temporary name and renamed into place, so a run
+killed at any moment leaves each file either old or new, never half-written.
+"""
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import torch
+
+from reidbench.errors import UsageError
+
+RESULT_COLUMNS = [
+    "cell", "backbone", "neck", "seed", "status", "error",
+    "mAP", "rank1", "rank5", "rank10", "mINP",
+    "params", "params_backbone", "params_neck", "params_head", "gmacs", "gflops",
+    "train_seconds", "train_img_per_s", "epochs",
+]
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path} is damaged ({exc}); remove it to re-run that part.") from None
+
+
+def save_torch_atomic(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def append_line(path: Path, data: dict[str, Any]) -> None:
+    """Append one JSON line; the log is rewritten from the checkpoint on resume, so a torn last line is harmless."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(data) + "\n")
+
+
+def new_run_dir(parent: Path, grid_name: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = parent / f"{stamp}-{grid_name}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = parent / f"{stamp}-{grid_name}-{suffix}"
+    path.mkdir(parents=True)
+    return path
+
+
+class RunDir:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def environment_json(self) -> Path:
+        return self.root / "environment.json"
+
+    @property
+    def results_csv(self) -> Path:
+        return self.root / "results.csv"
+
+    def cell_dir(self, cell_id: str, seed: int) -> Path:
+        return self.root / "cells" / cell_id / f"seed{seed}"
+
+    def record_path(self, cell_id: str, seed: int) -> Path:
+        return self.cell_dir(cell_id, seed) / "record.json"
+
+    def read_record(self, cell_id: str, seed: int) -> Optional[dict[str, Any]]:
+        return read_json(self.record_path(cell_id, seed))
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        write_json(self.record_path(record["cell"], record["seed"]), record)
+
+    def records(self) -> list[dict[str, Any]]:
+        return [r for path in sorted(self.root.glob("cells/*/seed*/record.json")) if (r := read_json(path)) is not None]
+
+    def write_results(self, cell_order: Iterable[str]) -> None:
+        import pandas as pd
+
+        order = {cell: i for i, cell in enumerate(cell_order)}
+        rows = sorted((flatten_record(r) for r in self.records()), key=lambda r: (order.get(r["cell"], len(order)), r["seed"]))
+        write_atomic(self.results_csv, pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(index=False))
+
+
+def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
+    """One results.csv row from one cell record: the single definition of that file's columns."""
+    metrics = record.get("metrics") or {}
+    params = record.get("params") or {}
+    training = record.get("training") or {}
+    return {
+        "cell": record["cell"],
+        "backbone": record["backbone"],
+        "neck": record["neck"],
+        "seed": record.get("seed"),
+        "status": record["status"],
+        "error": record.get("error"),
+        "mAP": metrics.get("mAP"),
+        "rank1": metrics.get("rank1"),
+        "rank5": metrics.get("rank5"),
+        "rank10": metrics.get("rank10"),
+        "mINP": metrics.get("mINP"),
+        "params": params.get("total"),
+        "params_backbone": params.get("backbone"),
+        "params_neck": params.get("neck"),
+        "params_head": params.get("head"),
+        "gmacs": record.get("gmacs"),
+        "gflops": record.get("gflops"),
+        "train_seconds": training.get("seconds"),
+        "train_img_per_s": training.get("img_per_s"),
+        "epochs": training.get("epochs_done"),
+    }
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

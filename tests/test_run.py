@@ -1,0 +1,234 @@
+"""`reidbench run` end to end on a tiny synthetic set: run directory, determinism, failures, Ctrl-C and --resume."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from reidbench.cli import app
+from reidbench.harness import runner as runner_module
+from reidbench.harness.data import generate_synthetic
+from reidbench.harness.progress import Progress
+from reidbench.harness.rundir import RESULT_COLUMNS, RunDir
+from reidbench.harness.train import TrainingDiverged
+
+cli = CliRunner()
+
+GRID = """
+backbones = ["vit768", "clip512"]
+necks = ["none", "ms"]
+[expect.clip512-ms]
+status = "xfail"
+match = "to have 768 channels, but got 512 channels instead"
+"""
+
+PROFILE = """
+description = "test-sized"
+[model]
+depth = 1
+img_size = [32, 16]
+[train]
+epochs = {epochs}
+p = 4
+k = 2
+optimizer = "adamw"
+lr = 0.001
+warmup_epochs = 1
+[eval]
+batch_size = 64
+[measure]
+batch_sizes = [2]
+train_batch_size = 2
+repeats = 1
+warmup = 0
+max_seconds = 0.5
+"""
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("run-inputs")
+    data = generate_synthetic(
+        root / "synthetic", num_ids_train=8, num_ids_test=6, num_cameras=3, images_per_id_per_camera=2,
+        num_distractors=4, num_junk=2, size=(64, 32),
+    )
+    (root / "grid.toml").write_text(GRID)
+    (root / "profile.toml").write_text(PROFILE.format(epochs=3))
+    (root / "long.toml").write_text(PROFILE.format(epochs=200))
+    return {"data": data, "grid": root / "grid.toml", "profile": root / "profile.toml", "long": root / "long.toml"}
+
+
+def run_args(setup: dict[str, Path], out: Path, *extra: str, profile: str = "profile") -> list[str]:
+    return ["run", "--grid", str(setup["grid"]), "--profile", str(setup[profile]), "--data", f"synthetic:{setup['data']}",
+            "--device", "cpu", "--out", str(out), "--no-progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def finished_run(setup: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "first"
+    result = cli.invoke(app, run_args(setup, out))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_run_directory_holds_everything_a_report_needs(finished_run: Path) -> None:
+    meta = json.loads((finished_run / "run.json").read_text())
+    assert meta["status"] == "finished"
+    assert meta["dataset"]["counts"]["train"]["ids"] == 8 and meta["dataset"]["chance"]["mAP"] > 0
+    assert meta["settings"]["depth"] == 1 and meta["settings"]["num_classes"] == 8 and meta["settings"]["num_cameras"] == 3
+    assert (finished_run / "grid.toml").exists() and (finished_run / "profile.toml").exists()
+    env = json.loads((finished_run / "environment.json").read_text())
+    assert env["packages"]["torch"] and env["seeds"] == [0] and env["device"] == "cpu"
+
+    table = pd.read_csv(finished_run / "results.csv")
+    assert list(table.columns) == RESULT_COLUMNS
+    assert list(table["cell"]) == ["vit768-none", "vit768-ms", "clip512-none", "clip512-ms"]
+    assert list(table["status"]) == ["done", "done", "done", "xfail"]
+    assert "to have 768 channels" in table.set_index("cell").loc["clip512-ms", "error"]
+    done = table[table["status"] == "done"]
+    assert done[["mAP", "rank1", "mINP", "gmacs", "params"]].notna().all().all()
+    assert ((done["mAP"] > 0) & (done["mAP"] <= 1)).all()
+
+    cell = finished_run / "cells" / "vit768-ms" / "seed0"
+    record = json.loads((cell / "record.json").read_text())
+    assert record["metrics"]["protocol"]["normalized"] is True and record["metrics"]["protocol"]["metric"] == "euclidean"
+    assert record["training"]["epochs_done"] == 3 and record["latency"][0]["batch_size"] == 2
+    assert [json.loads(line)["epoch"] for line in (cell / "train_log.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert (cell / "model.pt").exists() and not (cell / "checkpoint.pt").exists()
+    assert not list(finished_run.rglob(".*.tmp-*"))
+
+
+def test_same_seed_same_numbers(setup: dict[str, Path], finished_run: Path, tmp_path: Path) -> None:
+    result = cli.invoke(app, run_args(setup, tmp_path / "again", "--only", "vit768-ms"))
+    assert result.exit_code == 0, result.output
+    first = json.loads((finished_run / "cells/vit768-ms/seed0/record.json").read_text())
+    again = json.loads((tmp_path / "again/cells/vit768-ms/seed0/record.json").read_text())
+    assert again["metrics"]["mAP"] == first["metrics"]["mAP"]
+    assert again["metrics"]["cmc"] == first["metrics"]["cmc"]
+    assert losses(tmp_path / "again") == losses(finished_run)
+
+
+def losses(run_root: Path) -> list[float]:
+    log = run_root / "cells/vit768-ms/seed0/train_log.jsonl"
+    return [json.loads(line)["loss"] for line in log.read_text().splitlines()]
+
+
+def test_interrupted_cell_resumes_from_its_checkpoint_to_the_same_numbers(
+    setup, finished_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "interrupted"
+    original = runner_module.execute
+
+    def stop_after_first_epoch(cell: str, seed: int, epoch: int) -> None:
+        if cell == "vit768-ms" and epoch == 1:
+            raise KeyboardInterrupt  # what Ctrl-C raises in the middle of the cell
+
+    monkeypatch.setattr(
+        runner_module, "execute", lambda plan, run, progress, **kw: original(plan, run, progress, stop_after_first_epoch, **kw)
+    )
+    interrupted = cli.invoke(app, run_args(setup, out, "--only", "vit768-none", "--only", "vit768-ms"))
+    monkeypatch.undo()
+    assert interrupted.exit_code == 130, interrupted.output
+    assert f"reidbench run --resume {out}" in interrupted.output
+    run = RunDir(out)
+    assert json.loads(run.run_json.read_text())["status"] == "interrupted"
+    assert run.read_record("vit768-none", 0)["status"] == "done"
+    assert run.read_record("vit768-ms", 0)["status"] == "interrupted"
+    assert (run.cell_dir("vit768-ms", 0) / "checkpoint.pt").exists()
+
+    resumed = cli.invoke(app, ["run", "--resume", str(out), "--no-progress"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "vit768-none seed 0: done already, skipped" in resumed.output
+    record = run.read_record("vit768-ms", 0)
+    assert record["status"] == "done" and record["training"]["resumed_from_epoch"] == 1
+    reference = json.loads((finished_run / "cells/vit768-ms/seed0/record.json").read_text())
+    assert record["metrics"]["mAP"] == reference["metrics"]["mAP"]
+    assert record["metrics"]["cmc"] == reference["metrics"]["cmc"]
+    assert len((run.cell_dir("vit768-ms", 0) / "train_log.jsonl").read_text().splitlines()) == 3
+
+
+def test_ctrl_c_in_a_real_process_exits_130_and_resume_finishes(setup: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "sigint"
+    args = [sys.executable, "-m", "reidbench", *run_args(setup, out, "--only", "vit768-none", profile="long")]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    checkpoint = out / "cells/vit768-none/seed0/checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    assert "--resume" in output
+    record = RunDir(out).read_record("vit768-none", 0)
+    assert record["status"] == "interrupted"
+    # Shorten the remaining work: resume reads the profile stored in the run directory.
+    (out / "profile.toml").write_text((out / "profile.toml").read_text().replace("epochs = 200", "epochs = 3"))
+    epochs_before = torch.load(checkpoint, weights_only=True)["epoch"]
+    resumed = cli.invoke(app, ["run", "--resume", str(out), "--no-progress"])
+    if epochs_before >= 3:
+        pytest.skip("the process trained past the shortened schedule before the signal arrived")
+    assert resumed.exit_code == 0, resumed.output
+    final = RunDir(out).read_record("vit768-none", 0)
+    assert final["status"] == "done" and final["training"]["resumed_from_epoch"] == epochs_before
+
+
+def test_a_diverging_cell_is_failed_and_the_grid_goes_on(setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = runner_module.train_model
+
+    def diverge_on_ms(model, *args, **kwargs):
+        if model.cell_id == "vit768-ms":
+            raise TrainingDiverged("the loss became nan during epoch 1; lower the learning rate")
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "train_model", diverge_on_ms)
+    result = cli.invoke(app, run_args(setup, tmp_path / "nan", "--only", "vit768-ms", "--only", "vit768-none"))
+    assert result.exit_code == 1
+    assert "not as expected: vit768-ms seed 0 (failed)" in result.output
+    table = pd.read_csv(tmp_path / "nan" / "results.csv").set_index("cell")
+    assert table.loc["vit768-ms", "status"] == "failed" and "nan" in table.loc["vit768-ms", "error"]
+    assert table.loc["vit768-none", "status"] == "done"
+
+
+def test_seeds_give_one_row_per_cell_and_seed(setup, tmp_path: Path) -> None:
+    result = cli.invoke(app, run_args(setup, tmp_path / "seeds", "--only", "vit768-none", "--seeds", "2"))
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "seeds" / "results.csv")
+    assert list(table["seed"]) == [0, 1]
+    assert table["mAP"].iloc[0] != table["mAP"].iloc[1]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--data", "nosuch"], "unknown dataset 'nosuch'"),
+        (["--data", "market1501:/nonexistent/market"], "/nonexistent/market"),
+        (["--profile", "nosuch"], "unknown profile 'nosuch'"),
+        (["--only", "vit768-gem"], "has no cell 'vit768-gem'"),
+        (["--seeds", "0"], "--seeds must be at least 1"),
+        (["--set", "stride=99"], "stride 99 is impossible"),
+    ],
+)
+def test_bad_run_input_exits_2_without_traceback(setup, tmp_path: Path, extra: list[str], message: str) -> None:
+    result = cli.invoke(app, [*run_args(setup, tmp_path / "bad"), *extra])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_resume_of_something_that_is_not_a_run_directory(tmp_path: Path) -> None:
+    result = cli.invoke(app, ["run", "--resume", str(tmp_path)])
+    assert result.exit_code == 2 and "not a reidbench run directory" in result.output
+    result = cli.invoke(app, ["run", "--resume", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "no such run directory" in result.output
+
+
+def test_out_must_be_new_or_empty(setup, finished_run: Path) -> None:
+    result = cli.invoke(app, run_args(setup, finished_run))
+    assert result.exit_code == 2 and "--resume" in result.output
