@@ -82,6 +82,7 @@ def bench(
     cudnn_benchmark: bool = typer.Option(True, "--cudnn-benchmark/--no-cudnn-benchmark", help="Let cuDNN autotune convolutions per shape (CUDA only; recorded)."),
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a grid setting, e.g. --set depth=2 (repeatable)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the records as a JSON list to this file."),
+    weights: Optional[List[str]] = typer.Option(None, "--weights", help="BACKBONE=PATH: a local pretrained checkpoint for that backbone (repeatable; overrides the grid's [weights])."),
 ) -> None:
     """Measure parameters, FLOPs, latency and memory of every cell; no training."""
     from reidbench.bench.environment import resolve_device, resolve_dtype
@@ -114,7 +115,7 @@ def bench(
         _check_writable(json_path)
     _log(f"bench: grid {loaded.name} ({loaded.source}), {len(cells)} cell(s), device {options.device}, dtype {options.dtype}, "
          f"depth {settings.depth}, {settings.img_size[0]}x{settings.img_size[1]}, stride {settings.stride}")
-    records = [r.to_dict() for r in bench_grid(loaded, cells, options, settings, _log)]
+    records = [r.to_dict() for r in bench_grid(loaded, cells, options, settings, _log, _merged_weights(loaded, weights))]
     typer.echo(bench_table(records))
     if json_path is not None:
         _write_json(json_path, records)
@@ -123,6 +124,134 @@ def bench(
     if bad:
         _log("not as expected: " + ", ".join(f"{r['cell']} ({r['status']})" for r in bad))
         raise typer.Exit(1)
+
+
+@app.command()
+@_user_errors
+def run(
+    grid: str = typer.Option("default", "--grid", help=GRID_HELP),
+    data: str = typer.Option("synthetic", "--data", help="synthetic (generated once, cached), market1501:PATH, dukemtmc:PATH, msmt17:PATH or veri776:PATH."),
+    profile: str = typer.Option("auto", "--profile", help="auto (full on CUDA, quick elsewhere), quick, full, or a profile .toml file."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory to create [default: runs/<time>-<grid>]."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory: finished cells are kept, unfinished ones continue from their last checkpoint."),
+    only: Optional[List[str]] = typer.Option(None, "--only", help="Run only this cell (repeatable)."),
+    seeds: int = typer.Option(1, "--seeds", help="Train every cell with seeds 0..N-1."),
+    overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a variant setting after the profile, e.g. --set stride=12."),
+    bars: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars [default: when stderr is a terminal]."),
+    weights: Optional[List[str]] = typer.Option(None, "--weights", help="BACKBONE=PATH: a local pretrained checkpoint for that backbone (repeatable; overrides the grid's [weights])."),
+) -> None:
+    """Train, evaluate and measure every cell of a grid; write a run directory."""
+    from reidbench.bench.environment import resolve_device, resolve_dtype
+    from reidbench.bench.probe import OK_STATUSES
+    from reidbench.harness.profile import load_profile, resolve_profile_name
+    from reidbench.harness.progress import Progress
+    from reidbench.harness.rundir import RunDir, new_run_dir
+    from reidbench.harness import runner
+    from reidbench.variants.grid import load_grid
+
+    progress = Progress(_log, bars)
+    if resume is not None:
+        if not resume.is_dir():
+            raise UsageError(f"--resume {resume}: no such run directory.")
+        run_dir = RunDir(resume)
+        plan = runner.load_plan(run_dir, None if device == "auto" else resolve_device(device))
+        dataset = runner.check_plan(plan)
+        _log(f"resuming {resume}: grid {plan.grid.name}, profile {plan.profile.name}, device {plan.device}")
+    else:
+        if seeds < 1:
+            raise UsageError("--seeds must be at least 1.")
+        torch_device = resolve_device(device)
+        loaded = load_grid(grid)
+        profile_name = resolve_profile_name(profile, torch_device)
+        loaded_profile = load_profile(profile_name)
+        if profile == "auto":
+            _log(f"profile auto -> {profile_name} ({'CUDA device found' if torch_device.type == 'cuda' else 'no CUDA device'}): {loaded_profile.description}")
+        plan = runner.RunPlan(
+            grid=loaded,
+            grid_text=_source_text(loaded.source),
+            profile=loaded_profile,
+            profile_text=_source_text(loaded_profile.source, kind="profile"),
+            dataset=data,
+            device=torch_device,
+            dtype=resolve_dtype(dtype, torch_device),
+            seeds=seeds,
+            only=list(only or []),
+            overrides=parse_overrides(overrides),
+            weights=_merged_weights(loaded, weights),
+        )
+        dataset = runner.check_plan(plan)
+        root = out if out is not None else new_run_dir(Path("runs"), loaded.name)
+        if out is not None:
+            if out.exists() and any(out.iterdir()):
+                raise UsageError(f"--out {out} already exists and is not empty; choose a new folder, or continue it with --resume {out}.")
+            out.mkdir(parents=True, exist_ok=True)
+        run_dir = runner.start_run(plan, root)
+        _log(f"run {run_dir.root}: grid {loaded.name}, {len(plan.cells)} cell(s) x {seeds} seed(s), profile {profile_name}, device {torch_device}, dtype {plan.dtype}")
+    try:
+        records = runner.execute(plan, run_dir, progress, dataset=dataset)
+    except KeyboardInterrupt:
+        _log(f"interrupted: finished cells and the last checkpoint are saved in {run_dir.root}; continue with\n  reidbench run --resume {run_dir.root}")
+        raise typer.Exit(130)
+    _log(f"results: {run_dir.results_csv}")
+    bad = [r for r in records if r["status"] not in OK_STATUSES]
+    if bad:
+        _log("not as expected: " + ", ".join(f"{r['cell']} seed {r['seed']} ({r['status']})" for r in bad))
+        raise typer.Exit(1)
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Datasets: generate the synthetic set, inspect a dataset.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("synth")
+@_user_errors
+def data_synth(
+    out: Path = typer.Option(..., "--out", help="Folder to write the synthetic dataset to (new or empty)."),
+    seed: int = typer.Option(0, "--seed", help="Generator seed: the same seed writes byte-identical files."),
+) -> None:
+    """Write the synthetic ReID dataset in Market-1501 layout."""
+    from reidbench.harness.data import generate_synthetic, load_synthetic
+
+    generate_synthetic(out, seed=seed)
+    typer.echo(load_synthetic(out).describe())
+
+
+@data_app.command("info")
+@_user_errors
+def data_info(
+    spec: str = typer.Argument(..., help="synthetic, market1501:PATH, dukemtmc:PATH, msmt17:PATH or veri776:PATH."),
+    as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
+) -> None:
+    """Identities, images and cameras per split, as the evaluation protocol sees them."""
+    from reidbench.harness.data import load_dataset
+
+    dataset = load_dataset(spec)
+    if as_json:
+        typer.echo(json.dumps({"name": dataset.name, "root": str(dataset.root), "version": dataset.version,
+                               "counts": dataset.counts(), "dropped": dataset.dropped}, indent=2))
+    else:
+        typer.echo(dataset.describe())
+
+
+def _merged_weights(grid: Any, options: Optional[List[str]]) -> dict[str, str]:
+    """The grid file's [weights], overridden per backbone by --weights."""
+    from reidbench.variants.factory import parse_weights_options
+
+    return {**grid.weights, **{k: str(v) for k, v in parse_weights_options(options or []).items()}}
+
+
+def _source_text(source: str, kind: str = "grid") -> str:
+    """The TOML text behind a grid or profile, copied into the run directory so --resume needs nothing else."""
+    if source.startswith("builtin:"):
+        name = source.split(":", 1)[1]
+        if kind == "grid":
+            from reidbench.variants.grid import GRIDS_DIR as folder
+        else:
+            from reidbench.harness.profile import PROFILES_DIR as folder
+        return (folder / f"{name}.toml").read_text()
+    return Path(source).read_text()
 
 
 @app.command("list")

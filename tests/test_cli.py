@@ -88,3 +88,57 @@ def test_an_unexpected_pass_exits_non_zero(tmp_path: Path) -> None:
 def test_python_dash_m_reidbench_works() -> None:
     result = subprocess.run([sys.executable, "-m", "reidbench", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "bench" in result.stdout
+
+
+def test_data_synth_writes_a_market_layout_set_and_info_reads_it(tmp_path: Path) -> None:
+    out = tmp_path / "synthetic"
+    result = invoke("data", "synth", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert (out / "bounding_box_train").is_dir() and (out / "query").is_dir() and (out / "bounding_box_test").is_dir()
+    info = invoke("data", "info", f"synthetic:{out}", "--json")
+    assert info.exit_code == 0, info.output
+    counts = json.loads(info.stdout)["counts"]
+    assert counts["train"]["ids"] == 100 and counts["query"]["cameras"] == 6
+    again = invoke("data", "synth", "--out", str(out))
+    assert again.exit_code == 2 and "already holds a synthetic dataset" in again.output
+
+
+def test_data_info_on_a_missing_dataset_names_the_folder(tmp_path: Path) -> None:
+    result = invoke("data", "info", f"market1501:{tmp_path / 'nope'}")
+    assert result.exit_code == 2 and str(tmp_path / "nope") in result.output and "Traceback" not in result.output
+
+
+def _timm_checkpoint(path: Path, depth: int = 1) -> Path:
+    import timm
+
+    torch.save(timm.create_model("vit_base_patch16_224", pretrained=False, depth=depth).state_dict(), path)
+    return path
+
+
+def test_bench_records_the_weights_file_and_its_sha256(tmp_path: Path) -> None:
+    import hashlib
+
+    ckpt = _timm_checkpoint(tmp_path / "jx_vit.pth")
+    out = tmp_path / "bench.json"
+    result = invoke("bench", "--only", "vit768-none", *FAST, "--weights", f"vit768={ckpt}", "--json", str(out))
+    assert result.exit_code == 0, result.output
+    weights = json.loads(out.read_text())[0]["weights"]
+    assert weights["path"] == str(ckpt) and weights["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+
+
+def test_weights_of_the_wrong_network_or_a_corrupt_file_exit_2(tmp_path: Path) -> None:
+    clip_as_vit = tmp_path / "clip_visual.pth"
+    from open_clip.transformer import VisionTransformer
+
+    torch.save(VisionTransformer(224, 16, 768, 1, 12, 4.0, output_dim=512).state_dict(), clip_as_vit)
+    wrong = invoke("bench", "--only", "vit768-none", *FAST, "--weights", f"vit768={clip_as_vit}")
+    assert wrong.exit_code == 2, wrong.output
+    assert str(clip_as_vit) in wrong.output and "Traceback" not in wrong.output
+
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"\x80\x02not really a checkpoint" * 10)
+    broken = invoke("bench", "--only", "vit768-none", *FAST, "--weights", f"vit768={corrupt}")
+    assert broken.exit_code == 2 and str(corrupt) in broken.output and "Traceback" not in broken.output
+
+    hub = invoke("bench", "--only", "vit768-none", *FAST, "--weights", "clip512=openai")
+    assert hub.exit_code == 2 and "local" in hub.output

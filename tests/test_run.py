@@ -232,3 +232,20 @@ def test_resume_of_something_that_is_not_a_run_directory(tmp_path: Path) -> None
 def test_out_must_be_new_or_empty(setup, finished_run: Path) -> None:
     result = cli.invoke(app, run_args(setup, finished_run))
     assert result.exit_code == 2 and "--resume" in result.output
+
+
+def test_the_run_directory_records_which_weights_each_cell_used(setup, tmp_path: Path) -> None:
+    import hashlib
+
+    import timm
+
+    ckpt = tmp_path / "jx_vit_base_p16_224.pth"
+    torch.save(timm.create_model("vit_base_patch16_224", pretrained=False, depth=1).state_dict(), ckpt)
+    out = tmp_path / "weights"
+    result = cli.invoke(app, run_args(setup, out, "--only", "vit768-none", "--only", "clip512-none", "--weights", f"vit768={ckpt}"))
+    assert result.exit_code == 0, result.output
+    run = RunDir(out)
+    loaded = run.read_record("vit768-none", 0)["weights"]
+    assert loaded["path"] == str(ckpt) and loaded["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert run.read_record("clip512-none", 0)["weights"] is None
+    assert json.loads(run.run_json.read_text())["weights"] == {"vit768": str(ckpt)}

@@ -110,6 +110,17 @@ def test_impossible_settings_are_refused_before_building(overrides: dict, messag
         VariantSettings().with_overrides(overrides)
 
 
-def test_weights_are_refused_until_loading_exists() -> None:
-    with pytest.raises(UsageError, match="pretrained weights"):
-        create_variant("vit768-none", weights="vit.pth", depth=1)
+def test_weights_load_into_every_backbone_and_the_report_stays_on_the_model(tmp_path) -> None:
+    """Each registered backbone takes its own pretrained network back from a file (tests/test_weights.py: the formats)."""
+    for backbone in BACKBONES.names():
+        source = create_variant(f"{backbone}-none", **SHALLOW)
+        prefix = "backbone.vit." if hasattr(source.backbone, "vit") else "backbone.visual."
+        path = tmp_path / f"{backbone}.pth"
+        torch.save({k[len(prefix):]: v for k, v in source.state_dict().items() if k.startswith(prefix)}, path)
+        model = create_variant(f"{backbone}-none", weights=path, **SHALLOW)
+        loaded = model.state_dict()
+        assert all(torch.equal(loaded[k], v) for k, v in source.state_dict().items() if k.startswith(prefix))
+        assert model.weights_report.path == str(path.resolve()) and model.weights_report.resized == {}
+        assert create_variant(f"{backbone}-none", **SHALLOW).weights_report is None
+    with pytest.raises(UsageError, match="does not exist"):
+        create_variant("vit768-none", weights=tmp_path / "missing.pth", **SHALLOW)

@@ -13,6 +13,7 @@ from typing import Callable, Optional
 
 import torch
 
+from reidbench.errors import ReidbenchError
 from reidbench.variants.grid import Cell
 from reidbench.variants.model import ReidModel
 
@@ -39,6 +40,8 @@ def probe_cell(cell: Cell, build: Callable[[], ReidModel], device: torch.device)
         model = build().to(device).eval()
         with torch.no_grad():
             model(model.example_input(PROBE_BATCH, device))
+    except ReidbenchError:
+        raise  # bad input (e.g. a weights file for the wrong network) stops the command with its message
     except Exception as exc:  # noqa: BLE001 - every failure of a cell is recorded, none escapes
         return _classify_failure(cell, model, exc)
     if cell.expect is not None:

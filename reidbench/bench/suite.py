@@ -56,6 +56,8 @@ class CellRecord:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     feature_dim: Optional[int] = None
+    weights: Optional[dict[str, Any]] = None
+    """Which checkpoint filled the backbone (path, SHA-256, what was loaded, new, ignored); None: random init."""
     params: dict[str, int] = field(default_factory=dict)
     gmacs: Optional[float] = None
     gflops: Optional[float] = None
@@ -71,7 +73,11 @@ class CellRecord:
         return asdict(self)
 
 
-def bench_grid(grid: Grid, cells: list[Cell], options: BenchOptions, settings: VariantSettings, log: Log) -> list[CellRecord]:
+def bench_grid(
+    grid: Grid, cells: list[Cell], options: BenchOptions, settings: VariantSettings, log: Log,
+    weights: Optional[dict[str, str]] = None,
+) -> list[CellRecord]:
+    """`weights` maps a backbone name to a local checkpoint (grid [weights] and --weights merged)."""
     if options.device.type == "cuda":
         # Fixed shapes: let cuDNN pick its fastest algorithm per shape. Without it the
         # ms neck's whole-grid 16x8 convolution ran slower at batch 64 than at 256 (H200).
@@ -80,7 +86,7 @@ def bench_grid(grid: Grid, cells: list[Cell], options: BenchOptions, settings: V
     records = []
     for index, cell in enumerate(cells, 1):
         log(f"[{index}/{len(cells)}] {cell.id}")
-        record = bench_cell(cell, settings, options, log)
+        record = bench_cell(cell, settings, options, log, (weights or {}).get(cell.backbone))
         record.environment = environment
         records.append(record)
         log(f"[{index}/{len(cells)}] {cell.id}: {record.status}" + (f" ({record.error})" if record.error else ""))
@@ -90,9 +96,9 @@ def bench_grid(grid: Grid, cells: list[Cell], options: BenchOptions, settings: V
     return records
 
 
-def bench_cell(cell: Cell, settings: VariantSettings, options: BenchOptions, log: Log) -> CellRecord:
+def bench_cell(cell: Cell, settings: VariantSettings, options: BenchOptions, log: Log, weights: Optional[str] = None) -> CellRecord:
     """Probe the cell, then count, time and measure it; an exception anywhere marks it failed, keeping what was measured."""
-    probe = probe_cell(cell, lambda: create_variant(cell, settings=settings), torch.device("cpu"))
+    probe = probe_cell(cell, lambda: create_variant(cell, weights=weights, settings=settings), torch.device("cpu"))
     record = new_record(cell, probe, settings, options)
     if probe.status == DONE and probe.model is not None:
         measure_model(probe.model, record, settings, options, log)
@@ -116,6 +122,8 @@ def new_record(cell: Cell, probe: Probe, settings: VariantSettings, options: Ben
         record.notes = probe.model.notes
         record.params = count_parameters(probe.model)
         record.feature_dim = probe.model.feature_dim
+        if probe.model.weights_report is not None:
+            record.weights = probe.model.weights_report.to_dict()
     return record
 
 

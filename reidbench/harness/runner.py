@@ -51,6 +51,8 @@ class RunPlan:
     seeds: int
     only: list[str] = field(default_factory=list)
     overrides: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, str] = field(default_factory=dict)
+    """Backbone name -> local checkpoint (the grid's [weights] table, then --weights)."""
 
     @property
     def cells(self) -> list[Cell]:
@@ -83,6 +85,7 @@ def start_run(plan: RunPlan, run_root: Path) -> RunDir:
         "seeds": list(range(plan.seeds)),
         "only": plan.only,
         "overrides": plan.overrides,
+        "weights": plan.weights,
     })
     return run
 
@@ -104,7 +107,7 @@ def load_plan(run: RunDir, device: Optional[torch.device] = None) -> RunPlan:
     return RunPlan(
         grid=grid, grid_text=grid_text, profile=profile, profile_text=profile_text, dataset=meta["dataset"]["spec"],
         device=stored, dtype=meta["dtype"], seeds=len(meta["seeds"]), only=meta.get("only", []),
-        overrides=meta.get("overrides", {}),
+        overrides=meta.get("overrides", {}), weights=meta.get("weights", {}),
     )
 
 
@@ -223,7 +226,7 @@ def run_cell(
     base = {"cell": cell.id, "backbone": cell.backbone, "neck": cell.neck, "seed": seed, "started": now_utc()}
     run.write_record({**base, "status": RUNNING})
     torch.manual_seed(seed)
-    probe = probe_cell(cell, lambda: create_variant(cell, settings=settings), plan.device)
+    probe = probe_cell(cell, lambda: create_variant(cell, weights=plan.weights.get(cell.backbone), settings=settings), plan.device)
     measured = new_record(cell, probe, settings, options)
     extra: dict[str, Any] = {"environment": {"commit": environment.get("git_commit"), "device_name": environment.get("device_name")}}
     failure: dict[str, Any] = {}

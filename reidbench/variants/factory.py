@@ -1,7 +1,9 @@
 """`create_variant`: a cell id (or Cell) and settings -> a ReidModel."""
 from __future__ import annotations
 
-from typing import Any, Optional
+import os
+from pathlib import Path
+from typing import Any, Iterable, Optional
 
 from reidbench.errors import UsageError
 from reidbench.variants.backbones import BACKBONES
@@ -10,6 +12,7 @@ from reidbench.variants.head import BNNeckHead
 from reidbench.variants.model import ReidModel
 from reidbench.variants.necks import NECKS
 from reidbench.variants.settings import VariantSettings
+from reidbench.variants.weights import load_weights, resolve_weights_path
 
 
 def split_cell_id(cell_id: str) -> tuple[str, str]:
@@ -27,23 +30,48 @@ def split_cell_id(cell_id: str) -> tuple[str, str]:
 
 def create_variant(
     cell: str | Cell,
-    weights: Optional[str] = None,
+    weights: Optional[str | os.PathLike] = None,
     settings: Optional[VariantSettings] = None,
     **overrides: Any,
 ) -> ReidModel:
     """Build the model of one cell, e.g. `create_variant("vit768-ms", depth=2, stride=12)`.
 
     `settings` defaults to the built-in defaults; keyword overrides replace single
-    settings. The model is returned in training mode, as torch modules are.
+    settings. `weights` is a local checkpoint for the cell's backbone, loaded
+    strictly (see `reidbench.variants.weights`); `model.weights_report` says what
+    was loaded from which file (None without weights). The model is returned in
+    training mode, as torch modules are.
     """
     backbone_name, neck_name = (cell.backbone, cell.neck) if isinstance(cell, Cell) else split_cell_id(cell)
     resolved = (settings or VariantSettings()).with_overrides(overrides, "create_variant overrides")
     if weights is not None:
-        raise UsageError(
-            "loading pretrained weights is not available yet; build the variant without weights= "
-            "(randomly initialised) until weight loading lands."
-        )
+        weights = resolve_weights_path(weights, backbone_name, "create_variant weights=")
     backbone = BACKBONES.get(backbone_name).builder(resolved)
     neck = NECKS.get(neck_name).builder(backbone.embed_dim, resolved)
     head = BNNeckHead(neck.out_dim, resolved.num_classes)
-    return ReidModel(f"{backbone_name}-{neck_name}", backbone, neck, head, resolved)
+    model = ReidModel(f"{backbone_name}-{neck_name}", backbone, neck, head, resolved)
+    if weights is not None:
+        model.weights_report = load_weights(model, backbone_name, weights)
+    return model
+
+
+def parse_weights_options(items: Iterable[str], where: str = "--weights") -> dict[str, Path]:
+    """`["vit768=/models/jx.pth", ...]` -> {backbone: absolute path}, for the CLI's repeatable --weights.
+
+    Unknown backbones, a backbone named twice, hub tags and missing files are refused.
+    """
+    out: dict[str, Path] = {}
+    for item in items:
+        backbone, sep, value = item.partition("=")
+        backbone, value = backbone.strip(), value.strip()
+        if not sep or not backbone or not value:
+            raise UsageError(
+                f"{where} {item!r} must be BACKBONE=PATH, e.g. {where} vit768=/models/jx_vit_base_p16_224-80ecf9dd.pth; "
+                f"backbones: {', '.join(BACKBONES.names())}."
+            )
+        if backbone not in BACKBONES:
+            raise UsageError(f"{where} {item!r}: unknown backbone {backbone!r}; valid backbones are: {', '.join(BACKBONES.names())}.")
+        if backbone in out:
+            raise UsageError(f"{where} names weights for {backbone} twice; give one file per backbone.")
+        out[backbone] = resolve_weights_path(value, backbone, f"{where} {backbone}")
+    return out

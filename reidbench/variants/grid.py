@@ -12,12 +12,17 @@ A grid is data -- a TOML file. Named grids ship in `reidbench/variants/grids/`;
     status = "xfail"
     match = "regex the error message must match"
     reason = "why it fails"
+    [weights]                      # optional, pretrained weights per backbone (local files only)
+    vit768 = "jx_vit_base_p16_224-80ecf9dd.pth"   # relative paths start at the grid file's folder
+
+A `[weights]` entry must name a backbone of the grid and an existing file; the
+path is stored resolved (absolute), so a run directory records which file it was.
 """
 from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -25,6 +30,7 @@ from reidbench.errors import UsageError
 from reidbench.variants.backbones import BACKBONES
 from reidbench.variants.necks import NECKS
 from reidbench.variants.settings import VariantSettings
+from reidbench.variants.weights import resolve_weights_path
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,7 +38,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 GRIDS_DIR = Path(__file__).parent / "grids"
-GRID_KEYS = ("description", "backbones", "necks", "settings", "expect")
+GRID_KEYS = ("description", "backbones", "necks", "settings", "expect", "weights")
 EXPECT_STATUSES = ("xfail",)
 
 
@@ -66,6 +72,8 @@ class Grid:
     description: str
     settings: VariantSettings
     cells: tuple[Cell, ...]
+    weights: dict[str, str] = field(default_factory=dict, hash=False)
+    """Backbone -> absolute path of its pretrained weights; backbones not named start from random weights."""
 
     def cell(self, cell_id: str) -> Cell:
         for cell in self.cells:
@@ -99,6 +107,7 @@ class Grid:
                 }
                 for c in self.cells
             ],
+            "weights": dict(self.weights),
         }
 
 
@@ -113,14 +122,15 @@ def load_grid(name_or_path: str | Path) -> Grid:
     if path.suffix == ".toml" or path.exists() or "/" in text:
         if not path.is_file():
             raise UsageError(f"grid file {text!r} does not exist; pass a TOML grid file or one of: {', '.join(builtin_grids())}.")
-        return parse_grid(path.read_bytes(), source=str(path), name=path.stem)
+        return parse_grid(path.read_bytes(), source=str(path), name=path.stem, base_dir=path.parent)
     builtin = GRIDS_DIR / f"{text}.toml"
     if not builtin.is_file():
         raise UsageError(f"unknown grid {text!r}; built-in grids are: {', '.join(builtin_grids())} (or pass a path to a .toml grid file).")
-    return parse_grid(builtin.read_bytes(), source=f"builtin:{text}", name=text)
+    return parse_grid(builtin.read_bytes(), source=f"builtin:{text}", name=text, base_dir=GRIDS_DIR)
 
 
-def parse_grid(data: bytes, source: str, name: str) -> Grid:
+def parse_grid(data: bytes, source: str, name: str, base_dir: Optional[Path] = None) -> Grid:
+    """A grid from TOML bytes; `base_dir` anchors relative [weights] paths (default: the source file's folder)."""
     try:
         raw = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -144,7 +154,10 @@ def parse_grid(data: bytes, source: str, name: str) -> Grid:
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise UsageError(f"grid file {source}: description must be a string.")
-    return Grid(name=name, source=source, description=description, settings=settings, cells=cells)
+    if base_dir is None:
+        base_dir = GRIDS_DIR if source.startswith("builtin:") else Path(source).parent
+    weights = _weights(raw.get("weights", {}), backbones, source, base_dir)
+    return Grid(name=name, source=source, description=description, settings=settings, cells=cells, weights=weights)
 
 
 def _name_list(raw: dict, key: str, source: str) -> list[str]:
@@ -187,4 +200,19 @@ def _expectations(table: Any, cell_ids: list[str], source: str) -> dict[str, Exp
         except re.error as exc:
             raise UsageError(f"{where}: match {match!r} is not a valid regular expression: {exc}.") from None
         out[cell_id] = Expectation(status=status, match=match, reason=str(spec.get("reason", "")))
+    return out
+
+
+def _weights(table: Any, backbones: list[str], source: str, base_dir: Path) -> dict[str, str]:
+    where = f"grid file {source} [weights]"
+    if not isinstance(table, dict):
+        raise UsageError(f"{where}: must be a table of backbone = \"path\" lines, e.g. vit768 = \"jx_vit_base_p16_224-80ecf9dd.pth\".")
+    out = {}
+    for backbone, value in table.items():
+        _in_registry(BACKBONES, backbone, f"{source} [weights]")
+        if backbone not in backbones:
+            raise UsageError(f"{where}: weights for {backbone}, which is not one of this grid's backbones ({', '.join(backbones)}).")
+        if not isinstance(value, str) or not value:
+            raise UsageError(f"{where}: {backbone} must be a path string, got {value!r}.")
+        out[backbone] = str(resolve_weights_path(value, backbone, where, base_dir=base_dir))
     return out

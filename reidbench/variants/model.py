@@ -1,7 +1,7 @@
 """One model class joining backbone -> neck -> head, for every cell of every grid."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -9,6 +9,9 @@ from torch import nn
 from reidbench.variants.backbones import Backbone
 from reidbench.variants.head import BNNeckHead
 from reidbench.variants.settings import VariantSettings
+
+if TYPE_CHECKING:
+    from reidbench.variants.weights import WeightsReport
 
 PARTS = ("backbone", "neck", "head")
 """The submodules a parameter or FLOP count is split into."""
@@ -31,11 +34,14 @@ class ReidModel(nn.Module):
         self.neck = neck
         self.head = head
         self.settings = settings
+        # Which file filled the backbone's pretrained network; None: random initialisation.
+        self.weights_report: Optional[WeightsReport] = None
 
     @property
     def notes(self) -> list[str]:
         """Facts a reader of the results must know (clamped windows, uncovered rows, projections)."""
-        return [*self.backbone.notes, *getattr(self.neck, "notes", [])]
+        weights = [self.weights_report.summary()] if self.weights_report is not None else []
+        return [*self.backbone.notes, *getattr(self.neck, "notes", []), *weights]
 
     @property
     def feature_dim(self) -> int:
