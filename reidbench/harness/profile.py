@@ -44,7 +44,9 @@ class TrainConfig:
     id_weight: float = 1.0
     triplet_weight: float = 1.0
     augment: bool = True
-    """Random flip, pad-and-crop and random erasing."""
+    """Random flip and pad-and-crop (padding scaled with the input height), then random erasing."""
+    erase_p: float = 0.5
+    """Probability of random erasing per image (when augment is on)."""
     checkpoint_every: int = 1
     """Epochs between resumable checkpoints (the last epoch is always saved)."""
 
@@ -57,6 +59,8 @@ class TrainConfig:
             raise UsageError(f"triplet {self.triplet!r} is unknown; choose one of {', '.join(TRIPLETS)}.")
         if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
             raise UsageError("lr must be > 0, weight_decay >= 0 and label_smoothing in [0, 1).")
+        if not 0 <= self.erase_p <= 1:
+            raise UsageError(f"erase_p {self.erase_p} must lie in [0, 1].")
         if not 0 <= self.warmup_epochs < self.epochs or self.checkpoint_every < 1:
             raise UsageError("warmup_epochs must be in [0, epochs) and checkpoint_every >= 1.")
 

@@ -63,6 +63,12 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
     return 0.5 * (1 + math.cos(math.pi * min((epoch - cfg.warmup_epochs) / span, 1.0)))
 
 
+def augment_padding(img_size: tuple[int, int]) -> int:
+    """TransReID pads 10 px at 256x128; the same fraction at other sizes (a fixed 10 px would
+    shift a 64x32 image by a third of its width)."""
+    return max(1, round(10 * img_size[0] / 256))
+
+
 def train_model(
     model: ReidModel,
     train_set: ImageSet,
@@ -84,6 +90,7 @@ def train_model(
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     mean, std = model.backbone.pixel_mean, model.backbone.pixel_std
+    pad = augment_padding(model.settings.img_size)
     start_epoch, log = 0, []
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
@@ -108,7 +115,7 @@ def train_model(
             for step, batch in enumerate(sampler):
                 index = torch.as_tensor(batch, device=images.device)
                 raw, target, cam = images[index], pids[index], cams[index]
-                x = train_augment(raw, generator, mean, std) if cfg.augment else normalize(raw, mean, std)
+                x = train_augment(raw, generator, mean, std, pad=pad, erase_p=cfg.erase_p) if cfg.augment else normalize(raw, mean, std)
                 with autocast(device, dtype):
                     output = model(x, cam)
                 ce = id_loss(output.logits, target, cfg.label_smoothing)
