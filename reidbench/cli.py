@@ -116,10 +116,10 @@ def bench(
     _log(f"bench: grid {loaded.name} ({loaded.source}), {len(cells)} cell(s), device {options.device}, dtype {options.dtype}, "
          f"depth {settings.depth}, {settings.img_size[0]}x{settings.img_size[1]}, stride {settings.stride}")
     records = [r.to_dict() for r in bench_grid(loaded, cells, options, settings, _log, _merged_weights(loaded, weights))]
-    typer.echo(bench_table(records))
     if json_path is not None:
         _write_json(json_path, records)
         _log(f"wrote {json_path}")
+    typer.echo(bench_table(records))
     bad = [r for r in records if r["status"] not in OK_STATUSES]
     if bad:
         _log("not as expected: " + ", ".join(f"{r['cell']} ({r['status']})" for r in bad))
@@ -198,6 +198,35 @@ def run(
     bad = [r for r in records if r["status"] not in OK_STATUSES]
     if bad:
         _log("not as expected: " + ", ".join(f"{r['cell']} seed {r['seed']} ({r['status']})" for r in bad))
+        raise typer.Exit(1)
+
+
+@app.command()
+@_user_errors
+def report(
+    run_dir: Optional[Path] = typer.Argument(None, help="A run directory (default: the latest one under ./runs)."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="Another run directory: show every number's change against it."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for report.md, report.html, results.csv and the PNGs (default: RUN_DIR/report)."),
+    fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Regression gate (needs --baseline), e.g. mAP:-1.0,latency_ms:+10%,gflops:+0%: exit 1 when a cell crosses one."),
+) -> None:
+    """Tables, plots and a comparison from a run directory: Markdown, self-contained HTML and CSV."""
+    from reidbench.reports.build import gate_lines, make_report, summary_lines
+    from reidbench.reports.compare import parse_fail_on
+    from reidbench.reports.load import latest_run
+
+    thresholds = parse_fail_on(fail_on) if fail_on is not None else None
+    if thresholds and baseline is None:
+        raise UsageError("--fail-on compares against a baseline; add --baseline RUN_DIR (e.g. the main branch's run).")
+    if run_dir is None:
+        run_dir = latest_run()
+        _log(f"report on the latest run: {run_dir}")
+    result = make_report(run_dir, out=out, baseline_root=baseline, thresholds=thresholds)
+    typer.echo(result.markdown_table)
+    for line in summary_lines(result):
+        _log(line)
+    for line in gate_lines(result, fail_on or ""):
+        typer.echo(line)
+    if result.crossings:
         raise typer.Exit(1)
 
 

@@ -1,0 +1,275 @@
+"""`reidbench report`: from a run directory (and optionally a baseline run) to report.md, report.html,
+results.csv and the PNGs, plus the outcome of the `--fail-on` gate.
+
+Everything comes from the run directory alone, so a report can be rendered
+on another machine, long after the run, from a copied folder.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from reidbench.errors import UsageError
+from reidbench.harness.rundir import write_atomic
+from reidbench.reports.compare import Comparison, Crossing, Threshold, compare, gate
+from reidbench.reports.load import LoadedRun, is_number, load_run
+from reidbench.reports.plots import all_plots
+from reidbench.reports.render import BETTER, WORSE, ReportDoc, Section, table_markdown, to_html, to_markdown
+from reidbench.reports.summary import CellSummary, summarize
+from reidbench.reports.tables import Table, report_table
+from reidbench.variants.settings import PATCH_SIZE
+
+
+@dataclass
+class ReportResult:
+    out: Path
+    files: list[Path]
+    table: Table
+    run: LoadedRun
+    crossings: list[Crossing] = field(default_factory=list)
+    gate_notes: list[str] = field(default_factory=list)
+    gated: bool = False
+    """Whether --fail-on thresholds were checked."""
+
+    @property
+    def markdown_table(self) -> str:
+        return table_markdown(self.table)
+
+
+def make_report(
+    run_root: Path, out: Optional[Path] = None, baseline_root: Optional[Path] = None,
+    thresholds: Optional[list[Threshold]] = None,
+) -> ReportResult:
+    """Read, summarize, compare, plot, render and write; returns what was written and the gate's crossings."""
+    run = load_run(run_root)
+    summaries = summarize(run)
+    comparison = None
+    if baseline_root is not None:
+        baseline = load_run(baseline_root)
+        comparison = compare(run, summaries, baseline, summarize(baseline))
+    crossings, gate_notes = gate(summaries, comparison, thresholds) if comparison and thresholds else ([], [])
+    batch_sizes = run.batch_sizes()
+    table = report_table(summaries, batch_sizes, comparison)
+    chance = ((run.meta.get("dataset") or {}).get("chance") or {}).get("mAP")
+    plots = all_plots(summaries, run.logs, batch_sizes, chance if is_number(chance) else None)
+    doc = ReportDoc(
+        title=f"reidbench report: {run.name}",
+        header=header_items(run),
+        table=table,
+        warnings=run.warnings + [f"baseline {comparison.baseline.root}: {w}" for w in (comparison.baseline.warnings if comparison else [])],
+        before_plots=_sections(run, comparison, thresholds, crossings, gate_notes),
+        plots=plots,
+        after_plots=[_notes_section(summaries)],
+    )
+    out = out if out is not None else run.root / "report"
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; name a folder for report.md, report.html, results.csv and the PNGs.")
+    try:
+        files = write_report(doc, run, out)
+    except OSError as exc:
+        raise UsageError(f"cannot write the report into {out}: {exc.strerror or exc}.") from None
+    return ReportResult(out, files, table, run, crossings, gate_notes, gated=bool(comparison and thresholds))
+
+
+def write_report(doc: ReportDoc, run: LoadedRun, out: Path) -> list[Path]:
+    """Each file atomically, so a report open in a browser is never half-replaced."""
+    files = []
+    for plot in doc.plots:
+        write_atomic(out / plot.filename, plot.png)
+        files.append(out / plot.filename)
+    for name, text in (("report.md", to_markdown(doc)), ("report.html", to_html(doc)),
+                       ("results.csv", run.frame().to_csv(index=False))):
+        write_atomic(out / name, text)
+        files.append(out / name)
+    return files
+
+
+def header_items(run: LoadedRun) -> list[tuple[str, str]]:
+    """The environment a reader needs to trust the numbers: device, versions, dtype, input, data, profile, FLOPs.
+
+    Each line comes from run.json / environment.json, falling back to what the records hold; a
+    line whose source is missing or malformed is left out rather than failing the report.
+    """
+    items: list[tuple[str, str]] = []
+    for build in (_run_item, _grid_item, _device_item, _software_item, _input_item, _dataset_item,
+                  _profile_item, _evaluation_item, _latency_item, _flops_item, _seeds_item, _commit_item):
+        try:
+            item = build(run)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+            item = None
+        if item is not None:
+            items.append(item)
+    return items
+
+
+Item = Optional[tuple[str, str]]
+
+
+def _options(run: LoadedRun) -> dict:
+    return run.records[0].get("options") or {}
+
+
+def _run_item(run: LoadedRun) -> Item:
+    meta = run.meta
+    facts = [f"status {meta.get('status', 'unknown (no run.json)')}"]
+    if meta.get("started"):
+        facts.append(f"started {meta['started']}" + (f", finished {meta['finished']}" if meta.get("finished") else ""))
+    return "Run", f"{run.root} — " + ", ".join(facts)
+
+
+def _grid_item(run: LoadedRun) -> Item:
+    grid = run.meta.get("grid") or {}
+    return ("Grid", f"{grid.get('name')} ({grid.get('source')}), {len(grid.get('cells') or [])} cells") if grid else None
+
+
+def _device_item(run: LoadedRun) -> Item:
+    env, options = run.environment, _options(run)
+    device = str(env.get("device") or run.meta.get("device") or options.get("device") or "unknown")
+    parts = [f"{device} ({env['device_name']})" if env.get("device_name") else device]
+    dtype = env.get("dtype") or run.meta.get("dtype") or options.get("dtype")
+    if dtype:
+        parts.append(f"dtype {dtype}" + (" (autocast)" if env.get("autocast") else ""))
+    if device.startswith("cuda"):
+        parts += [f"CUDA {env.get('cuda')}", f"TF32 matmul {env.get('tf32_matmul')}",
+                  f"cudnn.benchmark {options.get('cudnn_benchmark', env.get('cudnn_benchmark'))}"]
+    elif env.get("torch_threads"):
+        parts.append(f"{env['torch_threads']} torch threads")
+    return "Device", ", ".join(parts)
+
+
+def _software_item(run: LoadedRun) -> Item:
+    env = run.environment
+    packages = env.get("packages") or {}
+    parts = [f"python {env['python']}"] if env.get("python") else []
+    parts += [f"{k} {packages[k]}" for k in ("torch", "timm", "open_clip_torch") if packages.get(k)]
+    return ("Software", ", ".join(parts)) if parts else None
+
+
+def _input_item(run: LoadedRun) -> Item:
+    settings = run.meta.get("settings") or run.records[0].get("settings") or {}
+    if not settings:
+        return None
+    (h, w), stride = settings["img_size"], settings["stride"]
+    tokens = f" → {(h - PATCH_SIZE) // stride + 1}×{(w - PATCH_SIZE) // stride + 1} token grid"
+    return "Input", f"{h}×{w}, stride {stride}{tokens}, depth {settings.get('depth')}"
+
+
+def _dataset_item(run: LoadedRun) -> Item:
+    dataset = run.meta.get("dataset") or {}
+    if not dataset.get("counts"):
+        return ("Dataset", str(dataset["spec"])) if dataset.get("spec") else None
+    train, query, gallery = (dataset["counts"][split] for split in ("train", "query", "gallery"))
+    text = (f"{dataset.get('name')} {dataset.get('version') or ''} — train {train['ids']} ids / {train['images']} images, "
+            f"query {query['ids']} ids / {query['images']} images, gallery {gallery['images']} images "
+            f"({gallery.get('distractors', 0)} distractors), {train.get('cameras')} cameras")
+    chance = dataset.get("chance") or {}
+    if is_number(chance.get("mAP")) and is_number(chance.get("rank1")):
+        text += f"; chance level (random features) mAP {chance['mAP']:.1%}, rank-1 {chance['rank1']:.1%}"
+    return "Dataset", text
+
+
+def _profile_item(run: LoadedRun) -> Item:
+    profile = run.meta.get("profile") or {}
+    if not profile:
+        return None
+    train = profile.get("train") or {}
+    return "Profile", (f"{profile.get('name')} — {profile.get('description', '')}; {train.get('epochs')} epoch(s), "
+                       f"batch {train.get('p')}×{train.get('k')} (P×K), {train.get('optimizer')} lr {train.get('lr')}")
+
+
+def _evaluation_item(run: LoadedRun) -> Item:
+    ev = (run.meta.get("profile") or {}).get("eval") or {}
+    if not ev:
+        return None
+    return "Evaluation", (f"{ev.get('metric')} distance, features {'L2-normalized' if ev.get('normalize') else 'not normalized'}, "
+                          f"flip test {'on' if ev.get('flip') else 'off'}")
+
+
+def _latency_item(run: LoadedRun) -> Item:
+    entry = next((e for r in run.records for e in r.get("latency") or [] if "median_ms" in e), None)
+    if entry is None:
+        return None
+    repeats = _options(run).get("repeats", entry.get("repeats"))
+    return "Latency", f"{entry.get('timer')} timer, {entry.get('warmup')} warm-up calls, up to {repeats} repeats per batch size; median and p90"
+
+
+def _flops_item(run: LoadedRun) -> Item:
+    convention = run.environment.get("flop_convention") or "1 MAC = 2 FLOPs; gmacs by fvcore, gflops by torch FlopCounterMode"
+    return "FLOPs", f"{convention}; counted at batch 1, inference"
+
+
+def _seeds_item(run: LoadedRun) -> Item:
+    seeds = run.meta.get("seeds") or run.environment.get("seeds")
+    return ("Seeds", ", ".join(str(s) for s in seeds)) if seeds else None
+
+
+def _commit_item(run: LoadedRun) -> Item:
+    commit = run.environment.get("git_commit")
+    return ("Commit", str(commit)) if commit else None
+
+
+def _sections(
+    run: LoadedRun, comparison: Optional[Comparison], thresholds: Optional[list[Threshold]],
+    crossings: list[Crossing], gate_notes: list[str],
+) -> list[Section]:
+    sections = []
+    if run.issues:
+        sections.append(Section(
+            "Missing or damaged cells",
+            "These cells have no readable record: the table shows them with their status, and each plot "
+            "lists them among the cells it could not draw.",
+            [f"{i.cell} seed {i.seed}: {i.kind} — {i.detail}" for i in run.issues], tone="warn",
+        ))
+    if comparison is not None:
+        items = [f"Settings differ — {d}" for d in comparison.differences]
+        items += [f"Only in this run: {', '.join(comparison.only_in_run)}"] if comparison.only_in_run else []
+        items += [f"Only in the baseline: {', '.join(comparison.only_in_baseline)}"] if comparison.only_in_baseline else []
+        items += [f"{cell}: {old} in the baseline, {new} now" for cell, old, new in comparison.status_changes]
+        if not items:
+            items.append("Same cells, same statuses and the same settings as the baseline.")
+        sections.append(Section(
+            f"Against the baseline {comparison.baseline.name}",
+            f"Baseline: {comparison.baseline.root}. Under each number, its change against the baseline: {BETTER} improved, "
+            f"{WORSE} regressed (accuracy in percentage points, costs relative, means over seeds).",
+            items, tone="warn" if comparison.differences else "",
+        ))
+    if thresholds:
+        spec = ",".join(t.text for t in thresholds)
+        if comparison is None:
+            return sections
+        verdict = f"FAILED: {len(crossings)} regression(s)" if crossings else "passed"
+        items = [f"{c.cell}: {c.what}" for c in crossings] + gate_notes
+        rules = "; ".join(t.describe() for t in thresholds)
+        sections.append(Section(f"Regression gate (--fail-on {spec}): {verdict}", rules + ". A cell done in the baseline "
+                                "and not done now is a regression too.", items, tone="bad" if crossings else "good"))
+    return sections
+
+
+def _notes_section(summaries: list[CellSummary]) -> Section:
+    """The cells' notes (clamped windows, weights) and warnings, each once, and why an expected failure is expected."""
+    items: list[str] = []
+    for s in summaries:
+        if s.expected_reason:
+            items.append(f"{s.cell} is expected to fail: {s.expected_reason}")
+    for text in dict.fromkeys(n for s in summaries for n in s.notes + [f"warning: {w}" for w in s.warnings]):
+        items.append(text)
+    return Section("Notes", "", items)
+
+
+def summary_lines(result: ReportResult) -> list[str]:
+    """What `reidbench report` prints to stderr besides the table."""
+    lines = [f"warning: {w}" for w in result.run.warnings]
+    lines += [f"{i.kind}: {i.cell} seed {i.seed} — {i.detail}" for i in result.run.issues]
+    plots = sum(1 for f in result.files if f.suffix == ".png")
+    lines.append(f"report: wrote {result.out}/report.md, report.html, results.csv and {plots} plots")
+    return lines
+
+
+def gate_lines(result: ReportResult, spec: str) -> list[str]:
+    if not result.gated:
+        return []
+    if not result.crossings:
+        return [f"regression gate --fail-on {spec}: passed"] + [f"  note: {n}" for n in result.gate_notes]
+    return ([f"regression gate --fail-on {spec}: FAILED, {len(result.crossings)} regression(s)"]
+            + [f"  {c.cell}: {c.what}" for c in result.crossings] + [f"  note: {n}" for n in result.gate_notes])

@@ -1,0 +1,218 @@
+"""Read a run directory back for reporting, as far as it goes.
+
+A report is most needed when a run went wrong, so nothing here assumes a run
+finished: a cell without its record is listed as missing, a record that does
+not parse is listed as damaged (with its file), a missing run.json costs the
+header, not the report. Only a directory with no record at all is an error.
+The format itself (paths, results.csv columns) is `reidbench.harness.rundir`'s.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+
+from reidbench.errors import UsageError
+from reidbench.harness.rundir import RESULT_COLUMNS, RunDir, flatten_record, read_json
+
+MISSING, DAMAGED = "missing", "damaged"
+"""Statuses of cells the report names although they have no readable record."""
+RUNS_PARENT = Path("runs")
+"""Where `reidbench run` creates run directories by default; `report` looks there for the latest."""
+REQUIRED_KEYS = ("cell", "backbone", "neck", "status")
+
+
+@dataclass
+class CellIssue:
+    """A cell (and seed) the run planned or started but whose record cannot be read."""
+
+    cell: str
+    seed: Optional[int]
+    kind: str
+    detail: str
+
+
+@dataclass
+class LoadedRun:
+    root: Path
+    meta: dict[str, Any]
+    """run.json ({} when it is missing or damaged)."""
+    environment: dict[str, Any]
+    """environment.json ({} when it is missing or damaged)."""
+    records: list[dict[str, Any]]
+    logs: dict[tuple[str, int], list[dict[str, Any]]]
+    """train_log.jsonl lines per (cell, seed)."""
+    issues: list[CellIssue] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    cell_order: list[str] = field(default_factory=list)
+    """The grid's order, then cells found only on disk."""
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    def frame(self) -> pd.DataFrame:
+        """One row per record and seed, with results.csv's columns first, then latency and memory columns.
+
+        Unreadable cells get a row too (status `missing` / `damaged`, the reason in `error`), so a
+        pandas user sees the same holes as the report's reader.
+        """
+        rows = [{**flatten_record(r), **measurement_columns(r)} for r in self.records]
+        rows += [{"cell": i.cell, "seed": i.seed, "status": i.kind, "error": i.detail,
+                  "backbone": i.cell.split("-", 1)[0], "neck": i.cell.split("-", 1)[-1]} for i in self.issues]
+        frame = pd.DataFrame(rows)
+        extra = sorted((c for c in frame.columns if c not in RESULT_COLUMNS), key=_extra_column_order)
+        frame = frame.reindex(columns=RESULT_COLUMNS + extra)
+        order = {cell: i for i, cell in enumerate(self.cell_order)}
+        frame["_order"] = frame["cell"].map(lambda c: order.get(c, len(order)))
+        frame["_seed"] = frame["seed"].fillna(-1)
+        return frame.sort_values(["_order", "_seed"], kind="stable").drop(columns=["_order", "_seed"]).reset_index(drop=True)
+
+    def batch_sizes(self) -> list[int]:
+        """Every inference batch size measured in any cell, ascending."""
+        return sorted({e["batch_size"] for r in self.records for e in r.get("latency") or [] if isinstance(e.get("batch_size"), int)})
+
+
+def measurement_columns(record: dict[str, Any]) -> dict[str, Any]:
+    """Latency per batch size and peak memory as flat columns; results.csv's own columns stop at training."""
+    out: dict[str, Any] = {}
+    for entry in record.get("latency") or []:
+        b = entry.get("batch_size")
+        if b is None:
+            continue
+        out[f"latency_ms@{b}"] = entry.get("median_ms")
+        out[f"latency_p90_ms@{b}"] = entry.get("p90_ms")
+        out[f"img_per_s@{b}"] = entry.get("img_per_s")
+    memory = record.get("memory") or {}
+    for kind, column in (("inference", "peak_infer_mib"), ("train_step", "peak_train_mib")):
+        m = memory.get(kind) or {}
+        value = m.get("peak_allocated_mib", m.get("peak_rss_mib"))
+        if value is not None:
+            out[column] = value
+            out[f"{column}_batch"] = m.get("batch_size")
+            out["memory_kind"] = m.get("kind")
+    return out
+
+
+def _extra_column_order(column: str) -> tuple:
+    name, _, batch = column.partition("@")
+    return (0, int(batch), name) if batch.isdigit() else (1, 0, name)
+
+
+def latest_run(parent: Path = RUNS_PARENT) -> Path:
+    """The run directory under `parent` whose run.json (or results.csv) changed last.
+
+    The directory's own mtime is a fallback only: writing a report into RUN/report
+    touches it, which would make an old run look like the latest.
+    """
+    candidates = [p for p in parent.iterdir() if p.is_dir()] if parent.is_dir() else []
+    if not candidates:
+        raise UsageError(
+            f"no run directory under {parent}/ to report on; create one with `reidbench run` first, "
+            "or name one: reidbench report RUN_DIR."
+        )
+
+    def changed(path: Path) -> float:
+        stamps = [f.stat().st_mtime for f in (path / "run.json", path / "results.csv") if f.exists()]
+        return max(stamps) if stamps else path.stat().st_mtime
+
+    return max(candidates, key=changed)
+
+
+def load_run(root: Path) -> LoadedRun:
+    """Everything readable in `root`; what is not readable becomes an issue or a warning, never an exception.
+
+    Raises UsageError only when `root` is not a directory or holds no readable cell record.
+    """
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a directory; name a run directory made by `reidbench run`.")
+    run = RunDir(root)
+    warnings: list[str] = []
+    meta = _read_optional(run.run_json, warnings, "the header lacks the grid, profile and dataset")
+    environment = _read_optional(run.environment_json, warnings, "the header lacks versions and device flags")
+    planned_cells = list((meta.get("grid") or {}).get("cells") or [])
+    planned_seeds = [s for s in meta.get("seeds") or [] if isinstance(s, int)]
+    on_disk = _cells_on_disk(root)
+    cell_order = planned_cells + sorted({c for c, _ in on_disk} - set(planned_cells))
+    slots = sorted(
+        set(on_disk) | {(c, s) for c in planned_cells for s in planned_seeds},
+        key=lambda cs: (cell_order.index(cs[0]), cs[1]),
+    )
+    records, issues, logs = [], [], {}
+    for cell, seed in slots:
+        path = run.record_path(cell, seed)
+        try:
+            record = read_json(path)
+        except UsageError:
+            issues.append(CellIssue(cell, seed, DAMAGED, f"{path.relative_to(root)} does not parse as JSON"))
+            continue
+        if record is None:
+            where = "its folder has no record.json" if path.parent.is_dir() else "not started"
+            issues.append(CellIssue(cell, seed, MISSING, f"{path.relative_to(root)} is missing ({where})"))
+            continue
+        lacking = [k for k in REQUIRED_KEYS if not isinstance(record, dict) or k not in record]
+        if lacking:
+            issues.append(CellIssue(cell, seed, DAMAGED, f"{path.relative_to(root)} lacks {', '.join(lacking)}"))
+            continue
+        record.setdefault("seed", seed)
+        try:  # the fields the report reads must have the types the runner writes
+            flatten_record(record), measurement_columns(record)
+        except (AttributeError, TypeError, KeyError, ValueError) as exc:
+            issues.append(CellIssue(cell, seed, DAMAGED, f"{path.relative_to(root)} has a malformed field ({type(exc).__name__}: {exc})"))
+            continue
+        records.append(record)
+        logs[(cell, seed)] = _read_log(run.cell_dir(cell, seed) / "train_log.jsonl", root, warnings)
+    if not records:
+        named = "; ".join(f"{i.cell} seed {i.seed}: {i.kind}" for i in issues) or "no cells/<cell>/seed<k>/record.json"
+        raise UsageError(f"{root} holds no readable cell record ({named}); nothing to report. Is it a reidbench run directory?")
+    if meta.get("status") not in (None, "finished"):
+        warnings.append(f"the run's status is {meta['status']!r}: it did not finish, the report shows what it wrote")
+    return LoadedRun(root, meta, environment, records, logs, issues, warnings, cell_order)
+
+
+def _read_optional(path: Path, warnings: list[str], cost: str) -> dict[str, Any]:
+    try:
+        data = read_json(path)
+    except UsageError:
+        warnings.append(f"{path.name} is damaged (not JSON); {cost}")
+        return {}
+    if data is None:
+        warnings.append(f"{path.name} is missing; {cost}")
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _cells_on_disk(root: Path) -> list[tuple[str, int]]:
+    found = []
+    for seed_dir in root.glob("cells/*/seed*"):
+        suffix = seed_dir.name[len("seed"):]
+        if seed_dir.is_dir() and suffix.isdigit():
+            found.append((seed_dir.parent.name, int(suffix)))
+    return found
+
+
+def _read_log(path: Path, root: Path, warnings: list[str]) -> list[dict[str, Any]]:
+    """Epoch lines; a torn line (a run killed mid-write) is skipped with a warning."""
+    if not path.exists():
+        return []
+    entries, bad = [], 0
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if isinstance(entry, dict) and is_number(entry.get("epoch")):
+            entries.append(entry)
+    if bad:
+        warnings.append(f"{path.relative_to(root)}: {bad} line(s) are not JSON and were skipped")
+    return entries
+
+
+def is_number(value: Any) -> bool:
+    """A finite float or int (pandas turns missing values into NaN, JSON into None)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,68 @@
+"""The quantities a report shows and `--fail-on` gates: one definition of each one's column, unit and direction.
+
+The table, the deltas against a baseline and the regression gate all read
+these, so "mAP" means the same number (percent points) in all three, and a
+lower latency is an improvement everywhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Quantity:
+    name: str
+    """The name `--fail-on` takes."""
+    column: str
+    """The column in the report's frame (results.csv's name where it has one)."""
+    label: str
+    unit: str
+    scale: float
+    """Frame value x scale = the shown value (mAP is stored as a fraction, shown in percent points)."""
+    higher_is_better: bool
+    deterministic: bool = False
+    """The same for every seed (parameters, FLOPs): no ± is shown."""
+    per_batch: bool = False
+    """Measured per inference batch size; the column is `column@<batch>`."""
+    digits: Optional[int] = None
+    """Fixed decimals; None: about three significant digits."""
+
+    def column_at(self, batch: Optional[int]) -> str:
+        return f"{self.column}@{batch}" if self.per_batch else self.column
+
+
+ACCURACY = [
+    Quantity("mAP", "mAP", "mAP %", "pp", 100, True, digits=1),
+    Quantity("rank1", "rank1", "R-1 %", "pp", 100, True, digits=1),
+    Quantity("rank5", "rank5", "R-5 %", "pp", 100, True, digits=1),
+    Quantity("rank10", "rank10", "R-10 %", "pp", 100, True, digits=1),
+    Quantity("mINP", "mINP", "mINP %", "pp", 100, True, digits=1),
+]
+COST = [
+    Quantity("params", "params", "params M", "M", 1e-6, False, deterministic=True),
+    Quantity("gmacs", "gmacs", "GMACs", "GMACs", 1, False, deterministic=True),
+    Quantity("gflops", "gflops", "GFLOPs", "GFLOPs", 1, False, deterministic=True),
+    Quantity("latency_ms", "latency_ms", "ms median", "ms", 1, False, per_batch=True),
+    Quantity("latency_p90_ms", "latency_p90_ms", "ms p90", "ms", 1, False, per_batch=True),
+    Quantity("img_per_s", "img_per_s", "img/s", "img/s", 1, True, per_batch=True),
+    Quantity("peak_infer_mib", "peak_infer_mib", "peak infer MiB", "MiB", 1, False, digits=0),
+    Quantity("peak_train_mib", "peak_train_mib", "peak train MiB", "MiB", 1, False, digits=0),
+    Quantity("train_seconds", "train_seconds", "train s", "s", 1, False),
+    Quantity("train_img_per_s", "train_img_per_s", "train img/s", "img/s", 1, True),
+]
+QUANTITIES = {q.name: q for q in ACCURACY + COST}
+
+
+def format_number(value: float, digits: Optional[int] = None) -> str:
+    """Fixed decimals when asked, else about three significant digits (0.0224, 22.7, 11234)."""
+    if digits is not None:
+        return f"{value:.{digits}f}"
+    size = abs(value)
+    if size >= 100 or value == 0:
+        return f"{value:.0f}"
+    if size >= 10:
+        return f"{value:.1f}"
+    if size >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
