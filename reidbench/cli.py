@@ -73,8 +73,8 @@ def bench(
     only: Optional[List[str]] = typer.Option(None, "--only", help="Measure only this cell (repeatable), e.g. vit768-ms."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32."),
-    batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="Inference batch sizes, e.g. 1,64 [default: 1,64,256 on CUDA, 1,8 on CPU]."),
-    train_batch_size: Optional[int] = typer.Option(None, "--train-batch-size", help="Batch of the measured training step [default: 64 on CUDA, 4 on CPU]."),
+    batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="Inference batch sizes, e.g. 1,64 (default: 1,64,256 on CUDA, 1,8 on CPU)."),
+    train_batch_size: Optional[int] = typer.Option(None, "--train-batch-size", help="Batch of the measured training step (default: 64 on CUDA, 4 on CPU)."),
     repeats: int = typer.Option(50, "--repeats", help="Timed repeats per batch size (fewer if --max-seconds runs out)."),
     warmup: int = typer.Option(3, "--warmup", help="Untimed warm-up calls per batch size."),
     max_seconds: float = typer.Option(5.0, "--max-seconds", help="Stop repeating a batch size after this much timed work."),
@@ -86,7 +86,6 @@ def bench(
 ) -> None:
     """Measure parameters, FLOPs, latency and memory of every cell; no training."""
     from reidbench.bench.environment import resolve_device, resolve_dtype
-    from reidbench.bench.probe import OK_STATUSES
     from reidbench.bench.suite import BenchOptions, bench_grid
     from reidbench.reports.tables import bench_table
     from reidbench.variants.grid import load_grid
@@ -120,10 +119,7 @@ def bench(
         _write_json(json_path, records)
         _log(f"wrote {json_path}")
     typer.echo(bench_table(records))
-    bad = [r for r in records if r["status"] not in OK_STATUSES]
-    if bad:
-        _log("not as expected: " + ", ".join(f"{r['cell']} ({r['status']})" for r in bad))
-        raise typer.Exit(1)
+    _exit_unless_ok(records)
 
 
 @app.command()
@@ -134,17 +130,16 @@ def run(
     profile: str = typer.Option("auto", "--profile", help="auto (full on CUDA, quick elsewhere), quick, full, or a profile .toml file."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run directory to create [default: runs/<time>-<grid>]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory to create (default: runs/<time>-<grid>)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory: finished cells are kept, unfinished ones continue from their last checkpoint."),
     only: Optional[List[str]] = typer.Option(None, "--only", help="Run only this cell (repeatable)."),
     seeds: int = typer.Option(1, "--seeds", help="Train every cell with seeds 0..N-1."),
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a variant setting after the profile, e.g. --set stride=12."),
-    bars: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars [default: when stderr is a terminal]."),
+    bars: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars (default: when stderr is a terminal)."),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help="BACKBONE=PATH: a local pretrained checkpoint for that backbone (repeatable; overrides the grid's [weights])."),
 ) -> None:
     """Train, evaluate and measure every cell of a grid; write a run directory."""
     from reidbench.bench.environment import resolve_device, resolve_dtype
-    from reidbench.bench.probe import OK_STATUSES
     from reidbench.harness.profile import load_profile, resolve_profile_name
     from reidbench.harness.progress import Progress
     from reidbench.harness.rundir import RunDir, new_run_dir
@@ -195,10 +190,7 @@ def run(
         _log(f"interrupted: finished cells and the last checkpoint are saved in {run_dir.root}; continue with\n  reidbench run --resume {run_dir.root}")
         raise typer.Exit(130)
     _log(f"results: {run_dir.results_csv}")
-    bad = [r for r in records if r["status"] not in OK_STATUSES]
-    if bad:
-        _log("not as expected: " + ", ".join(f"{r['cell']} seed {r['seed']} ({r['status']})" for r in bad))
-        raise typer.Exit(1)
+    _exit_unless_ok(records)
 
 
 @app.command()
@@ -262,6 +254,17 @@ def data_info(
                                "counts": dataset.counts(), "dropped": dataset.dropped}, indent=2))
     else:
         typer.echo(dataset.describe())
+
+
+def _exit_unless_ok(records: list[dict[str, Any]]) -> None:
+    """Exit 1 when any cell ended other than done or xfail (failed, xpass, interrupted), naming them."""
+    from reidbench.bench.probe import OK_STATUSES
+
+    bad = [r for r in records if r["status"] not in OK_STATUSES]
+    if bad:
+        labels = [f"{r['cell']} seed {r['seed']}" if "seed" in r else r["cell"] for r in bad]
+        _log("not as expected: " + ", ".join(f"{label} ({r['status']})" for label, r in zip(labels, bad)))
+        raise typer.Exit(1)
 
 
 def _merged_weights(grid: Any, options: Optional[List[str]]) -> dict[str, str]:
