@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 from reidbench.cli import app
 from reidbench.harness import runner as runner_module
 from reidbench.harness.data import generate_synthetic
-from reidbench.harness.progress import Progress
 from reidbench.harness.rundir import RESULT_COLUMNS, RunDir
 from reidbench.harness.train import TrainingDiverged
 

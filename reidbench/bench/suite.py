@@ -214,6 +214,5 @@ def _train_step_memory(model: ReidModel, options: BenchOptions) -> dict[str, Any
     except torch.cuda.OutOfMemoryError:
         return {"batch_size": batch, "error": "CUDA out of memory in the training step"}
     finally:
-        optimizer.zero_grad(set_to_none=True)
-        del optimizer
+        optimizer.zero_grad(set_to_none=True)  # frees the gradients; the optimizer state goes with this frame
         model.eval()
