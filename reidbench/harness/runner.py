@@ -177,8 +177,14 @@ def execute(
     dataset = dataset or load_dataset(plan.dataset)
     settings = resolve_settings(plan, dataset)
     data = prepare_data(plan, dataset, settings, progress)
+    if plan.device.type == "cpu":
+        # Some CPU backward kernels (indexing an embedding table with camera ids, for one)
+        # accumulate in a thread-dependent order; seen: gradients differing in the 8th digit
+        # between two processes, and 30 epochs turning that into a different mAP.
+        torch.use_deterministic_algorithms(True)
     environment = collect_environment(plan.device, plan.dtype)
     environment["seeds"] = list(range(plan.seeds))
+    environment["deterministic_algorithms"] = torch.are_deterministic_algorithms_enabled()
     write_json(run.environment_json, environment)
     meta.update({"status": RUNNING, "settings": settings.to_dict(), "dataset": data.info})
     write_json(run.run_json, meta)

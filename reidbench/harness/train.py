@@ -152,9 +152,11 @@ def train_model(
         }
         log.append(entry)
         append_line(log_path, entry)
+        remaining = (cfg.epochs - epoch - 1) * wall / (epoch + 1 - start_epoch)
         progress.log(
             f"    epoch {epoch + 1}/{cfg.epochs}: loss {entry['loss']:.3f} (id {entry['id_loss']:.3f}, "
-            f"triplet {entry['triplet_loss']:.3f}), train acc {entry['accuracy']:.3f}, {entry['img_per_s']:.0f} img/s"
+            f"triplet {entry['triplet_loss']:.3f}), train acc {entry['accuracy']:.3f}, {entry['img_per_s']:.0f} img/s, "
+            f"training ETA {_duration(remaining)}"
         )
         if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
             save_torch_atomic(
@@ -181,6 +183,11 @@ def train_model(
         final_loss=log[-1]["loss"] if log else float("nan"),
         resumed_from_epoch=start_epoch,
     )
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def _rewrite_log(path: Path, log: list[dict]) -> None:
