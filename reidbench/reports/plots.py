@@ -254,14 +254,19 @@ def latency_vs_batch(summaries: list[CellSummary], styles: Styles, batch_sizes: 
             ax.set_xlim(low / 1.6, high * 1.6)
         if not handles:
             ax.text(0.5, 0.5, "no latency measurements", transform=ax.transAxes, ha="center", va="center", color="#666666")
+    _legend_below(fig, absent, handles, wspace=0.28)
+    return Plot("latency_throughput.png", "Latency and throughput against batch size",
+                "Median latency per batch (band up to p90) and images per second, log axes.", _png(fig))
+
+
+def _legend_below(fig: Any, absent: Any, handles: list, wspace: float) -> None:
+    """The absent-cells footer, then a 3-column legend above it, then room for both under the axes."""
     bottom = _footer(fig, absent)
     legend_rows = -(-len(handles) // 3)
     legend_height = (legend_rows * 0.25 + 0.1) / fig.get_figheight() if handles else 0
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=3, bbox_to_anchor=(0.5, bottom), frameon=False)
-    fig.subplots_adjust(left=0.07, right=0.98, top=0.92, wspace=0.28, bottom=0.11 + bottom + legend_height)
-    return Plot("latency_throughput.png", "Latency and throughput against batch size",
-                "Median latency per batch (band up to p90) and images per second, log axes.", _png(fig))
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.92, wspace=wspace, bottom=0.11 + bottom + legend_height)
 
 
 def _memory_kind_label(summaries: list[CellSummary]) -> str:
@@ -390,11 +395,6 @@ def training_curves(summaries: list[CellSummary], styles: Styles, logs: dict[tup
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if not handles:
             ax.text(0.5, 0.5, "no training logs", transform=ax.transAxes, ha="center", va="center", color="#666666")
-    bottom = _footer(fig, absent)
-    legend_rows = -(-len(handles) // 3)
-    legend_height = (legend_rows * 0.25 + 0.1) / fig.get_figheight() if handles else 0
-    if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=3, bbox_to_anchor=(0.5, bottom), frameon=False)
-    fig.subplots_adjust(left=0.07, right=0.98, top=0.92, wspace=0.25, bottom=0.11 + bottom + legend_height)
+    _legend_below(fig, absent, handles, wspace=0.25)
     return Plot("training.png", "Training curves",
                 "Loss and training accuracy per epoch (one line per seed), from each cell's train_log.jsonl.", _png(fig))
