@@ -1,8 +1,12 @@
 """Shared fixtures. Unit tests use shallow models (depth 1-2, full width) to stay fast on 2 cores."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+
+from reidbench.harness.data import generate_synthetic
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -12,3 +16,12 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic set small enough for end-to-end runs: 8 train ids, 6 test ids, 3 cameras, 64x32 JPEGs."""
+    return generate_synthetic(
+        tmp_path_factory.mktemp("tiny") / "synthetic", num_ids_train=8, num_ids_test=6, num_cameras=3,
+        images_per_id_per_camera=2, num_distractors=4, num_junk=2, size=(64, 32),
+    )

@@ -87,4 +87,4 @@ def test_id_loss_equals_the_smoothed_cross_entropy_formula(smoothing):
 
 def test_batch_accuracy():
     logits = torch.tensor([[2.0, 1.0], [0.0, 3.0], [5.0, 4.0], [1.0, 2.0]])
-    assert batch_accuracy(logits, torch.tensor([0, 1, 1, 0])) == 0.5
+    assert batch_accuracy(logits, torch.tensor([0, 1, 1, 0])).item() == 0.5

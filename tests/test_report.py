@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 from reidbench.cli import app
 from reidbench.errors import UsageError
-from reidbench.harness.data import generate_synthetic
 from reidbench.harness.rundir import RESULT_COLUMNS
 from reidbench.reports.compare import Delta, parse_fail_on
 from reidbench.reports.plots import pareto_frontier
@@ -60,12 +59,9 @@ max_seconds = 0.5
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def inputs(tmp_path_factory: pytest.TempPathFactory, tiny_synthetic: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("report-inputs")
-    data = generate_synthetic(
-        root / "synthetic", num_ids_train=8, num_ids_test=6, num_cameras=3, images_per_id_per_camera=2,
-        num_distractors=4, num_junk=2, size=(64, 32),
-    )
+    data = tiny_synthetic
     (root / "grid.toml").write_text(GRID)
     (root / "profile.toml").write_text(PROFILE)
     return {"data": data, "grid": root / "grid.toml", "profile": root / "profile.toml"}

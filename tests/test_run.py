@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from reidbench.cli import app
 from reidbench.harness import runner as runner_module
-from reidbench.harness.data import generate_synthetic
 from reidbench.harness.rundir import RESULT_COLUMNS, RunDir
 from reidbench.harness.train import TrainingDiverged
 
@@ -53,12 +52,9 @@ max_seconds = 0.5
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def setup(tmp_path_factory: pytest.TempPathFactory, tiny_synthetic: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("run-inputs")
-    data = generate_synthetic(
-        root / "synthetic", num_ids_train=8, num_ids_test=6, num_cameras=3, images_per_id_per_camera=2,
-        num_distractors=4, num_junk=2, size=(64, 32),
-    )
+    data = tiny_synthetic
     (root / "grid.toml").write_text(GRID)
     (root / "profile.toml").write_text(PROFILE.format(epochs=3))
     (root / "long.toml").write_text(PROFILE.format(epochs=200))
@@ -82,6 +78,9 @@ def test_run_directory_holds_everything_a_report_needs(finished_run: Path) -> No
     meta = json.loads((finished_run / "run.json").read_text())
     assert meta["status"] == "finished"
     assert meta["dataset"]["counts"]["train"]["ids"] == 8 and meta["dataset"]["chance"]["mAP"] > 0
+    images = sum(meta["dataset"]["counts"][split]["images"] for split in ("train", "query", "gallery"))
+    pixels, labels = 3 * 32 * 16, 2 * 8  # uint8 RGB at 32x16, int64 pid and camera per image
+    assert meta["dataset"]["decoded_mib"] == pytest.approx(images * (pixels + labels) / 2**20)
     assert meta["settings"]["depth"] == 1 and meta["settings"]["num_classes"] == 8 and meta["settings"]["num_cameras"] == 3
     assert (finished_run / "grid.toml").exists() and (finished_run / "profile.toml").exists()
     env = json.loads((finished_run / "environment.json").read_text())

@@ -18,7 +18,6 @@ from reidbench.variants.grid import Cell
 from reidbench.variants.model import ReidModel
 
 DONE, XFAIL, XPASS, FAILED = "done", "xfail", "xpass", "failed"
-STATUSES = (DONE, XFAIL, XPASS, FAILED)
 OK_STATUSES = (DONE, XFAIL)
 """Statuses a successful run may end with; anything else makes the command exit non-zero."""
 

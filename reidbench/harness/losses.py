@@ -61,6 +61,9 @@ def id_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float)
         return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
 
 
-def batch_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    """Fraction of rows whose arg-max identity is the target: the training-log accuracy."""
-    return (logits.detach().argmax(dim=1) == targets).float().mean().item()
+def batch_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Fraction of rows whose arg-max identity is the target: the training-log accuracy.
+
+    A 0-d tensor on the logits' device, so the training loop can sum it without a host sync.
+    """
+    return (logits.detach().argmax(dim=1) == targets).float().mean()

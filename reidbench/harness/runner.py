@@ -142,6 +142,7 @@ def prepare_data(plan: RunPlan, dataset: ReidDataset, settings: VariantSettings,
         "unreadable_examples": [p for v in sets.values() for p, _ in v.skipped][:5],
         "converted_to_rgb": {s: v.converted for s, v in sets.items()},
         "resized": {s: v.resized for s, v in sets.items()},
+        "decoded_mib": sum(v.nbytes for v in sets.values()) / 2**20,
         "chance": chance_level(sets["query"], sets["gallery"]),
     }
     return RunData(dataset, sets["train"], sets["query"], sets["gallery"], info)
@@ -190,7 +191,8 @@ def execute(
     write_json(run.run_json, meta)
     log(
         f"data: {data.dataset.name} — train {len(data.train)} images / {data.dataset.num_train_pids} ids, "
-        f"query {len(data.query)}, gallery {len(data.gallery)}, {data.dataset.num_cameras} cameras; "
+        f"query {len(data.query)}, gallery {len(data.gallery)}, {data.dataset.num_cameras} cameras "
+        f"({data.info['decoded_mib']:.0f} MiB decoded on {plan.device}); "
         f"chance level: mAP {data.info['chance']['mAP']:.1%}, rank-1 {data.info['chance']['rank1']:.1%} (random features)"
     )
     options = BenchOptions(

@@ -20,7 +20,7 @@ from reidbench.bench.environment import autocast
 from reidbench.errors import ReidbenchError
 from reidbench.harness.augment import normalize, train_augment
 from reidbench.harness.images import ImageSet
-from reidbench.harness.losses import batch_hard_triplet, id_loss
+from reidbench.harness.losses import batch_accuracy, batch_hard_triplet, id_loss
 from reidbench.harness.profile import TrainConfig
 from reidbench.harness.progress import Progress
 from reidbench.harness.rundir import append_line, save_torch_atomic, write_atomic
@@ -128,8 +128,7 @@ def train_model(
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-                correct = (output.logits.detach().argmax(1) == target).float().mean()
-                sums += torch.stack([loss.detach(), ce.detach(), tri.detach(), correct])
+                sums += torch.stack([loss.detach(), ce.detach(), tri.detach(), batch_accuracy(output.logits, target)])
                 if progress.bars:  # a per-step host sync only where someone watches the bar
                     advance(loss=f"{float(loss):.3f}")
         totals = (sums / steps_per_epoch).tolist()

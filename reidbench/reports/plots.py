@@ -290,6 +290,17 @@ def _placeholder_row(ax: Any, y: float, text: str) -> None:
             bbox=dict(facecolor="white", edgecolor="none", alpha=0.85, pad=1.5))
 
 
+def _finish_bars(fig: Figure, ax: Any, summaries: list[CellSummary], largest: float, xlabel: str, title: str) -> None:
+    """Cell labels top to bottom, room for the value labels right of the longest bar, legend below."""
+    ax.set_yticks(range(len(summaries)), [_cell_label(s) for s in summaries])
+    ax.set_ylim(len(summaries) - 0.5, -0.5)
+    ax.set_xlim(0, largest * 1.15 if largest else 1)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(axis="y", visible=False)
+    _bars_legend(fig, ax)
+
+
 def _bars_legend(fig: Figure, ax: Any) -> None:
     """One legend entry per bar kind, under the axes where it cannot cover a bar; margins in inches."""
     handles, labels = ax.get_legend_handles_labels()
@@ -317,13 +328,7 @@ def memory_bars(summaries: list[CellSummary]) -> Plot:
             bar_label = f"{label} (bs {int(batch.mean)})" if batch else label
             ax.barh(row + offset, v, height=heights, color=colour, label=bar_label)
             ax.text(v + largest * 0.01, row + offset, f"{v:,.0f}", va="center", ha="left", fontsize=9)
-    ax.set_yticks(range(len(summaries)), [_cell_label(s) for s in summaries])
-    ax.set_ylim(len(summaries) - 0.5, -0.5)
-    ax.set_xlim(0, largest * 1.15 if largest else 1)
-    ax.set_xlabel(_memory_kind_label(summaries))
-    ax.set_title("Peak memory: inference and one training step")
-    ax.grid(axis="y", visible=False)
-    _bars_legend(fig, ax)
+    _finish_bars(fig, ax, summaries, largest, _memory_kind_label(summaries), "Peak memory: inference and one training step")
     return Plot("memory.png", "Peak memory",
                 "Peak memory of inference (largest batch) and of one SGD training step, per cell; hatched rows were not measured.",
                 _png(fig))
@@ -346,13 +351,7 @@ def params_bars(summaries: list[CellSummary]) -> Plot:
             ax.barh(row, width, left=left, height=0.6, color=colour, label=part)
             left += width
         ax.text(left + largest * 0.01, row, f"{totals[row]:,.1f} M", va="center", ha="left", fontsize=9)
-    ax.set_yticks(range(len(summaries)), [_cell_label(s) for s in summaries])
-    ax.set_ylim(len(summaries) - 0.5, -0.5)
-    ax.set_xlim(0, largest * 1.15 if largest else 1)
-    ax.set_xlabel("parameters (millions)")
-    ax.set_title("Parameters by part")
-    ax.grid(axis="y", visible=False)
-    _bars_legend(fig, ax)
+    _finish_bars(fig, ax, summaries, largest, "parameters (millions)", "Parameters by part")
     return Plot("params.png", "Parameters by part",
                 "Backbone, neck and head parameters per cell (an expected failure still builds, so its parameters are counted).",
                 _png(fig))

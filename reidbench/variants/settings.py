@@ -8,7 +8,7 @@ forward pass.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from reidbench.config import from_mapping
@@ -94,6 +94,3 @@ class VariantSettings:
     def from_mapping(cls, values: Mapping[str, Any], source: str) -> "VariantSettings":
         return from_mapping(cls, values, source)
 
-
-def setting_names() -> list[str]:
-    return [f.name for f in fields(VariantSettings)]
