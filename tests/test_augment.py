@@ -108,3 +108,22 @@ def test_cuda_matches_cpu_for_the_same_seed(batch):
     cuda = train_augment(batch.cuda(), gen(3), IMAGENET_MEAN, IMAGENET_STD)
     assert cuda.device.type == "cuda"
     torch.testing.assert_close(cuda.cpu(), cpu)
+
+
+@pytest.mark.parametrize("pad", [0, 3])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batched_gather_equals_the_per_sample_loop(pad, seed):
+    """The GPU path (one gather for the whole batch) must give the CPU path's pixels for the same draws."""
+    big = torch.randint(0, 256, (16, 3, 24, 12), dtype=torch.uint8)
+    kwargs = {"pad": pad, "erase_p": 0.7, "flip_p": 0.5}
+    g_loop, g_gather = gen(seed), gen(seed)
+    loop = train_augment(big, g_loop, IMAGENET_MEAN, IMAGENET_STD, method="loop", **kwargs)
+    gather = train_augment(big, g_gather, IMAGENET_MEAN, IMAGENET_STD, method="gather", **kwargs)
+    assert torch.equal(loop, gather)
+    assert torch.equal(g_loop.get_state(), g_gather.get_state())  # the same number of draws
+    assert not torch.equal(loop, normalize(big, IMAGENET_MEAN, IMAGENET_STD))  # something was augmented
+
+
+def test_unknown_method_is_refused(batch):
+    with pytest.raises(ValueError, match="method"):
+        train_augment(batch, gen(), IMAGENET_MEAN, IMAGENET_STD, method="fast")

@@ -41,13 +41,13 @@ def batch_hard_triplet(features: torch.Tensor, pids: torch.Tensor, margin: float
         positive = same & ~self_pair
         negative = ~same
         valid = positive.any(dim=1) & negative.any(dim=1)
-        if not bool(valid.any()):
-            return x.sum() * 0.0
-        d_ap = dist.masked_fill(~positive, float("-inf")).amax(dim=1)[valid]
-        d_an = dist.masked_fill(~negative, float("inf")).amin(dim=1)[valid]
-        gap = d_ap - d_an
+        d_ap = dist.masked_fill(~positive, float("-inf")).amax(dim=1)
+        d_an = dist.masked_fill(~negative, float("inf")).amin(dim=1)
+        # Invalid anchors are zeroed by where() rather than dropped by indexing: boolean
+        # indexing and a Python `if` on the device both make the host wait for the GPU.
+        gap = torch.where(valid, d_ap - d_an, torch.zeros_like(d_ap))
         per_anchor = F.softplus(gap) if margin is None else F.relu(gap + margin)
-        return per_anchor.mean()
+        return (per_anchor * valid).sum() / valid.sum().clamp(min=1)
 
 
 def id_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float) -> torch.Tensor:

@@ -12,13 +12,16 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from reidbench.bench.environment import autocast
-from reidbench.errors import ReidbenchError
-from reidbench.harness.augment import normalize, train_augment
+from reidbench.errors import ReidbenchError, UsageError
+from reidbench.harness.augment import normalize, to_device_async, train_augment
+from reidbench.harness.distributed import World, all_reduce_mean
 from reidbench.harness.images import ImageSet
 from reidbench.harness.losses import batch_accuracy, batch_hard_triplet, id_loss
 from reidbench.harness.profile import TrainConfig
@@ -42,6 +45,10 @@ class TrainSummary:
     img_per_s: float
     final_loss: float
     resumed_from_epoch: int
+    compiled: bool = False
+    world_size: int = 1
+    image_cache: str = ""
+    """Where the decoded training images lived: the device, or host memory with per-batch copies."""
 
     def to_dict(self) -> dict:
         return vars(self).copy()
@@ -69,6 +76,76 @@ def augment_padding(img_size: tuple[int, int]) -> int:
     return max(1, round(10 * img_size[0] / 256))
 
 
+class TrainStep:
+    """One optimisation step of the harness -- augment, forward, losses, update -- as `train_model` runs it.
+
+    A class rather than a loop body so that `bench` times exactly this code
+    beside a bare library loop. Nothing in a step makes the host wait for the
+    device: batch indices and augmentation draws reach the GPU through pinned,
+    non-blocking copies, the losses keep invalid anchors with `where()` instead
+    of boolean indexing, and the step's statistics stay on the device. The host
+    can therefore queue step n+1 while the GPU runs step n, which is what keeps
+    the GPU busy when a ViT-B step costs ~10 ms of Python and launches.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        train_set: ImageSet,
+        cfg: TrainConfig,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        generator: torch.Generator,
+        device: torch.device,
+        dtype: str,
+    ) -> None:
+        module = model.module if isinstance(model, DistributedDataParallel) else model
+        self.model, self.cfg, self.optimizer, self.scheduler = model, cfg, optimizer, scheduler
+        self.generator, self.device, self.dtype = generator, device, dtype
+        self.images, self.pids, self.cams = train_set.images, train_set.pids, train_set.camids
+        self.mean, self.std = module.backbone.pixel_mean, module.backbone.pixel_std
+        self.pad = augment_padding(module.settings.img_size)
+
+    def __call__(self, index: torch.Tensor) -> torch.Tensor:
+        """Train on the images at `index` (on the image cache's device); returns [loss, id, triplet, accuracy] on the device."""
+        cfg = self.cfg
+        raw, target, cam = self.images[index], self.pids[index], self.cams[index]
+        if raw.device != self.device:  # images cached in host memory: this batch crosses now, asynchronously
+            raw, target, cam = (to_device_async(t, self.device) for t in (raw, target, cam))
+        if cfg.augment:
+            x = train_augment(raw, self.generator, self.mean, self.std, pad=self.pad, erase_p=cfg.erase_p)
+        else:
+            x = normalize(raw, self.mean, self.std)
+        with autocast(self.device, self.dtype):
+            output = self.model(x, cam)
+        ce = id_loss(output.logits, target, cfg.label_smoothing)
+        tri = (
+            batch_hard_triplet(output.features.float(), target, None if cfg.triplet == "soft" else cfg.triplet_margin)
+            if cfg.triplet != "none" else ce.new_zeros(())
+        )
+        loss = cfg.id_weight * ce + cfg.triplet_weight * tri
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return torch.stack([loss.detach(), ce.detach(), tri.detach(), batch_accuracy(output.logits, target)])
+
+
+def epoch_batches(sampler: PKSampler, device: torch.device) -> torch.Tensor:
+    """This rank's batches of the sampler's current epoch as one [steps, P*K] index tensor on `device`."""
+    return to_device_async(torch.as_tensor(list(sampler), dtype=torch.long), device)
+
+
+def ranks_batch(cfg: TrainConfig, world: World) -> int:
+    """Identities per batch on each rank: the recipe's P split over the ranks, so the global batch stays P x K."""
+    if cfg.p % world.world_size:
+        raise UsageError(
+            f"train.p = {cfg.p} identities per batch cannot be split over {world.world_size} processes; "
+            f"use a P divisible by {world.world_size} (e.g. --set train.p=... in a profile) or another --nproc-per-node."
+        )
+    return cfg.p // world.world_size
+
+
 def train_model(
     model: ReidModel,
     train_set: ImageSet,
@@ -80,58 +157,71 @@ def train_model(
     cell_dir: Path,
     progress: Progress,
     on_epoch: Optional[Callable[[int], None]] = None,
+    world: World = World(),
+    sync_bn: bool = False,
+    compile: bool = False,
 ) -> TrainSummary:
-    """Train `model` in place; resumes from `cell_dir/checkpoint.pt` when it exists."""
+    """Train `model` in place; resumes from `cell_dir/checkpoint.pt` when it exists.
+
+    Under DDP (`world.distributed`) every rank calls this with the same seed:
+    the PK sampler gives each rank P / world_size distinct identities per step,
+    every rank loads the checkpoint, and only rank 0 writes the log and
+    checkpoints. Augmentation draws differ per rank (the generator is seeded
+    with the rank) so that two ranks never crop their images alike.
+    """
     checkpoint_path, log_path = cell_dir / "checkpoint.pt", cell_dir / "train_log.jsonl"
-    sampler = PKSampler(train_set.pids, p=cfg.p, k=cfg.k, seed=seed)
+    sampler = PKSampler(train_set.pids, p=ranks_batch(cfg, world), k=cfg.k, seed=seed, rank=world.rank, world_size=world.world_size)
     steps_per_epoch = len(sampler)
+    if compile:
+        from reidbench.bench.compiled import compile_model
+
+        compile_model(model)
+    trained: torch.nn.Module = model
+    if world.distributed:
+        if sync_bn:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps_per_epoch, cfg))
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed + 1_000_003 * world.rank)
     torch.manual_seed(seed)
-    mean, std = model.backbone.pixel_mean, model.backbone.pixel_std
-    pad = augment_padding(model.settings.img_size)
     start_epoch, log = 0, []
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        if state.get("world_size", 1) != world.world_size:
+            raise UsageError(
+                f"{checkpoint_path} was written by {state.get('world_size', 1)} process(es) and this run has "
+                f"{world.world_size}; resume with the same number of processes (torchrun --nproc-per-node)."
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
+        generator.set_state(state["generator"][world.rank] if world.distributed else state["generator"])
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         start_epoch, log = state["epoch"], state["log"]
-    _rewrite_log(log_path, log)
+    if world.is_main:
+        _rewrite_log(log_path, log)
 
-    images, pids, cams = train_set.images, train_set.pids, train_set.camids
-    model.train()
+    step = TrainStep(trained, train_set, cfg, optimizer, scheduler, generator, device, dtype)
+    trained.train()
     seen, wall = 0, 0.0
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch)
         sums = torch.zeros(4, device=device)  # loss, id, triplet, accuracy: summed on device, read once per epoch
         started = time.perf_counter()
         with progress.task(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", "batch") as advance:
-            for step, batch in enumerate(sampler):
-                index = torch.as_tensor(batch, device=images.device)
-                raw, target, cam = images[index], pids[index], cams[index]
-                x = train_augment(raw, generator, mean, std, pad=pad, erase_p=cfg.erase_p) if cfg.augment else normalize(raw, mean, std)
-                with autocast(device, dtype):
-                    output = model(x, cam)
-                ce = id_loss(output.logits, target, cfg.label_smoothing)
-                tri = (
-                    batch_hard_triplet(output.features.float(), target, None if cfg.triplet == "soft" else cfg.triplet_margin)
-                    if cfg.triplet != "none" else ce.new_zeros(())
-                )
-                loss = cfg.id_weight * ce + cfg.triplet_weight * tri
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                sums += torch.stack([loss.detach(), ce.detach(), tri.detach(), batch_accuracy(output.logits, target)])
-                if progress.bars:  # a per-step host sync only where someone watches the bar
-                    advance(loss=f"{float(loss):.3f}")
-        totals = (sums / steps_per_epoch).tolist()
+            previous = None
+            for index in epoch_batches(sampler, train_set.images.device):
+                stats = step(index)
+                sums += stats
+                if progress.bars:
+                    # The bar shows the previous step's loss: reading this step's would make the
+                    # host wait for the GPU before queueing the next step.
+                    advance(**({"loss": f"{float(previous[0]):.3f}"} if previous is not None else {}))
+                    previous = stats
+        totals = all_reduce_mean(sums / steps_per_epoch, world).tolist()
         if not all(math.isfinite(v) for v in totals[:3]):
             raise TrainingDiverged(
                 f"the loss became {totals[0]} during epoch {epoch + 1}; lower the learning rate (train.lr) "
@@ -150,30 +240,36 @@ def train_model(
             "img_per_s": epoch_images / seconds,
         }
         log.append(entry)
-        append_line(log_path, entry)
-        remaining = (cfg.epochs - epoch - 1) * wall / (epoch + 1 - start_epoch)
-        progress.log(
-            f"    epoch {epoch + 1}/{cfg.epochs}: loss {entry['loss']:.3f} (id {entry['id_loss']:.3f}, "
-            f"triplet {entry['triplet_loss']:.3f}), train acc {entry['accuracy']:.3f}, {entry['img_per_s']:.0f} img/s, "
-            f"training ETA {_duration(remaining)}"
-        )
-        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
-            save_torch_atomic(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "generator": generator.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                    "epoch": epoch + 1,
-                    "log": log,
-                },
-                checkpoint_path,
+        checkpoint = (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs
+        generators = _gather_states(generator.get_state(), world) if checkpoint else None
+        if world.is_main:
+            append_line(log_path, entry)
+            remaining = (cfg.epochs - epoch - 1) * wall / (epoch + 1 - start_epoch)
+            progress.log(
+                f"    epoch {epoch + 1}/{cfg.epochs}: loss {entry['loss']:.3f} (id {entry['id_loss']:.3f}, "
+                f"triplet {entry['triplet_loss']:.3f}), train acc {entry['accuracy']:.3f}, {entry['img_per_s']:.0f} img/s, "
+                f"training ETA {_duration(remaining)}"
             )
+            if checkpoint:
+                save_torch_atomic(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "generator": generators,
+                        "torch_rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                        "epoch": epoch + 1,
+                        "log": log,
+                        "world_size": world.world_size,
+                    },
+                    checkpoint_path,
+                )
+        if world.distributed:
+            dist.barrier()  # no rank starts the next epoch (or reads the checkpoint) before it is written
         if on_epoch is not None:
             on_epoch(epoch + 1)
-    model.eval()
+    trained.eval()
     return TrainSummary(
         epochs_done=cfg.epochs,
         seconds=sum(e["seconds"] for e in log),
@@ -181,7 +277,19 @@ def train_model(
         img_per_s=(seen / wall) if wall else (log[-1]["img_per_s"] if log else 0.0),
         final_loss=log[-1]["loss"] if log else float("nan"),
         resumed_from_epoch=start_epoch,
+        compiled=compile,
+        world_size=world.world_size,
+        image_cache=str(train_set.images.device),
     )
+
+
+def _gather_states(state: torch.Tensor, world: World) -> torch.Tensor | list[torch.Tensor]:
+    """The augmentation generator's state: this process's, or every rank's (for rank 0 to save)."""
+    if not world.distributed:
+        return state
+    states: list[Any] = [None] * world.world_size
+    dist.all_gather_object(states, state)
+    return states
 
 
 def _duration(seconds: float) -> str:
