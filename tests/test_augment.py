@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reidbench.harness.augment import normalize, train_augment
+from reidbench.harness.augment import AugmentConfig, BatchAugmentation, normalize, train_augment
 from reidbench.variants.backbones import CLIP_PIXEL_MEAN as CLIP_MEAN, CLIP_PIXEL_STD as CLIP_STD
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -127,3 +127,21 @@ def test_batched_gather_equals_the_per_sample_loop(pad, seed):
 def test_unknown_method_is_refused(batch):
     with pytest.raises(ValueError, match="method"):
         train_augment(batch, gen(), IMAGENET_MEAN, IMAGENET_STD, method="fast")
+
+
+def test_an_epoch_of_draws_applies_identically_by_loop_and_by_gather():
+    """Several batches drawn at once: each batch's pixels agree between the CPU loop and the device gather."""
+    images = torch.randint(0, 256, (3, 8, 3, 24, 12), dtype=torch.uint8, generator=gen(4))
+    config = AugmentConfig(pad=3, erase_p=0.6)
+    loop = BatchAugmentation(3, 8, (24, 12), gen(9), config, torch.device("cpu"), method="loop")
+    gather = BatchAugmentation(3, 8, (24, 12), gen(9), config, torch.device("cpu"), method="gather")
+    outputs = [loop.apply(s, images[s], IMAGENET_MEAN, IMAGENET_STD) for s in range(3)]
+    for s in range(3):
+        assert torch.equal(outputs[s], gather.apply(s, images[s], IMAGENET_MEAN, IMAGENET_STD))
+    assert not torch.equal(outputs[0], outputs[1])  # each batch has its own draws
+
+
+def test_a_batch_of_another_shape_than_drawn_for_is_refused(batch):
+    augmentation = BatchAugmentation(1, len(batch), (H, W), gen(), AugmentConfig(pad=2), torch.device("cpu"))
+    with pytest.raises(ValueError, match="drawn for"):
+        augmentation.apply(0, batch[:3], IMAGENET_MEAN, IMAGENET_STD)

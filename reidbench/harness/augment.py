@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +80,7 @@ def _affine(
 
 def to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A CPU tensor on `device` without making the host wait for the GPU (pinned, non-blocking copy)."""
-    if device.type != "cuda":
+    if device.type != "cuda" or tensor.device.type != "cpu":
         return tensor.to(device)
     return tensor.pin_memory().to(device, non_blocking=True)
 
@@ -110,6 +111,100 @@ def _erase_boxes(
     return torch.stack([do.long(), top, left, box_h, box_w], dim=1)
 
 
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The recipe's random transforms; `pad` in pixels (see `train.augment_padding`)."""
+
+    flip_p: float = 0.5
+    pad: int = 10
+    erase_p: float = 0.5
+    erase_area: tuple[float, float] = (0.02, 0.4)
+    erase_ratio: tuple[float, float] = (0.3, 3.33)
+
+    def __post_init__(self) -> None:
+        if self.pad < 0:
+            raise ValueError(f"pad must be non-negative, got {self.pad}")
+
+
+class BatchAugmentation:
+    """The draws for `steps` batches of `batch_size` images, made at once, applied one batch at a time.
+
+    Why whole epochs: drawing per batch cost ~100 small tensor operations of
+    host time per training step (the erasing boxes alone are ~30), and on a
+    GPU a ViT-B step is host-bound at batch 64, so every one of them showed in
+    img/s. Drawn for an epoch at once, they are a fixed ~40 operations per
+    epoch; what remains per batch is a pad, one gather, the normalisation and
+    one masked fill. The crop rows and columns (mirrored where flipped) and the
+    erased rows and columns are precomputed for the epoch on the device.
+
+    ``method`` picks how a batch is transformed; both give identical pixels.
+    ``"loop"``: one strided copy per sample at plain-int offsets -- on a 2-core
+    CPU ~15x faster than a gather through a [B, 3, H, W] index. ``"gather"``:
+    the whole batch in a handful of kernels whatever B. ``"auto"``: loop on the
+    CPU, gather elsewhere.
+    """
+
+    def __init__(
+        self,
+        steps: int,
+        batch_size: int,
+        image_size: tuple[int, int],
+        generator: torch.Generator,
+        config: AugmentConfig,
+        device: torch.device,
+        method: str = "auto",
+    ) -> None:
+        if generator.device.type != "cpu":
+            raise ValueError("augmentation draws its random numbers on the CPU: pass a CPU torch.Generator")
+        if method not in ("auto", "loop", "gather"):
+            raise ValueError(f"method must be auto, loop or gather, got {method!r}")
+        self.height, self.width = image_size
+        self.batch_size, self.pad = batch_size, config.pad
+        self.loop = method == "loop" or (method == "auto" and device.type == "cpu")
+        count = steps * batch_size
+        # Fixed order and count, whatever the probabilities: flips, shifts, erasing boxes.
+        flip = torch.rand(count, generator=generator) < config.flip_p
+        shift = torch.randint(0, 2 * config.pad + 1, (count, 2), generator=generator)
+        boxes = _erase_boxes(count, self.height, self.width, generator, config.erase_p, config.erase_area, config.erase_ratio)
+        draws = torch.cat([flip.long()[:, None], shift, boxes], dim=1).view(steps, batch_size, 8)
+        if self.loop:
+            self.draws = draws.tolist()
+        else:
+            self._index_on(to_device_async(draws, device))
+
+    def _index_on(self, draws: torch.Tensor) -> None:
+        """Crop rows/cols of the padded images and erased rows/cols, for every batch, on the draws' device."""
+        flipped, top, left, erase, e_top, e_left, e_h, e_w = draws.unbind(dim=2)  # each [steps, B]
+        row = torch.arange(self.height, device=draws.device)
+        col = torch.arange(self.width, device=draws.device)
+        self.rows = top[..., None] + row  # [steps, B, H]
+        self.cols = left[..., None] + torch.where(flipped[..., None].bool(), self.width - 1 - col, col)  # [steps, B, W]
+        self.erase_rows = erase.bool()[..., None] & (row >= e_top[..., None]) & (row < (e_top + e_h)[..., None])
+        self.erase_cols = (col >= e_left[..., None]) & (col < (e_left + e_w)[..., None])
+        self.samples = torch.arange(self.batch_size, device=draws.device)[:, None, None, None]
+        self.channels = torch.arange(3, device=draws.device)[None, :, None, None]
+
+    def apply(
+        self, step: int, batch_uint8: torch.Tensor, mean: tuple[float, float, float], std: tuple[float, float, float]
+    ) -> torch.Tensor:
+        """Flip, pad-and-crop, normalise and erase batch `step`: float32 on the batch's device."""
+        _check_batch(batch_uint8)
+        if tuple(batch_uint8.shape[2:]) != (self.height, self.width) or len(batch_uint8) != self.batch_size:
+            raise ValueError(
+                f"augmentation drawn for {self.batch_size} images of {self.height}x{self.width}, "
+                f"got a batch of shape {list(batch_uint8.shape)}"
+            )
+        pad = self.pad
+        padded = F.pad(batch_uint8, (pad, pad, pad, pad)) if pad else batch_uint8
+        if self.loop:
+            return _apply_loop(padded, self.draws[step], self.height, self.width, mean, std)
+        # Cropping and then flipping equals flipping and then cropping at the mirrored offset.
+        rows, cols = self.rows[step], self.cols[step]
+        out = normalize(padded[self.samples, self.channels, rows[:, None, :, None], cols[:, None, None, :]], mean, std)
+        erased = self.erase_rows[step][:, None, :, None] & self.erase_cols[step][:, None, None, :]
+        return out.masked_fill_(erased, 0.0)
+
+
 def train_augment(
     batch_uint8: torch.Tensor,
     generator: torch.Generator,
@@ -123,44 +218,18 @@ def train_augment(
     erase_ratio: tuple[float, float] = (0.3, 3.33),
     method: str = "auto",
 ) -> torch.Tensor:
-    """Flip, pad-and-crop, normalise and erase a uint8 batch; float32 on the batch's device.
-
-    ``generator`` must be a CPU generator: every random number is drawn on the
-    CPU (a fixed count per call, whatever the probabilities), which is what
-    makes a seed reproduce the same augmentation on any device.
-
-    ``method`` picks how the draws are applied; both give identical pixels.
-    ``"loop"``: one strided copy per sample at plain-int offsets -- on a 2-core
-    CPU ~15x faster than a gather through a [B, 3, H, W] index. ``"gather"``:
-    the whole batch in a fixed ~20 kernels whatever B, with the draws copied to
-    the device without a host sync -- on a GPU the loop's 2B small kernels and
-    their Python cost were most of the harness's per-step overhead. ``"auto"``:
-    loop on the CPU, gather elsewhere.
-    """
+    """One batch through :class:`BatchAugmentation`: draws for this batch alone, then applied."""
     _check_batch(batch_uint8)
-    if generator.device.type != "cpu":
-        raise ValueError("train_augment draws its random numbers on the CPU: pass a CPU torch.Generator")
-    if pad < 0:
-        raise ValueError(f"pad must be non-negative, got {pad}")
-    if method not in ("auto", "loop", "gather"):
-        raise ValueError(f"method must be auto, loop or gather, got {method!r}")
+    config = AugmentConfig(flip_p, pad, erase_p, erase_area, erase_ratio)
     batch_size, _, height, width = batch_uint8.shape
-    flip = torch.rand(batch_size, generator=generator) < flip_p
-    shift = torch.randint(0, 2 * pad + 1, (batch_size, 2), generator=generator)
-    boxes = _erase_boxes(batch_size, height, width, generator, erase_p, erase_area, erase_ratio)
-    draws = torch.cat([flip.long()[:, None], shift, boxes], dim=1)  # [B, 8]: flip, top, left, erase box
-    padded = F.pad(batch_uint8, (pad, pad, pad, pad)) if pad else batch_uint8
-    if method == "loop" or (method == "auto" and batch_uint8.device.type == "cpu"):
-        return _apply_loop(padded, draws.tolist(), height, width, mean, std)
-    return _apply_gather(padded, to_device_async(draws, batch_uint8.device), height, width, mean, std)
+    augmentation = BatchAugmentation(1, batch_size, (height, width), generator, config, batch_uint8.device, method)
+    return augmentation.apply(0, batch_uint8, mean, std)
 
 
 def _apply_loop(
     padded: torch.Tensor, draws: list[list[int]], height: int, width: int,
     mean: tuple[float, float, float], std: tuple[float, float, float],
 ) -> torch.Tensor:
-    # Cropping and then flipping equals flipping and then cropping at the mirrored offset,
-    # which is as likely.
     out = torch.empty(padded.shape[0], 3, height, width, dtype=torch.uint8, device=padded.device)
     for i, (flipped, top, left, *_) in enumerate(draws):
         crop = padded[i, :, top : top + height, left : left + width]
@@ -170,21 +239,3 @@ def _apply_loop(
         if erase:
             out[i, :, top : top + box_h, left : left + box_w] = 0.0
     return out
-
-
-def _apply_gather(
-    padded: torch.Tensor, draws: torch.Tensor, height: int, width: int,
-    mean: tuple[float, float, float], std: tuple[float, float, float],
-) -> torch.Tensor:
-    flipped, top, left, erase, e_top, e_left, e_h, e_w = draws.unbind(dim=1)
-    rows = top[:, None] + torch.arange(height, device=padded.device)  # [B, H] rows of the padded image
-    col = torch.arange(width, device=padded.device)
-    cols = left[:, None] + torch.where(flipped[:, None].bool(), width - 1 - col, col)  # [B, W], mirrored when flipped
-    samples = torch.arange(padded.shape[0], device=padded.device)[:, None, None, None]
-    channels = torch.arange(3, device=padded.device)[None, :, None, None]
-    out = normalize(padded[samples, channels, rows[:, None, :, None], cols[:, None, None, :]], mean, std)
-    row = torch.arange(height, device=padded.device)[None, :]
-    in_rows = (row >= e_top[:, None]) & (row < (e_top + e_h)[:, None])  # [B, H]
-    in_cols = (col[None, :] >= e_left[:, None]) & (col[None, :] < (e_left + e_w)[:, None])  # [B, W]
-    erased = erase.bool()[:, None, None] & in_rows[:, :, None] & in_cols[:, None, :]
-    return out.masked_fill_(erased[:, None], 0.0)

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from reidbench.bench.environment import autocast
 from reidbench.errors import ReidbenchError, UsageError
-from reidbench.harness.augment import normalize, to_device_async, train_augment
+from reidbench.harness.augment import AugmentConfig, BatchAugmentation, normalize, to_device_async
 from reidbench.harness.distributed import World, all_reduce_mean
 from reidbench.harness.images import ImageSet
 from reidbench.harness.losses import batch_accuracy, batch_hard_triplet, id_loss
@@ -104,16 +104,27 @@ class TrainStep:
         self.generator, self.device, self.dtype = generator, device, dtype
         self.images, self.pids, self.cams = train_set.images, train_set.pids, train_set.camids
         self.mean, self.std = module.backbone.pixel_mean, module.backbone.pixel_std
-        self.pad = augment_padding(module.settings.img_size)
+        self.image_size = module.settings.img_size
+        self.augment = AugmentConfig(pad=augment_padding(self.image_size), erase_p=cfg.erase_p) if cfg.augment else None
+        self.augmentation: Optional[BatchAugmentation] = None
 
-    def __call__(self, index: torch.Tensor) -> torch.Tensor:
-        """Train on the images at `index` (on the image cache's device); returns [loss, id, triplet, accuracy] on the device."""
+    def begin_epoch(self, batches: torch.Tensor) -> None:
+        """Draw the augmentation of all of an epoch's batches ([steps, batch] indices) at once."""
+        if self.augment is not None:
+            steps, batch_size = batches.shape
+            self.augmentation = BatchAugmentation(steps, batch_size, self.image_size, self.generator, self.augment, self.device)
+
+    def __call__(self, step: int, index: torch.Tensor) -> torch.Tensor:
+        """Train on the images at `index` (on the image cache's device), batch `step` of the epoch begun last.
+
+        Returns [loss, id loss, triplet loss, accuracy], on the device.
+        """
         cfg = self.cfg
         raw, target, cam = self.images[index], self.pids[index], self.cams[index]
-        if raw.device != self.device:  # images cached in host memory: this batch crosses now, asynchronously
+        if raw.device.type != self.device.type:  # images cached in host memory: this batch crosses now, asynchronously
             raw, target, cam = (to_device_async(t, self.device) for t in (raw, target, cam))
-        if cfg.augment:
-            x = train_augment(raw, self.generator, self.mean, self.std, pad=self.pad, erase_p=cfg.erase_p)
+        if self.augmentation is not None:
+            x = self.augmentation.apply(step, raw, self.mean, self.std)
         else:
             x = normalize(raw, self.mean, self.std)
         with autocast(self.device, self.dtype):
@@ -213,8 +224,10 @@ def train_model(
         started = time.perf_counter()
         with progress.task(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", "batch") as advance:
             previous = None
-            for index in epoch_batches(sampler, train_set.images.device):
-                stats = step(index)
+            batches = epoch_batches(sampler, train_set.images.device)
+            step.begin_epoch(batches)
+            for number, index in enumerate(batches):
+                stats = step(number, index)
                 sums += stats
                 if progress.bars:
                     # The bar shows the previous step's loss: reading this step's would make the

@@ -1,0 +1,56 @@
+"""The harness's whole training step on the CPU, with the operations it dispatches counted.
+
+On an H200 a ViT-B step at batch 64 is host-bound (docs/benchmarks: the harness
+queued a step in 35.6 ms, the bare library loop in 26.6 ms), so the Python and
+dispatch work the harness adds around the network -- sampling, augmentation,
+losses, head, statistics -- is what its img/s ratio to a bare loop measures.
+On a CPU the step's time is mostly the network's arithmetic (depth 1 but full
+width), so the number that tracks that host cost here is `ops_per_step` in the
+benchmark's extra_info: a step that starts dispatching more shows up there
+before it shows up on a GPU.
+"""
+from __future__ import annotations
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from reidbench.bench.training import random_train_set, train_config_for
+from reidbench.harness.sampler import PKSampler
+from reidbench.harness.train import TrainStep, build_optimizer, epoch_batches
+from reidbench.variants.factory import create_variant
+from reidbench.variants.settings import VariantSettings
+
+BATCH = 64
+TINY = VariantSettings(depth=1, img_size=(32, 16), num_classes=64, num_cameras=6)
+
+
+class _CountOps(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_bench_harness_train_step_host_cost(benchmark) -> None:
+    device = torch.device("cpu")
+    model = create_variant("vit768-none", settings=TINY).train()
+    cfg = train_config_for(BATCH)
+    train_set = random_train_set(model, TINY.num_classes, device)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    step = TrainStep(model, train_set, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), device, "fp32")
+    sampler = PKSampler(train_set.pids, p=cfg.p, k=cfg.k, seed=0)
+    batches = epoch_batches(sampler, device)
+    step.begin_epoch(batches)
+    with _CountOps() as counted:
+        stats = step(0, batches[0])
+    assert torch.isfinite(stats).all()
+
+    def one_step() -> torch.Tensor:
+        return step(1, batches[1])
+
+    benchmark.extra_info.update(batch=BATCH, input="32x16", depth=1, ops_per_step=counted.count, threads=torch.get_num_threads())
+    benchmark.pedantic(one_step, rounds=10, iterations=1, warmup_rounds=2)
