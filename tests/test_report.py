@@ -202,6 +202,39 @@ def test_numbers_in_the_table_are_the_records(grid_run: Path, tmp_path: Path) ->
     assert median == pytest.approx(latency["median_ms"], rel=0.01) and p90 == pytest.approx(latency["p90_ms"], rel=0.01)
 
 
+def test_compiled_and_graph_numbers_stand_beside_the_eager_headline(grid_run: Path, tmp_path: Path) -> None:
+    plain = report(str(grid_run), "--out", str(tmp_path / "plain"))
+    assert plain.exit_code == 0, plain.output
+    before = markdown_rows((tmp_path / "plain" / "report.md").read_text())
+    assert not any("graph" in c or "compile" in c for c in before["vit768-none"])  # no faster modes: no new columns
+    run = copy_run(grid_run, tmp_path / "run")
+    path = run / "cells/vit768-none/seed0/record.json"
+    record = json.loads(path.read_text())
+    record["latency"] += [
+        {"batch_size": 1, "mode": "graph", "median_ms": 0.5, "p90_ms": 0.6, "img_per_s": 2000.0},
+        {"batch_size": 2, "mode": "graph", "median_ms": 0.8, "p90_ms": 0.9, "img_per_s": 2500.0},
+        {"batch_size": 1, "mode": "compiled", "median_ms": 0.9, "p90_ms": 1.0, "img_per_s": 1111.0},
+        {"batch_size": 2, "mode": "compiled", "median_ms": 1.0, "p90_ms": 1.1, "img_per_s": 2000.0},
+        {"batch_size": 1, "mode": "compiled+graph", "skipped": "CUDA graphs need a CUDA device; this runs on cpu"},
+    ]
+    record["compile"] = {"backend": "inductor", "seconds": 7.5}
+    path.write_text(json.dumps(record))
+    result = report(str(run), "--out", str(tmp_path / "report"))
+    assert result.exit_code == 0, result.output
+    rows = markdown_rows((tmp_path / "report" / "report.md").read_text())
+    row = rows["vit768-none"]
+    assert (row["bs1 ms graph"], row["bs2 img/s graph"]) == ("0.5", "2500")
+    assert (row["bs1 ms compiled"], row["bs2 img/s compiled"], row["compile s"]) == ("0.9", "2000", "7.50")
+    assert "bs1 ms compiled+graph" not in row  # skipped everywhere: no column
+    assert row["bs1 ms median / p90"] == before["vit768-none"]["bs1 ms median / p90"]  # eager stays the headline
+    assert rows["vit768-ms"]["bs1 ms graph"] == "—"
+    table = pd.read_csv(tmp_path / "report" / "results.csv").set_index("cell")
+    assert table.loc["vit768-none", "latency_ms_graph@1"] == 0.5 and table.loc["vit768-none", "compile_seconds"] == 7.5
+    assert table.loc["vit768-none", "latency_ms@1"] == pytest.approx(record["latency"][0]["median_ms"])
+    assert [t.quantity.name for t in parse_fail_on("img_per_s_compiled:-5%,latency_ms_graph@1:+10%")] == [
+        "img_per_s_compiled", "latency_ms_graph"]
+
+
 def test_report_defaults_to_the_latest_run_under_runs(grid_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     empty = report()

@@ -22,7 +22,8 @@ def _timm_vit(settings: VariantSettings) -> nn.Module:
     import timm
 
     return timm.create_model(
-        "vit_base_patch16_224", pretrained=False, img_size=settings.img_size, num_classes=0, depth=settings.depth
+        "vit_base_patch16_224", pretrained=False, img_size=settings.img_size, num_classes=0, depth=settings.depth,
+        drop_path_rate=settings.drop_path_rate,
     )
 
 
@@ -35,11 +36,11 @@ def _open_clip_visual(settings: VariantSettings) -> nn.Module:
     )
 
 
-BARE_MODELS: dict[str, tuple[str, Callable[[VariantSettings], nn.Module]]] = {
-    "vit768": ("timm vit_base_patch16_224", _timm_vit),
-    "clip512": ("open_clip ViT-B-16 visual", _open_clip_visual),
+BARE_MODELS: dict[str, tuple[str, Callable[[VariantSettings], nn.Module], int]] = {
+    "vit768": ("timm vit_base_patch16_224", _timm_vit, 768),
+    "clip512": ("open_clip ViT-B-16 visual", _open_clip_visual, 512),
 }
-"""Backbone name -> the plain library network it wraps, for cells whose neck is `none`."""
+"""Backbone name -> the plain library network it wraps (for cells whose neck is `none`) and its output width."""
 
 
 def bare_reference(backbone: str, neck: str) -> Optional[str]:
@@ -58,7 +59,7 @@ def bare_inference_loop(
     warmup: int = 5,
 ) -> dict[str, Any]:
     """Mean ms per batch of the plain network in inference mode, stride 16 as the library builds it."""
-    name, build = BARE_MODELS[backbone]
+    name, build, _ = BARE_MODELS[backbone]
     model = build(settings).to(device).eval()
     h, w = settings.img_size
     images = torch.randn(batch_size, 3, h, w, device=device)
@@ -78,3 +79,47 @@ def bare_inference_loop(
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def bare_train_loop(
+    backbone: str,
+    settings: VariantSettings,
+    batch_size: int,
+    device: torch.device,
+    dtype: str,
+    steps: int,
+    warmup: int = 5,
+) -> dict[str, Any]:
+    """Training img/s of the plain network: random images and labels already on the device.
+
+    No sampler, no augmentation, no triplet loss: the library model, a linear
+    classifier on its pooled output, cross-entropy, and the recipe's optimizer
+    (SGD, momentum 0.9, weight decay 1e-4), under the same autocast. What the
+    harness adds on top of this is what its ratio to this loop measures.
+    """
+    name, build, width = BARE_MODELS[backbone]
+    model = nn.Sequential(build(settings), nn.Linear(width, settings.num_classes)).to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+    h, w = settings.img_size
+    images = torch.randn(batch_size, 3, h, w, device=device)
+    labels = torch.randint(0, settings.num_classes, (batch_size,), device=device)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, dtype):
+            logits = model(images)
+        nn.functional.cross_entropy(logits.float(), labels).backward()
+        optimizer.step()
+
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return {
+        "model": name, "batch_size": batch_size, "steps": steps, "seconds": seconds,
+        "img_per_s": batch_size * steps / seconds, "optimizer": "SGD(momentum=0.9, weight_decay=1e-4)",
+    }

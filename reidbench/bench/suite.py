@@ -9,13 +9,16 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from reidbench.bench.compiled import uncompile_model
 from reidbench.bench.environment import autocast, collect_environment
 from reidbench.bench.flops import count_flops
 from reidbench.bench.memory import measure_peak_memory
+from reidbench.bench.modes import EAGER, entry_mode, measure_modes
 from reidbench.bench.params import count_parameters
 from reidbench.bench.probe import DONE, FAILED, Probe, probe_cell
-from reidbench.bench.reference import bare_inference_loop, bare_reference
+from reidbench.bench.reference import bare_inference_loop, bare_reference, bare_train_loop
 from reidbench.bench.timing import time_callable
+from reidbench.bench.training import harness_train_throughput
 from reidbench.variants.factory import create_variant
 from reidbench.variants.grid import Cell, Grid
 from reidbench.variants.model import ReidModel
@@ -35,6 +38,15 @@ class BenchOptions:
     max_seconds: float = 5.0
     reference: bool = False
     cudnn_benchmark: bool = True
+    train_batch_sizes: list[int] = field(default_factory=list)
+    """Batches (P x 4) at which the harness's training step is timed; empty: not measured."""
+    train_steps: int = 20
+    """Timed training steps per batch size (after 5 untimed ones)."""
+    compile: bool = False
+    """Also time a regionally compiled copy (each transformer block torch.compile'd) at every batch size."""
+    compile_backend: str = "inductor"
+    cuda_graphs: bool = False
+    """Also time CUDA-graph replay of the whole forward (of the compiled copy too with `compile`); skipped off CUDA."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -63,8 +75,13 @@ class CellRecord:
     gflops: Optional[float] = None
     flops: dict[str, Any] = field(default_factory=dict)
     latency: list[dict[str, Any]] = field(default_factory=list)
+    """Per batch size and mode (eager, graph, compiled, compiled+graph); eager is the headline."""
+    compile: dict[str, Any] = field(default_factory=dict)
+    """What --compile compiled (backend, block class, how many blocks) and its total compile seconds; {} without."""
     memory: dict[str, Any] = field(default_factory=dict)
     reference: list[dict[str, Any]] = field(default_factory=list)
+    train_throughput: list[dict[str, Any]] = field(default_factory=list)
+    """Harness training img/s per batch size and mode, with the bare loop's beside it under --reference."""
     settings: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
@@ -141,6 +158,8 @@ def measure_model(model: ReidModel, record: CellRecord, settings: VariantSetting
 
 
 def _measure(model: ReidModel, record: CellRecord, settings: VariantSettings, options: BenchOptions, log: Log) -> None:
+    if uncompile_model(model):  # compiled for training: the headline numbers are eager, compiled ones say so
+        record.notes.append("blocks compiled for training were measured eager; compiled numbers carry mode 'compiled'")
     log("    counting FLOPs")
     flops = count_flops(model, model.example_input(1, next(model.parameters()).device))
     record.gmacs, record.gflops = flops.gmacs, flops.gflops
@@ -151,14 +170,14 @@ def _measure(model: ReidModel, record: CellRecord, settings: VariantSettings, op
     for batch_size in options.batch_sizes:
         log(f"    latency at batch {batch_size}")
         record.latency.append(_latency(model, batch_size, options))
-    largest = max((e for e in record.latency if "median_ms" in e), key=lambda e: e["batch_size"], default=None)
+    largest = max((e for e in record.latency if "median_ms" in e and entry_mode(e) == EAGER), key=lambda e: e["batch_size"], default=None)
     if largest is not None:
         record.memory["inference"] = _inference_memory(model, largest["batch_size"], options)
     log(f"    one training step at batch {options.train_batch_size}")
     record.memory["train_step"] = _train_step_memory(model, options)
     if options.reference and settings.stride == PATCH_SIZE and bare_reference(record.backbone, record.neck):
         for entry in record.latency:
-            if "median_ms" not in entry:
+            if "median_ms" not in entry or entry_mode(entry) != EAGER:
                 continue
             log(f"    bare reference loop at batch {entry['batch_size']}")
             bare = bare_inference_loop(
@@ -167,6 +186,41 @@ def _measure(model: ReidModel, record: CellRecord, settings: VariantSettings, op
             )
             bare["harness_over_bare"] = entry["median_ms"] / bare["mean_ms"]
             record.reference.append(bare)
+    if options.cuda_graphs or options.compile:
+        modes, record.compile = measure_modes(model, options, log)
+        record.latency.extend(modes)
+    for batch_size in options.train_batch_sizes:
+        record.train_throughput.extend(_train_throughput(model, batch_size, record, settings, options, log))
+
+
+def _train_throughput(
+    model: ReidModel, batch_size: int, record: CellRecord, settings: VariantSettings, options: BenchOptions, log: Log
+) -> list[dict[str, Any]]:
+    """The harness's training img/s at `batch_size` (eager, then compiled if asked), and the bare loop's."""
+    bare = None
+    if options.reference and settings.stride == PATCH_SIZE and bare_reference(record.backbone, record.neck):
+        log(f"    bare training loop at batch {batch_size}")
+        bare = bare_train_loop(record.backbone, settings, batch_size, options.device, options.dtype, options.train_steps)
+    entries = []
+    for compiled in (False, True) if options.compile else (False,):
+        log(f"    harness training step at batch {batch_size}" + (" (compiled)" if compiled else ""))
+        try:
+            entry = harness_train_throughput(
+                model, batch_size, options.device, options.dtype, options.train_steps,
+                compile_backend=options.compile_backend if compiled else None,
+            )
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            entry = {"mode": "compiled" if compiled else "eager", "batch_size": batch_size, "error": "CUDA out of memory"}
+        if bare is not None and "img_per_s" in entry:
+            entry["bare"] = bare
+            entry["ratio_to_bare"] = entry["img_per_s"] / bare["img_per_s"]  # img/s: higher is better
+        entries.append(entry)
+    eager = entries[0].get("img_per_s")
+    for entry in entries[1:]:
+        if eager and "img_per_s" in entry:
+            entry["ratio_to_eager"] = entry["img_per_s"] / eager
+    return entries
 
 
 def _latency(model: ReidModel, batch_size: int, options: BenchOptions) -> dict[str, Any]:
@@ -176,8 +230,8 @@ def _latency(model: ReidModel, batch_size: int, options: BenchOptions) -> dict[s
             timing = time_callable(lambda: model(images), options.device, options.warmup, options.repeats, options.max_seconds)
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()
-        return {"batch_size": batch_size, "error": "CUDA out of memory at this batch size"}
-    entry = {"batch_size": batch_size, **timing.to_dict()}
+        return {"batch_size": batch_size, "mode": EAGER, "error": "CUDA out of memory at this batch size"}
+    entry = {"batch_size": batch_size, "mode": EAGER, **timing.to_dict()}
     entry["img_per_s"] = batch_size / timing.median_ms * 1e3
     return entry
 

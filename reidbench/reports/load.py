@@ -18,6 +18,7 @@ import pandas as pd
 
 from reidbench.errors import UsageError
 from reidbench.harness.rundir import RESULT_COLUMNS, RunDir, flatten_record, read_json
+from reidbench.reports.quantities import COMPILE_SECONDS, MODE_COST
 
 MISSING, DAMAGED = "missing", "damaged"
 """Statuses of cells the report names although they have no readable record."""
@@ -78,15 +79,28 @@ class LoadedRun:
 
 
 def measurement_columns(record: dict[str, Any]) -> dict[str, Any]:
-    """Latency per batch size and peak memory as flat columns; results.csv's own columns stop at training."""
+    """Latency per batch size (eager, and per faster mode) and peak memory as flat columns.
+
+    results.csv's own columns stop at training. An entry without `mode` is eager
+    (records from before the modes existed).
+    """
     out: dict[str, Any] = {}
     for entry in record.get("latency") or []:
         b = entry.get("batch_size")
         if b is None:
             continue
-        out[f"latency_ms@{b}"] = entry.get("median_ms")
-        out[f"latency_p90_ms@{b}"] = entry.get("p90_ms")
-        out[f"img_per_s@{b}"] = entry.get("img_per_s")
+        mode = entry.get("mode", "eager")
+        if mode == "eager":
+            out[f"latency_ms@{b}"] = entry.get("median_ms")
+            out[f"latency_p90_ms@{b}"] = entry.get("p90_ms")
+            out[f"img_per_s@{b}"] = entry.get("img_per_s")
+        elif mode in MODE_COST:
+            latency, rate = MODE_COST[mode]
+            out[latency.column_at(b)] = entry.get("median_ms")
+            out[rate.column_at(b)] = entry.get("img_per_s")
+    compile_seconds = (record.get("compile") or {}).get("seconds")
+    if compile_seconds is not None:
+        out[COMPILE_SECONDS.column] = compile_seconds
     memory = record.get("memory") or {}
     for kind, column in (("inference", "peak_infer_mib"), ("train_step", "peak_train_mib")):
         m = memory.get(kind) or {}

@@ -51,7 +51,21 @@ COST = [
     Quantity("train_seconds", "train_seconds", "train s", "s", 1, False),
     Quantity("train_img_per_s", "train_img_per_s", "train img/s", "img/s", 1, True),
 ]
-QUANTITIES = {q.name: q for q in ACCURACY + COST}
+
+
+def _mode_quantities(mode: str) -> tuple[Quantity, Quantity]:
+    slug = mode.replace("+", "_")
+    return (
+        Quantity(f"latency_ms_{slug}", f"latency_ms_{slug}", f"ms {mode}", "ms", 1, False, per_batch=True),
+        Quantity(f"img_per_s_{slug}", f"img_per_s_{slug}", f"img/s {mode}", "img/s", 1, True, per_batch=True),
+    )
+
+
+MODE_COST = {mode: _mode_quantities(mode) for mode in ("graph", "compiled", "compiled+graph")}
+"""Latency mode (besides eager, the headline) -> its median-latency and throughput quantities."""
+COMPILE_SECONDS = Quantity("compile_seconds", "compile_seconds", "compile s", "s", 1, False)
+"""Wall time the compiling first calls took beyond steady calls, summed over the batch sizes."""
+QUANTITIES = {q.name: q for q in ACCURACY + COST + [q for pair in MODE_COST.values() for q in pair] + [COMPILE_SECONDS]}
 
 
 def format_number(value: float, digits: Optional[int] = None) -> str:

@@ -7,7 +7,7 @@ from typing import Any, Iterable, Optional
 import pandas as pd
 
 from reidbench.reports.compare import Comparison, format_change
-from reidbench.reports.quantities import ACCURACY, QUANTITIES, Quantity, format_number
+from reidbench.reports.quantities import ACCURACY, COMPILE_SECONDS, MODE_COST, QUANTITIES, Quantity, format_number
 from reidbench.reports.summary import NOISE_RULE, CellSummary, Stat, noise_pairs
 
 
@@ -33,13 +33,19 @@ def bench_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
             "GFLOPs": _fmt(r.get("gflops"), ".2f"),
             "neck GMACs": _fmt((r.get("flops") or {}).get("gmacs_by_part", {}).get("neck"), ".3f"),
         }
-        for entry in r.get("latency", []):
+        latency = r.get("latency", [])
+        for entry in latency:
+            if entry.get("mode", "eager") != "eager":
+                continue
             key = f"bs{entry['batch_size']}"
             if "median_ms" in entry:
                 row[f"{key} ms med/p90"] = f"{entry['median_ms']:.2f}/{entry['p90_ms']:.2f}"
                 row[f"{key} img/s"] = f"{entry['img_per_s']:.0f}"
             else:
                 row[f"{key} ms med/p90"] = "OOM"
+        row.update(_mode_columns(latency))
+        if (seconds := (r.get("compile") or {}).get("seconds")) is not None:
+            row[COMPILE_SECONDS.label] = f"{seconds:.1f}"
         memory = r.get("memory") or {}
         for kind in ("inference", "train_step"):
             m = memory.get(kind) or {}
@@ -51,22 +57,84 @@ def bench_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows).fillna("")
 
 
+def _mode_columns(latency: list[dict[str, Any]]) -> dict[str, str]:
+    """Beside eager, each faster mode's median ms at the smallest batch and img/s at the largest.
+
+    Batch 1 is launch-bound and large batches are about throughput: these two
+    numbers are where a mode can differ from eager; the record holds all of them.
+    """
+    sizes = sorted({e["batch_size"] for e in latency})
+    out: dict[str, str] = {}
+    if not sizes:
+        return out
+    for mode, (ms, rate) in MODE_COST.items():
+        entries = {e["batch_size"]: e for e in latency if e.get("mode") == mode}
+        if sizes[0] in entries:
+            out[f"bs{sizes[0]} {ms.label}"] = _mode_text(entries[sizes[0]], "median_ms", ".2f")
+        if sizes[-1] in entries:
+            out[f"bs{sizes[-1]} {rate.label}"] = _mode_text(entries[sizes[-1]], "img_per_s", ".0f")
+    return out
+
+
+def _mode_text(entry: dict[str, Any], key: str, spec: str) -> str:
+    if key in entry:
+        return format(entry[key], spec)
+    return "skipped" if "skipped" in entry else "OOM" if "out of memory" in entry.get("error", "") else "error"
+
+
+def _mode_lines(records: list[dict[str, Any]]) -> list[str]:
+    """What was compiled, why a mode was skipped (once per reason), and each mode's errors."""
+    lines, skipped = [], {}
+    for r in records:
+        info = r.get("compile") or {}
+        if "regions" in info:
+            lines.append(
+                f"{r['cell']} compiled: {info['regions']} x {info['region']} ({info['backend']}, mode {info['mode']}, "
+                f"dynamic={info['dynamic']}), {info.get('drop_paths_unified', 0)} drop paths unified; compile {info.get('seconds', 0):.1f} s in all"
+            )
+        for e in r.get("latency", []):
+            if "skipped" in e:
+                skipped.setdefault(e["skipped"], set()).add(e["mode"])
+            elif "error" in e and e.get("mode", "eager") != "eager":
+                lines.append(f"{r['cell']} bs{e['batch_size']} {e['mode']}: {e['error']}")
+    lines += [f"{', '.join(sorted(modes))}: skipped ({reason})" for reason, modes in skipped.items()]
+    return lines
+
+
 def bench_table(records: list[dict[str, Any]]) -> str:
     """The table, then the messages and notes it has no room for."""
     lines = [bench_frame(records).to_string(index=False)]
     for r in records:
         if r.get("error"):
             lines.append(f"{r['cell']} [{r['status']}]: {r['error']}")
+    lines += _mode_lines(records)
     for r in records:
         for ref in r.get("reference", []):
             lines.append(
                 f"{r['cell']} bs{ref['batch_size']}: bare {ref['model']} loop {ref['mean_ms']:.2f} ms "
                 f"({ref['img_per_s']:.0f} img/s); harness / bare = {ref['harness_over_bare']:.3f}"
             )
+    for r in records:
+        lines.extend(f"{r['cell']} {_train_line(t)}" for t in r.get("train_throughput", []))
     notes = sorted({n for r in records for n in r.get("notes", []) if n.startswith("ms neck")})
     notes += sorted({w for r in records for w in r.get("warnings", [])})
     lines.extend(f"note: {n}" for n in notes)
     return "\n".join(lines)
+
+
+def _train_line(entry: dict[str, Any]) -> str:
+    """One measured training batch: harness img/s, and its ratio to the bare loop or to eager."""
+    head = f"train bs{entry['batch_size']} {entry['mode']}:"
+    if "img_per_s" not in entry:
+        return f"{head} {entry.get('error', 'not measured')}"
+    text = f"{head} harness {entry['img_per_s']:.0f} img/s"
+    if entry.get("bare"):
+        text += f", bare {entry['bare']['model']} loop {entry['bare']['img_per_s']:.0f} img/s, harness / bare = {entry['ratio_to_bare']:.3f}"
+    if entry.get("ratio_to_eager"):
+        text += f", {entry['ratio_to_eager']:.2f}x eager"
+    if entry.get("compile_seconds") is not None:
+        text += f", compile {entry['compile_seconds']:.1f} s"
+    return text
 
 
 @dataclass
@@ -112,6 +180,8 @@ def report_table(
     columns += ["params M total (backbone / neck / head)", "GMACs", "GFLOPs"]
     for b in batch_sizes:
         columns += [f"bs{b} ms median / p90", f"bs{b} img/s"]
+    modes = _mode_quantities(summaries, batch_sizes)
+    columns += [q.label if b is None else f"bs{b} {q.label}" for q, b in modes]
     columns += [_memory_header(summaries, "infer"), _memory_header(summaries, "train"), "train s"]
 
     def value(s: CellSummary, name: str, batch: Optional[int] = None) -> TableCell:
@@ -142,6 +212,7 @@ def report_table(
             if p90 is not None:
                 latency.text += " / " + _stat_text(p90, QUANTITIES["latency_p90_ms"])
             row += [latency, value(s, "img_per_s", b)]
+        row += [value(s, q.name, b) for q, b in modes]
         row += [value(s, "peak_infer_mib"), value(s, "peak_train_mib"), value(s, "train_seconds")]
         rows.append(row)
     footnotes = []
@@ -153,6 +224,18 @@ def report_table(
         if not any(pairs.values()):
             footnotes.append("No two cells are within seed noise of each other on any accuracy metric.")
     return Table(columns, rows, [s.cell for s in summaries], footnotes)
+
+
+def _mode_quantities(summaries: list[CellSummary], batch_sizes: list[int]) -> list[tuple[Quantity, Optional[int]]]:
+    """The faster modes' columns any cell has: ms at the smallest batch, img/s at the largest, then compile s.
+
+    Eager keeps the headline columns; without compiled or graph numbers the table is as it always was.
+    """
+    if not batch_sizes:
+        return []
+    wanted = [(q, b) for ms, rate in MODE_COST.values() for q, b in ((ms, batch_sizes[0]), (rate, batch_sizes[-1]))]
+    wanted.append((COMPILE_SECONDS, None))
+    return [(q, b) for q, b in wanted if any(s.stat(q, b) is not None for s in summaries)]
 
 
 def _stat_text(stat: Optional[Stat], q: Quantity) -> str:

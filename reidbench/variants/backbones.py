@@ -39,6 +39,10 @@ class Backbone(nn.Module):
     def forward(self, images: torch.Tensor, cam_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def blocks(self) -> list[nn.Module]:
+        """The repeated transformer blocks, in order: the regions `reidbench.bench.compiled` compiles once for all."""
+        raise NotImplementedError(f"{type(self).__name__} does not name its repeated blocks")
+
 
 BACKBONES: Registry = Registry("backbone")
 
@@ -101,6 +105,9 @@ class TransReIDViT(Backbone):
         x = vit.blocks(x)
         return vit.norm(x)
 
+    def blocks(self) -> list[nn.Module]:
+        return list(self.vit.blocks)
+
 
 class CLIPReIDViT(Backbone):
     """CLIP-ReID-style CLIP ViT-B/16 visual tower whose every output token is projected by `proj`.
@@ -160,6 +167,9 @@ class CLIPReIDViT(Backbone):
         x = v.ln_post(v.transformer(x))
         x = x @ v.proj
         return self.token_proj(x) if self.token_proj is not None else x
+
+    def blocks(self) -> list[nn.Module]:
+        return list(self.visual.transformer.resblocks)
 
 
 @BACKBONES.register("vit768", "TransReID-style timm ViT-B/16, 768-d tokens, overlapping patches, SIE camera embedding")

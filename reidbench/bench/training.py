@@ -1,0 +1,125 @@
+"""Training img/s of the harness's own step, beside a bare library loop measured in the same process.
+
+The harness number is `TrainStep` -- the very object `train_model` calls --
+fed by the PK sampler from a uint8 image cache on the device, with the on-device
+augmentation, ID + triplet losses, BNNeck and the recipe's optimizer. Only the
+images are random. Its ratio to `bare_train_loop` (the plain library network,
+random tensors already on the device, cross-entropy only) is what the harness
+itself costs; with a `compile_backend` the same step runs on a regionally compiled
+copy, and the compile time is the extra wall time of its warm-up steps.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any, Iterator, Optional
+
+import torch
+
+from reidbench.harness.images import ImageSet
+from reidbench.harness.profile import TrainConfig
+from reidbench.harness.sampler import PKSampler
+from reidbench.harness.train import TrainStep, build_optimizer, epoch_batches
+from reidbench.variants.model import ReidModel
+
+#: Images per identity in the measured batches, as in the recipe (P x 4).
+K = 4
+#: Batches per sampler epoch of the random image set (fewer when the classifier has fewer classes),
+#: so epoch boundaries are part of what is timed.
+STEPS_PER_EPOCH = 8
+
+
+def train_config_for(batch_size: int) -> TrainConfig:
+    """The full recipe's step (SGD, soft triplet, erasing) at `batch_size` = P x 4."""
+    if batch_size % K or batch_size < 2 * K:
+        raise ValueError(f"a training batch is P x {K} images with P >= 2; {batch_size} is not")
+    return TrainConfig(epochs=1, p=batch_size // K, k=K, warmup_epochs=0)
+
+
+def random_train_set(model: ReidModel, identities: int, device: torch.device, seed: int = 0) -> ImageSet:
+    """`identities` x K random uint8 images at the model's input size, with camera ids, on `device`."""
+    h, w = model.settings.img_size
+    generator = torch.Generator().manual_seed(seed)
+    count = identities * K
+    pids = torch.arange(identities).repeat_interleave(K)
+    cams = pids % max(model.settings.num_cameras, 1)
+    images = torch.randint(0, 256, (count, 3, h, w), dtype=torch.uint8, generator=generator)
+    return ImageSet(images=images, pids=pids, camids=cams, paths=[f"random/{i}" for i in range(count)]).to(device)
+
+
+def harness_train_throughput(
+    model: ReidModel,
+    batch_size: int,
+    device: torch.device,
+    dtype: str,
+    steps: int,
+    warmup: int = 5,
+    compile_backend: Optional[str] = None,
+) -> dict[str, Any]:
+    """img/s of `steps` harness training steps after `warmup` untimed ones, on a copy of `model`.
+
+    With `compile_backend` the copy's transformer blocks are compiled with it first.
+    """
+    compiled = compile_backend is not None
+    cfg = train_config_for(batch_size)
+    work = copy.deepcopy(model).to(device)
+    compile_seconds = None
+    if compiled:
+        from reidbench.bench.compiled import compile_model
+
+        compile_model(work, compile_backend)
+    classes = work.settings.num_classes
+    if classes < cfg.p:
+        raise ValueError(f"a batch of {cfg.p} identities needs num_classes >= {cfg.p}; the model has {classes}")
+    train_set = random_train_set(work, min(cfg.p * STEPS_PER_EPOCH, classes), device)
+    sampler = PKSampler(train_set.pids, p=cfg.p, k=cfg.k, seed=0)
+    optimizer = build_optimizer(work, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    step = TrainStep(work, train_set, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), device, dtype)
+    work.train()
+    batches = _endless(sampler, step, train_set.images.device)
+    started = time.perf_counter()
+    for _ in range(warmup):
+        step(*next(batches))
+    _sync(device)
+    warm_seconds = time.perf_counter() - started
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(*next(batches))
+    queued = time.perf_counter() - start
+    _sync(device)
+    seconds = time.perf_counter() - start
+    if compiled:
+        compile_seconds = max(warm_seconds - warmup * seconds / steps, 0.0)
+    del work, optimizer, step, train_set
+    return {
+        "mode": "compiled" if compiled else "eager",
+        "batch_size": batch_size,
+        "steps": steps,
+        "warmup": warmup,
+        "seconds": seconds,
+        "img_per_s": batch_size * steps / seconds,
+        # Host time to queue one step. Close to seconds / steps: the host is the bottleneck
+        # (Python and kernel launches), not the GPU; far below: the GPU is kept busy.
+        "host_ms_per_step": queued / steps * 1e3,
+        "compile_seconds": compile_seconds,
+        "compile_backend": compile_backend,
+        "optimizer": "SGD(momentum=0.9, weight_decay=1e-4)",
+        "step": "PK sampler -> on-device augmentation (flip, pad-crop, erasing) -> forward -> ID CE + soft triplet -> SGD",
+    }
+
+
+def _endless(sampler: PKSampler, step: TrainStep, device: torch.device) -> Iterator[tuple[int, torch.Tensor]]:
+    """(batch number, indices) over epoch after epoch, beginning each epoch as `train_model` does."""
+    epoch = 0
+    while True:
+        sampler.set_epoch(epoch)
+        batches = epoch_batches(sampler, device)
+        step.begin_epoch(batches)
+        yield from enumerate(batches)
+        epoch += 1
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
