@@ -27,14 +27,43 @@ def _user_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except ReidbenchError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            rank = _rank_reporting(exc)
+            if rank is not None:
+                typer.echo(f"error: {f'(rank {rank}) ' if rank else ''}{exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper
 
 
 def _log(message: str) -> None:
-    typer.echo(message, err=True)
+    if _on_main_rank():
+        typer.echo(message, err=True)
+
+
+def _rank_reporting(exc: ReidbenchError) -> Optional[int]:
+    """This process's rank when it should print `exc`, None when rank 0 prints it.
+
+    Under torchrun rank 0 reports every error; another rank only one of its own once
+    the ranks are connected. Before that, every rank reads the same arguments and
+    files and fails alike, and FailedOnMain is rank 0's error relayed.
+    """
+    import torch.distributed as dist
+
+    from reidbench.harness.distributed import FailedOnMain, world_from_env
+
+    world = world_from_env()
+    if world.is_main:
+        return 0
+    if isinstance(exc, FailedOnMain) or not (dist.is_available() and dist.is_initialized()):
+        return None
+    return world.rank
+
+
+def _on_main_rank() -> bool:
+    """Under torchrun only rank 0 talks: N ranks saying the same line would bury the one that differs."""
+    from reidbench.harness.distributed import world_from_env
+
+    return world_from_env().is_main
 
 
 def parse_int_list(text: str, option: str) -> list[int]:
@@ -75,11 +104,16 @@ def bench(
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32."),
     batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="Inference batch sizes, e.g. 1,64 (default: 1,64,256 on CUDA, 1,8 on CPU)."),
     train_batch_size: Optional[int] = typer.Option(None, "--train-batch-size", help="Batch of the measured training step (default: 64 on CUDA, 4 on CPU)."),
+    train_batch_sizes: Optional[str] = typer.Option(None, "--train-batch-sizes", help="Time the harness's training step (sampler, augmentation, losses, SGD) at these batches, P x 4 each, e.g. 64,128 (default: 64,128 on CUDA, none on CPU; 'none' turns it off)."),
+    train_steps: int = typer.Option(20, "--train-steps", help="Timed training steps per batch size (after 5 warm-up steps)."),
     repeats: int = typer.Option(50, "--repeats", help="Timed repeats per batch size (fewer if --max-seconds runs out)."),
     warmup: int = typer.Option(3, "--warmup", help="Untimed warm-up calls per batch size."),
     max_seconds: float = typer.Option(5.0, "--max-seconds", help="Stop repeating a batch size after this much timed work."),
     reference: bool = typer.Option(False, "--reference", help="Also time a bare library loop of the same network (cells with neck `none`)."),
     cudnn_benchmark: bool = typer.Option(True, "--cudnn-benchmark/--no-cudnn-benchmark", help="Let cuDNN autotune convolutions per shape (CUDA only; recorded)."),
+    compile_: bool = typer.Option(False, "--compile/--no-compile", help="Also time a copy with every transformer block torch.compile'd, at every batch size, with its compile time (eager stays the headline)."),
+    compile_backend: str = typer.Option("inductor", "--compile-backend", help="torch.compile backend for --compile: inductor, or aot_eager to check tracing quickly."),
+    cuda_graphs: Optional[bool] = typer.Option(None, "--cuda-graphs/--no-cuda-graphs", help="Also time CUDA-graph replay of the whole forward at every batch size (default: on with CUDA, off on CPU; asked for on CPU, recorded as skipped)."),
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a grid setting, e.g. --set depth=2 (repeatable)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the records as a JSON list to this file."),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help="BACKBONE=PATH: a local pretrained checkpoint for that backbone (repeatable; overrides the grid's [weights])."),
@@ -97,8 +131,14 @@ def bench(
     cuda = torch_device.type == "cuda"
     if train_batch_size is not None and train_batch_size < 2:
         raise UsageError("--train-batch-size must be at least 2: the BNNeck's batch norm needs two samples in training mode.")
+    if train_steps < 1:
+        raise UsageError(f"--train-steps {train_steps} must be at least 1.")
     if repeats < 1 or warmup < 0 or max_seconds <= 0:
         raise UsageError("--repeats must be >= 1, --warmup >= 0 and --max-seconds > 0.")
+    if compile_:
+        from reidbench.bench.compiled import check_backend
+
+        check_backend(compile_backend)
     options = BenchOptions(
         device=torch_device,
         dtype=resolve_dtype(dtype, torch_device),
@@ -109,17 +149,38 @@ def bench(
         max_seconds=max_seconds,
         reference=reference,
         cudnn_benchmark=cudnn_benchmark,
+        train_batch_sizes=_train_batch_sizes(train_batch_sizes, cuda),
+        train_steps=train_steps,
+        compile=compile_,
+        compile_backend=compile_backend,
+        cuda_graphs=cuda if cuda_graphs is None else cuda_graphs,
     )
     if json_path is not None:
         _check_writable(json_path)
     _log(f"bench: grid {loaded.name} ({loaded.source}), {len(cells)} cell(s), device {options.device}, dtype {options.dtype}, "
-         f"depth {settings.depth}, {settings.img_size[0]}x{settings.img_size[1]}, stride {settings.stride}")
+         f"depth {settings.depth}, {settings.img_size[0]}x{settings.img_size[1]}, stride {settings.stride}"
+         + (f", compiled ({compile_backend})" if compile_ else "") + (", CUDA graphs" if options.cuda_graphs else ""))
     records = [r.to_dict() for r in bench_grid(loaded, cells, options, settings, _log, _merged_weights(loaded, weights))]
     if json_path is not None:
         _write_json(json_path, records)
         _log(f"wrote {json_path}")
     typer.echo(bench_table(records))
     _exit_unless_ok(records)
+
+
+def _train_batch_sizes(text: Optional[str], cuda: bool) -> list[int]:
+    if text is None:
+        return [64, 128] if cuda else []
+    if text.strip().lower() == "none":
+        return []
+    sizes = parse_int_list(text, "--train-batch-sizes")
+    odd = [s for s in sizes if s % 4 or s < 8]
+    if odd:
+        raise UsageError(
+            f"--train-batch-sizes {text!r}: a training batch is P identities x 4 images with P >= 2, "
+            f"so each size must be a multiple of 4 and at least 8 ({', '.join(map(str, odd))} is not)."
+        )
+    return sizes
 
 
 @app.command()
@@ -137,27 +198,57 @@ def run(
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a variant setting after the profile, e.g. --set stride=12."),
     bars: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars (default: when stderr is a terminal)."),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help="BACKBONE=PATH: a local pretrained checkpoint for that backbone (repeatable; overrides the grid's [weights])."),
+    compile_: bool = typer.Option(False, "--compile/--no-compile", help="Train with the backbone's transformer blocks compiled by torch.compile (recorded; compile time counts in the first epoch)."),
+    data_cache: str = typer.Option("auto", "--data-cache", help="Where decoded images live: auto (the GPU while they take <= 25% of its free memory, else host memory), device or host."),
+    launcher: str = typer.Option("local", "--launcher", help="local (every cell in this process), submitit-local (one local job per cell and seed) or slurm (a Slurm job array)."),
+    gpus_per_cell: Optional[int] = typer.Option(None, "--gpus-per-cell", help="GPUs per job; N > 1 trains a cell with N-process DDP (default: 1 on slurm and for CUDA cells, else 0)."),
+    cpus_per_cell: Optional[int] = typer.Option(None, "--cpus-per-cell", help="CPU cores per job process (Slurm cpus-per-task; also torch's thread count)."),
+    time_limit: Optional[str] = typer.Option(None, "--time", help="Job time limit, minutes or HH:MM:SS (required on slurm; a timed-out job is requeued and continues from its checkpoint)."),
+    mem_gb: Optional[float] = typer.Option(None, "--mem-gb", help="Memory per job in GB (slurm)."),
+    slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="Slurm partition."),
+    slurm_account: Optional[str] = typer.Option(None, "--slurm-account", help="Slurm account."),
+    slurm_qos: Optional[str] = typer.Option(None, "--slurm-qos", help="Slurm quality of service."),
+    max_parallel: Optional[int] = typer.Option(None, "--max-parallel", help="At most this many jobs at once (default: all)."),
+    wait: Optional[bool] = typer.Option(None, "--wait/--no-wait", help="Wait for the jobs, then write results.csv and exit like local (default: wait for submitit-local, not for slurm)."),
+    sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun, batch norm over the whole global batch (SyncBatchNorm; CUDA only; recorded)."),
 ) -> None:
-    """Train, evaluate and measure every cell of a grid; write a run directory."""
+    """Train, evaluate and measure every cell of a grid; write a run directory.
+
+    Under `torchrun --nproc-per-node N -m reidbench run ...` the N processes train each cell
+    together with DDP (global batch P x K, P / N identities per rank); rank 0 alone writes.
+    """
+    from dataclasses import replace
+
     from reidbench.bench.environment import resolve_device, resolve_dtype
     from reidbench.harness.profile import load_profile, resolve_profile_name
     from reidbench.harness.progress import Progress
     from reidbench.harness.rundir import RunDir, new_run_dir
     from reidbench.harness import runner
+    from reidbench.harness.launch import LaunchOptions, check_launch
+    from reidbench.harness.distributed import from_main, init_distributed, main_first, world_from_env
     from reidbench.variants.grid import load_grid
 
-    progress = Progress(_log, bars)
+    world = world_from_env()
+    progress = Progress(_log, bars if world.is_main else False)
+    launch_plan = check_launch(LaunchOptions(
+        launcher, gpus_per_cell, cpus_per_cell, time_limit, mem_gb, slurm_partition, slurm_account, slurm_qos, max_parallel, wait,
+    ), device)
+    if world.distributed and launch_plan.fanned_out:
+        raise UsageError(f"--launcher {launcher} starts its own jobs; under torchrun use --launcher local (the default).")
     if resume is not None:
+        if launch_plan.fanned_out:
+            raise UsageError(f"--resume runs the unfinished cells in this process; drop --launcher {launcher} (run it where the run's device is).")
         if not resume.is_dir():
             raise UsageError(f"--resume {resume}: no such run directory.")
         run_dir = RunDir(resume)
         plan = runner.load_plan(run_dir, None if device == "auto" else resolve_device(device))
-        dataset = runner.check_plan(plan)
+        plan = replace(plan, device=init_distributed(world, plan.device))
+        dataset = main_first(world, lambda: runner.check_plan(plan, world))
         _log(f"resuming {resume}: grid {plan.grid.name}, profile {plan.profile.name}, device {plan.device}")
     else:
         if seeds < 1:
             raise UsageError("--seeds must be at least 1.")
-        torch_device = resolve_device(device)
+        torch_device = launch_plan.device
         loaded = load_grid(grid)
         profile_name = resolve_profile_name(profile, torch_device)
         loaded_profile = load_profile(profile_name)
@@ -175,22 +266,87 @@ def run(
             only=list(only or []),
             overrides=parse_overrides(overrides),
             weights=_merged_weights(loaded, weights),
+            compile=compile_,
+            data_cache=data_cache,
+            sync_bn=sync_bn,
         )
-        dataset = runner.check_plan(plan)
-        root = out if out is not None else new_run_dir(Path("runs"), loaded.name)
-        if out is not None:
-            if out.exists() and any(out.iterdir()):
-                raise UsageError(f"--out {out} already exists and is not empty; choose a new folder, or continue it with --resume {out}.")
-            out.mkdir(parents=True, exist_ok=True)
-        run_dir = runner.start_run(plan, root)
-        _log(f"run {run_dir.root}: grid {loaded.name}, {len(plan.cells)} cell(s) x {seeds} seed(s), profile {profile_name}, device {torch_device}, dtype {plan.dtype}")
+        # Connect the ranks once the arguments are known good on every rank (each rank reads them alike).
+        plan = replace(plan, device=init_distributed(world, plan.device))
+        # Rank 0 first: it may generate the synthetic set into the cache that the others then read.
+        dataset = main_first(world, lambda: runner.check_plan(plan, launch_plan.cell_world(world)))
+
+        def create_run_dir() -> Path:
+            root = out if out is not None else new_run_dir(Path("runs"), loaded.name)
+            if out is not None:
+                if out.exists() and any(out.iterdir()):
+                    raise UsageError(f"--out {out} already exists and is not empty; choose a new folder, or continue it with --resume {out}.")
+                out.mkdir(parents=True, exist_ok=True)
+            return runner.start_run(plan, root).root
+
+        run_dir = RunDir(from_main(world, create_run_dir))  # one directory, named by rank 0, for every rank
+        _log(f"run {run_dir.root}: grid {loaded.name}, {len(plan.cells)} cell(s) x {seeds} seed(s), profile {profile_name}, device {plan.device}, dtype {plan.dtype}"
+             + (f", {world.world_size} processes (DDP)" if world.distributed else ""))
+    if launch_plan.fanned_out:
+        return _fan_out(plan, run_dir, dataset, launch_plan)
     try:
-        records = runner.execute(plan, run_dir, progress, dataset=dataset)
+        records = runner.execute(plan, run_dir, progress, dataset=dataset, world=world)
     except KeyboardInterrupt:
         _log(f"interrupted: finished cells and the last checkpoint are saved in {run_dir.root}; continue with\n  reidbench run --resume {run_dir.root}")
         raise typer.Exit(130)
     _log(f"results: {run_dir.results_csv}")
     _exit_unless_ok(records)
+
+
+def _fan_out(plan: Any, run_dir: Any, dataset: Any, launch_plan: Any) -> None:
+    """One job per cell and seed; with --wait, the jobs' outcome decides the exit code as for a local run."""
+    from reidbench.harness import launch, status
+
+    fanout = launch.fan_out(run_dir, plan, dataset, launch_plan, _log)
+    _log(f"{len(fanout.launch['jobs'])} job(s), launcher {launch_plan.launcher}; ids in {run_dir.root / launch.LAUNCH_FILE}, "
+         f"logs in {run_dir.root / launch.JOBS_DIR}/; follow them with\n  reidbench status {run_dir.root}")
+    if not launch_plan.wait:
+        return
+    try:
+        fanout.wait()
+    except KeyboardInterrupt:
+        _log(f"stopped waiting: a job that got the Ctrl-C records its cell as interrupted, others go on; see\n  reidbench status {run_dir.root}\n"
+             f"and continue unfinished cells with\n  reidbench run --resume {run_dir.root}")
+        raise typer.Exit(130)
+    result = status.collect(run_dir.root)
+    launch.finalize(run_dir, result.rows)
+    typer.echo(result.table())
+    _log(result.summary())
+    _log(f"results: {run_dir.results_csv}")
+    _exit_unless_ok([{"cell": r.cell, "seed": r.seed, "status": r.state} for r in result.rows])
+
+
+@app.command("status")
+@_user_errors
+def status_(
+    run_dir: Path = typer.Argument(..., help="A run directory (made by `reidbench run`, with any launcher)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the states as JSON."),
+) -> None:
+    """Which cells of a run are pending, running (with their epoch), done, xfail or failed (and why), with job ids and logs.
+
+    For a fanned-out run it also brings results.csv, environment.json and run.json up to date with what the jobs wrote, and records as failed a cell whose job ended without saying how it ended.
+    """
+    from reidbench.harness import launch, status
+    from reidbench.harness.rundir import RunDir
+
+    result = status.collect(run_dir)
+    notes = []
+    if result.launch is not None:
+        try:
+            notes = launch.finalize(RunDir(run_dir), result.rows)
+        except OSError as exc:
+            notes = [f"could not update the run-level files ({exc})"]
+    if as_json:
+        typer.echo(result.to_json())
+    else:
+        typer.echo(result.table())
+        typer.echo(result.summary())
+    for note in notes:
+        _log(note)
 
 
 @app.command()

@@ -17,48 +17,16 @@ from reidbench.cli import app
 from reidbench.harness import runner as runner_module
 from reidbench.harness.rundir import RESULT_COLUMNS, RunDir
 from reidbench.harness.train import TrainingDiverged
+from tiny_run import write_inputs
 
 cli = CliRunner()
 
-GRID = """
-backbones = ["vit768", "clip512"]
-necks = ["none", "ms"]
-[expect.clip512-ms]
-status = "xfail"
-match = "to have 768 channels, but got 512 channels instead"
-"""
 
-PROFILE = """
-description = "test-sized"
-[model]
-depth = 1
-img_size = [32, 16]
-[train]
-epochs = {epochs}
-p = 4
-k = 2
-optimizer = "adamw"
-lr = 0.001
-warmup_epochs = 1
-[eval]
-batch_size = 64
-[measure]
-batch_sizes = [2]
-train_batch_size = 2
-repeats = 1
-warmup = 0
-max_seconds = 0.5
-"""
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory, tiny_synthetic: Path) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("run-inputs")
-    data = tiny_synthetic
-    (root / "grid.toml").write_text(GRID)
-    (root / "profile.toml").write_text(PROFILE.format(epochs=3))
-    (root / "long.toml").write_text(PROFILE.format(epochs=200))
-    return {"data": data, "grid": root / "grid.toml", "profile": root / "profile.toml", "long": root / "long.toml"}
+    return write_inputs(tmp_path_factory.mktemp("run-inputs"), tiny_synthetic)
 
 
 def run_args(setup: dict[str, Path], out: Path, *extra: str, profile: str = "profile") -> list[str]:

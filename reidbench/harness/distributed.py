@@ -5,6 +5,17 @@ that exported the same variables): then ``WORLD_SIZE`` processes train the same
 cell together, each on its own GPU (or CPU with the gloo backend), and only
 rank 0 writes the run directory. Everything that differs between ranks is
 decided from a :class:`World`, so a single process is simply ``World()``.
+
+Failures: whatever rank 0 decides for everyone (the run directory's name,
+whether a cell is finished, the metrics) goes through :func:`from_main`, which
+delivers rank 0's error to every rank instead of leaving them waiting; each
+step of a cell ends with the ranks agreeing on its outcome (``_agreed`` in the
+runner). What no agreement can cover is one rank failing alone *inside* a
+collective, e.g. out of memory half-way through a DDP step while the others
+wait in the gradient all-reduce: those wait until the backend's timeout (or
+torchrun stops the job when that rank's process dies), and ``--resume``
+continues from the last checkpoint. The run directory must be on a file
+system every rank sees (every rank loads the checkpoint; one node always does).
 """
 from __future__ import annotations
 
@@ -78,10 +89,11 @@ def init_distributed(world: World, device: torch.device) -> torch.device:
         return device
     if device.type == "cuda":
         visible = torch.cuda.device_count()
-        if world.local_rank >= visible:
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world.local_rank + 1))
+        if max(per_node, world.local_rank + 1) > visible:  # every rank of the node fails alike, rank 0 included
             raise UsageError(
-                f"torchrun started local rank {world.local_rank}, but this node shows only {visible} CUDA device(s); "
-                f"use --nproc-per-node {visible} or fewer."
+                f"torchrun started {per_node} processes on this node, but it shows only {visible} CUDA device(s); "
+                f"use --nproc-per-node {visible} or fewer (one process per GPU)."
             )
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
@@ -103,12 +115,6 @@ def describe_world(world: World) -> dict[str, Any]:
         "world_size": world.world_size,
         "backend": dist.get_backend() if world.distributed and dist.is_initialized() else None,
     }
-
-
-def barrier(world: World) -> None:
-    """Wait for every rank (no-op in one process)."""
-    if world.distributed:
-        dist.barrier()
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -220,9 +226,6 @@ class FailedOnMain(ReidbenchError):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-    def __reduce__(self) -> tuple:
-        return FailedOnMain, (str(self), self.exit_code)
 
 
 def from_main(world: World, fn: Callable[[], T]) -> T:

@@ -1,6 +1,16 @@
-"""Query-vs-gallery evaluation of a trained model, with every setting that changes the number recorded."""
+"""Query-vs-gallery evaluation of a trained model, with every setting that changes the number recorded.
+
+Under DDP (torchrun) the feature extraction, the costly part, is shared:
+each rank runs the plain (unwrapped) module in eval mode over its contiguous
+shard of the query and of the gallery, rank 0 gathers the features back in
+the original order and computes the metrics alone (they need every feature at
+once), and every rank returns rank 0's dict, so callers never branch on the
+rank and an error in the metrics is raised on every rank alike. One process
+runs exactly the single-process path: one shard, no gather, no broadcast.
+"""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -8,6 +18,7 @@ import torch.nn.functional as F
 
 from reidbench.bench.environment import autocast
 from reidbench.harness.augment import normalize
+from reidbench.harness.distributed import World, from_main, gather_rows, shard, unwrap
 from reidbench.harness.images import ImageSet
 from reidbench.harness.metrics import evaluate_rank
 from reidbench.harness.profile import EvalConfig
@@ -34,14 +45,32 @@ def extract_features(
                 features = (features + model(x.flip(3), cams).float()) / 2
             chunks.append(features)
             advance()
-    return torch.cat(chunks)
+    return torch.cat(chunks) if chunks else torch.empty(0, model.feature_dim, device=device)
 
 
 def evaluate_model(
-    model: ReidModel, query: ImageSet, gallery: ImageSet, cfg: EvalConfig, device: torch.device, dtype: str, progress: Progress
+    model: ReidModel, query: ImageSet, gallery: ImageSet, cfg: EvalConfig, device: torch.device, dtype: str,
+    progress: Progress, world: World = World(),
 ) -> dict[str, Any]:
-    qf = extract_features(model, query, cfg, device, dtype, progress, "query features")
-    gf = extract_features(model, gallery, cfg, device, dtype, progress, "gallery features")
+    """Metrics and protocol of `model` on query vs gallery; under DDP every rank must call it and gets the same dict."""
+    model = unwrap(model)
+    qf = gather_rows(extract_features(model, _shard(query, world), cfg, device, dtype, progress, "query features"), world)
+    gf = gather_rows(extract_features(model, _shard(gallery, world), cfg, device, dtype, progress, "gallery features"), world)
+    return from_main(world, lambda: _metrics(model, qf, gf, query, gallery, cfg, device))
+
+
+def _shard(images: ImageSet, world: World) -> ImageSet:
+    """This rank's contiguous rows of `images` (all of them in one process)."""
+    if not world.distributed:
+        return images
+    rows = shard(len(images), world)
+    return replace(images, images=images.images[rows], pids=images.pids[rows], camids=images.camids[rows], paths=images.paths[rows])
+
+
+def _metrics(
+    model: ReidModel, qf: torch.Tensor, gf: torch.Tensor, query: ImageSet, gallery: ImageSet, cfg: EvalConfig,
+    device: torch.device,
+) -> dict[str, Any]:
     if cfg.normalize:
         qf, gf = F.normalize(qf, dim=1), F.normalize(gf, dim=1)
     result = evaluate_rank(

@@ -7,6 +7,7 @@ last checkpoint. Everything a report needs is written to the run directory.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
@@ -21,13 +22,16 @@ from reidbench.bench.probe import DONE, FAILED, XFAIL, XPASS, probe_cell
 from reidbench.bench.suite import BenchOptions, measure_model, new_record
 from reidbench.errors import UsageError
 from reidbench.harness.data import ReidDataset, load_dataset
+from reidbench.harness.distributed import (
+    World, batchnorm_kinds, broadcast_object, describe_world, from_main, gather_objects, revert_sync_batchnorm,
+)
 from reidbench.harness.evaluate import evaluate_model
 from reidbench.harness.images import ImageSet, load_images
 from reidbench.harness.metrics import evaluate_rank
 from reidbench.harness.profile import Profile, load_profile
 from reidbench.harness.progress import Progress
 from reidbench.harness.rundir import RunDir, now_utc, read_json, save_torch_atomic, write_atomic, write_json
-from reidbench.harness.train import TrainingDiverged, train_model
+from reidbench.harness.train import TrainingDiverged, ranks_batch, train_model
 from reidbench.variants.factory import create_variant
 from reidbench.variants.grid import Cell, Grid, parse_grid
 from reidbench.variants.settings import VariantSettings
@@ -53,6 +57,12 @@ class RunPlan:
     overrides: dict[str, Any] = field(default_factory=dict)
     weights: dict[str, str] = field(default_factory=dict)
     """Backbone name -> local checkpoint (the grid's [weights] table, then --weights)."""
+    compile: bool = False
+    """Train with the backbone's transformer blocks compiled (torch.compile, regional)."""
+    data_cache: str = "auto"
+    """Where the decoded uint8 images live: auto, device or host (see `cache_location`)."""
+    sync_bn: bool = False
+    """Under torchrun, batch norm with statistics over all ranks (SyncBatchNorm; CUDA only)."""
 
     @property
     def cells(self) -> list[Cell]:
@@ -86,6 +96,9 @@ def start_run(plan: RunPlan, run_root: Path) -> RunDir:
         "only": plan.only,
         "overrides": plan.overrides,
         "weights": plan.weights,
+        "compile": plan.compile,
+        "data_cache": plan.data_cache,
+        "sync_bn": plan.sync_bn,
     })
     return run
 
@@ -108,6 +121,7 @@ def load_plan(run: RunDir, device: Optional[torch.device] = None) -> RunPlan:
         grid=grid, grid_text=grid_text, profile=profile, profile_text=profile_text, dataset=meta["dataset"]["spec"],
         device=stored, dtype=meta["dtype"], seeds=len(meta["seeds"]), only=meta.get("only", []),
         overrides=meta.get("overrides", {}), weights=meta.get("weights", {}),
+        compile=meta.get("compile", False), data_cache=meta.get("data_cache", "auto"), sync_bn=meta.get("sync_bn", False),
     )
 
 
@@ -120,6 +134,7 @@ def resolve_settings(plan: RunPlan, dataset: ReidDataset) -> VariantSettings:
 
 def prepare_data(plan: RunPlan, dataset: ReidDataset, settings: VariantSettings, progress: Progress) -> RunData:
     """Decode every image once at the variant size and keep them on the device, for all cells."""
+    check_decoded_size(dataset, settings)
     sets = {}
     for split in ("train", "query", "gallery"):
         records = getattr(dataset, split)
@@ -130,7 +145,10 @@ def prepare_data(plan: RunPlan, dataset: ReidDataset, settings: VariantSettings,
                 advance(n - done[0])
                 done[0] = n
 
-            sets[split] = load_images(records, settings.img_size, progress=report).to(plan.device)
+            sets[split] = load_images(records, settings.img_size, progress=report)
+    decoded = sum(v.nbytes for v in sets.values())
+    location, why = cache_location(decoded, plan.device, plan.data_cache)
+    sets = {split: images.to(location) for split, images in sets.items()}
     info = {
         "spec": plan.dataset,
         "name": dataset.name,
@@ -142,10 +160,70 @@ def prepare_data(plan: RunPlan, dataset: ReidDataset, settings: VariantSettings,
         "unreadable_examples": [p for v in sets.values() for p, _ in v.skipped][:5],
         "converted_to_rgb": {s: v.converted for s, v in sets.items()},
         "resized": {s: v.resized for s, v in sets.items()},
-        "decoded_mib": sum(v.nbytes for v in sets.values()) / 2**20,
+        "decoded_mib": decoded / 2**20,
+        "cache": {"location": str(location), "policy": plan.data_cache, "why": why},
         "chance": chance_level(sets["query"], sets["gallery"]),
     }
     return RunData(dataset, sets["train"], sets["query"], sets["gallery"], info)
+
+
+CACHE_POLICIES = ("auto", "device", "host")
+#: `auto` keeps the decoded images on the GPU while they take at most this share of its free memory.
+DEVICE_CACHE_SHARE = 0.25
+
+
+def cache_location(decoded_bytes: int, device: torch.device, policy: str) -> tuple[torch.device, str]:
+    """Where the decoded uint8 images of a run live, and why.
+
+    On the device, a batch is one gather and nothing crosses PCIe during
+    training. When the images would take more than a quarter of the GPU's free
+    memory (Market-1501 at 256x128 is 1.3 GB, MSMT17 3.2 GB: both stay on an
+    80 GB card; a 16 GB card or a larger input size may not), they stay in host
+    memory and each batch is gathered there and copied over asynchronously
+    (pinned, non-blocking), overlapping the previous step.
+    """
+    if policy not in CACHE_POLICIES:
+        raise UsageError(f"--data-cache {policy!r} is unknown; choose one of {', '.join(CACHE_POLICIES)}.")
+    size = f"{decoded_bytes / 2**20:.0f} MiB decoded"
+    if device.type != "cuda":
+        return device, f"{size}; {device.type} run: the images live in host memory"
+    if policy == "host":
+        return torch.device("cpu"), f"{size}; --data-cache host"
+    if policy == "device":
+        return device, f"{size}; --data-cache device"
+    free, _ = torch.cuda.mem_get_info(device)
+    if decoded_bytes <= DEVICE_CACHE_SHARE * free:
+        return device, f"{size} <= {DEVICE_CACHE_SHARE:.0%} of {free / 2**30:.1f} GiB free on the GPU"
+    return torch.device("cpu"), f"{size} > {DEVICE_CACHE_SHARE:.0%} of {free / 2**30:.1f} GiB free on the GPU: host memory"
+
+
+def check_decoded_size(dataset: ReidDataset, settings: VariantSettings) -> None:
+    """Refuse, before decoding, a dataset whose uint8 cache would not fit in the memory available now.
+
+    There is no streaming (decode-per-batch) path: ReID training sets decode to a few GB
+    (MSMT17 at 256x128: 3.2 GB), so a machine that cannot hold them is better told so at
+    once than swapped to a halt mid-run.
+    """
+    h, w = settings.img_size
+    count = sum(len(getattr(dataset, split)) for split in ("train", "query", "gallery"))
+    needed = count * 3 * h * w
+    available = _available_memory()
+    if available is not None and needed > 0.8 * available:
+        raise UsageError(
+            f"{dataset.name}: {count} images at {h}x{w} decode to {needed / 2**30:.1f} GiB of uint8, more than 80% of "
+            f"the {available / 2**30:.1f} GiB of memory available; use a smaller input size (--set img_size=[H,W]) "
+            "or a machine with more memory."
+        )
+
+
+def _available_memory() -> Optional[int]:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def chance_level(query: ImageSet, gallery: ImageSet, seed: int = 0) -> dict[str, float]:
@@ -157,12 +235,56 @@ def chance_level(query: ImageSet, gallery: ImageSet, seed: int = 0) -> dict[str,
     return {"mAP": result.mAP, "rank1": result.rank1}
 
 
-def check_plan(plan: RunPlan) -> ReidDataset:
+def check_plan(plan: RunPlan, world: World = World()) -> ReidDataset:
     """Everything that can be wrong with the input, found before a run directory is created."""
     plan.cells  # noqa: B018 - raises for an unknown --only cell
+    if plan.sync_bn and plan.device.type != "cuda":
+        raise UsageError(
+            f"--sync-bn needs CUDA devices: PyTorch's SyncBatchNorm refuses {plan.device.type} tensors (the gloo "
+            "backend has no synchronized batch norm); drop --sync-bn, or run on GPUs with --device cuda."
+        )
+    ranks_batch(plan.profile.train, world)  # raises when P does not split over the ranks
+    if plan.data_cache not in CACHE_POLICIES:
+        raise UsageError(f"--data-cache {plan.data_cache!r} is unknown; choose one of {', '.join(CACHE_POLICIES)}.")
     dataset = load_dataset(plan.dataset)
     resolve_settings(plan, dataset)
     return dataset
+
+
+def cell_environment(plan: RunPlan) -> dict[str, Any]:
+    """Make this process's numbers reproducible, then describe it: what environment.json holds."""
+    if plan.device.type == "cpu":
+        # Some CPU backward kernels (indexing an embedding table with camera ids, for one)
+        # accumulate in a thread-dependent order; seen: gradients differing in the 8th digit
+        # between two processes, and 30 epochs turning that into a different mAP.
+        torch.use_deterministic_algorithms(True)
+    # cudnn.benchmark stays off in runs although it trains the ms neck 3x faster: with it on, the
+    # H200 full-profile run's vit768-ms reached 12.7 % mAP instead of 71.2 %, its triplet loss
+    # climbing to ~9 from epoch 13 (docs/benchmarks). bench, which never trains, turns it on.
+    environment = collect_environment(plan.device, plan.dtype)
+    environment["seeds"] = list(range(plan.seeds))
+    environment["deterministic_algorithms"] = torch.are_deterministic_algorithms_enabled()
+    return environment
+
+
+def bench_options(plan: RunPlan) -> BenchOptions:
+    """The profile's [measure] table as the options `measure_model` takes."""
+    m = plan.profile.measure
+    return BenchOptions(
+        device=plan.device, dtype=plan.dtype, batch_sizes=list(m.batch_sizes), train_batch_size=m.train_batch_size,
+        warmup=m.warmup, repeats=m.repeats, max_seconds=m.max_seconds,
+    )
+
+
+def parallelism(plan: RunPlan, world: World) -> dict[str, Any]:
+    """How many processes trained, over which backend, with SyncBN or not, and the batch each step saw."""
+    global_batch = plan.profile.train.batch_size
+    return {
+        **describe_world(world),
+        "sync_bn": plan.sync_bn and world.distributed,
+        "global_batch": global_batch,
+        "per_rank_batch": global_batch // world.world_size,
+    }
 
 
 def execute(
@@ -171,104 +293,201 @@ def execute(
     progress: Progress,
     on_epoch: Optional[Callable[[str, int, int], None]] = None,
     dataset: Optional[ReidDataset] = None,
+    world: World = World(),
 ) -> list[dict]:
-    """Run (or continue) every cell and seed of the plan; returns the records. Re-raises KeyboardInterrupt."""
+    """Run (or continue) every cell and seed of the plan; returns the records. Re-raises KeyboardInterrupt.
+
+    Under torchrun every rank calls this with the same plan and runs the same
+    cells in the same order; rank 0 alone writes the run directory and decides
+    which cells are finished, and every rank returns rank 0's records.
+    """
     log = progress.log
     meta = read_json(run.run_json)
     dataset = dataset or load_dataset(plan.dataset)
     settings = resolve_settings(plan, dataset)
     data = prepare_data(plan, dataset, settings, progress)
-    if plan.device.type == "cpu":
-        # Some CPU backward kernels (indexing an embedding table with camera ids, for one)
-        # accumulate in a thread-dependent order; seen: gradients differing in the 8th digit
-        # between two processes, and 30 epochs turning that into a different mAP.
-        torch.use_deterministic_algorithms(True)
-    environment = collect_environment(plan.device, plan.dtype)
-    environment["seeds"] = list(range(plan.seeds))
-    environment["deterministic_algorithms"] = torch.are_deterministic_algorithms_enabled()
-    write_json(run.environment_json, environment)
-    meta.update({"status": RUNNING, "settings": settings.to_dict(), "dataset": data.info})
-    write_json(run.run_json, meta)
+    environment = cell_environment(plan)
+    environment["distributed"] = parallelism(plan, world)
+    if world.is_main:
+        write_json(run.environment_json, environment)
+        meta.update({"status": RUNNING, "settings": settings.to_dict(), "dataset": data.info})
+        write_json(run.run_json, meta)
     log(
         f"data: {data.dataset.name} — train {len(data.train)} images / {data.dataset.num_train_pids} ids, "
         f"query {len(data.query)}, gallery {len(data.gallery)}, {data.dataset.num_cameras} cameras "
-        f"({data.info['decoded_mib']:.0f} MiB decoded on {plan.device}); "
+        f"({data.info['decoded_mib']:.0f} MiB decoded, cached on {data.info['cache']['location']}); "
         f"chance level: mAP {data.info['chance']['mAP']:.1%}, rank-1 {data.info['chance']['rank1']:.1%} (random features)"
     )
-    options = BenchOptions(
-        device=plan.device, dtype=plan.dtype, batch_sizes=list(plan.profile.measure.batch_sizes),
-        train_batch_size=plan.profile.measure.train_batch_size, warmup=plan.profile.measure.warmup,
-        repeats=plan.profile.measure.repeats, max_seconds=plan.profile.measure.max_seconds,
-    )
+    options = bench_options(plan)
     jobs = [(cell, seed) for cell in plan.cells for seed in range(plan.seeds)]
     records = []
     try:
         for index, (cell, seed) in enumerate(jobs, 1):
-            existing = run.read_record(cell.id, seed)
+            existing = from_main(world, lambda: run.read_record(cell.id, seed))
             if existing is not None and existing["status"] in FINISHED:
                 log(f"[{index}/{len(jobs)}] {cell.id} seed {seed}: {existing['status']} already, skipped")
                 records.append(existing)
                 continue
             log(f"[{index}/{len(jobs)}] {cell.id} seed {seed}")
-            record = run_cell(cell, seed, plan, settings, data, options, run, environment, progress, on_epoch)
+            record = run_cell(cell, seed, plan, settings, data, options, run, environment, progress, on_epoch, world)
             records.append(record)
-            run.write_results(c.id for c in plan.cells)
+            if world.is_main:
+                run.write_results(c.id for c in plan.cells)
             log(f"[{index}/{len(jobs)}] {cell.id} seed {seed}: {summary_line(record)}")
     except KeyboardInterrupt:
-        meta.update({"status": INTERRUPTED, "interrupted": now_utc()})
+        if world.is_main:
+            meta.update({"status": INTERRUPTED, "interrupted": now_utc()})
+            write_json(run.run_json, meta)
+            run.write_results(c.id for c in plan.cells)
+        raise
+    if world.is_main:
+        meta.update({"status": "finished", "finished": now_utc()})
         write_json(run.run_json, meta)
         run.write_results(c.id for c in plan.cells)
-        raise
-    meta.update({"status": "finished", "finished": now_utc()})
-    write_json(run.run_json, meta)
-    run.write_results(c.id for c in plan.cells)
     return records
+
+
+JOB_FILE = "job.json"
+"""In a cell folder of a fanned-out run: where its job ran, with what `execute` would write to
+environment.json and run.json (environment, dataset facts, settings), for the launcher to merge."""
+
+
+def run_one(run_root: str, cell_id: str, seed: int, job: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Run one (cell, seed) of an existing run directory: the whole work of one job of a fanned-out run.
+
+    Many of these run at once, so this writes only cells/<cell>/seed<k>/ (record, training log,
+    checkpoint, model, and JOB_FILE); run.json, environment.json and results.csv belong to the
+    launcher. As with --resume, a finished cell is returned untouched and an unfinished one
+    continues from its checkpoint, so a requeued job picks up where the last one stopped.
+    Plain str/int arguments, so a job scheduler can pickle the call.
+    """
+    from reidbench.harness.distributed import init_distributed, world_from_env
+
+    run = RunDir(Path(run_root))
+    world = world_from_env()  # a job with N GPUs runs this in N processes, one DDP rank each
+    plan = load_plan(run)
+    plan = replace(plan, device=init_distributed(world, plan.device))
+    cell = plan.grid.cell(cell_id)
+    if cell not in plan.cells or not 0 <= seed < plan.seeds:
+        raise UsageError(f"{run.root} plans no {cell_id} seed {seed}; its cells are {', '.join(c.id for c in plan.cells)}, seeds 0..{plan.seeds - 1}.")
+    existing = from_main(world, lambda: run.read_record(cell.id, seed))
+    if existing is not None and existing["status"] in FINISHED:
+        return existing
+    progress = Progress(lambda message: print(message, file=sys.stderr, flush=True), bars=False)
+    dataset = load_dataset(plan.dataset)
+    settings = resolve_settings(plan, dataset)
+    data = prepare_data(plan, dataset, settings, progress)
+    environment = cell_environment(plan)
+    environment["distributed"] = parallelism(plan, world)
+    if world.is_main:
+        write_json(run.cell_dir(cell.id, seed) / JOB_FILE, {
+            **(job or {}), "pid": os.getpid(), "started": now_utc(), "started_unix": time.time(),
+            "environment": environment, "dataset": data.info, "settings": settings.to_dict(),
+        })
+    return run_cell(cell, seed, plan, settings, data, bench_options(plan), run, environment, progress, None, world)
 
 
 def run_cell(
     cell: Cell, seed: int, plan: RunPlan, settings: VariantSettings, data: RunData, options: BenchOptions,
     run: RunDir, environment: dict, progress: Progress, on_epoch: Optional[Callable[[str, int, int], None]],
+    world: World = World(),
 ) -> dict[str, Any]:
+    """Probe, train, evaluate, save and measure one cell; the record (rank 0's, on every rank under torchrun).
+
+    Each step ends with the ranks agreeing on its outcome (see `_agreed`), so a
+    step that fails on any rank fails the cell on all of them and they move to
+    the next cell together. Saving and measuring run on rank 0 while the
+    others wait in that agreement.
+    """
     cell_dir = run.cell_dir(cell.id, seed)
     started = time.perf_counter()
     base = {"cell": cell.id, "backbone": cell.backbone, "neck": cell.neck, "seed": seed, "started": now_utc()}
-    run.write_record({**base, "status": RUNNING})
+    if world.is_main:
+        run.write_record({**base, "status": RUNNING})
     torch.manual_seed(seed)
     probe = probe_cell(cell, lambda: create_variant(cell, weights=plan.weights.get(cell.backbone), settings=settings), plan.device)
     measured = new_record(cell, probe, settings, options)
-    extra: dict[str, Any] = {"environment": {"commit": environment.get("git_commit"), "device_name": environment.get("device_name")}}
+    extra: dict[str, Any] = {
+        "environment": {"commit": environment.get("git_commit"), "device_name": environment.get("device_name")},
+        "distributed": parallelism(plan, world),
+    }
     failure: dict[str, Any] = {}
     model = probe.model
-    try:
-        if probe.status == DONE and model is not None:
-            training = train_model(
-                model, data.train, plan.profile.train, seed=seed, device=plan.device, dtype=plan.dtype,
-                cell_dir=cell_dir, progress=progress,
-                on_epoch=None if on_epoch is None else (lambda epoch: on_epoch(cell.id, seed, epoch)),
-            )
-            extra["training"] = training.to_dict()
-            extra["metrics"] = evaluate_model(model, data.query, data.gallery, plan.profile.eval, plan.device, plan.dtype, progress)
+
+    def train() -> None:
+        kinds = batchnorm_kinds(model)
+        training = train_model(
+            model, data.train, plan.profile.train, seed=seed, device=plan.device, dtype=plan.dtype,
+            cell_dir=cell_dir, progress=progress,
+            on_epoch=None if on_epoch is None else (lambda epoch: on_epoch(cell.id, seed, epoch)),
+            world=world, sync_bn=plan.sync_bn and world.distributed, compile=plan.compile,
+        )
+        revert_sync_batchnorm(model, kinds)  # no rank-0-only forward may all-reduce with the others
+        extra["training"] = training.to_dict()
+
+    def evaluate() -> None:
+        extra["metrics"] = evaluate_model(model, data.query, data.gallery, plan.profile.eval, plan.device, plan.dtype, progress, world)
+
+    def keep_and_measure() -> None:
+        if world.is_main:
             save_torch_atomic(model.state_dict(), cell_dir / "model.pt")
             (cell_dir / "checkpoint.pt").unlink(missing_ok=True)
             measure_model(model, measured, settings, options, progress.log)
+
+    try:
+        failure = _agreed(world, lambda: _probe_agrees(probe.status, world))
+        if not failure and probe.status == DONE and model is not None:
+            for step in (train, evaluate, keep_and_measure):
+                failure = _agreed(world, step)
+                if failure:
+                    break
     except KeyboardInterrupt:
-        run.write_record({
-            **measured.to_dict(), **base, **extra,
-            "status": INTERRUPTED, "error": "interrupted; continue with reidbench run --resume RUN_DIR",
-        })
+        if world.is_main:
+            run.write_record({
+                **measured.to_dict(), **base, **extra,
+                "status": INTERRUPTED, "error": "interrupted; continue with reidbench run --resume RUN_DIR",
+            })
         raise
+    record = {
+        **measured.to_dict(), **base, **extra, **failure,
+        "wall_seconds": time.perf_counter() - started, "finished": now_utc(),
+    }
+    if world.is_main:
+        run.write_record(record)
+    return broadcast_object(record, world)
+
+
+def _probe_agrees(status: str, world: World) -> None:
+    """Fail on a rank whose forward probe ended otherwise than rank 0's (a GPU short of memory, say)."""
+    statuses = gather_objects(status, world)
+    if status != statuses[0]:
+        raise RuntimeError(f"the forward probe ended {status} here but {statuses[0]} on rank 0")
+
+
+def _agreed(world: World, step: Callable[[], None]) -> dict[str, Any]:
+    """Run one step of a cell, then agree on its outcome across ranks: {} when it succeeded on every
+    rank, else the failure of the lowest failing rank, the same on every rank (so all skip the rest).
+
+    A step's own collectives (DDP's gradient all-reduce, the feature gather)
+    must be reached by every rank or by none: a step that fails on one rank
+    alone half-way through them cannot be agreed on (see
+    reidbench.harness.distributed). KeyboardInterrupt propagates.
+    """
+    failure: dict[str, Any] = {}
+    try:
+        step()
     except TrainingDiverged as exc:
         failure = {"status": FAILED, "error": str(exc)}
     except torch.cuda.OutOfMemoryError as exc:
         failure = {"status": FAILED, "error": f"CUDA out of memory ({exc}); lower train.p or the measure batch sizes"}
     except Exception as exc:  # noqa: BLE001 - one cell's bug must not stop the grid
         failure = {"status": FAILED, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-    record = {
-        **measured.to_dict(), **base, **extra, **failure,
-        "wall_seconds": time.perf_counter() - started, "finished": now_utc(),
-    }
-    run.write_record(record)
-    return record
+    if not world.distributed:
+        return failure
+    for rank, outcome in enumerate(gather_objects(failure, world)):
+        if outcome:
+            return outcome if rank == 0 else {**outcome, "error": f"on rank {rank}: {outcome['error']}"}
+    return {}
 
 
 def summary_line(record: dict[str, Any]) -> str:

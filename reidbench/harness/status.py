@@ -1,0 +1,150 @@
+"""`reidbench status RUN_DIR`: where every (cell, seed) of a run stands, while it runs or after.
+
+The cell records are the truth about what a cell did. A fanned-out run's jobs are asked only
+what a record cannot say — whether a cell without a final record is still queued, still
+running, or gone without writing one (killed, out of memory, a lost node) — and only
+cheaply: one `sacct` call for a Slurm run, a look at /proc for local jobs.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from reidbench.bench.probe import DONE, FAILED, XFAIL, XPASS
+from reidbench.errors import UsageError
+from reidbench.harness import launch
+from reidbench.harness.rundir import RunDir, read_json
+from reidbench.harness.runner import INTERRUPTED, RUNNING
+
+PENDING = "pending"
+"""Planned, no record yet: queued, not submitted, or (for a local run) not reached."""
+STATES = (DONE, XFAIL, XPASS, FAILED, INTERRUPTED, RUNNING, PENDING)
+"""Every state a (cell, seed) can be in, in the order the summary counts them."""
+ACTIVE = (PENDING, RUNNING)
+FAILED_JOB_DIED = "job ended without a final record"
+"""A row's `reason` when its job is gone and its record never said how the cell ended."""
+
+
+@dataclass
+class SlotStatus:
+    """One (cell, seed): its state, a short detail (progress, metric or error), and its job."""
+
+    cell: str
+    seed: int
+    state: str
+    detail: str = ""
+    job_id: Optional[str] = None
+    log: Optional[str] = None
+    """The job's stderr log, relative to the run directory."""
+    reason: Optional[str] = None
+
+
+@dataclass
+class RunStatus:
+    root: Path
+    meta: dict[str, Any]
+    launch: Optional[dict[str, Any]]
+    rows: list[SlotStatus] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {state: n for state in STATES if (n := sum(r.state == state for r in self.rows))}
+
+    def summary(self) -> str:
+        cells = len({r.cell for r in self.rows})
+        seeds = len(self.meta.get("seeds") or [])
+        how = f" ({self.launch['launcher']} jobs)" if self.launch else ""
+        counts = ", ".join(f"{n} {state}" for state, n in self.counts().items())
+        return f"{self.root}: {cells} cell(s) x {seeds} seed(s){how}: {counts}"
+
+    def table(self) -> str:
+        header = ("cell", "seed", "state", "job", "detail")
+        lines = [(r.cell, str(r.seed), r.state, r.job_id or "-", r.detail) for r in self.rows]
+        widths = [max(len(line[i]) for line in [header, *lines]) for i in range(4)]
+        return "\n".join("  ".join(v.ljust(w) for v, w in zip(line[:4], widths)) + "  " + line[4] for line in [header, *lines]).rstrip()
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "run": str(self.root), "launcher": (self.launch or {}).get("launcher", launch.LOCAL),
+            "status": self.meta.get("status"), "counts": self.counts(), "cells": [asdict(r) for r in self.rows],
+        }, indent=2)
+
+
+def collect(root: Path) -> RunStatus:
+    """The state of every planned (cell, seed) of the run directory `root`."""
+    run = RunDir(root)
+    meta = read_json(run.run_json) if root.is_dir() else None
+    cells = ((meta or {}).get("grid") or {}).get("cells") if isinstance(meta, dict) else None
+    if not cells or not isinstance(meta.get("seeds"), list):
+        raise UsageError(
+            f"{root} is not a reidbench run directory: it has no readable run.json listing the grid's cells and seeds. "
+            "Name a folder that `reidbench run` created (it prints it, e.g. runs/<time>-<grid>/), or check the path."
+        )
+    fanout = launch.read_launch(run)
+    entries = {(e["cell"], e["seed"]): e for e in (fanout or {}).get("jobs", [])}
+    states = launch.job_states(run, fanout) if fanout else {}
+    epochs = ((meta.get("profile") or {}).get("train") or {}).get("epochs")
+    status = RunStatus(root, meta, fanout)
+    for cell in cells:
+        for seed in meta["seeds"]:
+            job_id = (entries.get((cell, seed)) or {}).get("job_id")
+            status.rows.append(slot_status(run, cell, seed, epochs, fanout, job_id, *states.get(job_id, (None, None))))
+    return status
+
+
+def slot_status(
+    run: RunDir, cell: str, seed: int, epochs: Optional[int], fanout: Optional[dict[str, Any]],
+    job_id: Optional[str], job_state: Optional[str], slurm_word: Optional[str],
+) -> SlotStatus:
+    """Record first; the job's state only where the record is missing or not final."""
+    log = str(launch.job_paths(run, job_id).stderr.relative_to(run.root.absolute())) if job_id else None
+    row = SlotStatus(cell, seed, PENDING, job_id=job_id, log=log)
+    try:
+        record = run.read_record(cell, seed)
+    except UsageError:
+        row.state, row.detail = FAILED, f"{run.record_path(cell, seed).relative_to(run.root)} is damaged (not JSON)"
+        return row
+    status = (record or {}).get("status")
+    scheduler = f" (Slurm: {slurm_word})" if slurm_word else ""
+    if status in (DONE, XFAIL, XPASS, FAILED):
+        row.state, row.detail = status, _outcome(record)
+    elif job_state == launch.QUEUED_JOB:
+        row.detail = f"queued{scheduler}"
+    elif job_state == launch.ENDED_JOB and status in (None, RUNNING):
+        where = _progress(run, cell, seed, epochs) if status == RUNNING else "before the cell started"
+        row.state, row.reason = FAILED, FAILED_JOB_DIED
+        row.detail = f"job {job_id} ended without a final record{scheduler} ({where}; killed?); see its log {log}"
+    elif status == RUNNING or job_state == launch.RUNNING_JOB:
+        row.state, row.detail = RUNNING, _progress(run, cell, seed, epochs) if status == RUNNING else "job started, cell not yet"
+    elif status == INTERRUPTED:
+        row.state, row.detail = INTERRUPTED, _first_line(record.get("error"))
+    elif fanout is not None:
+        row.detail = "not submitted (waits for a free --max-parallel slot)" if job_id is None else "submitted; its queue state cannot be asked from here"
+    return row
+
+
+def _outcome(record: dict[str, Any]) -> str:
+    metrics = record.get("metrics") or {}
+    if record["status"] == DONE and "mAP" in metrics:
+        return f"mAP {metrics['mAP']:.1%}, rank-1 {metrics['rank1']:.1%}"
+    return _first_line(record.get("error"))
+
+
+def _first_line(text: Optional[str]) -> str:
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+
+
+def _progress(run: RunDir, cell: str, seed: int, epochs: Optional[int]) -> str:
+    """'epoch 37/120' from the training log's last complete line; a torn last line is skipped."""
+    path = run.cell_dir(cell, seed) / "train_log.jsonl"
+    done = 0
+    if path.exists():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                done = max(done, int(json.loads(line)["epoch"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+    if not done:
+        return "no epoch finished yet"
+    return f"epoch {done}/{epochs}" if epochs else f"epoch {done}"
