@@ -4,13 +4,16 @@
 #   (plus, for `reidbench run`'s launcher module: python3 -m pip download -q --no-deps -d .whl submitit==1.5.4 cloudpickle)
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
 #   PYTHONPATH=/tmp/site:$PWD bash scripts/gpu_check.sh [PART...]
-# PARTs (default: all of them, ~8 min on an H200; pick some to stay well under 6):
+# PARTs (default: all four, ~11 min on an H200 -- more than one device call should hold; the
+# times below come from the H200 runs of 2026-11-27, docs/benchmarks):
 #   tests  CUDA-only tests: no host sync in a training step, host cache == device cache,
-#          GPU augmentation == CPU, CUDA-graph replay == eager (~20 s, ~100 s with test_compiled)
+#          GPU augmentation == CPU, CUDA-graph replay == eager (~100 s; ~20 s without test_compiled)
 #   train  training img/s of vit768-none and clip512-none at batch 64 and 128: harness vs bare
 #          loop, eager vs compiled (~75 s)
-#   infer  inference of every cell at batch 1 and 256: eager, compiled, CUDA graph (~2 min)
-#   run    the full profile's default grid on the synthetic data (~5.5 min)
+#   infer  inference of every cell at batch 1 and 256: eager, compiled, CUDA graph (~100 s: 63 s
+#          were measured for the four cells other than vit768-none and clip512-none)
+#   run    the full profile's default grid on the synthetic data (328 s measured with cudnn.benchmark
+#          on in training; it is off again, and the ms cells then trained ~2.7x slower: expect ~450 s)
 # Results land in $OUT (default /tmp/reidbench-gpu); each part runs even if an earlier one failed.
 set -uo pipefail
 PARTS=${*:-tests train infer run}
