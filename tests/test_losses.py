@@ -88,3 +88,25 @@ def test_id_loss_equals_the_smoothed_cross_entropy_formula(smoothing):
 def test_batch_accuracy():
     logits = torch.tensor([[2.0, 1.0], [0.0, 3.0], [5.0, 4.0], [1.0, 2.0]])
     assert batch_accuracy(logits, torch.tensor([0, 1, 1, 0])).item() == 0.5
+
+
+@pytest.mark.parametrize("triplet", ["soft", "margin", "none"])
+def test_the_step_losses_compile_to_the_same_values_and_gradients(triplet):
+    """--compile compiles the losses as one function: same loss, statistics and gradients as eager."""
+    from reidbench.harness.profile import TrainConfig
+    from reidbench.harness.train import step_losses
+
+    cfg = TrainConfig(p=4, k=2, label_smoothing=0.1, triplet=triplet)
+    eager, compiled = step_losses(cfg), torch.compile(step_losses(cfg), backend="aot_eager", dynamic=False)
+    targets = torch.arange(4).repeat_interleave(2)
+    results = []
+    for fn in (eager, compiled):
+        torch.manual_seed(3)
+        logits = torch.randn(8, 5, requires_grad=True)
+        features = torch.randn(8, 16, requires_grad=True)
+        loss, stats = fn(logits, features, targets)
+        loss.backward()
+        results.append((loss.detach(), stats, logits.grad, features.grad))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)
+    assert results[0][1][0] == results[0][0]  # the statistics start with the loss itself

@@ -216,3 +216,17 @@ def test_the_run_directory_records_which_weights_each_cell_used(setup, tmp_path:
     assert loaded["path"] == str(ckpt) and loaded["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
     assert run.read_record("clip512-none", 0)["weights"] is None
     assert json.loads(run.run_json.read_text())["weights"] == {"vit768": str(ckpt)}
+
+
+def test_compile_trains_with_compiled_blocks_and_losses_and_measures_eager(setup, tmp_path: Path) -> None:
+    """--compile (inductor, on the CPU here): the cell trains and evaluates, the record says it was compiled,
+    and the latency the run measures afterwards is the eager model's, as its note says."""
+    out = tmp_path / "compiled"
+    result = cli.invoke(app, run_args(setup, out, "--only", "vit768-none", "--compile"))
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "cells" / "vit768-none" / "seed0" / "record.json").read_text())
+    assert record["status"] == "done" and 0 < record["metrics"]["mAP"] <= 1
+    assert record["training"]["compiled"] is True
+    assert json.loads((out / "run.json").read_text())["compile"] is True
+    assert any("measured eager" in note for note in record["notes"])
+    assert {entry.get("mode", "eager") for entry in record["latency"]} == {"eager"}

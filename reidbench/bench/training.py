@@ -58,7 +58,7 @@ def harness_train_throughput(
 ) -> dict[str, Any]:
     """img/s of `steps` harness training steps after `warmup` untimed ones, on a copy of `model`.
 
-    With `compile_backend` the copy's transformer blocks are compiled with it first.
+    With `compile_backend` the copy's transformer blocks and the step's losses are compiled with it.
     """
     compiled = compile_backend is not None
     cfg = train_config_for(batch_size)
@@ -75,7 +75,7 @@ def harness_train_throughput(
     sampler = PKSampler(train_set.pids, p=cfg.p, k=cfg.k, seed=0)
     optimizer = build_optimizer(work, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    step = TrainStep(work, train_set, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), device, dtype)
+    step = TrainStep(work, train_set, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), device, dtype, compile_backend)
     work.train()
     batches = _endless(sampler, step, train_set.images.device)
     started = time.perf_counter()
