@@ -116,8 +116,10 @@ class TrainStep:
         device: torch.device,
         dtype: str,
         compile_backend: Optional[str] = None,
+        augment_method: str = "auto",
     ) -> None:
-        """`compile_backend`: also compile the losses with it (the model's blocks are `compile_model`'s job)."""
+        """`compile_backend`: also compile the losses with it (the model's blocks are `compile_model`'s job).
+        `augment_method`: see `BatchAugmentation` (auto: a per-sample loop on the CPU, one gather elsewhere)."""
         module = model.module if isinstance(model, DistributedDataParallel) else model
         self.model, self.cfg, self.optimizer, self.scheduler = model, cfg, optimizer, scheduler
         self.generator, self.device, self.dtype = generator, device, dtype
@@ -126,6 +128,7 @@ class TrainStep:
         self.image_size = module.settings.img_size
         self.augment = AugmentConfig(pad=augment_padding(self.image_size), erase_p=cfg.erase_p) if cfg.augment else None
         self.augmentation: Optional[BatchAugmentation] = None
+        self.augment_method = augment_method
         self.losses = step_losses(cfg)
         if compile_backend is not None:
             self.losses = torch.compile(self.losses, backend=compile_backend, dynamic=False)
@@ -134,7 +137,9 @@ class TrainStep:
         """Draw the augmentation of all of an epoch's batches ([steps, batch] indices) at once."""
         if self.augment is not None:
             steps, batch_size = batches.shape
-            self.augmentation = BatchAugmentation(steps, batch_size, self.image_size, self.generator, self.augment, self.device)
+            self.augmentation = BatchAugmentation(
+                steps, batch_size, self.image_size, self.generator, self.augment, self.device, self.augment_method
+            )
 
     def __call__(self, step: int, index: torch.Tensor) -> torch.Tensor:
         """Train on the images at `index` (on the image cache's device), batch `step` of the epoch begun last.

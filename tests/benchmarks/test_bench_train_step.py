@@ -6,14 +6,17 @@ dispatch work the harness adds around the network -- sampling, augmentation,
 losses, head, statistics -- is what its img/s ratio to a bare loop measures.
 On a CPU the step's time is mostly the network's arithmetic (depth 1 but full
 width), so the number that tracks that host cost here is `ops_per_step` in the
-benchmark's extra_info: a step that starts dispatching more shows up there
-before it shows up on a GPU.
+benchmarks' extra_info -- for the harness step (with the augmentation applied by
+the GPU's batched gather, not the CPU's per-sample loop) and for the bare loop
+of `reidbench bench --reference` at the same size: a step that starts
+dispatching more shows up there before it shows up on a GPU.
 """
 from __future__ import annotations
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from reidbench.bench.reference import BARE_MODELS
 from reidbench.bench.training import random_train_set, train_config_for
 from reidbench.harness.sampler import PKSampler
 from reidbench.harness.train import TrainStep, build_optimizer, epoch_batches
@@ -41,7 +44,9 @@ def test_bench_harness_train_step_host_cost(benchmark) -> None:
     train_set = random_train_set(model, TINY.num_classes, device)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    step = TrainStep(model, train_set, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), device, "fp32")
+    step = TrainStep(
+        model, train_set, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), device, "fp32", augment_method="gather"
+    )
     sampler = PKSampler(train_set.pids, p=cfg.p, k=cfg.k, seed=0)
     batches = epoch_batches(sampler, device)
     step.begin_epoch(batches)
@@ -52,5 +57,28 @@ def test_bench_harness_train_step_host_cost(benchmark) -> None:
     def one_step() -> torch.Tensor:
         return step(1, batches[1])
 
+    benchmark.extra_info.update(batch=BATCH, input="32x16", depth=1, ops_per_step=counted.count, threads=torch.get_num_threads())
+    benchmark.pedantic(one_step, rounds=10, iterations=1, warmup_rounds=2)
+
+
+def test_bench_bare_train_step_host_cost(benchmark) -> None:
+    """The bare loop's step at the same size: the harness's ops_per_step minus this one is what it adds."""
+    _, build, width = BARE_MODELS["vit768"]
+    model = torch.nn.Sequential(build(TINY), torch.nn.Linear(width, TINY.num_classes)).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+    images = torch.randn(BATCH, 3, *TINY.img_size)
+    labels = torch.randint(0, TINY.num_classes, (BATCH,))
+
+    def one_step() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(images).float(), labels)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    one_step()
+    with _CountOps() as counted:
+        loss = one_step()
+    assert torch.isfinite(loss)
     benchmark.extra_info.update(batch=BATCH, input="32x16", depth=1, ops_per_step=counted.count, threads=torch.get_num_threads())
     benchmark.pedantic(one_step, rounds=10, iterations=1, warmup_rounds=2)
