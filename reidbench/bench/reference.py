@@ -64,21 +64,32 @@ def bare_inference_loop(
     h, w = settings.img_size
     images = torch.randn(batch_size, 3, h, w, device=device)
     with torch.inference_mode(), autocast(device, dtype):
-        for _ in range(warmup):
-            model(images)
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(iterations):
-            model(images)
-        _sync(device)
-        elapsed = time.perf_counter() - start
+        elapsed = _naive_seconds(lambda: model(images), warmup, iterations, device)
     ms = elapsed / iterations * 1e3
     return {"model": name, "batch_size": batch_size, "mean_ms": ms, "img_per_s": batch_size / ms * 1e3, "iterations": iterations}
+
+
+def _naive_seconds(fn: Callable[[], Any], warmup: int, repeats: int, device: torch.device) -> float:
+    """Host seconds for `repeats` calls after `warmup` ones, with one synchronize at each end."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    _sync(device)
+    return time.perf_counter() - start
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def bare_classifier(backbone: str, settings: VariantSettings) -> nn.Module:
+    """The plain library network with a linear ID classifier on its pooled output: what the bare loop trains."""
+    _, build, width = BARE_MODELS[backbone]
+    return nn.Sequential(build(settings), nn.Linear(width, settings.num_classes))
 
 
 def bare_train_loop(
@@ -97,8 +108,7 @@ def bare_train_loop(
     (SGD, momentum 0.9, weight decay 1e-4), under the same autocast. What the
     harness adds on top of this is what its ratio to this loop measures.
     """
-    name, build, width = BARE_MODELS[backbone]
-    model = nn.Sequential(build(settings), nn.Linear(width, settings.num_classes)).to(device).train()
+    model = bare_classifier(backbone, settings).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
     h, w = settings.img_size
     images = torch.randn(batch_size, 3, h, w, device=device)
@@ -111,15 +121,8 @@ def bare_train_loop(
         nn.functional.cross_entropy(logits.float(), labels).backward()
         optimizer.step()
 
-    for _ in range(warmup):
-        step()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    seconds = time.perf_counter() - start
+    seconds = _naive_seconds(step, warmup, steps, device)
     return {
-        "model": name, "batch_size": batch_size, "steps": steps, "seconds": seconds,
+        "model": BARE_MODELS[backbone][0], "batch_size": batch_size, "steps": steps, "seconds": seconds,
         "img_per_s": batch_size * steps / seconds, "optimizer": "SGD(momentum=0.9, weight_decay=1e-4)",
     }

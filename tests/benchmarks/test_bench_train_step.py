@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from reidbench.bench.reference import BARE_MODELS
+from reidbench.bench.reference import bare_classifier
 from reidbench.bench.training import random_train_set, train_config_for
 from reidbench.harness.sampler import PKSampler
 from reidbench.harness.train import TrainStep, build_optimizer, epoch_batches
@@ -63,8 +63,7 @@ def test_bench_harness_train_step_host_cost(benchmark) -> None:
 
 def test_bench_bare_train_step_host_cost(benchmark) -> None:
     """The bare loop's step at the same size: the harness's ops_per_step minus this one is what it adds."""
-    _, build, width = BARE_MODELS["vit768"]
-    model = torch.nn.Sequential(build(TINY), torch.nn.Linear(width, TINY.num_classes)).train()
+    model = bare_classifier("vit768", TINY).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
     images = torch.randn(BATCH, 3, *TINY.img_size)
     labels = torch.randint(0, TINY.num_classes, (BATCH,))
