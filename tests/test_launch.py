@@ -16,23 +16,14 @@ from reidbench.cli import app
 from reidbench.harness import launch
 from reidbench.harness.distributed import World, world_from_env
 from reidbench.harness.rundir import RunDir
-from tiny_run import write_inputs
+from tiny_run import run_args, write_inputs
 
 cli = CliRunner()
-
-
-
-
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory, tiny_synthetic: Path) -> dict[str, Path]:
     return write_inputs(tmp_path_factory.mktemp("launch-inputs"), tiny_synthetic)
-
-
-def run_args(inputs: dict[str, Path], out: Path, *extra: str, profile: str = "profile") -> list[str]:
-    return ["run", "--grid", str(inputs["grid"]), "--profile", str(inputs[profile]), "--data", f"synthetic:{inputs['data']}",
-            "--out", str(out), "--no-progress", *extra]
 
 
 def test_submitit_local_runs_two_cells_at_once_with_the_numbers_of_a_local_run(inputs, tmp_path: Path) -> None:

@@ -17,11 +17,9 @@ from reidbench.cli import app
 from reidbench.harness import runner as runner_module
 from reidbench.harness.rundir import RESULT_COLUMNS, RunDir
 from reidbench.harness.train import TrainingDiverged
-from tiny_run import write_inputs
+from tiny_run import run_args as tiny_run_args, write_inputs
 
 cli = CliRunner()
-
-
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +28,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_synthetic: Path) -> dic
 
 
 def run_args(setup: dict[str, Path], out: Path, *extra: str, profile: str = "profile") -> list[str]:
-    return ["run", "--grid", str(setup["grid"]), "--profile", str(setup[profile]), "--data", f"synthetic:{setup['data']}",
-            "--device", "cpu", "--out", str(out), "--no-progress", *extra]
+    return tiny_run_args(setup, out, "--device", "cpu", *extra, profile=profile)
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,7 @@ from reidbench.harness import runner
 from reidbench.harness import status as status_module
 from reidbench.harness.rundir import RunDir
 from reidbench.harness.train import TrainingDiverged
-from test_launch import run_args
-from tiny_run import write_inputs
+from tiny_run import run_args, write_inputs
 
 cli = CliRunner()
 

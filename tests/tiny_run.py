@@ -53,3 +53,9 @@ def write_inputs(
     (folder / "profile.toml").write_text(profile_toml(epochs, img_size, eval_batch))
     (folder / "long.toml").write_text(profile_toml(200, img_size, eval_batch))
     return {"data": data, "grid": folder / "grid.toml", "profile": folder / "profile.toml", "long": folder / "long.toml"}
+
+
+def run_args(inputs: dict[str, Path], out: Path, *extra: str, profile: str = "profile") -> list[str]:
+    """`reidbench run` on the inputs of `write_inputs`, into `out`, without progress bars."""
+    return ["run", "--grid", str(inputs["grid"]), "--profile", str(inputs[profile]), "--data", f"synthetic:{inputs['data']}",
+            "--out", str(out), "--no-progress", *extra]

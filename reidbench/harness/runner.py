@@ -172,6 +172,11 @@ CACHE_POLICIES = ("auto", "device", "host")
 DEVICE_CACHE_SHARE = 0.25
 
 
+def check_cache_policy(policy: str) -> None:
+    if policy not in CACHE_POLICIES:
+        raise UsageError(f"--data-cache {policy!r} is unknown; choose one of {', '.join(CACHE_POLICIES)}.")
+
+
 def cache_location(decoded_bytes: int, device: torch.device, policy: str) -> tuple[torch.device, str]:
     """Where the decoded uint8 images of a run live, and why.
 
@@ -182,8 +187,7 @@ def cache_location(decoded_bytes: int, device: torch.device, policy: str) -> tup
     memory and each batch is gathered there and copied over asynchronously
     (pinned, non-blocking), overlapping the previous step.
     """
-    if policy not in CACHE_POLICIES:
-        raise UsageError(f"--data-cache {policy!r} is unknown; choose one of {', '.join(CACHE_POLICIES)}.")
+    check_cache_policy(policy)
     size = f"{decoded_bytes / 2**20:.0f} MiB decoded"
     if device.type != "cuda":
         return device, f"{size}; {device.type} run: the images live in host memory"
@@ -244,8 +248,7 @@ def check_plan(plan: RunPlan, world: World = World()) -> ReidDataset:
             "backend has no synchronized batch norm); drop --sync-bn, or run on GPUs with --device cuda."
         )
     ranks_batch(plan.profile.train, world)  # raises when P does not split over the ranks
-    if plan.data_cache not in CACHE_POLICIES:
-        raise UsageError(f"--data-cache {plan.data_cache!r} is unknown; choose one of {', '.join(CACHE_POLICIES)}.")
+    check_cache_policy(plan.data_cache)
     dataset = load_dataset(plan.dataset)
     resolve_settings(plan, dataset)
     return dataset
