@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from reidbench.bench.dispatch import count_dispatches, total
 from reidbench.bench.environment import autocast
 from reidbench.variants.settings import PATCH_SIZE, VariantSettings
 
@@ -125,4 +126,5 @@ def bare_train_loop(
     return {
         "model": BARE_MODELS[backbone][0], "batch_size": batch_size, "steps": steps, "seconds": seconds,
         "img_per_s": batch_size * steps / seconds, "optimizer": "SGD(momentum=0.9, weight_decay=1e-4)",
+        "ops_per_step": total(count_dispatches(step)[1]),
     }

@@ -16,6 +16,7 @@ from typing import Any, Iterator, Optional
 
 import torch
 
+from reidbench.bench.dispatch import count_dispatches, total
 from reidbench.harness.images import ImageSet
 from reidbench.harness.profile import TrainConfig
 from reidbench.harness.sampler import PKSampler
@@ -91,6 +92,9 @@ def harness_train_throughput(
     seconds = time.perf_counter() - start
     if compiled:
         compile_seconds = max(warm_seconds - warmup * seconds / steps, 0.0)
+        ops_per_step = None
+    else:  # one more step, counted: the host cost that the img/s ratio to the bare loop is about
+        ops_per_step = total(count_dispatches(lambda: step(*next(batches)))[1])
     del work, optimizer, step, train_set
     return {
         "mode": "compiled" if compiled else "eager",
@@ -102,6 +106,7 @@ def harness_train_throughput(
         # Host time to queue one step. Close to seconds / steps: the host is the bottleneck
         # (Python and kernel launches), not the GPU; far below: the GPU is kept busy.
         "host_ms_per_step": queued / steps * 1e3,
+        "ops_per_step": ops_per_step,
         "compile_seconds": compile_seconds,
         "compile_backend": compile_backend,
         "optimizer": "SGD(momentum=0.9, weight_decay=1e-4)",

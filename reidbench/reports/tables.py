@@ -130,6 +130,8 @@ def _train_line(entry: dict[str, Any]) -> str:
     text = f"{head} harness {entry['img_per_s']:.0f} img/s"
     if entry.get("bare"):
         text += f", bare {entry['bare']['model']} loop {entry['bare']['img_per_s']:.0f} img/s, harness / bare = {entry['ratio_to_bare']:.3f}"
+    if entry.get("ops_per_step") and (entry.get("bare") or {}).get("ops_per_step"):
+        text += f" ({entry['ops_per_step']} vs {entry['bare']['ops_per_step']} ops dispatched per step)"
     if entry.get("ratio_to_eager"):
         text += f", {entry['ratio_to_eager']:.2f}x eager"
     if entry.get("compile_seconds") is not None:

@@ -14,8 +14,8 @@ dispatching more shows up there before it shows up on a GPU.
 from __future__ import annotations
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from reidbench.bench.dispatch import count_dispatches, total
 from reidbench.bench.reference import bare_classifier
 from reidbench.bench.training import random_train_set, train_config_for
 from reidbench.harness.sampler import PKSampler
@@ -25,16 +25,6 @@ from reidbench.variants.settings import VariantSettings
 
 BATCH = 64
 TINY = VariantSettings(depth=1, img_size=(32, 16), num_classes=64, num_cameras=6)
-
-
-class _CountOps(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        self.count += 1
-        return func(*args, **(kwargs or {}))
 
 
 def test_bench_harness_train_step_host_cost(benchmark) -> None:
@@ -50,14 +40,13 @@ def test_bench_harness_train_step_host_cost(benchmark) -> None:
     sampler = PKSampler(train_set.pids, p=cfg.p, k=cfg.k, seed=0)
     batches = epoch_batches(sampler, device)
     step.begin_epoch(batches)
-    with _CountOps() as counted:
-        stats = step(0, batches[0])
+    stats, counts = count_dispatches(lambda: step(0, batches[0]))
     assert torch.isfinite(stats).all()
 
     def one_step() -> torch.Tensor:
         return step(1, batches[1])
 
-    benchmark.extra_info.update(batch=BATCH, input="32x16", depth=1, ops_per_step=counted.count, threads=torch.get_num_threads())
+    benchmark.extra_info.update(batch=BATCH, input="32x16", depth=1, ops_per_step=total(counts), threads=torch.get_num_threads())
     benchmark.pedantic(one_step, rounds=10, iterations=1, warmup_rounds=2)
 
 
@@ -76,8 +65,7 @@ def test_bench_bare_train_step_host_cost(benchmark) -> None:
         return loss
 
     one_step()
-    with _CountOps() as counted:
-        loss = one_step()
+    loss, counts = count_dispatches(one_step)
     assert torch.isfinite(loss)
-    benchmark.extra_info.update(batch=BATCH, input="32x16", depth=1, ops_per_step=counted.count, threads=torch.get_num_threads())
+    benchmark.extra_info.update(batch=BATCH, input="32x16", depth=1, ops_per_step=total(counts), threads=torch.get_num_threads())
     benchmark.pedantic(one_step, rounds=10, iterations=1, warmup_rounds=2)
