@@ -199,7 +199,7 @@ def run(
     bars: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars (default: when stderr is a terminal)."),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help="BACKBONE=PATH: a local pretrained checkpoint for that backbone (repeatable; overrides the grid's [weights])."),
     compile_: bool = typer.Option(False, "--compile/--no-compile", help="Train with the backbone's transformer blocks compiled by torch.compile (recorded; compile time counts in the first epoch)."),
-    data_cache: str = typer.Option("auto", "--data-cache", help="Where decoded images live: auto (the GPU while they take <= 25% of its free memory, else host memory), device or host."),
+    data_cache: str = typer.Option("auto", "--data-cache", help="Where decoded images live: auto (the GPU while they take <= 25% of its free memory, else host memory; if they would take > 80% of the host memory available, decoded per batch by DataLoader workers), device, host or stream."),
     launcher: str = typer.Option("local", "--launcher", help="local (every cell in this process), submitit-local (one local job per cell and seed) or slurm (a Slurm job array)."),
     gpus_per_cell: Optional[int] = typer.Option(None, "--gpus-per-cell", help="GPUs per job; N > 1 trains a cell with N-process DDP (default: 1 on slurm and for CUDA cells, else 0)."),
     cpus_per_cell: Optional[int] = typer.Option(None, "--cpus-per-cell", help="CPU cores per job process (Slurm cpus-per-task; also torch's thread count)."),

@@ -332,7 +332,8 @@ def torchrun(args: list[str], cwd: Path) -> tuple[int, str]:
 
 def test_torchrun_trains_a_cell_on_two_processes_with_one_writer(inputs, tmp_path: Path) -> None:
     # No --out: rank 0 names the timestamped run directory and the other rank must write nothing of its own.
-    code, output = torchrun(run_args(inputs), cwd=tmp_path)
+    # Streamed images: each rank decodes its own batches and shards (the cached path is the resume test's).
+    code, output = torchrun(run_args(inputs, "--data-cache", "stream"), cwd=tmp_path)
     assert code == 0, output
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1, runs
@@ -342,6 +343,7 @@ def test_torchrun_trains_a_cell_on_two_processes_with_one_writer(inputs, tmp_pat
     record = records[0]
     assert record["status"] == "done" and 0 < record["metrics"]["mAP"] <= 1
     assert record["distributed"] == {"world_size": 2, "backend": "gloo", "sync_bn": False, "global_batch": 8, "per_rank_batch": 4}
+    assert record["training"]["image_cache"].startswith("stream")
     assert json.loads(run.environment_json.read_text())["distributed"]["world_size"] == 2
     assert json.loads(run.run_json.read_text())["status"] == "finished"
     table = pd.read_csv(run.results_csv)

@@ -44,8 +44,8 @@ def test_run_directory_holds_everything_a_report_needs(finished_run: Path) -> No
     assert meta["status"] == "finished"
     assert meta["dataset"]["counts"]["train"]["ids"] == 8 and meta["dataset"]["chance"]["mAP"] > 0
     images = sum(meta["dataset"]["counts"][split]["images"] for split in ("train", "query", "gallery"))
-    pixels, labels = 3 * 32 * 16, 2 * 8  # uint8 RGB at 32x16, int64 pid and camera per image
-    assert meta["dataset"]["decoded_mib"] == pytest.approx(images * (pixels + labels) / 2**20)
+    assert meta["dataset"]["decoded_mib"] == pytest.approx(images * 3 * 32 * 16 / 2**20)  # uint8 RGB at 32x16
+    assert meta["dataset"]["cache"]["location"] == "cpu" and "host memory" in meta["dataset"]["cache"]["why"]
     assert meta["settings"]["depth"] == 1 and meta["settings"]["num_classes"] == 8 and meta["settings"]["num_cameras"] == 3
     assert (finished_run / "grid.toml").exists() and (finished_run / "profile.toml").exists()
     env = json.loads((finished_run / "environment.json").read_text())

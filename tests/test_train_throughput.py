@@ -74,20 +74,20 @@ def test_a_training_step_never_makes_the_host_wait_for_the_gpu():
     train_set = random_train_set(model, 4, device)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    step = TrainStep(model, train_set, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), device, "bf16")
+    step = TrainStep(model, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), device, "bf16")
     model.train()
     sampler = PKSampler(train_set.pids, p=cfg.p, k=cfg.k, seed=0)
     batches = epoch_batches(sampler, device)
     step.begin_epoch(batches)
-    step(0, batches[0])  # first step: allocations, cuDNN/cuBLAS handles
+    step(0, next(train_set.batches(batches)))  # first step: allocations, cuDNN/cuBLAS handles
     torch.cuda.set_sync_debug_mode("error")
     try:
-        for number, index in enumerate(batches):
-            step(number, index)
+        for number, batch in enumerate(train_set.batches(batches)):
+            step(number, batch)
         sampler.set_epoch(1)  # a new epoch's indices and augmentation draws cross without a sync too
         batches = epoch_batches(sampler, device)
         step.begin_epoch(batches)
-        for number, index in enumerate(batches):
-            step(number, index)
+        for number, batch in enumerate(train_set.batches(batches)):
+            step(number, batch)
     finally:
         torch.cuda.set_sync_debug_mode(0)

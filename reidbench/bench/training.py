@@ -17,7 +17,7 @@ from typing import Any, Iterator, Optional
 import torch
 
 from reidbench.bench.dispatch import count_dispatches, total
-from reidbench.harness.images import ImageSet
+from reidbench.harness.images import ImageSet, LabelledBatch
 from reidbench.harness.profile import TrainConfig
 from reidbench.harness.sampler import PKSampler
 from reidbench.harness.train import TrainStep, build_optimizer, epoch_batches
@@ -76,9 +76,9 @@ def harness_train_throughput(
     sampler = PKSampler(train_set.pids, p=cfg.p, k=cfg.k, seed=0)
     optimizer = build_optimizer(work, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    step = TrainStep(work, train_set, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), device, dtype, compile_backend)
+    step = TrainStep(work, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), device, dtype, compile_backend)
     work.train()
-    batches = _endless(sampler, step, train_set.images.device)
+    batches = _endless(sampler, step, train_set)
     started = time.perf_counter()
     for _ in range(warmup):
         step(*next(batches))
@@ -95,7 +95,7 @@ def harness_train_throughput(
         ops_per_step = None
     else:  # one more step, counted: the host cost that the img/s ratio to the bare loop is about
         ops_per_step = total(count_dispatches(lambda: step(*next(batches)))[1])
-    del work, optimizer, step, train_set
+    del work, optimizer, train_set
     return {
         "mode": "compiled" if compiled else "eager",
         "batch_size": batch_size,
@@ -114,14 +114,14 @@ def harness_train_throughput(
     }
 
 
-def _endless(sampler: PKSampler, step: TrainStep, device: torch.device) -> Iterator[tuple[int, torch.Tensor]]:
-    """(batch number, indices) over epoch after epoch, beginning each epoch as `train_model` does."""
+def _endless(sampler: PKSampler, step: TrainStep, train_set: ImageSet) -> Iterator[tuple[int, LabelledBatch]]:
+    """(batch number, batch) over epoch after epoch, beginning each epoch as `train_model` does."""
     epoch = 0
     while True:
         sampler.set_epoch(epoch)
-        batches = epoch_batches(sampler, device)
+        batches = epoch_batches(sampler, train_set.index_device)
         step.begin_epoch(batches)
-        yield from enumerate(batches)
+        yield from enumerate(train_set.batches(batches))
         epoch += 1
 
 

@@ -10,7 +10,6 @@ runs exactly the single-process path: one shard, no gather, no broadcast.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 from reidbench.bench.environment import autocast
 from reidbench.harness.augment import normalize
 from reidbench.harness.distributed import World, from_main, gather_rows, shard, unwrap
-from reidbench.harness.images import ImageSet
+from reidbench.harness.stream import AnyImageSet
 from reidbench.harness.metrics import evaluate_rank
 from reidbench.harness.profile import EvalConfig
 from reidbench.harness.progress import Progress
@@ -28,18 +27,16 @@ from reidbench.variants.model import ReidModel
 
 @torch.inference_mode()
 def extract_features(
-    model: ReidModel, images: ImageSet, cfg: EvalConfig, device: torch.device, dtype: str, progress: Progress, desc: str
+    model: ReidModel, images: AnyImageSet, cfg: EvalConfig, device: torch.device, dtype: str, progress: Progress, desc: str
 ) -> torch.Tensor:
     """Features of every image, in float32, with camera ids passed as the model was trained (SIE / cv_embed)."""
     model.eval()
     mean, std = model.backbone.pixel_mean, model.backbone.pixel_std
     chunks = []
-    batches = range(0, len(images), cfg.batch_size)
-    with progress.task(len(batches), desc, "batch") as advance, autocast(device, dtype):
-        for start in batches:
-            stop = min(start + cfg.batch_size, len(images))
-            x = normalize(images.images[start:stop].to(device, non_blocking=True), mean, std)
-            cams = images.camids[start:stop].to(device)
+    with progress.task(-(-len(images) // cfg.batch_size), desc, "batch") as advance, autocast(device, dtype):
+        for raw, _, cams in images.in_order(cfg.batch_size):
+            x = normalize(raw.to(device, non_blocking=True), mean, std)
+            cams = cams.to(device)
             features = model(x, cams).float()
             if cfg.flip:
                 features = (features + model(x.flip(3), cams).float()) / 2
@@ -49,8 +46,8 @@ def extract_features(
 
 
 def evaluate_model(
-    model: ReidModel, query: ImageSet, gallery: ImageSet, cfg: EvalConfig, device: torch.device, dtype: str,
-    progress: Progress, world: World = World(),
+    model: ReidModel, query: AnyImageSet, gallery: AnyImageSet, cfg: EvalConfig,
+    device: torch.device, dtype: str, progress: Progress, world: World = World(),
 ) -> dict[str, Any]:
     """Metrics and protocol of `model` on query vs gallery; under DDP every rank must call it and gets the same dict."""
     model = unwrap(model)
@@ -59,16 +56,15 @@ def evaluate_model(
     return from_main(world, lambda: _metrics(model, qf, gf, query, gallery, cfg, device))
 
 
-def _shard(images: ImageSet, world: World) -> ImageSet:
+def _shard(images: AnyImageSet, world: World) -> AnyImageSet:
     """This rank's contiguous rows of `images` (all of them in one process)."""
     if not world.distributed:
         return images
-    rows = shard(len(images), world)
-    return replace(images, images=images.images[rows], pids=images.pids[rows], camids=images.camids[rows], paths=images.paths[rows])
+    return images.select(shard(len(images), world))
 
 
 def _metrics(
-    model: ReidModel, qf: torch.Tensor, gf: torch.Tensor, query: ImageSet, gallery: ImageSet, cfg: EvalConfig,
+    model: ReidModel, qf: torch.Tensor, gf: torch.Tensor, query: AnyImageSet, gallery: AnyImageSet, cfg: EvalConfig,
     device: torch.device,
 ) -> dict[str, Any]:
     if cfg.normalize:

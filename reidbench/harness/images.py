@@ -5,7 +5,8 @@ Why a cache instead of a per-step data loader: ReID training sets are small
 32,621 are 3.2 GB), while decoding a JPEG costs far more than a forward pass of
 its share of a batch on a GPU. Decoding once and augmenting on the device (see
 :mod:`reidbench.harness.augment`) removes the worker processes, their start-up
-cost and their nondeterminism.
+cost and their nondeterminism. A set too big for memory is streamed instead
+(:mod:`reidbench.harness.stream`), with the same decoder.
 
 Decoding runs in a thread pool: Pillow releases the GIL while it decodes and
 resizes, so threads scale without the pickling of a process pool. Every worker
@@ -21,9 +22,10 @@ the user what the cache did to their data.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -36,6 +38,14 @@ from reidbench.harness.data import ImageRecord
 _NAMED_IN_ERROR = 3
 #: About how many times the progress callback is called over one load.
 _PROGRESS_STEPS = 100
+
+
+class LabelledBatch(NamedTuple):
+    """One batch as training and evaluation consume it: uint8 images [B, 3, H, W], identities, cameras."""
+
+    images: torch.Tensor
+    pids: torch.Tensor
+    camids: torch.Tensor
 
 
 @dataclass(eq=False)
@@ -63,6 +73,36 @@ class ImageSet:
     def nbytes(self) -> int:
         """Memory the tensors hold, so the runner can say what caching a split costs."""
         return sum(t.numel() * t.element_size() for t in (self.images, self.pids, self.camids))
+
+    @property
+    def decoded_nbytes(self) -> int:
+        """The pixels' share of `nbytes`."""
+        return self.images.numel()
+
+    @property
+    def location(self) -> str:
+        """Where the images are read from: the device that holds the cache (see `StreamedImageSet` for the other)."""
+        return str(self.images.device)
+
+    @property
+    def index_device(self) -> torch.device:
+        """Where batch indices should live: beside the images, so a gather needs no transfer."""
+        return self.images.device
+
+    def batches(self, index_batches: Iterable[torch.Tensor]) -> Iterator[LabelledBatch]:
+        """The batches at each row of indices, gathered from the cache lazily (one per step, asynchronously on a GPU)."""
+        for index in index_batches:
+            yield LabelledBatch(self.images[index], self.pids[index], self.camids[index])
+
+    def in_order(self, batch_size: int) -> Iterator[LabelledBatch]:
+        """Consecutive batches of every image, in record order (views, no copy)."""
+        for start in range(0, len(self), batch_size):
+            rows = slice(start, start + batch_size)
+            yield LabelledBatch(self.images[rows], self.pids[rows], self.camids[rows])
+
+    def select(self, rows: slice) -> ImageSet:
+        """The images at `rows` (a DDP rank's shard), sharing memory with this set."""
+        return replace(self, images=self.images[rows], pids=self.pids[rows], camids=self.camids[rows], paths=self.paths[rows])
 
     def to(self, device: torch.device | str) -> ImageSet:
         """A copy with the tensors on ``device`` (uint8 stays uint8: 4x less transfer than float)."""
@@ -124,63 +164,96 @@ def load_images(
     from this thread about a hundred times, last with ``done == total``.
     An empty ``records`` gives an empty set.
     """
-    height, width = (int(s) for s in size)
-    if height < 1 or width < 1:
-        raise UsageError(f"image size must be positive (height, width), got {tuple(size)}")
-    workers = _default_workers() if workers is None else int(workers)
-    if workers < 1:
-        raise UsageError(f"workers must be at least 1, got {workers}")
-
-    total = len(records)
+    height, width = check_size(size)
     paths = [str(r.path) for r in records]
-    images = torch.empty((total, 3, height, width), dtype=torch.uint8)
+    images = torch.empty((len(paths), 3, height, width), dtype=torch.uint8)
     # Channels-last numpy view of the same memory: a decoded [H, W, 3] array copies into a row as
     # is (numpy, because Pillow's arrays are read-only and torch warns about wrapping those).
     rows = images.numpy().transpose(0, 2, 3, 1)
 
-    def work(index: int) -> tuple[bool, bool] | str:
-        try:
-            array, converted, resized = _decode(paths[index], (height, width))
-        except Exception as error:  # noqa: BLE001 - any decoder failure means "skip this file"
-            return _reason(paths[index], error)
+    def decode_into_row(index: int) -> tuple[bool, bool]:
+        array, converted, resized = _decode(paths[index], (height, width))
         rows[index] = array
         return converted, resized
 
-    ok: list[int] = []
-    skipped: list[tuple[str, str]] = []
-    converted = resized = 0
+    survey = survey_images(paths, decode_into_row, workers, progress)
+    if len(survey.ok) < len(paths):
+        # Close the gaps in place: the rows kept move forward, so no second N-row buffer is needed.
+        for slot, index in enumerate(survey.ok):
+            if slot != index:
+                images[slot] = images[index]
+        images = images[: len(survey.ok)]
+    return ImageSet(images=images, **survey.labels(records))
+
+
+def check_size(size: Sequence[int]) -> tuple[int, int]:
+    height, width = (int(s) for s in size)
+    if height < 1 or width < 1:
+        raise UsageError(f"image size must be positive (height, width), got {tuple(size)}")
+    return height, width
+
+
+@dataclass
+class Survey:
+    """What one pass over a split's files found: the readable ones (record positions) and the rest."""
+
+    ok: list[int]
+    skipped: list[tuple[str, str]]
+    converted: int
+    resized: int
+
+    def labels(self, records: Sequence[ImageRecord]) -> dict:
+        """The `ImageSet` / `StreamedImageSet` fields other than the pixels, for the readable records."""
+        return {
+            "pids": torch.tensor([records[i].pid for i in self.ok], dtype=torch.long),
+            "camids": torch.tensor([records[i].camid for i in self.ok], dtype=torch.long),
+            "paths": [str(records[i].path) for i in self.ok],
+            "skipped": self.skipped,
+            "converted": self.converted,
+            "resized": self.resized,
+        }
+
+
+def survey_images(
+    paths: Sequence[str],
+    work: Callable[[int], tuple[bool, bool]],
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Survey:
+    """Run ``work(i) -> (converted, resized)`` for every path in a thread pool; a failure skips the file.
+
+    Shared by decoding into the cache and by the header check of streamed sets, so
+    both skip, count and refuse alike.
+    """
+    workers = _default_workers() if workers is None else int(workers)
+    if workers < 1:
+        raise UsageError(f"workers must be at least 1, got {workers}")
+
+    def attempt(index: int) -> tuple[bool, bool] | str:
+        try:
+            return work(index)
+        except Exception as error:  # noqa: BLE001 - any decoder failure means "skip this file"
+            return _reason(paths[index], error)
+
+    total = len(paths)
+    survey = Survey(ok=[], skipped=[], converted=0, resized=0)
     step = max(1, total // _PROGRESS_STEPS)
     if progress is not None:
         progress(0, total)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reidbench-decode") as pool:
-        for index, outcome in enumerate(pool.map(work, range(total))):
+        for index, outcome in enumerate(pool.map(attempt, range(total))):
             if isinstance(outcome, str):
-                skipped.append((paths[index], outcome))
+                survey.skipped.append((paths[index], outcome))
             else:
-                ok.append(index)
-                converted += outcome[0]
-                resized += outcome[1]
+                survey.ok.append(index)
+                survey.converted += outcome[0]
+                survey.resized += outcome[1]
             done = index + 1
             if progress is not None and (done % step == 0 or done == total):
                 progress(done, total)
 
-    if total and not ok:
-        named = "; ".join(f"{path} ({reason})" for path, reason in skipped[:_NAMED_IN_ERROR])
+    if total and not survey.ok:
+        named = "; ".join(f"{path} ({reason})" for path, reason in survey.skipped[:_NAMED_IN_ERROR])
         more = f" and {total - _NAMED_IN_ERROR} more" if total > _NAMED_IN_ERROR else ""
         raise UsageError(f"none of the {total} images could be read: {named}{more}")
-
-    if len(ok) < total:
-        # Close the gaps in place: the rows kept move forward, so no second N-row buffer is needed.
-        for slot, index in enumerate(ok):
-            if slot != index:
-                images[slot] = images[index]
-        images = images[: len(ok)]
-    return ImageSet(
-        images=images,
-        pids=torch.tensor([records[i].pid for i in ok], dtype=torch.long),
-        camids=torch.tensor([records[i].camid for i in ok], dtype=torch.long),
-        paths=[paths[i] for i in ok],
-        skipped=skipped,
-        converted=converted,
-        resized=resized,
-    )
+    return survey

@@ -26,7 +26,8 @@ from reidbench.harness.distributed import (
     World, batchnorm_kinds, broadcast_object, describe_world, from_main, gather_objects, revert_sync_batchnorm,
 )
 from reidbench.harness.evaluate import evaluate_model
-from reidbench.harness.images import ImageSet, load_images
+from reidbench.harness.images import load_images
+from reidbench.harness.stream import AnyImageSet, stream_images
 from reidbench.harness.metrics import evaluate_rank
 from reidbench.harness.profile import Profile, load_profile
 from reidbench.harness.progress import Progress
@@ -72,9 +73,9 @@ class RunPlan:
 @dataclass
 class RunData:
     dataset: ReidDataset
-    train: ImageSet
-    query: ImageSet
-    gallery: ImageSet
+    train: AnyImageSet
+    query: AnyImageSet
+    gallery: AnyImageSet
     info: dict[str, Any]
 
 
@@ -133,22 +134,27 @@ def resolve_settings(plan: RunPlan, dataset: ReidDataset) -> VariantSettings:
 
 
 def prepare_data(plan: RunPlan, dataset: ReidDataset, settings: VariantSettings, progress: Progress) -> RunData:
-    """Decode every image once at the variant size and keep them on the device, for all cells."""
-    check_decoded_size(dataset, settings)
-    sets = {}
+    """Decode every image once at the variant size and keep them where `cache_location` says, for all cells.
+
+    Streamed sets (too big for memory) only have their headers read here; their
+    pixels are decoded per batch during training and evaluation.
+    """
+    where, why = cache_location(decoded_size(dataset, settings), plan.device, plan.data_cache, _available_memory())
+    streamed = where == STREAM
+    sets: dict[str, AnyImageSet] = {}
     for split in ("train", "query", "gallery"):
         records = getattr(dataset, split)
-        with progress.task(len(records), f"decoding {split}", "img") as advance:
+        with progress.task(len(records), f"{'reading headers of' if streamed else 'decoding'} {split}", "img") as advance:
             done = [0]
 
             def report(n: int, total: int) -> None:
                 advance(n - done[0])
                 done[0] = n
 
-            sets[split] = load_images(records, settings.img_size, progress=report)
-    decoded = sum(v.nbytes for v in sets.values())
-    location, why = cache_location(decoded, plan.device, plan.data_cache)
-    sets = {split: images.to(location) for split, images in sets.items()}
+            loaded = (stream_images if streamed else load_images)(records, settings.img_size, progress=report)
+        # A streamed set only learns whether to pin its batches for the device.
+        sets[split] = loaded.to(torch.device("cpu") if where == HOST else plan.device)
+    location = sets["train"].location
     info = {
         "spec": plan.dataset,
         "name": dataset.name,
@@ -160,16 +166,19 @@ def prepare_data(plan: RunPlan, dataset: ReidDataset, settings: VariantSettings,
         "unreadable_examples": [p for v in sets.values() for p, _ in v.skipped][:5],
         "converted_to_rgb": {s: v.converted for s, v in sets.items()},
         "resized": {s: v.resized for s, v in sets.items()},
-        "decoded_mib": decoded / 2**20,
-        "cache": {"location": str(location), "policy": plan.data_cache, "why": why},
+        "decoded_mib": sum(v.decoded_nbytes for v in sets.values()) / 2**20,
+        "cache": {"location": location, "policy": plan.data_cache, "why": why},
         "chance": chance_level(sets["query"], sets["gallery"]),
     }
     return RunData(dataset, sets["train"], sets["query"], sets["gallery"], info)
 
 
-CACHE_POLICIES = ("auto", "device", "host")
+DEVICE, HOST, STREAM = "device", "host", "stream"
+CACHE_POLICIES = ("auto", DEVICE, HOST, STREAM)
 #: `auto` keeps the decoded images on the GPU while they take at most this share of its free memory.
 DEVICE_CACHE_SHARE = 0.25
+#: A cache may take at most this share of the host memory available when the run starts.
+HOST_CACHE_SHARE = 0.8
 
 
 def check_cache_policy(policy: str) -> None:
@@ -177,47 +186,49 @@ def check_cache_policy(policy: str) -> None:
         raise UsageError(f"--data-cache {policy!r} is unknown; choose one of {', '.join(CACHE_POLICIES)}.")
 
 
-def cache_location(decoded_bytes: int, device: torch.device, policy: str) -> tuple[torch.device, str]:
-    """Where the decoded uint8 images of a run live, and why.
+def decoded_size(dataset: ReidDataset, settings: VariantSettings) -> int:
+    """Bytes of uint8 pixels that caching every split of `dataset` at the variant's input size takes."""
+    h, w = settings.img_size
+    return sum(len(getattr(dataset, split)) for split in ("train", "query", "gallery")) * 3 * h * w
+
+
+def cache_location(
+    decoded_bytes: int, device: torch.device, policy: str, available_host: Optional[int] = None
+) -> tuple[str, str]:
+    """Where a run's images come from -- `DEVICE`, `HOST` or `STREAM` -- and why, decided before decoding.
 
     On the device, a batch is one gather and nothing crosses PCIe during
     training. When the images would take more than a quarter of the GPU's free
     memory (Market-1501 at 256x128 is 1.3 GB, MSMT17 3.2 GB: both stay on an
     80 GB card; a 16 GB card or a larger input size may not), they stay in host
     memory and each batch is gathered there and copied over asynchronously
-    (pinned, non-blocking), overlapping the previous step.
+    (pinned, non-blocking), overlapping the previous step. When they would take
+    more than 80 % of the host memory `available_host` too, `auto` streams them:
+    DataLoader workers decode each batch when it is needed (`harness.stream`);
+    `host` and `device` refuse, since caching would swap the machine to a halt.
     """
     check_cache_policy(policy)
     size = f"{decoded_bytes / 2**20:.0f} MiB decoded"
+    if policy == STREAM:
+        return STREAM, f"{size}; --data-cache stream"
+    if available_host is not None and decoded_bytes > HOST_CACHE_SHARE * available_host:
+        over = f"{size} > {HOST_CACHE_SHARE:.0%} of the {available_host / 2**30:.1f} GiB of host memory available"
+        if policy == "auto":
+            return STREAM, f"{over}: decoded per batch by DataLoader workers"
+        raise UsageError(
+            f"--data-cache {policy}: the images would not fit, {over}. Use --data-cache stream (or auto) to decode "
+            "them per batch, a smaller input size (--set img_size=[H,W]), or a machine with more memory."
+        )
     if device.type != "cuda":
-        return device, f"{size}; {device.type} run: the images live in host memory"
-    if policy == "host":
-        return torch.device("cpu"), f"{size}; --data-cache host"
-    if policy == "device":
-        return device, f"{size}; --data-cache device"
+        return HOST, f"{size}; {device.type} run: the images live in host memory"
+    if policy == HOST:
+        return HOST, f"{size}; --data-cache host"
+    if policy == DEVICE:
+        return DEVICE, f"{size}; --data-cache device"
     free, _ = torch.cuda.mem_get_info(device)
     if decoded_bytes <= DEVICE_CACHE_SHARE * free:
-        return device, f"{size} <= {DEVICE_CACHE_SHARE:.0%} of {free / 2**30:.1f} GiB free on the GPU"
-    return torch.device("cpu"), f"{size} > {DEVICE_CACHE_SHARE:.0%} of {free / 2**30:.1f} GiB free on the GPU: host memory"
-
-
-def check_decoded_size(dataset: ReidDataset, settings: VariantSettings) -> None:
-    """Refuse, before decoding, a dataset whose uint8 cache would not fit in the memory available now.
-
-    There is no streaming (decode-per-batch) path: ReID training sets decode to a few GB
-    (MSMT17 at 256x128: 3.2 GB), so a machine that cannot hold them is better told so at
-    once than swapped to a halt mid-run.
-    """
-    h, w = settings.img_size
-    count = sum(len(getattr(dataset, split)) for split in ("train", "query", "gallery"))
-    needed = count * 3 * h * w
-    available = _available_memory()
-    if available is not None and needed > 0.8 * available:
-        raise UsageError(
-            f"{dataset.name}: {count} images at {h}x{w} decode to {needed / 2**30:.1f} GiB of uint8, more than 80% of "
-            f"the {available / 2**30:.1f} GiB of memory available; use a smaller input size (--set img_size=[H,W]) "
-            "or a machine with more memory."
-        )
+        return DEVICE, f"{size} <= {DEVICE_CACHE_SHARE:.0%} of {free / 2**30:.1f} GiB free on the GPU"
+    return HOST, f"{size} > {DEVICE_CACHE_SHARE:.0%} of {free / 2**30:.1f} GiB free on the GPU: host memory"
 
 
 def _available_memory() -> Optional[int]:
@@ -230,7 +241,7 @@ def _available_memory() -> Optional[int]:
     return None
 
 
-def chance_level(query: ImageSet, gallery: ImageSet, seed: int = 0) -> dict[str, float]:
+def chance_level(query: AnyImageSet, gallery: AnyImageSet, seed: int = 0) -> dict[str, float]:
     """mAP and rank-1 of random features under the same protocol: the floor a trained model must clear."""
     generator = torch.Generator().manual_seed(seed)
     qf = torch.randn(len(query), 64, generator=generator)
@@ -318,7 +329,7 @@ def execute(
     log(
         f"data: {data.dataset.name} — train {len(data.train)} images / {data.dataset.num_train_pids} ids, "
         f"query {len(data.query)}, gallery {len(data.gallery)}, {data.dataset.num_cameras} cameras "
-        f"({data.info['decoded_mib']:.0f} MiB decoded, cached on {data.info['cache']['location']}); "
+        f"({data.info['decoded_mib']:.0f} MiB decoded, images from {data.info['cache']['location']}: {data.info['cache']['why']}); "
         f"chance level: mAP {data.info['chance']['mAP']:.1%}, rank-1 {data.info['chance']['rank1']:.1%} (random features)"
     )
     options = bench_options(plan)

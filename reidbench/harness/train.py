@@ -22,7 +22,8 @@ from reidbench.bench.environment import autocast
 from reidbench.errors import ReidbenchError, UsageError
 from reidbench.harness.augment import AugmentConfig, BatchAugmentation, normalize, to_device_async
 from reidbench.harness.distributed import World, all_reduce_mean
-from reidbench.harness.images import ImageSet
+from reidbench.harness.images import LabelledBatch
+from reidbench.harness.stream import AnyImageSet
 from reidbench.harness.losses import batch_accuracy, batch_hard_triplet, id_loss
 from reidbench.harness.profile import TrainConfig
 from reidbench.harness.progress import Progress
@@ -109,7 +110,6 @@ class TrainStep:
     def __init__(
         self,
         model: torch.nn.Module,
-        train_set: ImageSet,
         cfg: TrainConfig,
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -124,7 +124,6 @@ class TrainStep:
         module = model.module if isinstance(model, DistributedDataParallel) else model
         self.model, self.cfg, self.optimizer, self.scheduler = model, cfg, optimizer, scheduler
         self.generator, self.device, self.dtype = generator, device, dtype
-        self.images, self.pids, self.cams = train_set.images, train_set.pids, train_set.camids
         self.mean, self.std = module.backbone.pixel_mean, module.backbone.pixel_std
         self.image_size = module.settings.img_size
         self.augment = AugmentConfig(pad=augment_padding(self.image_size), erase_p=cfg.erase_p) if cfg.augment else None
@@ -142,13 +141,13 @@ class TrainStep:
                 steps, batch_size, self.image_size, self.generator, self.augment, self.device, self.augment_method
             )
 
-    def __call__(self, step: int, index: torch.Tensor) -> torch.Tensor:
-        """Train on the images at `index` (on the image cache's device), batch `step` of the epoch begun last.
+    def __call__(self, step: int, batch: LabelledBatch) -> torch.Tensor:
+        """Train on `batch` (from the training set's `batches`), batch `step` of the epoch begun last.
 
         Returns [loss, id loss, triplet loss, accuracy], on the device.
         """
-        raw, target, cam = self.images[index], self.pids[index], self.cams[index]
-        if raw.device.type != self.device.type:  # images cached in host memory: this batch crosses now, asynchronously
+        raw, target, cam = batch
+        if raw.device.type != self.device.type:  # images in host memory (cached or streamed): they cross now, asynchronously
             raw, target, cam = (to_device_async(t, self.device) for t in (raw, target, cam))
         if self.augmentation is not None:
             x = self.augmentation.apply(step, raw, self.mean, self.std)
@@ -181,7 +180,7 @@ def ranks_batch(cfg: TrainConfig, world: World) -> int:
 
 def train_model(
     model: ReidModel,
-    train_set: ImageSet,
+    train_set: AnyImageSet,
     cfg: TrainConfig,
     *,
     seed: int,
@@ -237,7 +236,7 @@ def train_model(
     if world.is_main:
         _rewrite_log(log_path, log)
 
-    step = TrainStep(trained, train_set, cfg, optimizer, scheduler, generator, device, dtype, "inductor" if compile else None)
+    step = TrainStep(trained, cfg, optimizer, scheduler, generator, device, dtype, "inductor" if compile else None)
     trained.train()
     seen, wall = 0, 0.0
     for epoch in range(start_epoch, cfg.epochs):
@@ -246,10 +245,10 @@ def train_model(
         started = time.perf_counter()
         with progress.task(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", "batch") as advance:
             previous = None
-            batches = epoch_batches(sampler, train_set.images.device)
+            batches = epoch_batches(sampler, train_set.index_device)
             step.begin_epoch(batches)
-            for number, index in enumerate(batches):
-                stats = step(number, index)
+            for number, batch in enumerate(train_set.batches(batches)):
+                stats = step(number, batch)
                 sums += stats
                 if progress.bars:
                     # The bar shows the previous step's loss: reading this step's would make the
@@ -314,7 +313,7 @@ def train_model(
         resumed_from_epoch=start_epoch,
         compiled=compile,
         world_size=world.world_size,
-        image_cache=str(train_set.images.device),
+        image_cache=train_set.location,
     )
 
 

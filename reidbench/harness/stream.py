@@ -1,0 +1,164 @@
+"""Images decoded batch by batch in DataLoader workers: the path for a dataset too big to cache.
+
+The cache (:mod:`reidbench.harness.images`) is the fast path and the default:
+ReID sets decode to a few GB. When the decoded uint8 images would not fit in
+host memory (``--data-cache stream``, or ``auto`` when they would take more than
+80 % of the memory available), each batch is decoded when it is needed, by
+worker processes that run ahead of training, into pinned memory, and copied to
+the device asynchronously; the augmentation then runs there as it does for a
+cached batch. The pixels are those of the cache (same decoder, same resize),
+so a streamed run trains on exactly the same numbers, only slower: on a GPU,
+expect JPEG decoding, not the network, to set the pace.
+
+Before training, every file's header is read once (size and colour mode, not
+the pixels), so a file that cannot be opened is skipped and reported as the
+cache does. A file whose header reads but whose pixels do not is only found
+when its batch is decoded; the run then stops with the file's name.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from reidbench.errors import UsageError
+from reidbench.harness.data import ImageRecord
+from reidbench.harness.images import ImageSet, LabelledBatch, _decode, _default_workers, check_size, survey_images
+
+#: Decoding workers of a streamed set, at most (one per core below that).
+MAX_WORKERS = 8
+#: Batches each worker decodes ahead of the one training is on.
+PREFETCH = 4
+
+
+@dataclass(eq=False)
+class StreamedImageSet:
+    """A split's labels and file paths; the pixels are decoded per batch (see the module docstring).
+
+    Same label fields as `ImageSet`, and the same `batches` / `in_order` /
+    `select`, so training and evaluation do not ask which one they have.
+    """
+
+    paths: list[str]
+    pids: torch.Tensor
+    camids: torch.Tensor
+    size: tuple[int, int]
+    workers: int
+    pin_memory: bool = False
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    converted: int = 0
+    resized: int = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held: the labels only; the pixels live in a few batches in flight."""
+        return sum(t.numel() * t.element_size() for t in (self.pids, self.camids))
+
+    @property
+    def decoded_nbytes(self) -> int:
+        """What caching the pixels would take (uint8)."""
+        return len(self) * 3 * self.size[0] * self.size[1]
+
+    @property
+    def location(self) -> str:
+        return f"stream ({self.workers} decoding workers)"
+
+    @property
+    def index_device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> StreamedImageSet:
+        """Labels stay in host memory (workers index them); batches are pinned for a CUDA `device`."""
+        return replace(self, pin_memory=torch.device(device).type == "cuda")
+
+    def select(self, rows: slice) -> StreamedImageSet:
+        return replace(self, paths=self.paths[rows], pids=self.pids[rows], camids=self.camids[rows])
+
+    def batches(self, index_batches: Iterable[torch.Tensor]) -> Iterator[LabelledBatch]:
+        """The batches at each row of indices, decoded by the workers ahead of use, in order."""
+        rows = [index.tolist() for index in index_batches]
+        for images, index in self._decoded(rows):
+            yield LabelledBatch(images, self.pids[index], self.camids[index])
+
+    def in_order(self, batch_size: int) -> Iterator[LabelledBatch]:
+        rows = [list(range(start, min(start + batch_size, len(self)))) for start in range(0, len(self), batch_size)]
+        for images, index in self._decoded(rows):
+            yield LabelledBatch(images, self.pids[index], self.camids[index])
+
+    def _decoded(self, rows: list[list[int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if not rows:
+            return
+        loader = DataLoader(
+            _Decoder(self.paths, self.size),
+            batch_sampler=rows,
+            num_workers=self.workers,
+            collate_fn=_collate,
+            pin_memory=self.pin_memory,
+            prefetch_factor=PREFETCH if self.workers else None,
+        )
+        for index, (images, failures) in zip(rows, loader):
+            if failures:
+                named = "; ".join(f"{path} ({reason})" for path, reason in failures[:3])
+                raise UsageError(
+                    f"{len(failures)} image(s) of a batch could not be decoded although their headers read at the start "
+                    f"of the run: {named}. Remove or replace the file(s) and resume the run (--resume)."
+                )
+            yield images, torch.tensor(index)
+
+
+class _Decoder(Dataset):
+    """Index -> ([3, H, W] uint8, failure or None); a failure is reported by the caller, not raised in a worker."""
+
+    def __init__(self, paths: Sequence[str], size: tuple[int, int]) -> None:
+        self.paths, self.size = paths, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Optional[tuple[str, str]]]:
+        try:
+            array, _, _ = _decode(self.paths[index], self.size)
+        except Exception as error:  # noqa: BLE001 - named to the user in the main process
+            blank = torch.zeros(3, *self.size, dtype=torch.uint8)
+            return blank, (self.paths[index], f"{type(error).__name__}: {error}")
+        return torch.from_numpy(np.array(array)).permute(2, 0, 1).contiguous(), None
+
+
+def _collate(items: list[tuple[torch.Tensor, Optional[tuple[str, str]]]]) -> tuple[torch.Tensor, list[tuple[str, str]]]:
+    return torch.stack([image for image, _ in items]), [failure for _, failure in items if failure is not None]
+
+
+def stream_images(
+    records: Sequence[ImageRecord],
+    size: tuple[int, int],
+    workers: Optional[int] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> StreamedImageSet:
+    """A `StreamedImageSet` of ``records`` at ``size`` = (height, width): headers read now, pixels per batch.
+
+    ``workers``: decoding processes (default: one per core, at most 8; 0 decodes in this process).
+    """
+    height, width = check_size(size)
+    paths = [str(r.path) for r in records]
+
+    def read_header(index: int) -> tuple[bool, bool]:
+        with Image.open(paths[index]) as img:
+            return img.mode != "RGB", img.size != (width, height)
+
+    survey = survey_images(paths, read_header, progress=progress)
+    workers = min(MAX_WORKERS, _default_workers()) if workers is None else int(workers)
+    if workers < 0:
+        raise UsageError(f"decoding workers must be 0 or more, got {workers}")
+    return StreamedImageSet(size=(height, width), workers=workers, **survey.labels(records))
+
+
+AnyImageSet = Union[ImageSet, StreamedImageSet]
+"""What training and evaluation read images from: a decoded cache or a stream."""
