@@ -4,19 +4,21 @@
 #   (plus, for `reidbench run`'s launcher module: python3 -m pip download -q --no-deps -d .whl submitit==1.5.4 cloudpickle)
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
 #   PYTHONPATH=/tmp/site:$PWD bash scripts/gpu_check.sh [PART...]
-# PARTs (default: all four, ~11 min on an H200 -- more than one device call should hold; the
+# PARTs (default: tests train infer run, ~11 min on an H200 -- more than one device call should hold; the
 # times below come from the H200 runs of 2026-11-27, docs/benchmarks):
 #   tests  CUDA-only tests: no host sync in a training step, host cache == device cache,
 #          GPU augmentation == CPU, CUDA-graph replay == eager (~100 s; ~20 s without test_compiled)
 #   train  training img/s of vit768-none and clip512-none at batch 64 and 128: harness vs bare
 #          loop, eager vs compiled (~75 s)
+#   profile  torch.profiler of the harness's step and the bare loop's at batch 64, phase by phase
+#          (host and device ms), for vit768 and clip512: where the harness / bare gap comes from (~40 s)
 #   infer  inference of every cell at batch 1 and 256: eager, compiled, CUDA graph (~100 s: 63 s
 #          were measured for the four cells other than vit768-none and clip512-none)
 #   run    the full profile's default grid on the synthetic data (328 s measured with cudnn.benchmark
 #          on in training; it is off again, and the ms cells then trained ~2.7x slower: expect ~450 s)
 # Results land in $OUT (default /tmp/reidbench-gpu); each part runs even if an earlier one failed.
 set -uo pipefail
-PARTS=${*:-tests train infer run}
+PARTS=${*:-tests train infer run}  # profile: on request
 OUT=${OUT:-/tmp/reidbench-gpu}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 REIDBENCH_CACHE=/tmp/reidbench-cache
@@ -40,6 +42,14 @@ if want train; then
     --train-batch-sizes 64,128 --train-steps 30 --reference --compile --no-cuda-graphs --max-seconds 1 --repeats 20 \
     --json "$OUT/bench_train.json" 2> "$OUT/bench_train.log" | tee "$OUT/bench_train.txt" | grep -E "train|bare"
   echo "[$SECONDS s] bench (training) exit code: ${PIPESTATUS[0]}"
+fi
+
+if want profile; then
+  for backbone in vit768 clip512; do
+    python3 scripts/profile_train_step.py --backbone "$backbone" --batch 64 --out "$OUT/profile_$backbone" \
+      2> "$OUT/profile_$backbone.log" | tee "$OUT/profile_$backbone.txt"
+  done
+  echo "[$SECONDS s] profile done"
 fi
 
 if want infer; then

@@ -1,4 +1,4 @@
-"""Counting the operations a piece of eager PyTorch code dispatches.
+"""Counting the operations a piece of eager PyTorch code dispatches, and labelling its phases for the profiler.
 
 On a GPU whose host cannot queue kernels as fast as the device runs them (a
 ViT-B training step at batch 64 on an H200), step time follows the number of
@@ -8,9 +8,11 @@ in CI, and beside a bare library loop that dispatches the minimum.
 """
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, ContextManager, TypeVar
 
+from torch.profiler import record_function
 from torch.utils._python_dispatch import TorchDispatchMode
 
 T = TypeVar("T")
@@ -45,3 +47,17 @@ def difference(more: Counter[str], fewer: Counter[str]) -> dict[str, Any]:
     delta = Counter(more)
     delta.subtract(fewer)
     return dict(sorted(((op, n) for op, n in delta.items() if n), key=lambda item: (-abs(item[1]), item[0])))
+
+
+_UNLABELLED = contextlib.nullcontext()
+
+
+def labeller(enabled: bool) -> Callable[[str], ContextManager[Any]]:
+    """`region(name)` context managers: `torch.profiler.record_function` when `enabled`, else a no-op.
+
+    Off by default because a label is itself a dispatched operation, and the
+    step being timed should dispatch only its own work.
+    """
+    if enabled:
+        return record_function
+    return lambda name: _UNLABELLED

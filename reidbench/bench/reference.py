@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from reidbench.bench.dispatch import count_dispatches, total
+from reidbench.bench.dispatch import count_dispatches, labeller, total
 from reidbench.bench.environment import autocast
 from reidbench.variants.settings import PATCH_SIZE, VariantSettings
 
@@ -93,6 +93,38 @@ def bare_classifier(backbone: str, settings: VariantSettings) -> nn.Module:
     return nn.Sequential(build(settings), nn.Linear(width, settings.num_classes))
 
 
+def bare_train_step(
+    backbone: str, settings: VariantSettings, batch_size: int, device: torch.device, dtype: str, regions: bool = False
+) -> Callable[[], None]:
+    """One step of the bare loop per call: random images and labels already on the device.
+
+    No sampler, no augmentation, no triplet loss: the library model, a linear
+    classifier on its pooled output, cross-entropy, and the recipe's optimizer
+    (SGD, momentum 0.9, weight decay 1e-4), under the same autocast. `regions`:
+    label forward / losses / backward / optimizer for torch.profiler, as
+    `TrainStep` labels its own.
+    """
+    model = bare_classifier(backbone, settings).to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+    h, w = settings.img_size
+    images = torch.randn(batch_size, 3, h, w, device=device)
+    labels = torch.randint(0, settings.num_classes, (batch_size,), device=device)
+    region = labeller(regions)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with region("forward"), autocast(device, dtype):
+            logits = model(images)
+        with region("losses"):
+            loss = nn.functional.cross_entropy(logits.float(), labels)
+        with region("backward"):
+            loss.backward()
+        with region("optimizer"):
+            optimizer.step()
+
+    return step
+
+
 def bare_train_loop(
     backbone: str,
     settings: VariantSettings,
@@ -102,26 +134,8 @@ def bare_train_loop(
     steps: int,
     warmup: int = 5,
 ) -> dict[str, Any]:
-    """Training img/s of the plain network: random images and labels already on the device.
-
-    No sampler, no augmentation, no triplet loss: the library model, a linear
-    classifier on its pooled output, cross-entropy, and the recipe's optimizer
-    (SGD, momentum 0.9, weight decay 1e-4), under the same autocast. What the
-    harness adds on top of this is what its ratio to this loop measures.
-    """
-    model = bare_classifier(backbone, settings).to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
-    h, w = settings.img_size
-    images = torch.randn(batch_size, 3, h, w, device=device)
-    labels = torch.randint(0, settings.num_classes, (batch_size,), device=device)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, dtype):
-            logits = model(images)
-        nn.functional.cross_entropy(logits.float(), labels).backward()
-        optimizer.step()
-
+    """Training img/s of `bare_train_step`: what the harness adds on top of it is what its ratio to this loop measures."""
+    step = bare_train_step(backbone, settings, batch_size, device, dtype)
     seconds = _naive_seconds(step, warmup, steps, device)
     return {
         "model": BARE_MODELS[backbone][0], "batch_size": batch_size, "steps": steps, "seconds": seconds,

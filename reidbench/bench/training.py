@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
@@ -48,6 +48,40 @@ def random_train_set(model: ReidModel, identities: int, device: torch.device, se
     return ImageSet(images=images, pids=pids, camids=cams, paths=[f"random/{i}" for i in range(count)]).to(device)
 
 
+def harness_train_step(
+    model: ReidModel,
+    batch_size: int,
+    device: torch.device,
+    dtype: str,
+    compile_backend: Optional[str] = None,
+    regions: bool = False,
+) -> Callable[[], torch.Tensor]:
+    """The harness's next training step per call, on a copy of `model` (the caller's is never trained).
+
+    With `compile_backend` the copy's transformer blocks and the step's losses
+    are compiled with it; `regions` labels the step's phases for torch.profiler.
+    """
+    cfg = train_config_for(batch_size)
+    work = copy.deepcopy(model).to(device)
+    if compile_backend is not None:
+        from reidbench.bench.compiled import compile_model
+
+        compile_model(work, compile_backend)
+    classes = work.settings.num_classes
+    if classes < cfg.p:
+        raise ValueError(f"a batch of {cfg.p} identities needs num_classes >= {cfg.p}; the model has {classes}")
+    train_set = random_train_set(work, min(cfg.p * STEPS_PER_EPOCH, classes), device)
+    sampler = PKSampler(train_set.pids, p=cfg.p, k=cfg.k, seed=0)
+    optimizer = build_optimizer(work, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    step = TrainStep(
+        work, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), device, dtype, compile_backend, regions=regions
+    )
+    work.train()
+    batches = _endless(sampler, step, train_set)
+    return lambda: step(*next(batches))
+
+
 def harness_train_throughput(
     model: ReidModel,
     batch_size: int,
@@ -62,40 +96,24 @@ def harness_train_throughput(
     With `compile_backend` the copy's transformer blocks and the step's losses are compiled with it.
     """
     compiled = compile_backend is not None
-    cfg = train_config_for(batch_size)
-    work = copy.deepcopy(model).to(device)
-    compile_seconds = None
-    if compiled:
-        from reidbench.bench.compiled import compile_model
-
-        compile_model(work, compile_backend)
-    classes = work.settings.num_classes
-    if classes < cfg.p:
-        raise ValueError(f"a batch of {cfg.p} identities needs num_classes >= {cfg.p}; the model has {classes}")
-    train_set = random_train_set(work, min(cfg.p * STEPS_PER_EPOCH, classes), device)
-    sampler = PKSampler(train_set.pids, p=cfg.p, k=cfg.k, seed=0)
-    optimizer = build_optimizer(work, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    step = TrainStep(work, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), device, dtype, compile_backend)
-    work.train()
-    batches = _endless(sampler, step, train_set)
+    step = harness_train_step(model, batch_size, device, dtype, compile_backend)
+    compile_seconds = ops_per_step = None
     started = time.perf_counter()
     for _ in range(warmup):
-        step(*next(batches))
+        step()
     _sync(device)
     warm_seconds = time.perf_counter() - started
     start = time.perf_counter()
     for _ in range(steps):
-        step(*next(batches))
+        step()
     queued = time.perf_counter() - start
     _sync(device)
     seconds = time.perf_counter() - start
     if compiled:
         compile_seconds = max(warm_seconds - warmup * seconds / steps, 0.0)
-        ops_per_step = None
     else:  # one more step, counted: the host cost that the img/s ratio to the bare loop is about
-        ops_per_step = total(count_dispatches(lambda: step(*next(batches)))[1])
-    del work, optimizer, train_set
+        ops_per_step = total(count_dispatches(step)[1])
+    del step
     return {
         "mode": "compiled" if compiled else "eager",
         "batch_size": batch_size,
@@ -103,8 +121,9 @@ def harness_train_throughput(
         "warmup": warmup,
         "seconds": seconds,
         "img_per_s": batch_size * steps / seconds,
-        # Host time to queue one step. Close to seconds / steps: the host is the bottleneck
-        # (Python and kernel launches), not the GPU; far below: the GPU is kept busy.
+        # Host time to queue one step. Far below seconds / steps: the GPU is the bottleneck. Close to it:
+        # either the host is, or the queue of pending kernel launches filled up and made the host wait
+        # (a ViT-B step launches thousands); scripts/profile_train_step.py tells which.
         "host_ms_per_step": queued / steps * 1e3,
         "ops_per_step": ops_per_step,
         "compile_seconds": compile_seconds,

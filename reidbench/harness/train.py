@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from reidbench.bench.dispatch import labeller
 from reidbench.bench.environment import autocast
 from reidbench.errors import ReidbenchError, UsageError
 from reidbench.harness.augment import AugmentConfig, BatchAugmentation, normalize, to_device_async
@@ -118,9 +119,11 @@ class TrainStep:
         dtype: str,
         compile_backend: Optional[str] = None,
         augment_method: str = "auto",
+        regions: bool = False,
     ) -> None:
         """`compile_backend`: also compile the losses with it (the model's blocks are `compile_model`'s job).
-        `augment_method`: see `BatchAugmentation` (auto: a per-sample loop on the CPU, one gather elsewhere)."""
+        `augment_method`: see `BatchAugmentation` (auto: a per-sample loop on the CPU, one gather elsewhere).
+        `regions`: label the step's phases for torch.profiler (see `bench.dispatch.labeller`)."""
         module = model.module if isinstance(model, DistributedDataParallel) else model
         self.model, self.cfg, self.optimizer, self.scheduler = model, cfg, optimizer, scheduler
         self.generator, self.device, self.dtype = generator, device, dtype
@@ -130,6 +133,7 @@ class TrainStep:
         self.augmentation: Optional[BatchAugmentation] = None
         self.augment_method = augment_method
         self.losses = step_losses(cfg)
+        self.region = labeller(regions)
         if compile_backend is not None:
             self.losses = torch.compile(self.losses, backend=compile_backend, dynamic=False)
 
@@ -146,20 +150,25 @@ class TrainStep:
 
         Returns [loss, id loss, triplet loss, accuracy], on the device.
         """
+        region = self.region
         raw, target, cam = batch
-        if raw.device.type != self.device.type:  # images in host memory (cached or streamed): they cross now, asynchronously
-            raw, target, cam = (to_device_async(t, self.device) for t in (raw, target, cam))
-        if self.augmentation is not None:
-            x = self.augmentation.apply(step, raw, self.mean, self.std)
-        else:
-            x = normalize(raw, self.mean, self.std)
-        with autocast(self.device, self.dtype):
+        with region("augment"):
+            if raw.device.type != self.device.type:  # images in host memory (cached or streamed): they cross now, asynchronously
+                raw, target, cam = (to_device_async(t, self.device) for t in (raw, target, cam))
+            if self.augmentation is not None:
+                x = self.augmentation.apply(step, raw, self.mean, self.std)
+            else:
+                x = normalize(raw, self.mean, self.std)
+        with region("forward"), autocast(self.device, self.dtype):
             output = self.model(x, cam)
-        loss, stats = self.losses(output.logits, output.features, target)
+        with region("losses"):
+            loss, stats = self.losses(output.logits, output.features, target)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
+        with region("backward"):
+            loss.backward()
+        with region("optimizer"):
+            self.optimizer.step()
+            self.scheduler.step()
         return stats
 
 

@@ -1,0 +1,23 @@
+"""scripts/profile_train_step.py, the GPU session's tool for the harness / bare gap, works before it meets a GPU."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "profile_train_step.py"
+
+
+def test_the_profile_script_labels_every_phase_of_both_steps(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("profile_train_step", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(["--depth", "1", "--img-size", "32", "16", "--batch", "8", "--num-classes", "8", "--steps", "1",
+                 "--warmup", "1", "--device", "cpu", "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    for name in ("harness", "bare"):
+        regions = (tmp_path / f"{name}_regions.txt").read_text()
+        phases = script.PHASES if name == "harness" else tuple(p for p in script.PHASES if p != "augment")
+        assert all(f"\n{phase} " in regions for phase in phases), regions
+        assert "aten::" in (tmp_path / f"{name}_ops.txt").read_text()
+        assert (tmp_path / f"{name}_trace.json").stat().st_size > 0
+    assert "forward" in printed and "harness" in printed
