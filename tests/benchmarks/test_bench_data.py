@@ -55,3 +55,21 @@ def test_bench_load_images(benchmark, small_synthetic):
     benchmark.extra_info.update(images=len(records), size="256x128 from 128x64 JPEG")
     result = benchmark.pedantic(load_images, args=(records, (256, 128)), rounds=5, iterations=1, warmup_rounds=1)
     assert len(result) == len(records) == 200 and not result.skipped and result.resized == 200
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_bench_streamed_images(benchmark, small_synthetic, workers):
+    """`--data-cache stream`: every training image decoded per batch of 64 by `workers` DataLoader workers.
+
+    Beside test_bench_load_images (the cache's one-off decode) this says how fast a
+    streamed run can be fed at all: a GPU step must not take less than 64 images' worth.
+    """
+    from reidbench.harness.stream import stream_images
+
+    streamed = stream_images(load_market1501(small_synthetic).train, (256, 128), workers=workers)
+
+    def one_pass() -> int:
+        return sum(len(images) for images, _, _ in streamed.in_order(64))
+
+    benchmark.extra_info.update(images=len(streamed), batch=64, workers=workers, size="256x128 from 128x64 JPEG")
+    assert benchmark.pedantic(one_pass, rounds=3, iterations=1, warmup_rounds=1) == 200
