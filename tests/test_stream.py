@@ -12,6 +12,7 @@ from reidbench.cli import app
 from reidbench.errors import UsageError
 from reidbench.harness.data import ImageRecord, load_dataset
 from reidbench.harness.images import load_images
+from reidbench.harness import stream
 from reidbench.harness.stream import stream_images
 from tiny_run import ONE_CELL_GRID, run_args, write_inputs
 
@@ -75,3 +76,13 @@ def test_a_streamed_run_trains_and_scores_exactly_like_a_cached_one(tiny_synthet
     assert stream["run"]["dataset"]["cache"]["why"].endswith("--data-cache stream")
     assert [json.loads(line)["loss"] for line in stream["log"]] == [json.loads(line)["loss"] for line in host["log"]]
     assert stream["metrics"]["mAP"] == host["metrics"]["mAP"] and stream["metrics"]["cmc"] == host["metrics"]["cmc"]
+
+
+def test_decoding_workers_share_the_cores_with_the_other_ranks_of_the_node(monkeypatch):
+    monkeypatch.setattr(stream, "_default_workers", lambda: 16)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert stream.default_workers() == stream.MAX_WORKERS == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert stream.default_workers() == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
+    assert stream.default_workers() == 1

@@ -329,7 +329,7 @@ def execute(
     log(
         f"data: {data.dataset.name} — train {len(data.train)} images / {data.dataset.num_train_pids} ids, "
         f"query {len(data.query)}, gallery {len(data.gallery)}, {data.dataset.num_cameras} cameras "
-        f"({data.info['decoded_mib']:.0f} MiB decoded, images from {data.info['cache']['location']}: {data.info['cache']['why']}); "
+        f"(images from {data.info['cache']['location']}: {data.info['cache']['why']}); "
         f"chance level: mAP {data.info['chance']['mAP']:.1%}, rank-1 {data.info['chance']['rank1']:.1%} (random features)"
     )
     options = bench_options(plan)

@@ -17,6 +17,7 @@ when its batch is decoded; the run then stops with the file's name.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Optional, Union
@@ -136,6 +137,13 @@ def _collate(items: list[tuple[torch.Tensor, Optional[tuple[str, str]]]]) -> tup
     return torch.stack([image for image, _ in items]), [failure for _, failure in items if failure is not None]
 
 
+def default_workers() -> int:
+    """One decoding worker per core, at most `MAX_WORKERS`; under torchrun the cores are shared
+    by the processes of this node (LOCAL_WORLD_SIZE), so 8 ranks on 16 cores get 2 each."""
+    local_ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, min(MAX_WORKERS, _default_workers() // local_ranks))
+
+
 def stream_images(
     records: Sequence[ImageRecord],
     size: tuple[int, int],
@@ -144,7 +152,7 @@ def stream_images(
 ) -> StreamedImageSet:
     """A `StreamedImageSet` of ``records`` at ``size`` = (height, width): headers read now, pixels per batch.
 
-    ``workers``: decoding processes (default: one per core, at most 8; 0 decodes in this process).
+    ``workers``: decoding processes (default: `default_workers()`; 0 decodes in this process).
     """
     height, width = check_size(size)
     paths = [str(r.path) for r in records]
@@ -154,7 +162,7 @@ def stream_images(
             return img.mode != "RGB", img.size != (width, height)
 
     survey = survey_images(paths, read_header, progress=progress)
-    workers = min(MAX_WORKERS, _default_workers()) if workers is None else int(workers)
+    workers = default_workers() if workers is None else int(workers)
     if workers < 0:
         raise UsageError(f"decoding workers must be 0 or more, got {workers}")
     return StreamedImageSet(size=(height, width), workers=workers, **survey.labels(records))
