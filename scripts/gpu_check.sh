@@ -9,7 +9,7 @@
 #   tests  CUDA-only tests: no host sync in a training step, host cache == device cache,
 #          GPU augmentation == CPU, CUDA-graph replay == eager (~100 s; ~20 s without test_compiled)
 #   train  training img/s of vit768-none and clip512-none at batch 64 and 128: harness vs bare
-#          loop, eager vs compiled (~75 s)
+#          loop, eager vs compiled vs graph-replayed steps (~75 s before the graphed rows; expect ~100 s)
 #   profile  torch.profiler of the harness's step and the bare loop's at batch 64, phase by phase
 #          (host and device ms), for vit768 and clip512: where the harness / bare gap comes from (~40 s)
 #   infer  inference of every cell at batch 1 and 256: eager, compiled, CUDA graph (~100 s: 63 s
@@ -33,13 +33,13 @@ want() { [[ " $PARTS " == *" $1 "* ]]; }
 
 if want tests; then
   python3 -m pytest -q -p no:cacheprovider tests/test_train_throughput.py tests/test_data_cache.py tests/test_augment.py \
-    tests/test_compiled.py > "$OUT/cuda_tests.txt" 2>&1
+    tests/test_compiled.py tests/test_train_graph.py > "$OUT/cuda_tests.txt" 2>&1
   tail -3 "$OUT/cuda_tests.txt"; echo "[$SECONDS s] tests done"
 fi
 
 if want train; then
   python3 -m reidbench bench --only vit768-none --only clip512-none --device cuda --batch-sizes 1 \
-    --train-batch-sizes 64,128 --train-steps 30 --reference --compile --no-cuda-graphs --max-seconds 1 --repeats 20 \
+    --train-batch-sizes 64,128 --train-steps 30 --reference --compile --cuda-graphs --max-seconds 1 --repeats 20 \
     --json "$OUT/bench_train.json" 2> "$OUT/bench_train.log" | tee "$OUT/bench_train.txt" | grep -E "train|bare"
   echo "[$SECONDS s] bench (training) exit code: ${PIPESTATUS[0]}"
 fi

@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from reidbench.bench.compiled import uncompile_model
+from reidbench.bench.compiled import cuda_graph_unavailable, uncompile_model
 from reidbench.bench.environment import autocast, collect_environment
 from reidbench.bench.flops import count_flops
 from reidbench.bench.memory import measure_peak_memory
@@ -196,31 +196,41 @@ def _measure(model: ReidModel, record: CellRecord, settings: VariantSettings, op
 def _train_throughput(
     model: ReidModel, batch_size: int, record: CellRecord, settings: VariantSettings, options: BenchOptions, log: Log
 ) -> list[dict[str, Any]]:
-    """The harness's training img/s at `batch_size` (eager, then compiled if asked), and the bare loop's."""
+    """The harness's training img/s at `batch_size` (eager, then compiled and graph-replayed if asked), and the bare loop's."""
     bare = None
     if options.reference and settings.stride == PATCH_SIZE and bare_reference(record.backbone, record.neck):
         log(f"    bare training loop at batch {batch_size}")
         bare = bare_train_loop(record.backbone, settings, batch_size, options.device, options.dtype, options.train_steps)
-    entries = []
-    for compiled in (False, True) if options.compile else (False,):
-        log(f"    harness training step at batch {batch_size}" + (" (compiled)" if compiled else ""))
-        try:
-            entry = harness_train_throughput(
-                model, batch_size, options.device, options.dtype, options.train_steps,
-                compile_backend=options.compile_backend if compiled else None,
-            )
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            entry = {"mode": "compiled" if compiled else "eager", "batch_size": batch_size, "error": "CUDA out of memory"}
+    modes = ["eager"] + (["compiled"] if options.compile else []) + (["graphed"] if options.cuda_graphs else [])
+    entries = [_harness_train_entry(model, batch_size, mode, options, log) for mode in modes]
+    for entry in entries:
         if bare is not None and "img_per_s" in entry:
             entry["bare"] = bare
             entry["ratio_to_bare"] = entry["img_per_s"] / bare["img_per_s"]  # img/s: higher is better
-        entries.append(entry)
     eager = entries[0].get("img_per_s")
     for entry in entries[1:]:
         if eager and "img_per_s" in entry:
             entry["ratio_to_eager"] = entry["img_per_s"] / eager
     return entries
+
+
+def _harness_train_entry(model: ReidModel, batch_size: int, mode: str, options: BenchOptions, log: Log) -> dict[str, Any]:
+    """One mode's training img/s; a mode that cannot run here, or fails, is an entry saying why, not a crash."""
+    if mode == "graphed" and (reason := cuda_graph_unavailable(options.device)) is not None:
+        return {"mode": mode, "batch_size": batch_size, "skipped": reason}
+    log(f"    harness training step at batch {batch_size}" + (f" ({mode})" if mode != "eager" else ""))
+    try:
+        return harness_train_throughput(
+            model, batch_size, options.device, options.dtype, options.train_steps,
+            compile_backend=options.compile_backend if mode == "compiled" else None, cuda_graph=mode == "graphed",
+        )
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return {"mode": mode, "batch_size": batch_size, "error": "CUDA out of memory"}
+    except Exception as exc:  # noqa: BLE001 - an op that cannot be captured fails this mode, not the cell
+        if mode != "graphed":
+            raise
+        return {"mode": mode, "batch_size": batch_size, "error": f"{type(exc).__name__}: {exc}"}
 
 
 def _latency(model: ReidModel, batch_size: int, options: BenchOptions) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any, Callable, Iterator, Optional
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
 
 import torch
 
@@ -21,6 +22,7 @@ from reidbench.harness.images import ImageSet, LabelledBatch
 from reidbench.harness.profile import TrainConfig
 from reidbench.harness.sampler import PKSampler
 from reidbench.harness.train import TrainStep, build_optimizer, epoch_batches
+from reidbench.harness.train_graph import WARMUP_STEPS, GraphedTrainStep
 from reidbench.variants.model import ReidModel
 
 #: Images per identity in the measured batches, as in the recipe (P x 4).
@@ -48,6 +50,17 @@ def random_train_set(model: ReidModel, identities: int, device: torch.device, se
     return ImageSet(images=images, pids=pids, camids=cams, paths=[f"random/{i}" for i in range(count)]).to(device)
 
 
+@dataclass
+class NextStep:
+    """Calling trains on the next batch of an endless stream of epochs and returns the step's statistics."""
+
+    step: TrainStep | GraphedTrainStep
+    batches: Iterator[tuple[int, LabelledBatch]]
+
+    def __call__(self) -> torch.Tensor:
+        return self.step(*next(self.batches))
+
+
 def harness_train_step(
     model: ReidModel,
     batch_size: int,
@@ -55,12 +68,17 @@ def harness_train_step(
     dtype: str,
     compile_backend: Optional[str] = None,
     regions: bool = False,
-) -> Callable[[], torch.Tensor]:
+    cuda_graph: bool = False,
+) -> NextStep:
     """The harness's next training step per call, on a copy of `model` (the caller's is never trained).
 
     With `compile_backend` the copy's transformer blocks and the step's losses
-    are compiled with it; `regions` labels the step's phases for torch.profiler.
+    are compiled with it; `regions` labels the step's phases for torch.profiler;
+    `cuda_graph` replays the steps after the first few as one CUDA graph each
+    (`GraphedTrainStep`, with the graph-safe variant of the optimizer).
     """
+    if cuda_graph and (compile_backend is not None or regions):
+        raise ValueError("graph-replayed steps are eager and unlabelled: no compile_backend, no regions")
     cfg = train_config_for(batch_size)
     work = copy.deepcopy(model).to(device)
     if compile_backend is not None:
@@ -72,14 +90,16 @@ def harness_train_step(
         raise ValueError(f"a batch of {cfg.p} identities needs num_classes >= {cfg.p}; the model has {classes}")
     train_set = random_train_set(work, min(cfg.p * STEPS_PER_EPOCH, classes), device)
     sampler = PKSampler(train_set.pids, p=cfg.p, k=cfg.k, seed=0)
-    optimizer = build_optimizer(work, cfg)
+    optimizer = build_optimizer(work, cfg, graph_safe_on=device if cuda_graph else None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    step = TrainStep(
+    step: TrainStep | GraphedTrainStep = TrainStep(
         work, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), device, dtype, compile_backend, regions=regions
     )
+    if cuda_graph:
+        step = GraphedTrainStep(step)
     work.train()
     batches = _endless(sampler, step, train_set)
-    return lambda: step(*next(batches))
+    return NextStep(step, batches)
 
 
 def harness_train_throughput(
@@ -90,13 +110,17 @@ def harness_train_throughput(
     steps: int,
     warmup: int = 5,
     compile_backend: Optional[str] = None,
+    cuda_graph: bool = False,
 ) -> dict[str, Any]:
     """img/s of `steps` harness training steps after `warmup` untimed ones, on a copy of `model`.
 
-    With `compile_backend` the copy's transformer blocks and the step's losses are compiled with it.
+    With `compile_backend` the copy's transformer blocks and the step's losses are compiled with it;
+    with `cuda_graph` the timed steps are graph replays (the warm-up holds the eager steps and the capture).
     """
     compiled = compile_backend is not None
-    step = harness_train_step(model, batch_size, device, dtype, compile_backend)
+    if cuda_graph:
+        warmup = max(warmup, WARMUP_STEPS + 2)
+    step = harness_train_step(model, batch_size, device, dtype, compile_backend, cuda_graph=cuda_graph)
     compile_seconds = ops_per_step = None
     started = time.perf_counter()
     for _ in range(warmup):
@@ -111,11 +135,12 @@ def harness_train_throughput(
     seconds = time.perf_counter() - start
     if compiled:
         compile_seconds = max(warm_seconds - warmup * seconds / steps, 0.0)
-    else:  # one more step, counted: the host cost that the img/s ratio to the bare loop is about
+    else:  # one more step, counted: the host cost that the img/s ratio to the bare loop is about (a replay: its eager part)
         ops_per_step = total(count_dispatches(step)[1])
+    capture_seconds = getattr(step.step, "capture_seconds", None)
     del step
     return {
-        "mode": "compiled" if compiled else "eager",
+        "mode": "compiled" if compiled else "graphed" if cuda_graph else "eager",
         "batch_size": batch_size,
         "steps": steps,
         "warmup": warmup,
@@ -128,6 +153,7 @@ def harness_train_throughput(
         "ops_per_step": ops_per_step,
         "compile_seconds": compile_seconds,
         "compile_backend": compile_backend,
+        "capture_seconds": capture_seconds,
         "optimizer": "SGD(momentum=0.9, weight_decay=1e-4)",
         "step": "PK sampler -> on-device augmentation (flip, pad-crop, erasing) -> forward -> ID CE + soft triplet -> SGD",
     }

@@ -56,9 +56,22 @@ class TrainSummary:
         return vars(self).copy()
 
 
-def build_optimizer(model: ReidModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: ReidModel, cfg: TrainConfig, graph_safe_on: Optional[torch.device] = None) -> torch.optim.Optimizer:
+    """The recipe's optimizer. `graph_safe_on`: a variant whose step can be captured in a CUDA graph on that device.
+
+    A captured step replays its kernels as recorded, so the learning rate must be
+    read from device memory (a tensor the scheduler fills in place) rather than
+    baked in as a number, and the update must not read state on the host: fused
+    SGD, and AdamW with `capturable`. Same update rule, other kernels.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "sgd":
+    sgd = cfg.optimizer == "sgd"
+    if graph_safe_on is not None:
+        lr = torch.tensor(cfg.lr, device=graph_safe_on)
+        if sgd:
+            return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=True)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, capturable=graph_safe_on.type == "cuda")
+    if sgd:
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -150,25 +163,38 @@ class TrainStep:
 
         Returns [loss, id loss, triplet loss, accuracy], on the device.
         """
-        region = self.region
+        x, target, cam = self.inputs(step, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        stats = self.update(x, target, cam)
+        self.scheduler.step()
+        return stats
+
+    def inputs(self, step: int, batch: LabelledBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The network's input for batch `step`: on the device, augmented and normalised; targets; cameras."""
         raw, target, cam = batch
-        with region("augment"):
+        with self.region("augment"):
             if raw.device.type != self.device.type:  # images in host memory (cached or streamed): they cross now, asynchronously
                 raw, target, cam = (to_device_async(t, self.device) for t in (raw, target, cam))
             if self.augmentation is not None:
                 x = self.augmentation.apply(step, raw, self.mean, self.std)
             else:
                 x = normalize(raw, self.mean, self.std)
+        return x, target, cam
+
+    def update(self, x: torch.Tensor, target: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
+        """Forward, losses, backward and the optimizer's step on prepared inputs (gradients already cleared).
+
+        The part of a step with fixed shapes and no host work, which `GraphedTrainStep` captures.
+        """
+        region = self.region
         with region("forward"), autocast(self.device, self.dtype):
             output = self.model(x, cam)
         with region("losses"):
             loss, stats = self.losses(output.logits, output.features, target)
-        self.optimizer.zero_grad(set_to_none=True)
         with region("backward"):
             loss.backward()
         with region("optimizer"):
             self.optimizer.step()
-            self.scheduler.step()
         return stats
 
 
@@ -278,7 +304,7 @@ def train_model(
         entry = {
             "epoch": epoch + 1,
             **dict(zip(("loss", "id_loss", "triplet_loss", "accuracy"), totals)),
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": float(optimizer.param_groups[0]["lr"]),
             "seconds": seconds,
             "img_per_s": epoch_images / seconds,
         }

@@ -126,7 +126,7 @@ def _train_line(entry: dict[str, Any]) -> str:
     """One measured training batch: harness img/s, and its ratio to the bare loop or to eager."""
     head = f"train bs{entry['batch_size']} {entry['mode']}:"
     if "img_per_s" not in entry:
-        return f"{head} {entry.get('error', 'not measured')}"
+        return f"{head} {entry.get('error') or entry.get('skipped') or 'not measured'}"
     text = f"{head} harness {entry['img_per_s']:.0f} img/s"
     if entry.get("bare"):
         text += f", bare {entry['bare']['model']} loop {entry['bare']['img_per_s']:.0f} img/s, harness / bare = {entry['ratio_to_bare']:.3f}"
@@ -136,6 +136,8 @@ def _train_line(entry: dict[str, Any]) -> str:
         text += f", {entry['ratio_to_eager']:.2f}x eager"
     if entry.get("compile_seconds") is not None:
         text += f", compile {entry['compile_seconds']:.1f} s"
+    if entry.get("capture_seconds") is not None:
+        text += f", capture {entry['capture_seconds']:.1f} s"
     return text
 
 

@@ -1,0 +1,124 @@
+"""Graph-replayed training steps: the graph-safe optimizer on any device; capture and replay on CUDA."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from reidbench.bench.training import harness_train_step, random_train_set
+from reidbench.cli import app
+from reidbench.errors import UsageError
+from reidbench.harness.profile import TrainConfig
+from reidbench.harness.sampler import PKSampler
+from reidbench.harness.train import TrainStep, build_optimizer, epoch_batches
+from reidbench.harness.train_graph import WARMUP_STEPS, GraphedTrainStep, graph_capture_refusal
+from reidbench.variants.factory import create_variant
+from reidbench.variants.settings import VariantSettings
+
+# No drop path: a graph draws its random numbers from other generator offsets than eager code.
+TINY = VariantSettings(depth=1, img_size=(64, 32), num_classes=8, num_cameras=3, drop_path_rate=0.0)
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+FACTORS = [1.0, 0.5, 0.25, 2.0, 1.0, 0.0, 0.75, 0.5, 1.5, 1.0, 0.3, 0.8]
+
+
+def _steps(device: torch.device, optimizer_name: str, graph_safe: bool, graphed: bool = False):
+    """A tiny model's TrainStep (or its graphed wrapper) with a learning rate that changes every step, and its batches."""
+    torch.manual_seed(0)
+    model = create_variant("vit768-none", settings=TINY).to(device).train()
+    cfg = TrainConfig(epochs=1, p=2, k=4, warmup_epochs=0, optimizer=optimizer_name, lr=0.01)
+    train_set = random_train_set(model, 4, device)
+    optimizer = build_optimizer(model, cfg, graph_safe_on=device if graph_safe else None)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: FACTORS[step % len(FACTORS)])
+    step = TrainStep(model, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), device, "fp32")
+    sampler = PKSampler(train_set.pids, p=cfg.p, k=cfg.k, seed=0)
+    batches = epoch_batches(sampler, train_set.index_device)
+    step.begin_epoch(batches)
+    return model, (GraphedTrainStep(step) if graphed else step), list(train_set.batches(batches))
+
+
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adamw"])
+def test_the_graph_safe_optimizer_follows_the_schedule_like_the_plain_one(optimizer_name):
+    """Learning rate as a device tensor the scheduler fills in place: the same trajectory as a float one."""
+    cpu = torch.device("cpu")
+    trained = {}
+    for graph_safe in (False, True):
+        model, step, batches = _steps(cpu, optimizer_name, graph_safe)
+        stats = torch.stack([step(n, batch) for n, batch in enumerate(batches)])
+        lr = step.optimizer.param_groups[0]["lr"]
+        assert isinstance(lr, torch.Tensor) == graph_safe
+        assert float(lr) == pytest.approx(0.01 * FACTORS[len(batches) % len(FACTORS)])
+        trained[graph_safe] = (stats, model.state_dict())
+    torch.testing.assert_close(trained[True][0], trained[False][0], rtol=1e-5, atol=1e-6)
+    _assert_same_weights(trained[True][1], trained[False][1], optimizer_name, rtol=1e-5, atol=1e-6)
+
+
+def _assert_same_weights(got: dict, expected: dict, optimizer_name: str, rtol: float, atol: float) -> None:
+    """SGD's weights must agree. AdamW's need not: it divides each gradient by its own magnitude, so
+    parameters whose true gradient is zero (attention's key bias) move by +-lr on rounding noise."""
+    if optimizer_name != "sgd":
+        return
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, rtol=rtol, atol=atol, msg=name)
+
+
+def test_graphed_steps_are_refused_off_cuda_and_with_compiled_or_labelled_steps():
+    _, step, _ = _steps(torch.device("cpu"), "sgd", graph_safe=True)
+    assert "only on a CUDA device" in graph_capture_refusal(step)
+    with pytest.raises(UsageError, match="only on a CUDA device"):
+        GraphedTrainStep(step)
+    model = create_variant("vit768-none", settings=TINY)
+    with pytest.raises(ValueError, match="no compile_backend"):
+        harness_train_step(model, 8, torch.device("cpu"), "fp32", compile_backend="eager", cuda_graph=True)
+
+
+def test_bench_records_graphed_training_as_skipped_without_cuda(tmp_path):
+    import json
+
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, [
+        "bench", "--only", "vit768-none", "--device", "cpu", "--set", "depth=1", "--set", "img_size=[64,32]",
+        "--batch-sizes", "1", "--train-batch-sizes", "8", "--train-steps", "1", "--repeats", "1", "--cuda-graphs",
+        "--json", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    (record,) = json.loads(out.read_text())
+    eager, graphed = record["train_throughput"]
+    assert eager["mode"] == "eager" and eager["img_per_s"] > 0
+    assert graphed["mode"] == "graphed" and "CUDA graphs need a CUDA device" in graphed["skipped"]
+    assert "train bs8 graphed: CUDA graphs need a CUDA device" in result.output
+
+
+@CUDA
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adamw"])
+def test_graph_replayed_steps_train_like_eager_steps(optimizer_name):
+    """fp32, no drop path: replaying the captured update gives the eager trajectory, schedule included."""
+    device = torch.device("cuda")
+    eager_model, eager, batches = _steps(device, optimizer_name, graph_safe=True)
+    graph_model, graphed, same = _steps(device, optimizer_name, graph_safe=True, graphed=True)
+    assert len(batches) > WARMUP_STEPS + 2  # eager warm-up, the capture, then replays
+    expected = torch.stack([eager(n, batch) for n, batch in enumerate(batches)])
+    got = torch.stack([graphed(n, batch) for n, batch in enumerate(same)])
+    assert graphed.graph is not None and graphed.capture_seconds is not None
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-4)
+    _assert_same_weights(graph_model.state_dict(), eager_model.state_dict(), optimizer_name, rtol=1e-3, atol=1e-5)
+
+
+@CUDA
+def test_a_replayed_step_reads_the_learning_rate_from_the_device_and_never_syncs():
+    device = torch.device("cuda")
+    model, graphed, batches = _steps(device, "sgd", graph_safe=True, graphed=True)
+    for n in range(WARMUP_STEPS + 1):  # warm-up and capture
+        graphed(n, batches[n])
+    graphed.step.optimizer.param_groups[0]["lr"].fill_(0.0)  # what the scheduler does, in place
+    graphed.step.scheduler.step = lambda: None  # keep it at 0 for the next replay
+    before = copy.deepcopy({k: v for k, v in model.state_dict().items() if v.is_floating_point() and "bottleneck" not in k})
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        graphed(WARMUP_STEPS + 1, batches[WARMUP_STEPS + 1])
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    after = model.state_dict()
+    for name, value in before.items():  # lr 0: SGD moves nothing (BN running statistics do move)
+        torch.testing.assert_close(after[name], value, rtol=0, atol=0, msg=name)
