@@ -18,7 +18,7 @@ from reidbench.variants.factory import create_variant
 from reidbench.variants.settings import VariantSettings
 
 # No drop path: a graph draws its random numbers from other generator offsets than eager code.
-TINY = VariantSettings(depth=1, img_size=(64, 32), num_classes=8, num_cameras=3, drop_path_rate=0.0)
+TINY = VariantSettings(depth=1, img_size=(32, 16), num_classes=16, num_cameras=3, drop_path_rate=0.0)
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 FACTORS = [1.0, 0.5, 0.25, 2.0, 1.0, 0.0, 0.75, 0.5, 1.5, 1.0, 0.3, 0.8]
 
@@ -28,13 +28,14 @@ def _steps(device: torch.device, optimizer_name: str, graph_safe: bool, graphed:
     torch.manual_seed(0)
     model = create_variant("vit768-none", settings=TINY).to(device).train()
     cfg = TrainConfig(epochs=1, p=2, k=4, warmup_epochs=0, optimizer=optimizer_name, lr=0.01)
-    train_set = random_train_set(model, 4, device)
+    train_set = random_train_set(model, TINY.num_classes, device)
     optimizer = build_optimizer(model, cfg, graph_safe_on=device if graph_safe else None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: FACTORS[step % len(FACTORS)])
     step = TrainStep(model, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), device, "fp32")
     sampler = PKSampler(train_set.pids, p=cfg.p, k=cfg.k, seed=0)
     batches = epoch_batches(sampler, train_set.index_device)
     step.begin_epoch(batches)
+    assert len(batches) == 8 > WARMUP_STEPS + 2  # eager warm-up, the capture, then replays
     return model, (GraphedTrainStep(step) if graphed else step), list(train_set.batches(batches))
 
 
@@ -50,7 +51,9 @@ def test_the_graph_safe_optimizer_follows_the_schedule_like_the_plain_one(optimi
         assert isinstance(lr, torch.Tensor) == graph_safe
         assert float(lr) == pytest.approx(0.01 * FACTORS[len(batches) % len(FACTORS)])
         trained[graph_safe] = (stats, model.state_dict())
-    torch.testing.assert_close(trained[True][0], trained[False][0], rtol=1e-5, atol=1e-6)
+    # AdamW amplifies rounding noise (see _assert_same_weights), and over 8 steps it reaches the losses.
+    tolerance = 1e-5 if optimizer_name == "sgd" else 1e-2
+    torch.testing.assert_close(trained[True][0], trained[False][0], rtol=tolerance, atol=tolerance)
     _assert_same_weights(trained[True][1], trained[False][1], optimizer_name, rtol=1e-5, atol=1e-6)
 
 
@@ -97,11 +100,11 @@ def test_graph_replayed_steps_train_like_eager_steps(optimizer_name):
     device = torch.device("cuda")
     eager_model, eager, batches = _steps(device, optimizer_name, graph_safe=True)
     graph_model, graphed, same = _steps(device, optimizer_name, graph_safe=True, graphed=True)
-    assert len(batches) > WARMUP_STEPS + 2  # eager warm-up, the capture, then replays
     expected = torch.stack([eager(n, batch) for n, batch in enumerate(batches)])
     got = torch.stack([graphed(n, batch) for n, batch in enumerate(same)])
     assert graphed.graph is not None and graphed.capture_seconds is not None
-    torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-4)
+    tolerance = 1e-3 if optimizer_name == "sgd" else 1e-2
+    torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance)
     _assert_same_weights(graph_model.state_dict(), eager_model.state_dict(), optimizer_name, rtol=1e-3, atol=1e-5)
 
 
@@ -109,14 +112,15 @@ def test_graph_replayed_steps_train_like_eager_steps(optimizer_name):
 def test_a_replayed_step_reads_the_learning_rate_from_the_device_and_never_syncs():
     device = torch.device("cuda")
     model, graphed, batches = _steps(device, "sgd", graph_safe=True, graphed=True)
-    for n in range(WARMUP_STEPS + 1):  # warm-up and capture
+    zero_lr_step = FACTORS.index(0.0)
+    assert zero_lr_step > WARMUP_STEPS  # a replay, not a warm-up step or the capture
+    for n in range(zero_lr_step):
         graphed(n, batches[n])
-    graphed.step.optimizer.param_groups[0]["lr"].fill_(0.0)  # what the scheduler does, in place
-    graphed.step.scheduler.step = lambda: None  # keep it at 0 for the next replay
+    assert float(graphed.step.optimizer.param_groups[0]["lr"]) == 0.0  # the scheduler filled the device tensor
     before = copy.deepcopy({k: v for k, v in model.state_dict().items() if v.is_floating_point() and "bottleneck" not in k})
     torch.cuda.set_sync_debug_mode("error")
-    try:
-        graphed(WARMUP_STEPS + 1, batches[WARMUP_STEPS + 1])
+    try:  # the copies in, the replay, the clone out and the scheduler's step: none may wait for the GPU
+        graphed(zero_lr_step, batches[zero_lr_step])
     finally:
         torch.cuda.set_sync_debug_mode(0)
     after = model.state_dict()
