@@ -86,3 +86,18 @@ def test_decoding_workers_share_the_cores_with_the_other_ranks_of_the_node(monke
     assert stream.default_workers() == 2
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
     assert stream.default_workers() == 1
+
+
+def test_the_workers_outlive_a_pass_and_an_abandoned_pass_leaves_no_stale_batch(train_records):
+    """Epochs reuse the decoding processes; a pass left half-way (an error in a step) does not leak into the next."""
+    cached = load_images(train_records, SIZE)
+    streamed = stream_images(train_records, SIZE, workers=2)
+    index_batches = torch.arange(24).view(6, 4)
+    first = streamed.batches(index_batches)
+    next(first)
+    first.close()  # what a failing training step does to the epoch's generator
+    loader = streamed._kept[0]
+    workers = [w.pid for w in loader._iterator._workers]
+    _assert_same_batches(streamed.in_order(5), cached.in_order(5))
+    _assert_same_batches(streamed.batches(index_batches.flip(0)), cached.batches(index_batches.flip(0)))
+    assert streamed._kept[0] is loader and [w.pid for w in loader._iterator._workers] == workers

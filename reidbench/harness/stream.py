@@ -4,7 +4,8 @@ The cache (:mod:`reidbench.harness.images`) is the fast path and the default:
 ReID sets decode to a few GB. When the decoded uint8 images would not fit in
 host memory (``--data-cache stream``, or ``auto`` when they would take more than
 80 % of the memory available), each batch is decoded when it is needed, by
-worker processes that run ahead of training, into pinned memory, and copied to
+worker processes that run ahead of training (started once per set and kept
+from epoch to epoch), into pinned memory, and copied to
 the device asynchronously; the augmentation then runs there as it does for a
 cached batch. The pixels are those of the cache (same decoder, same resize),
 so a streamed run trains on exactly the same numbers, only slower: on a GPU,
@@ -54,6 +55,7 @@ class StreamedImageSet:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     converted: int = 0
     resized: int = 0
+    _kept: Optional[tuple[DataLoader, _BatchPlan]] = field(default=None, init=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -97,14 +99,8 @@ class StreamedImageSet:
     def _decoded(self, rows: list[list[int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if not rows:
             return
-        loader = DataLoader(
-            _Decoder(self.paths, self.size),
-            batch_sampler=rows,
-            num_workers=self.workers,
-            collate_fn=_collate,
-            pin_memory=self.pin_memory,
-            prefetch_factor=PREFETCH if self.workers else None,
-        )
+        loader, plan = self._loader()
+        plan.rows = rows
         for index, (images, failures) in zip(rows, loader):
             if failures:
                 named = "; ".join(f"{path} ({reason})" for path, reason in failures[:3])
@@ -113,6 +109,38 @@ class StreamedImageSet:
                     f"of the run: {named}. Remove or replace the file(s) and resume the run (--resume)."
                 )
             yield images, torch.tensor(index)
+
+    def _loader(self) -> tuple[DataLoader, _BatchPlan]:
+        """One DataLoader per set, its workers kept between passes: starting them costs a fork each per epoch.
+
+        The batches of a pass are whatever its `_BatchPlan` holds when the pass begins.
+        """
+        if self._kept is None:
+            plan = _BatchPlan()
+            loader = DataLoader(
+                _Decoder(self.paths, self.size),
+                batch_sampler=plan,
+                num_workers=self.workers,
+                collate_fn=_collate,
+                pin_memory=self.pin_memory,
+                prefetch_factor=PREFETCH if self.workers else None,
+                persistent_workers=self.workers > 0,
+            )
+            self._kept = (loader, plan)
+        return self._kept
+
+
+class _BatchPlan:
+    """A batch sampler whose batches are set before each pass (the PK sampler draws a new epoch each time)."""
+
+    def __init__(self) -> None:
+        self.rows: list[list[int]] = []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 class _Decoder(Dataset):
