@@ -68,6 +68,7 @@ class GraphedTrainStep:
         self.static_stats: Optional[torch.Tensor] = None
         self.capture_seconds: Optional[float] = None
         """Wall time of the capture call (recording plus its first replay)."""
+        self.side_stream = torch.cuda.Stream(device=step.device)
 
     def begin_epoch(self, batches: torch.Tensor) -> None:
         self.step.begin_epoch(batches)
@@ -90,8 +91,7 @@ class GraphedTrainStep:
         return stats
 
     def _eager_on_side_stream(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        device = self.step.device
-        side = torch.cuda.Stream(device=device)
+        device, side = self.step.device, self.side_stream
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side), warnings.catch_warnings():
             # AdamW(capturable=True) warns that an uncaptured step is slower: these few are meant to be.
