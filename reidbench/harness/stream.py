@@ -87,16 +87,12 @@ class StreamedImageSet:
 
     def batches(self, index_batches: Iterable[torch.Tensor]) -> Iterator[LabelledBatch]:
         """The batches at each row of indices, decoded by the workers ahead of use, in order."""
-        rows = [index.tolist() for index in index_batches]
-        for images, index in self._decoded(rows):
-            yield LabelledBatch(images, self.pids[index], self.camids[index])
+        return self._decoded([index.tolist() for index in index_batches])
 
     def in_order(self, batch_size: int) -> Iterator[LabelledBatch]:
-        rows = [list(range(start, min(start + batch_size, len(self)))) for start in range(0, len(self), batch_size)]
-        for images, index in self._decoded(rows):
-            yield LabelledBatch(images, self.pids[index], self.camids[index])
+        return self._decoded([list(range(start, min(start + batch_size, len(self)))) for start in range(0, len(self), batch_size)])
 
-    def _decoded(self, rows: list[list[int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _decoded(self, rows: list[list[int]]) -> Iterator[LabelledBatch]:
         if not rows:
             return
         loader, plan = self._loader()
@@ -108,7 +104,8 @@ class StreamedImageSet:
                     f"{len(failures)} image(s) of a batch could not be decoded although their headers read at the start "
                     f"of the run: {named}. Remove or replace the file(s) and resume the run (--resume)."
                 )
-            yield images, torch.tensor(index)
+            index = torch.tensor(index)
+            yield LabelledBatch(images, self.pids[index], self.camids[index])
 
     def _loader(self) -> tuple[DataLoader, _BatchPlan]:
         """One DataLoader per set, its workers kept between passes: starting them costs a fork each per epoch.
