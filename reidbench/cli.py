@@ -211,6 +211,7 @@ def run(
     max_parallel: Optional[int] = typer.Option(None, "--max-parallel", help="At most this many jobs at once (default: all)."),
     wait: Optional[bool] = typer.Option(None, "--wait/--no-wait", help="Wait for the jobs, then write results.csv and exit like local (default: wait for submitit-local, not for slurm)."),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun, batch norm over the whole global batch (SyncBatchNorm; CUDA only; recorded)."),
+    cuda_graphs: bool = typer.Option(False, "--cuda-graphs/--no-cuda-graphs", help="Train with every step after three eager ones replayed as one CUDA graph (CUDA, one process per cell, not with --compile; fused SGD / capturable AdamW; recorded)."),
 ) -> None:
     """Train, evaluate and measure every cell of a grid; write a run directory.
 
@@ -269,6 +270,7 @@ def run(
             compile=compile_,
             data_cache=data_cache,
             sync_bn=sync_bn,
+            cuda_graphs=cuda_graphs,
         )
         # Connect the ranks once the arguments are known good on every rank (each rank reads them alike).
         plan = replace(plan, device=init_distributed(world, plan.device))

@@ -178,6 +178,8 @@ def test_seeds_give_one_row_per_cell_and_seed(setup, tmp_path: Path) -> None:
         (["--only", "vit768-gem"], "has no cell 'vit768-gem'"),
         (["--seeds", "0"], "--seeds must be at least 1"),
         (["--set", "stride=99"], "stride 99 is impossible"),
+        (["--cuda-graphs"], "--cuda-graphs needs a CUDA device"),
+        (["--cuda-graphs", "--compile"], "use it or --compile, not both"),
     ],
 )
 def test_bad_run_input_exits_2_without_traceback(setup, tmp_path: Path, extra: list[str], message: str) -> None:

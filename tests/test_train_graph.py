@@ -13,6 +13,8 @@ from reidbench.errors import UsageError
 from reidbench.harness.profile import TrainConfig
 from reidbench.harness.sampler import PKSampler
 from reidbench.harness.train import TrainStep, build_optimizer, epoch_batches
+from reidbench.harness.distributed import World
+from reidbench.harness.runner import check_cuda_graphs
 from reidbench.harness.train_graph import WARMUP_STEPS, GraphedTrainStep, graph_capture_refusal
 from reidbench.variants.factory import create_variant
 from reidbench.variants.settings import VariantSettings
@@ -103,6 +105,7 @@ def test_graph_replayed_steps_train_like_eager_steps(optimizer_name):
     expected = torch.stack([eager(n, batch) for n, batch in enumerate(batches)])
     got = torch.stack([graphed(n, batch) for n, batch in enumerate(same)])
     assert graphed.graph is not None and graphed.capture_seconds is not None
+    assert graphed.replays == len(batches) - WARMUP_STEPS
     tolerance = 1e-3 if optimizer_name == "sgd" else 1e-2
     torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance)
     _assert_same_weights(graph_model.state_dict(), eager_model.state_dict(), optimizer_name, rtol=1e-3, atol=1e-5)
@@ -126,3 +129,29 @@ def test_a_replayed_step_reads_the_learning_rate_from_the_device_and_never_syncs
     after = model.state_dict()
     for name, value in before.items():  # lr 0: SGD moves nothing (BN running statistics do move)
         torch.testing.assert_close(after[name], value, rtol=0, atol=0, msg=name)
+
+
+def test_a_run_with_cuda_graphs_needs_one_process_per_cell():
+    from types import SimpleNamespace
+
+    plan = SimpleNamespace(compile=False, device=torch.device("cuda"))
+    with pytest.raises(UsageError, match="this run has 2: torchrun --nproc-per-node or --gpus-per-cell > 1"):
+        check_cuda_graphs(plan, World(rank=0, world_size=2))
+    check_cuda_graphs(plan, World())  # one process on a GPU: fine
+
+
+@CUDA
+def test_a_run_trains_a_cell_with_graph_replayed_steps(tiny_synthetic, tmp_path):
+    import json
+
+    from tiny_run import ONE_CELL_GRID, run_args, write_inputs
+
+    inputs = write_inputs(tmp_path / "inputs", tiny_synthetic, grid=ONE_CELL_GRID, epochs=3)
+    out = tmp_path / "graphed"
+    result = CliRunner().invoke(app, run_args(inputs, out, "--device", "cuda", "--cuda-graphs"))
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "cells/vit768-none/seed0/record.json").read_text())
+    training = record["training"]
+    assert record["status"] == "done" and 0 < record["metrics"]["mAP"] <= 1
+    assert training["graphed"] is True and training["graph_replayed_steps"] > 0
+    assert json.loads((out / "run.json").read_text())["cuda_graphs"] is True

@@ -64,6 +64,8 @@ class RunPlan:
     """Where the decoded uint8 images live: auto, device or host (see `cache_location`)."""
     sync_bn: bool = False
     """Under torchrun, batch norm with statistics over all ranks (SyncBatchNorm; CUDA only)."""
+    cuda_graphs: bool = False
+    """Train with each step after the first few replayed as a CUDA graph (`harness.train_graph`)."""
 
     @property
     def cells(self) -> list[Cell]:
@@ -100,6 +102,7 @@ def start_run(plan: RunPlan, run_root: Path) -> RunDir:
         "compile": plan.compile,
         "data_cache": plan.data_cache,
         "sync_bn": plan.sync_bn,
+        "cuda_graphs": plan.cuda_graphs,
     })
     return run
 
@@ -123,6 +126,7 @@ def load_plan(run: RunDir, device: Optional[torch.device] = None) -> RunPlan:
         device=stored, dtype=meta["dtype"], seeds=len(meta["seeds"]), only=meta.get("only", []),
         overrides=meta.get("overrides", {}), weights=meta.get("weights", {}),
         compile=meta.get("compile", False), data_cache=meta.get("data_cache", "auto"), sync_bn=meta.get("sync_bn", False),
+        cuda_graphs=meta.get("cuda_graphs", False),
     )
 
 
@@ -258,11 +262,26 @@ def check_plan(plan: RunPlan, world: World = World()) -> ReidDataset:
             f"--sync-bn needs CUDA devices: PyTorch's SyncBatchNorm refuses {plan.device.type} tensors (the gloo "
             "backend has no synchronized batch norm); drop --sync-bn, or run on GPUs with --device cuda."
         )
+    if plan.cuda_graphs:
+        check_cuda_graphs(plan, world)
     ranks_batch(plan.profile.train, world)  # raises when P does not split over the ranks
     check_cache_policy(plan.data_cache)
     dataset = load_dataset(plan.dataset)
     resolve_settings(plan, dataset)
     return dataset
+
+
+def check_cuda_graphs(plan: RunPlan, world: World) -> None:
+    """--cuda-graphs trains one eager network in one process on a GPU; anything else is named before the run starts."""
+    if plan.compile:
+        raise UsageError("--cuda-graphs replays eager training steps; use it or --compile, not both.")
+    if world.world_size > 1:
+        raise UsageError(
+            f"--cuda-graphs does not capture DDP's all-reduce: train each cell in one process (this run has "
+            f"{world.world_size}: torchrun --nproc-per-node or --gpus-per-cell > 1), or leave --cuda-graphs off."
+        )
+    if plan.device.type != "cuda":
+        raise UsageError(f"--cuda-graphs needs a CUDA device; this run is on {plan.device.type}. Drop --cuda-graphs, or run with --device cuda.")
 
 
 def cell_environment(plan: RunPlan) -> dict[str, Any]:
@@ -434,7 +453,7 @@ def run_cell(
             model, data.train, plan.profile.train, seed=seed, device=plan.device, dtype=plan.dtype,
             cell_dir=cell_dir, progress=progress,
             on_epoch=None if on_epoch is None else (lambda epoch: on_epoch(cell.id, seed, epoch)),
-            world=world, sync_bn=plan.sync_bn and world.distributed, compile=plan.compile,
+            world=world, sync_bn=plan.sync_bn and world.distributed, compile=plan.compile, cuda_graphs=plan.cuda_graphs,
         )
         revert_sync_batchnorm(model, kinds)  # no rank-0-only forward may all-reduce with the others
         extra["training"] = training.to_dict()

@@ -48,6 +48,10 @@ class TrainSummary:
     final_loss: float
     resumed_from_epoch: int
     compiled: bool = False
+    graphed: bool = False
+    """Steps after the first few replayed as CUDA graphs (`harness.train_graph`)."""
+    graph_replayed_steps: int = 0
+    """How many of this process's steps were graph replays."""
     world_size: int = 1
     image_cache: str = ""
     """Where the decoded training images lived: the device, or host memory with per-batch copies."""
@@ -227,6 +231,7 @@ def train_model(
     world: World = World(),
     sync_bn: bool = False,
     compile: bool = False,
+    cuda_graphs: bool = False,
 ) -> TrainSummary:
     """Train `model` in place; resumes from `cell_dir/checkpoint.pt` when it exists.
 
@@ -248,7 +253,7 @@ def train_model(
         if sync_bn:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg, graph_safe_on=device if cuda_graphs else None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps_per_epoch, cfg))
     generator = torch.Generator().manual_seed(seed + 1_000_003 * world.rank)
     torch.manual_seed(seed)
@@ -272,6 +277,10 @@ def train_model(
         _rewrite_log(log_path, log)
 
     step = TrainStep(trained, cfg, optimizer, scheduler, generator, device, dtype, "inductor" if compile else None)
+    if cuda_graphs:
+        from reidbench.harness.train_graph import GraphedTrainStep  # it builds on this module
+
+        step = GraphedTrainStep(step)
     trained.train()
     seen, wall = 0, 0.0
     for epoch in range(start_epoch, cfg.epochs):
@@ -347,6 +356,8 @@ def train_model(
         final_loss=log[-1]["loss"] if log else float("nan"),
         resumed_from_epoch=start_epoch,
         compiled=compile,
+        graphed=cuda_graphs,
+        graph_replayed_steps=getattr(step, "replays", 0),
         world_size=world.world_size,
         image_cache=train_set.location,
     )

@@ -63,6 +63,8 @@ class GraphedTrainStep:
         self.step = step
         self.warmup_steps = max(1, warmup_steps)
         self.calls = 0
+        self.replays = 0
+        """Steps that ran as graph replays (the capture's step included)."""
         self.graph: Optional[torch.cuda.CUDAGraph] = None
         self.static: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
         self.static_stats: Optional[torch.Tensor] = None
@@ -85,6 +87,7 @@ class GraphedTrainStep:
             for static, new in zip(self.static, inputs):
                 static.copy_(new, non_blocking=True)
             self.graph.replay()
+            self.replays += 1
             stats = self.static_stats.clone()
         step.scheduler.step()
         self.calls += 1
@@ -111,6 +114,7 @@ class GraphedTrainStep:
         with torch.cuda.graph(self.graph):
             self.static_stats = self.step.update(*self.static)
         self.graph.replay()  # capture only records: this call's step runs now
+        self.replays += 1
         torch.cuda.synchronize(device)
         self.capture_seconds = time.perf_counter() - started
         return self.static_stats.clone()
