@@ -16,6 +16,8 @@
 #          were measured for the four cells other than vit768-none and clip512-none)
 #   run    the full profile's default grid on the synthetic data (328 s measured with cudnn.benchmark
 #          on in training; it is off again, and the ms cells then trained ~2.7x slower: expect ~450 s)
+#   rungraphs  the same grid with `run --cuda-graphs` (graph-replayed training steps; not yet timed:
+#          at most the `run` part's time if the replays work)
 # Results land in $OUT (default /tmp/reidbench-gpu); each part runs even if an earlier one failed.
 set -uo pipefail
 PARTS=${*:-tests train infer run}  # profile: on request
@@ -65,5 +67,12 @@ if want run; then
   echo "[$SECONDS s] run exit code: $?"
   grep -E "^\[|^data:" "$OUT/run_full.log" | tail -14
   cp /tmp/run-full/results.csv /tmp/run-full/run.json /tmp/run-full/environment.json "$OUT/" 2>/dev/null
+fi
+if want rungraphs; then
+  python3 -m reidbench run --grid default --profile full --device cuda --cuda-graphs --out /tmp/run-graphs --no-progress \
+    > "$OUT/run_graphs.log" 2>&1
+  echo "[$SECONDS s] run --cuda-graphs exit code: $?"
+  grep -E "^\[|^data:" "$OUT/run_graphs.log" | tail -14
+  mkdir -p "$OUT/graphs" && cp /tmp/run-graphs/results.csv /tmp/run-graphs/run.json "$OUT/graphs/" 2>/dev/null
 fi
 echo "[$SECONDS s] done"
