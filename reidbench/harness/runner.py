@@ -61,7 +61,7 @@ class RunPlan:
     compile: bool = False
     """Train with the backbone's transformer blocks compiled (torch.compile, regional)."""
     data_cache: str = "auto"
-    """Where the decoded uint8 images live: auto, device or host (see `cache_location`)."""
+    """Where the decoded uint8 images live: auto, device, host, or stream (decoded per batch; see `cache_location`)."""
     sync_bn: bool = False
     """Under torchrun, batch norm with statistics over all ranks (SyncBatchNorm; CUDA only)."""
     cuda_graphs: bool = False
