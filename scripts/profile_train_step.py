@@ -9,7 +9,10 @@ the script writes to `--out`:
   <name>_ops.txt      the operators by self host time, then by device time
   <name>_trace.json   a Chrome / Perfetto trace
 
-and prints the phase table of both. Usage (repository root):
+and prints the phase table of both. A phase's host ms is the wall time the Python thread
+spent in it; its device ms counts the kernels launched under it from that thread, so on a
+GPU the backward phase (launched by autograd's own device thread) may show little device
+time: read those kernels in the operator table or the trace. Usage (repository root):
 
   python scripts/profile_train_step.py --backbone vit768 --batch 64 --out /tmp/profile
 """
