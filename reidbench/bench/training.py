@@ -69,13 +69,15 @@ def harness_train_step(
     compile_backend: Optional[str] = None,
     regions: bool = False,
     cuda_graph: bool = False,
+    augment_method: str = "auto",
 ) -> NextStep:
     """The harness's next training step per call, on a copy of `model` (the caller's is never trained).
 
     With `compile_backend` the copy's transformer blocks and the step's losses
     are compiled with it; `regions` labels the step's phases for torch.profiler;
     `cuda_graph` replays the steps after the first few as one CUDA graph each
-    (`GraphedTrainStep`, with the graph-safe variant of the optimizer).
+    (`GraphedTrainStep`, with the graph-safe variant of the optimizer);
+    `augment_method` as `TrainStep` takes it ("gather": the GPU's path, on any device).
     """
     if cuda_graph and (compile_backend is not None or regions):
         raise ValueError("graph-replayed steps are eager and unlabelled: no compile_backend, no regions")
@@ -93,7 +95,8 @@ def harness_train_step(
     optimizer = build_optimizer(work, cfg, graph_safe_on=device if cuda_graph else None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     step: TrainStep | GraphedTrainStep = TrainStep(
-        work, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), device, dtype, compile_backend, regions=regions
+        work, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), device, dtype, compile_backend,
+        augment_method=augment_method, regions=regions,
     )
     if cuda_graph:
         step = GraphedTrainStep(step)

@@ -13,11 +13,12 @@ dispatching more shows up there before it shows up on a GPU.
 """
 from __future__ import annotations
 
+import pytest
 import torch
 
 from reidbench.bench.dispatch import count_dispatches, total
-from reidbench.bench.reference import bare_classifier
-from reidbench.bench.training import random_train_set, train_config_for
+from reidbench.bench.reference import bare_classifier, bare_train_step
+from reidbench.bench.training import harness_train_step, random_train_set, train_config_for
 from reidbench.harness.sampler import PKSampler
 from reidbench.harness.train import TrainStep, build_optimizer, epoch_batches
 from reidbench.variants.factory import create_variant
@@ -71,3 +72,28 @@ def test_bench_bare_train_step_host_cost(benchmark) -> None:
     assert torch.isfinite(loss)
     benchmark.extra_info.update(batch=BATCH, input="32x16", depth=1, ops_per_step=total(counts), threads=torch.get_num_threads())
     benchmark.pedantic(one_step, rounds=10, iterations=1, warmup_rounds=2)
+
+
+@pytest.mark.parametrize("backbone", ["vit768", "clip512"])
+def test_bench_ops_per_step_at_full_depth(benchmark, backbone) -> None:
+    """Depth 12, bf16 autocast (as on a GPU), the GPU's augmentation path: what the harness adds per step.
+
+    The figures in docs/benchmarks ("the whole ViT-B step counted") are this test's extra_info.
+    The timed call is one counted harness step on the CPU, not a GPU figure.
+    """
+    settings = VariantSettings(depth=12, img_size=(32, 16), num_classes=64, num_cameras=6)
+    model = create_variant(f"{backbone}-none", settings=settings)
+    harness = harness_train_step(model, BATCH, torch.device("cpu"), "bf16", augment_method="gather")
+    bare = bare_train_step(backbone, settings, BATCH, torch.device("cpu"), "bf16")
+    harness(), bare()  # first steps allocate optimizer state
+    bare_ops = total(count_dispatches(bare)[1])
+
+    def counted_harness_step() -> int:
+        return total(count_dispatches(harness)[1])
+
+    harness_ops = benchmark.pedantic(counted_harness_step, rounds=1, iterations=1)
+    benchmark.extra_info.update(
+        backbone=backbone, batch=BATCH, depth=12, dtype="bf16", harness_ops_per_step=harness_ops, bare_ops_per_step=bare_ops,
+        added=harness_ops - bare_ops,
+    )
+    assert bare_ops > 2000 and harness_ops > bare_ops
