@@ -163,8 +163,8 @@ class CLIPReIDViT(Backbone):
         if self.cv_embed is not None and cam_ids is not None:
             cls = cls + (self.sie_xishu * self.cv_embed[cam_ids]).unsqueeze(1).to(x.dtype)
         # Cast as open_clip does: adding the float32 parameter as it is would promote the whole
-        # residual stream to float32 under autocast -- 6 more casts per block each way than the
-        # library, and twice the activation traffic.
+        # residual stream to float32 under autocast -- 6 more casts per block (forward and backward)
+        # than the library, and twice the activation traffic.
         x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
         x = v.ln_pre(v.patch_dropout(x))
         x = v.ln_post(v.transformer(x))
