@@ -111,7 +111,9 @@ class GraphedTrainStep:
         self.static = tuple(t.clone() for t in inputs)
         self.step.optimizer.zero_grad(set_to_none=True)  # the captured backward allocates the gradients it then overwrites
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: a streamed set's DataLoader pins the next batches in a thread of its own meanwhile,
+        # and in the default (global) mode its pinned allocations would invalidate this capture.
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.static_stats = self.step.update(*self.static)
         self.graph.replay()  # capture only records: this call's step runs now
         self.replays += 1
