@@ -457,6 +457,9 @@ def run_cell(
         )
         revert_sync_batchnorm(model, kinds)  # no rank-0-only forward may all-reduce with the others
         extra["training"] = training.to_dict()
+        measured.warnings.extend(training.warnings)
+        for warning in training.warnings if world.is_main else []:
+            progress.log(f"    warning: {warning}")
 
     def evaluate() -> None:
         extra["metrics"] = evaluate_model(model, data.query, data.gallery, plan.profile.eval, plan.device, plan.dtype, progress, world)

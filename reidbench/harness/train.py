@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -55,9 +55,39 @@ class TrainSummary:
     world_size: int = 1
     image_cache: str = ""
     """Where the decoded training images lived: the device, or host memory with per-batch copies."""
+    warnings: list[str] = field(default_factory=list)
+    """What a reader of this cell's accuracy must know about its training (`loss_rise_warnings`)."""
 
     def to_dict(self) -> dict:
-        return vars(self).copy()
+        return {**vars(self), "warnings": list(self.warnings)}
+
+
+#: A loss that ends this many times above its lowest epoch value went back up, not down ...
+LOSS_RISE_FACTOR = 2.0
+#: ... by at least this much (a soft-margin triplet loss near 0.01 may double without meaning anything).
+LOSS_RISE_MIN = 0.5
+
+
+def loss_rise_warnings(log: list[dict]) -> list[str]:
+    """One warning per loss (total, ID, triplet) whose last epoch ended far above its best epoch.
+
+    Such a cell finished and has an accuracy, but not the recipe's: on an H200 the
+    vit768-ms cell's triplet loss climbed from 0.99 to 8.4 and its mAP fell from
+    71 % to 13 % (docs/benchmarks). NaN fails a cell; this marks the quieter case.
+    """
+    warnings = []
+    for key, name in (("loss", "training loss"), ("id_loss", "ID loss"), ("triplet_loss", "triplet loss")):
+        values = [(e[key], e["epoch"]) for e in log if isinstance(e.get(key), (int, float)) and math.isfinite(e[key])]
+        if len(values) < 3:
+            continue
+        best, best_epoch = min(values)
+        last, last_epoch = values[-1]
+        if last > LOSS_RISE_FACTOR * best and last - best >= LOSS_RISE_MIN:
+            warnings.append(
+                f"{name} rose from {best:.3f} (epoch {best_epoch}) to {last:.3f} (epoch {last_epoch}): training partly "
+                "diverged, so this cell's accuracy is not what the recipe gives; compare seeds or lower train.lr"
+            )
+    return warnings
 
 
 def build_optimizer(model: ReidModel, cfg: TrainConfig, graph_safe_on: Optional[torch.device] = None) -> torch.optim.Optimizer:
@@ -360,6 +390,7 @@ def train_model(
         graph_replayed_steps=getattr(step, "replays", 0),
         world_size=world.world_size,
         image_cache=train_set.location,
+        warnings=loss_rise_warnings(log),
     )
 
 
