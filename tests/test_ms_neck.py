@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from reidbench import create_variant
 from reidbench.bench.params import count_parameters
-from reidbench.variants.necks import MultiScaleWindowNeck, clamp_window
+from reidbench.variants.necks import MultiScaleWindowNeck, TiledConv2d, clamp_window
 
 
 @pytest.mark.parametrize(
@@ -55,3 +55,42 @@ def test_neck_parameters_follow_the_clamped_windows_and_outweigh_the_backbone(st
     assert params["neck"] > params["backbone"] > 85_000_000
     if stride == 16:
         assert round(params["neck"] / 1e6) == 123  # 198 M if the 16x16 window were not clamped
+
+
+@pytest.mark.parametrize("grid, window", [((16, 8), (4, 4)), ((16, 8), (16, 8)), ((21, 10), (4, 4)), ((21, 10), (16, 10)), ((3, 5), (2, 2))])
+def test_tiled_convolution_equals_conv2d_forward_and_backward(grid, window) -> None:
+    """Same output and the same gradients for input, weight and bias, uncovered remainders included."""
+    tiled = TiledConv2d(6, 5, window).double()
+    plain = torch.nn.Conv2d(6, 5, kernel_size=window, stride=window).double()
+    plain.load_state_dict(tiled.state_dict())  # same keys: checkpoints of either load into the other
+    x = torch.randn(3, 6, *grid, dtype=torch.float64, requires_grad=True)
+    x_plain = x.detach().clone().requires_grad_()
+    out, expected = tiled(x), plain(x_plain)
+    torch.testing.assert_close(out, expected)
+    upstream = torch.randn_like(expected)
+    out.backward(upstream)
+    expected.backward(upstream)
+    torch.testing.assert_close(x.grad, x_plain.grad)
+    torch.testing.assert_close(tiled.weight.grad, plain.weight.grad)
+    torch.testing.assert_close(tiled.bias.grad, plain.bias.grad)
+
+
+def test_tiled_convolution_initialises_as_conv2d() -> None:
+    torch.manual_seed(3)
+    tiled = TiledConv2d(8, 8, (4, 2))
+    torch.manual_seed(3)
+    plain = torch.nn.Conv2d(8, 8, kernel_size=(4, 2), stride=(4, 2))
+    torch.testing.assert_close(tiled.weight, plain.weight, rtol=0, atol=0)
+    torch.testing.assert_close(tiled.bias, plain.bias, rtol=0, atol=0)
+
+
+def test_tiled_convolution_raises_conv2d_own_errors() -> None:
+    """The studied failure -- 512-d tokens into the 768-channel window -- keeps PyTorch's message."""
+    tiled = TiledConv2d(768, 768, (4, 2))
+    plain = torch.nn.Conv2d(768, 768, kernel_size=(4, 2), stride=(4, 2))
+    for shape in [(2, 512, 4, 2), (2, 768, 3, 2)]:  # wrong channels; smaller than one window
+        with pytest.raises(RuntimeError) as raised_plain:
+            plain(torch.randn(shape))
+        with pytest.raises(RuntimeError) as raised_tiled:
+            tiled(torch.randn(shape))
+        assert str(raised_tiled.value) == str(raised_plain.value)
