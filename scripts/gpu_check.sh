@@ -15,7 +15,8 @@
 #   infer  inference of every cell at batch 1 and 256: eager, compiled, CUDA graph (~100 s: 63 s
 #          were measured for the four cells other than vit768-none and clip512-none)
 #   run    the full profile's default grid on the synthetic data (328 s measured with cudnn.benchmark
-#          on in training; it is off again, and the ms cells then trained ~2.7x slower: expect ~450 s)
+#          on in training; it is off again, and the ms cells then trained ~2.7x slower: up to ~450 s,
+#          less if the ms windows' GEMM (TiledConv2d, not yet timed on a GPU) beats cuDNN's default)
 #   rungraphs  the same grid with `run --cuda-graphs` (graph-replayed training steps; not yet timed:
 #          at most the `run` part's time if the replays work)
 # Results land in $OUT (default /tmp/reidbench-gpu); each part runs even if an earlier one failed.

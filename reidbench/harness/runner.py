@@ -291,9 +291,10 @@ def cell_environment(plan: RunPlan) -> dict[str, Any]:
         # accumulate in a thread-dependent order; seen: gradients differing in the 8th digit
         # between two processes, and 30 epochs turning that into a different mAP.
         torch.use_deterministic_algorithms(True)
-    # cudnn.benchmark stays off in runs although it trains the ms neck 3x faster: with it on, the
-    # H200 full-profile run's vit768-ms reached 12.7 % mAP instead of 71.2 %, its triplet loss
-    # climbing to ~9 from epoch 13 (docs/benchmarks). bench, which never trains, turns it on.
+    # cudnn.benchmark stays off in runs: with it on, the H200 full-profile run's vit768-ms reached
+    # 12.7 % mAP instead of 71.2 %, its triplet loss climbing to ~9 from epoch 13 (docs/benchmarks).
+    # It trained the ms cells 2.7x faster then; the ms windows are GEMMs now (TiledConv2d), so
+    # only the patch embedding is left to cuDNN. bench, which never trains, turns it on.
     environment = collect_environment(plan.device, plan.dtype)
     environment["seeds"] = list(range(plan.seeds))
     environment["deterministic_algorithms"] = torch.are_deterministic_algorithms_enabled()
