@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from reidbench.cli import app
 from reidbench.harness import runner as runner_module
+from reidbench.harness.runner import summary_line
 from reidbench.harness.rundir import RESULT_COLUMNS, RunDir
 from reidbench.harness.train import TrainingDiverged
 from tiny_run import run_args as tiny_run_args, write_inputs
@@ -67,6 +68,27 @@ def test_run_directory_holds_everything_a_report_needs(finished_run: Path) -> No
     assert [json.loads(line)["epoch"] for line in (cell / "train_log.jsonl").read_text().splitlines()] == [1, 2, 3]
     assert (cell / "model.pt").exists() and not (cell / "checkpoint.pt").exists()
     assert not list(finished_run.rglob(".*.tmp-*"))
+
+
+def test_a_cell_record_says_where_its_wall_time_went(finished_run: Path) -> None:
+    record = json.loads((finished_run / "cells" / "vit768-ms" / "seed0" / "record.json").read_text())
+    phases = record["phase_seconds"]
+    assert list(phases) == ["probe", "train", "evaluate", "measure"] and all(v >= 0 for v in phases.values())
+    assert phases["train"] >= record["training"]["seconds"]
+    assert sum(phases.values()) <= record["wall_seconds"]
+    measures = record["measure_seconds"]  # the measurement steps, in the order they ran
+    assert list(measures)[:3] == ["counting FLOPs", "latency at batch 2", "one training step at batch 2"]
+    assert sum(measures.values()) <= phases["measure"]
+    xfail = json.loads((finished_run / "cells" / "clip512-ms" / "seed0" / "record.json").read_text())
+    assert list(xfail["phase_seconds"]) == ["probe"] and xfail["measure_seconds"] == {}
+
+
+def test_summary_line_names_each_phase() -> None:
+    record = {
+        "status": "done", "metrics": {"mAP": 0.5, "rank1": 0.6, "mINP": 0.2}, "training": {"seconds": 30.4, "img_per_s": 1700},
+        "wall_seconds": 52.2, "phase_seconds": {"probe": 0.6, "train": 31.2, "evaluate": 2.1, "measure": 18.3},
+    }
+    assert summary_line(record).endswith("cell 52 s (probe 1 s, train 31 s, evaluate 2 s, measure 18 s)")
 
 
 def test_same_seed_same_numbers_in_another_process(setup: dict[str, Path], finished_run: Path, tmp_path: Path) -> None:

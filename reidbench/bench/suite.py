@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional
@@ -82,6 +83,8 @@ class CellRecord:
     reference: list[dict[str, Any]] = field(default_factory=list)
     train_throughput: list[dict[str, Any]] = field(default_factory=list)
     """Harness training img/s per batch size and mode, with the bare loop's beside it under --reference."""
+    measure_seconds: dict[str, float] = field(default_factory=dict)
+    """Wall seconds of each measurement, in order, under the message that announced it ("latency at batch 256": 4.2)."""
     settings: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
@@ -149,12 +152,40 @@ def measure_model(model: ReidModel, record: CellRecord, settings: VariantSetting
 
     The measured training step updates the weights: measure after saving a trained model.
     """
+    stopwatch = Stopwatch(record.measure_seconds, log)
     try:
-        _measure(model, record, settings, options, log)
+        _measure(model, record, settings, options, stopwatch)
     except Exception as exc:  # noqa: BLE001 - a failing measurement fails the cell, not the grid
         record.status = FAILED
         record.error = f"measurement failed: {type(exc).__name__}: {exc}"
         record.traceback = traceback.format_exc()
+    finally:
+        stopwatch.stop()
+
+
+class Stopwatch:
+    """A `Log` that also times what it announces: each message starts a measurement and ends the one before.
+
+    Why: a cell's measurement is a dozen steps (FLOPs, latency per batch size and
+    mode, memory, training throughput) and on a GPU some take seconds, others
+    minutes (compilation); the record says which, so a slow grid can be trimmed
+    where it spends its time.
+    """
+
+    def __init__(self, into: dict[str, float], log: Log) -> None:
+        self.into, self.log = into, log
+        self.current: Optional[str] = None
+        self.started = 0.0
+
+    def __call__(self, message: str) -> None:
+        self.stop()
+        self.current, self.started = message.strip(), time.perf_counter()
+        self.log(message)
+
+    def stop(self) -> None:
+        if self.current is not None:
+            self.into[self.current] = self.into.get(self.current, 0.0) + time.perf_counter() - self.started
+            self.current = None
 
 
 def _measure(model: ReidModel, record: CellRecord, settings: VariantSettings, options: BenchOptions, log: Log) -> None:

@@ -441,9 +441,11 @@ def run_cell(
     torch.manual_seed(seed)
     probe = probe_cell(cell, lambda: create_variant(cell, weights=plan.weights.get(cell.backbone), settings=settings), plan.device)
     measured = new_record(cell, probe, settings, options)
+    phases = {"probe": time.perf_counter() - started}
     extra: dict[str, Any] = {
         "environment": {"commit": environment.get("git_commit"), "device_name": environment.get("device_name")},
         "distributed": parallelism(plan, world),
+        "phase_seconds": phases,
     }
     failure: dict[str, Any] = {}
     model = probe.model
@@ -475,7 +477,9 @@ def run_cell(
         failure = _agreed(world, lambda: _probe_agrees(probe.status, world))
         if not failure and probe.status == DONE and model is not None:
             for step in (train, evaluate, keep_and_measure):
+                step_started = time.perf_counter()
                 failure = _agreed(world, step)
+                phases[PHASE_NAMES[step.__name__]] = time.perf_counter() - step_started
                 if failure:
                     break
     except KeyboardInterrupt:
@@ -492,6 +496,10 @@ def run_cell(
     if world.is_main:
         run.write_record(record)
     return broadcast_object(record, world)
+
+
+#: A cell's steps as its record's `phase_seconds` names them (wall time of each, the ranks' agreement included).
+PHASE_NAMES = {"train": "train", "evaluate": "evaluate", "keep_and_measure": "measure"}
 
 
 def _probe_agrees(status: str, world: World) -> None:
@@ -534,5 +542,13 @@ def summary_line(record: dict[str, Any]) -> str:
         return (
             f"done — mAP {m['mAP']:.1%}, rank-1 {m['rank1']:.1%}, mINP {m['mINP']:.1%}; "
             f"trained {t.get('seconds', 0):.0f} s at {t.get('img_per_s', 0):.0f} img/s; cell {record['wall_seconds']:.0f} s"
+            + phase_breakdown(record.get("phase_seconds", {}))
         )
     return f"{status}" + (f" — {record['error']}" if record.get("error") else "")
+
+
+def phase_breakdown(phases: dict[str, float]) -> str:
+    """' (probe 1 s, train 31 s, evaluate 2 s, measure 18 s)': where a cell's wall time went."""
+    if not phases:
+        return ""
+    return " (" + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in phases.items()) + ")"
