@@ -29,7 +29,7 @@ import reidbench
 from reidbench.cli import app
 from reidbench.errors import UsageError
 from reidbench.harness.distributed import (
-    World, batchnorm_kinds, broadcast_object, from_main, gather_rows, main_first, revert_sync_batchnorm,
+    World, any_rank, batchnorm_kinds, broadcast_object, from_main, gather_rows, main_first, revert_sync_batchnorm,
     shard,
 )
 from reidbench.harness.images import ImageSet
@@ -79,6 +79,7 @@ def collectives_scenario(world: World, out: Path) -> dict[str, Any]:
         "bug": _raised(lambda: from_main(world, lambda: _fail(ValueError("boom")))),
         "main_first": main_first(world, lambda: _mark(marks, world.rank)),
         "main_first_failing": _raised(lambda: main_first(world, lambda: _fail(UsageError("no such dataset")))),
+        "any_rank": [any_rank(world.rank == 1, world), any_rank(False, world), any_rank(True, world)],
     }
 
 
@@ -208,6 +209,12 @@ def test_main_first_runs_rank_0_before_the_others_and_stops_them_when_it_fails(r
     assert other["main_first_failing"] == ("FailedOnMain", "no such dataset", 2)
 
 
+def test_any_rank_gives_every_rank_the_same_decision(ranks) -> None:
+    """The time-based checkpoint decision: true on one rank's clock means a checkpoint on all."""
+    main, other = scenario(ranks, "collectives")
+    assert main["any_rank"] == other["any_rank"] == [True, False, True]
+
+
 def test_a_step_failing_on_one_rank_fails_the_cell_on_every_rank(ranks) -> None:
     main, other = scenario(ranks, "agreement")
     assert main["ok"] == other["ok"] == {}
@@ -276,6 +283,7 @@ def test_one_process_helpers_do_no_collective() -> None:
     rows = torch.randn(3, 2)
     assert gather_rows(rows, world) is rows
     assert broadcast_object("x", world) == "x" and from_main(world, lambda: 7) == 7 and main_first(world, lambda: 8) == 8
+    assert any_rank(True, world) is True and any_rank(False, world) is False
     with pytest.raises(UsageError, match="bad"):
         from_main(world, lambda: _fail(UsageError("bad")))
 

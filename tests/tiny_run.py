@@ -28,6 +28,7 @@ k = 2
 optimizer = "adamw"
 lr = 0.001
 warmup_epochs = 1
+checkpoint_minutes = 0  # a checkpoint after every epoch: the tests interrupt runs after the first
 [eval]
 batch_size = {eval_batch}
 [measure]

@@ -68,6 +68,15 @@ def all_reduce_mean(tensor: torch.Tensor, world: World) -> torch.Tensor:
     return tensor
 
 
+def any_rank(flag: bool, world: World) -> bool:
+    """True on every rank when `flag` is true on any: one decision for a branch that holds collectives."""
+    if not world.distributed:
+        return flag
+    agreed = torch.tensor([int(flag)], device=_collective_device())
+    dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+    return bool(agreed.item())
+
+
 # --- the process group --------------------------------------------------------------------------
 
 

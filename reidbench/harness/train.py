@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from time import monotonic
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -22,7 +23,7 @@ from reidbench.bench.dispatch import labeller
 from reidbench.bench.environment import autocast
 from reidbench.errors import ReidbenchError, UsageError
 from reidbench.harness.augment import AugmentConfig, BatchAugmentation, normalize, to_device_async
-from reidbench.harness.distributed import World, all_reduce_mean
+from reidbench.harness.distributed import World, all_reduce_mean, any_rank
 from reidbench.harness.images import LabelledBatch
 from reidbench.harness.stream import AnyImageSet
 from reidbench.harness.losses import batch_accuracy, batch_hard_triplet, id_loss
@@ -313,6 +314,7 @@ def train_model(
         step = GraphedTrainStep(step)
     trained.train()
     seen, wall = 0, 0.0
+    last_checkpoint = monotonic()
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch)
         sums = torch.zeros(4, device=device)  # loss, id, triplet, accuracy: summed on device, read once per epoch
@@ -348,7 +350,8 @@ def train_model(
             "img_per_s": epoch_images / seconds,
         }
         log.append(entry)
-        checkpoint = (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs
+        # Every rank must take the same branch (saving gathers the ranks' generator states).
+        checkpoint = any_rank(cfg.checkpoint_due(epoch + 1, (monotonic() - last_checkpoint) / 60), world)
         generators = _gather_states(generator.get_state(), world) if checkpoint else None
         if world.is_main:
             append_line(log_path, entry)
@@ -373,6 +376,8 @@ def train_model(
                     },
                     checkpoint_path,
                 )
+        if checkpoint:
+            last_checkpoint = monotonic()
         if world.distributed:
             dist.barrier()  # no rank starts the next epoch (or reads the checkpoint) before it is written
         if on_epoch is not None:
