@@ -4,8 +4,8 @@
 #   (plus, for `reidbench run`'s launcher module: python3 -m pip download -q --no-deps -d .whl submitit==1.5.4 cloudpickle)
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
 #   PYTHONPATH=/tmp/site:$PWD bash scripts/gpu_check.sh [PART...]
-# PARTs (default: tests train infer run, ~11 min on an H200 -- more than one device call should hold; the
-# times below come from the H200 runs of 2026-11-27, docs/benchmarks):
+# PARTs (default: tests train run, ~9 min on an H200 at the last measured speeds -- two device calls:
+# `tests train profile`, then `run`; the times below come from the H200 runs of 2026-11-27, docs/benchmarks):
 #   tests  CUDA-only tests: no host sync in a training step, host cache == device cache,
 #          GPU augmentation == CPU, CUDA-graph replay == eager (~100 s; ~20 s without test_compiled)
 #   train  training img/s of vit768-none and clip512-none at batch 64 and 128: harness vs bare
@@ -13,15 +13,19 @@
 #   profile  torch.profiler of the harness's step and the bare loop's at batch 64, phase by phase
 #          (host and device ms), for vit768 and clip512: where the harness / bare gap comes from (~40 s)
 #   infer  inference of every cell at batch 1 and 256: eager, compiled, CUDA graph (~100 s: 63 s
-#          were measured for the four cells other than vit768-none and clip512-none)
-#   run    the full profile's default grid on the synthetic data (328 s measured with cudnn.benchmark
-#          on in training; it is off again, and the ms cells then trained ~2.7x slower: up to ~450 s,
-#          less if the ms windows' GEMM (TiledConv2d, not yet timed on a GPU) beats cuDNN's default)
+#          were measured for the four cells other than vit768-none and clip512-none). The `run` part
+#          now measures the same modes per cell (the full profile's [measure] compile / cuda_graphs /
+#          reference), so this part is only for a bench without training.
+#   run    the full profile's default grid on the synthetic data, inference modes included (328 s
+#          measured before: with cudnn.benchmark on in training, 12 checkpoints per cell, eager-only
+#          measurement. Now: cudnn.benchmark off, but the ms windows are GEMMs (TiledConv2d), one
+#          checkpoint per cell, and compiled / graph / bare-loop inference per cell (~+20 s a cell):
+#          not yet timed; each cell's console line gives its phase_seconds)
 #   rungraphs  the same grid with `run --cuda-graphs` (graph-replayed training steps; not yet timed:
 #          at most the `run` part's time if the replays work)
 # Results land in $OUT (default /tmp/reidbench-gpu); each part runs even if an earlier one failed.
 set -uo pipefail
-PARTS=${*:-tests train infer run}  # profile: on request
+PARTS=${*:-tests train run}  # profile, infer, rungraphs: on request
 OUT=${OUT:-/tmp/reidbench-gpu}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 REIDBENCH_CACHE=/tmp/reidbench-cache

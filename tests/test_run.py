@@ -251,3 +251,21 @@ def test_compile_trains_with_compiled_blocks_and_losses_and_measures_eager(setup
     assert json.loads((out / "run.json").read_text())["compile"] is True
     assert any("measured eager" in note for note in record["notes"])
     assert {entry.get("mode", "eager") for entry in record["latency"]} == {"eager"}
+
+
+def test_a_profile_can_ask_the_run_for_compiled_graph_and_bare_loop_inference(setup, tmp_path: Path) -> None:
+    """[measure] compile / cuda_graphs / reference: the run's records carry the modes `bench` would add.
+    On the CPU the compiled copy is timed (inductor), the graph modes are skipped with their reason."""
+    profile = tmp_path / "modes.toml"
+    profile.write_text(setup["profile"].read_text().replace("max_seconds = 0.5", "max_seconds = 0.5\ncompile = true\ncuda_graphs = true\nreference = true"))
+    out = tmp_path / "modes"
+    result = cli.invoke(app, run_args({**setup, "modes": profile}, out, "--only", "vit768-none", profile="modes"))
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "cells" / "vit768-none" / "seed0" / "record.json").read_text())
+    by_mode = {entry.get("mode", "eager"): entry for entry in record["latency"]}
+    assert set(by_mode) == {"eager", "compiled", "graph", "compiled+graph"}
+    assert by_mode["compiled"]["median_ms"] > 0 and by_mode["compiled"]["compile_s"] >= 0
+    assert "CUDA" in by_mode["graph"]["skipped"]
+    assert record["compile"]["backend"] == "inductor" and record["compile"]["seconds"] > 0
+    assert [ref["batch_size"] for ref in record["reference"]] == [2] and record["reference"][0]["mean_ms"] > 0
+    assert "compiled latency at batch 2" in record["measure_seconds"]

@@ -111,6 +111,12 @@ class MeasureConfig:
     repeats: int = 50
     warmup: int = 3
     max_seconds: float = 5.0
+    compile: bool = False
+    """Also time a compiled copy at every batch size (compile time recorded), as `bench --compile`."""
+    cuda_graphs: bool = False
+    """Also time CUDA-graph replay at every batch size, as `bench --cuda-graphs` (skipped, with the reason, off CUDA)."""
+    reference: bool = False
+    """Also time the bare library network at each eager batch size (`*-none` cells at stride 16), as `bench --reference`."""
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or min(self.batch_sizes) < 1 or self.train_batch_size < 2 or self.repeats < 1:

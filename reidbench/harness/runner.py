@@ -307,6 +307,7 @@ def bench_options(plan: RunPlan) -> BenchOptions:
     return BenchOptions(
         device=plan.device, dtype=plan.dtype, batch_sizes=list(m.batch_sizes), train_batch_size=m.train_batch_size,
         warmup=m.warmup, repeats=m.repeats, max_seconds=m.max_seconds,
+        compile=m.compile, cuda_graphs=m.cuda_graphs, reference=m.reference,
     )
 
 
