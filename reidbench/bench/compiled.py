@@ -99,8 +99,20 @@ def compile_model(
     training loop whose batches vary in size beyond a handful of shapes should
     pass dynamic=None, which generalizes after the second shape. Forward and
     backward both run compiled; train/eval and autocast changes recompile once each.
+
+    Dynamo's cache is emptied first. Its entries hang off the block class's
+    forward code, shared by every model built from that class in this process,
+    and are capped (8 per code object): after earlier cells or tests compiled the
+    same block at other shapes and modes, a new compile hit the cap and, under
+    `strict_recompiles`, failed (seen in the test suite). Emptied, each model's
+    compile starts alike, and its recorded compile time is its own rather than
+    what an earlier cell left cached. Models compiled before recompile on their
+    next call.
     """
+    import torch._dynamo
+
     check_backend(backend)
+    torch._dynamo.reset()
     if mode not in COMPILE_MODES:
         raise UsageError(
             f"compile mode {mode!r} is not allowed for regional compilation; use one of "
