@@ -235,6 +235,18 @@ def test_compiled_and_graph_numbers_stand_beside_the_eager_headline(grid_run: Pa
         "img_per_s_compiled", "latency_ms_graph"]
 
 
+def test_the_report_says_where_each_cells_time_went(grid_run: Path, tmp_path: Path) -> None:
+    result = report(str(grid_run), "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "report.md").read_text()
+    section = md.split("## Where the time went", 1)[1]
+    record = json.loads((grid_run / "cells/vit768-ms/seed0/record.json").read_text())
+    phases = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in record["phase_seconds"].items())
+    assert f"- vit768-ms seed 0: {record['wall_seconds']:.0f} s ({phases}); slowest measurements: " in section
+    assert "clip512-ms seed 0: " in section  # an expected failure still took its probe's time
+    assert "Where the time went" in "".join(HTMLReport((tmp_path / "report.html").read_text()).text)
+
+
 def test_report_defaults_to_the_latest_run_under_runs(grid_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     empty = report()

@@ -55,6 +55,13 @@ def read_json(path: Path) -> Any:
         raise UsageError(f"{path} is damaged ({exc}); remove it to re-run that part.") from None
 
 
+def phase_breakdown(phases: dict[str, float]) -> str:
+    """A record's `phase_seconds` as ' (probe 1 s, train 31 s, evaluate 2 s, measure 18 s)'; '' when it has none."""
+    if not phases:
+        return ""
+    return " (" + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in phases.items()) + ")"
+
+
 def save_torch_atomic(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

@@ -31,7 +31,7 @@ from reidbench.harness.stream import AnyImageSet, stream_images
 from reidbench.harness.metrics import evaluate_rank
 from reidbench.harness.profile import Profile, load_profile
 from reidbench.harness.progress import Progress
-from reidbench.harness.rundir import RunDir, now_utc, read_json, save_torch_atomic, write_atomic, write_json
+from reidbench.harness.rundir import RunDir, now_utc, phase_breakdown, read_json, save_torch_atomic, write_atomic, write_json
 from reidbench.harness.train import TrainingDiverged, ranks_batch, train_model
 from reidbench.variants.factory import create_variant
 from reidbench.variants.grid import Cell, Grid, parse_grid
@@ -546,10 +546,3 @@ def summary_line(record: dict[str, Any]) -> str:
             + phase_breakdown(record.get("phase_seconds", {}))
         )
     return f"{status}" + (f" — {record['error']}" if record.get("error") else "")
-
-
-def phase_breakdown(phases: dict[str, float]) -> str:
-    """' (probe 1 s, train 31 s, evaluate 2 s, measure 18 s)': where a cell's wall time went."""
-    if not phases:
-        return ""
-    return " (" + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in phases.items()) + ")"

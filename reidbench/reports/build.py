@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from reidbench.errors import UsageError
-from reidbench.harness.rundir import write_atomic
+from reidbench.harness.rundir import phase_breakdown, write_atomic
 from reidbench.reports.compare import Comparison, Crossing, Threshold, compare, gate
 from reidbench.reports.load import LoadedRun, is_number, load_run
 from reidbench.reports.plots import all_plots
@@ -60,7 +60,7 @@ def make_report(
         warnings=run.warnings + [f"baseline {comparison.baseline.root}: {w}" for w in (comparison.baseline.warnings if comparison else [])],
         before_plots=_sections(run, comparison, thresholds, crossings, gate_notes),
         plots=plots,
-        after_plots=[_notes_section(summaries)],
+        after_plots=[_notes_section(summaries)] + [s for s in [_time_section(run)] if s.items],
     )
     out = out if out is not None else run.root / "report"
     if out.exists() and not out.is_dir():
@@ -255,6 +255,21 @@ def _notes_section(summaries: list[CellSummary]) -> Section:
     for text in dict.fromkeys(n for s in summaries for n in s.notes + [f"warning: {w}" for w in s.warnings]):
         items.append(text)
     return Section("Notes", "", items)
+
+
+def _time_section(run: LoadedRun) -> Section:
+    """Each record's wall time by phase, and its slowest measurements: what to trim when a grid is too slow."""
+    items = []
+    for record in run.records:
+        phases = record.get("phase_seconds") or {}
+        if not phases or not is_number(record.get("wall_seconds")):
+            continue
+        line = f"{record.get('cell')} seed {record.get('seed')}: {record['wall_seconds']:.0f} s" + phase_breakdown(phases)
+        slowest = sorted((record.get("measure_seconds") or {}).items(), key=lambda kv: -kv[1])[:2]
+        if slowest:
+            line += "; slowest measurements: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in slowest)
+        items.append(line)
+    return Section("Where the time went", "Wall time of each cell by phase (its record's phase_seconds and measure_seconds).", items)
 
 
 def summary_lines(result: ReportResult) -> list[str]:
