@@ -477,10 +477,10 @@ def run_cell(
     try:
         failure = _agreed(world, lambda: _probe_agrees(probe.status, world))
         if not failure and probe.status == DONE and model is not None:
-            for step in (train, evaluate, keep_and_measure):
+            for phase, step in (("train", train), ("evaluate", evaluate), ("measure", keep_and_measure)):
                 step_started = time.perf_counter()
                 failure = _agreed(world, step)
-                phases[PHASE_NAMES[step.__name__]] = time.perf_counter() - step_started
+                phases[phase] = time.perf_counter() - step_started  # the ranks' agreement included
                 if failure:
                     break
     except KeyboardInterrupt:
@@ -497,10 +497,6 @@ def run_cell(
     if world.is_main:
         run.write_record(record)
     return broadcast_object(record, world)
-
-
-#: A cell's steps as its record's `phase_seconds` names them (wall time of each, the ranks' agreement included).
-PHASE_NAMES = {"train": "train", "evaluate": "evaluate", "keep_and_measure": "measure"}
 
 
 def _probe_agrees(status: str, world: World) -> None:
