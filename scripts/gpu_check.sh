@@ -13,14 +13,13 @@
 #   profile  torch.profiler of the harness's step and the bare loop's at batch 64, phase by phase
 #          (host and device ms), for vit768 and clip512: where the harness / bare gap comes from (~40 s)
 #   infer  inference of every cell at batch 1 and 256: eager, compiled, CUDA graph (~100 s: 63 s
-#          were measured for the four cells other than vit768-none and clip512-none). The `run` part
-#          now measures the same modes per cell (the full profile's [measure] compile / cuda_graphs /
-#          reference), so this part is only for a bench without training.
-#   run    the full profile's default grid on the synthetic data, inference modes included (328 s
-#          measured before: with cudnn.benchmark on in training, 12 checkpoints per cell, eager-only
-#          measurement. Now: cudnn.benchmark off, but the ms windows are GEMMs (TiledConv2d), one
-#          checkpoint per cell, and compiled / graph / bare-loop inference per cell (~+20 s a cell):
-#          not yet timed; each cell's console line gives its phase_seconds)
+#          were measured for the four cells other than vit768-none and clip512-none; already measured
+#          on an H200, so on request only. A profile's [measure] compile / cuda_graphs / reference
+#          would make a run time the same modes per cell.)
+#   run    the full profile's default grid on the synthetic data (328 s measured before, with
+#          cudnn.benchmark on in training and 12 checkpoints per cell. Now: cudnn.benchmark off, but
+#          the ms windows are GEMMs (TiledConv2d) and one checkpoint per cell: not yet timed; each
+#          cell's console line gives its phase_seconds)
 #   rungraphs  the same grid with `run --cuda-graphs` (graph-replayed training steps; not yet timed:
 #          at most the `run` part's time if the replays work)
 # Results land in $OUT (default /tmp/reidbench-gpu); each part runs even if an earlier one failed.
