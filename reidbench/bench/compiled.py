@@ -112,7 +112,6 @@ def compile_model(
     import torch._dynamo
 
     check_backend(backend)
-    torch._dynamo.reset()
     if mode not in COMPILE_MODES:
         raise UsageError(
             f"compile mode {mode!r} is not allowed for regional compilation; use one of "
@@ -122,6 +121,7 @@ def compile_model(
     blocks = model.backbone.blocks()
     if not blocks:
         raise UsageError(f"{type(model.backbone).__name__}.blocks() is empty: there is no repeated block to compile.")
+    torch._dynamo.reset()
     unified = unify_drop_paths(blocks)
     for block in blocks:
         block.compile(backend=backend, dynamic=dynamic, mode=mode)

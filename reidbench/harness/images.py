@@ -70,13 +70,8 @@ class ImageSet:
         return len(self.paths)
 
     @property
-    def nbytes(self) -> int:
-        """Memory the tensors hold, so the runner can say what caching a split costs."""
-        return sum(t.numel() * t.element_size() for t in (self.images, self.pids, self.camids))
-
-    @property
     def decoded_nbytes(self) -> int:
-        """The pixels' share of `nbytes`."""
+        """Memory the uint8 pixels take, so the run can say what caching a split costs."""
         return self.images.numel()
 
     @property

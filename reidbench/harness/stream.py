@@ -30,7 +30,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from reidbench.errors import UsageError
 from reidbench.harness.data import ImageRecord
-from reidbench.harness.images import ImageSet, LabelledBatch, _decode, _default_workers, check_size, survey_images
+from reidbench.harness.images import (
+    _NAMED_IN_ERROR, ImageSet, LabelledBatch, _decode, _default_workers, _reason, check_size, survey_images,
+)
 
 #: Decoding workers of a streamed set, at most (one per core below that).
 MAX_WORKERS = 8
@@ -59,11 +61,6 @@ class StreamedImageSet:
 
     def __len__(self) -> int:
         return len(self.paths)
-
-    @property
-    def nbytes(self) -> int:
-        """Memory held: the labels only; the pixels live in a few batches in flight."""
-        return sum(t.numel() * t.element_size() for t in (self.pids, self.camids))
 
     @property
     def decoded_nbytes(self) -> int:
@@ -99,7 +96,7 @@ class StreamedImageSet:
         plan.rows = rows
         for index, (images, failures) in zip(rows, loader):
             if failures:
-                named = "; ".join(f"{path} ({reason})" for path, reason in failures[:3])
+                named = "; ".join(f"{path} ({reason})" for path, reason in failures[:_NAMED_IN_ERROR])
                 raise UsageError(
                     f"{len(failures)} image(s) of a batch could not be decoded although their headers read at the start "
                     f"of the run: {named}. Remove or replace the file(s) and resume the run (--resume)."
@@ -154,7 +151,7 @@ class _Decoder(Dataset):
             array, _, _ = _decode(self.paths[index], self.size)
         except Exception as error:  # noqa: BLE001 - named to the user in the main process
             blank = torch.zeros(3, *self.size, dtype=torch.uint8)
-            return blank, (self.paths[index], f"{type(error).__name__}: {error}")
+            return blank, (self.paths[index], _reason(self.paths[index], error))
         return torch.from_numpy(np.array(array)).permute(2, 0, 1).contiguous(), None
 
 
