@@ -4,27 +4,24 @@
 #   (plus, for `reidbench run`'s launcher module: python3 -m pip download -q --no-deps -d .whl submitit==1.5.4 cloudpickle)
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
 #   PYTHONPATH=/tmp/site:$PWD bash scripts/gpu_check.sh [PART...]
-# PARTs (default: tests train run, ~9 min on an H200 at the last measured speeds -- two device calls:
+# PARTs (default: tests train run, ~7 min on an H200 at the last measured speeds -- two device calls:
 # `tests train profile`, then `run`; the times below come from the H200 runs of 2026-11-27, docs/benchmarks):
 #   tests  CUDA-only tests: no host sync in a training step, host cache == device cache,
-#          GPU augmentation == CPU, CUDA-graph replay == eager (~100 s; ~20 s without test_compiled)
+#          GPU augmentation == CPU, CUDA-graph replay == eager (103 s measured; ~20 s without test_compiled)
 #   train  training img/s of vit768-none and clip512-none at batch 64 and 128: harness vs bare
-#          loop, eager vs compiled vs graph-replayed steps (~75 s before the graphed rows; expect ~100 s)
+#          loop, eager vs compiled vs graph-replayed steps (92 s measured)
 #   profile  torch.profiler of the harness's step and the bare loop's at batch 64, phase by phase
-#          (host and device ms), for vit768 and clip512: where the harness / bare gap comes from (~40 s)
+#          (host and device ms), for vit768 and clip512: where the harness / bare gap comes from (50 s measured)
 #   infer  inference of every cell at batch 1 and 256: eager, compiled, CUDA graph (~100 s: 63 s
 #          were measured for the four cells other than vit768-none and clip512-none; already measured
 #          on an H200, so on request only. A profile's [measure] compile / cuda_graphs / reference
 #          would make a run time the same modes per cell.)
-#   run    the full profile's default grid on the synthetic data (328 s measured before, with
-#          cudnn.benchmark on in training and 12 checkpoints per cell. Now: cudnn.benchmark off, but
-#          the ms windows are GEMMs (TiledConv2d) and one checkpoint per cell: not yet timed; each
-#          cell's console line gives its phase_seconds)
-#   rungraphs  the same grid with `run --cuda-graphs` (graph-replayed training steps; not yet timed:
-#          at most the `run` part's time if the replays work)
+#   run    the full profile's default grid on the synthetic data, as `reidbench run` trains on CUDA by
+#          default: graph-replayed steps (156 s measured, with the synthetic set already generated)
+#   runeager  the same grid with --no-cuda-graphs, eager training steps (213 s measured)
 # Results land in $OUT (default /tmp/reidbench-gpu); each part runs even if an earlier one failed.
 set -uo pipefail
-PARTS=${*:-tests train run}  # profile, infer, rungraphs: on request
+PARTS=${*:-tests train run}  # profile, infer, runeager: on request
 OUT=${OUT:-/tmp/reidbench-gpu}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 REIDBENCH_CACHE=/tmp/reidbench-cache
@@ -51,9 +48,15 @@ if want train; then
 fi
 
 if want profile; then
+  # Two files come back (the device tool returns at most 8 in all): the phase tables and the operator tables;
+  # the Chrome traces stay in /tmp/profile_* on the machine.
+  : > "$OUT/profile_ops.txt"
   for backbone in vit768 clip512; do
-    python3 scripts/profile_train_step.py --backbone "$backbone" --batch 64 --out "$OUT/profile_$backbone" \
-      2> "$OUT/profile_$backbone.log" | tee "$OUT/profile_$backbone.txt"
+    python3 scripts/profile_train_step.py --backbone "$backbone" --batch 64 --out "/tmp/profile_$backbone" 2>&1 \
+      | grep -v -i "warn" | tee -a "$OUT/profile.txt"
+    for name in harness bare; do
+      { echo "=== $backbone $name"; cat "/tmp/profile_$backbone/${name}_ops.txt"; } >> "$OUT/profile_ops.txt" 2>&1
+    done
   done
   echo "[$SECONDS s] profile done"
 fi
@@ -72,11 +75,11 @@ if want run; then
   grep -E "^\[|^data:" "$OUT/run_full.log" | tail -14
   cp /tmp/run-full/results.csv /tmp/run-full/run.json /tmp/run-full/environment.json "$OUT/" 2>/dev/null
 fi
-if want rungraphs; then
-  python3 -m reidbench run --grid default --profile full --device cuda --cuda-graphs --out /tmp/run-graphs --no-progress \
-    > "$OUT/run_graphs.log" 2>&1
-  echo "[$SECONDS s] run --cuda-graphs exit code: $?"
-  grep -E "^\[|^data:" "$OUT/run_graphs.log" | tail -14
-  mkdir -p "$OUT/graphs" && cp /tmp/run-graphs/results.csv /tmp/run-graphs/run.json "$OUT/graphs/" 2>/dev/null
+if want runeager; then
+  python3 -m reidbench run --grid default --profile full --device cuda --no-cuda-graphs --out /tmp/run-eager --no-progress \
+    > "$OUT/run_eager.log" 2>&1
+  echo "[$SECONDS s] run --no-cuda-graphs exit code: $?"
+  grep -E "^\[|^data:" "$OUT/run_eager.log" | tail -14
+  mkdir -p "$OUT/eager" && cp /tmp/run-eager/results.csv /tmp/run-eager/run.json "$OUT/eager/" 2>/dev/null
 fi
 echo "[$SECONDS s] done"

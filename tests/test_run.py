@@ -47,6 +47,7 @@ def test_run_directory_holds_everything_a_report_needs(finished_run: Path) -> No
     images = sum(meta["dataset"]["counts"][split]["images"] for split in ("train", "query", "gallery"))
     assert meta["dataset"]["decoded_mib"] == pytest.approx(images * 3 * 32 * 16 / 2**20)  # uint8 RGB at 32x16
     assert meta["dataset"]["cache"]["location"] == "cpu" and "host memory" in meta["dataset"]["cache"]["why"]
+    assert meta["cuda_graphs"] is False  # the default off CUDA: the steps train eagerly
     assert meta["settings"]["depth"] == 1 and meta["settings"]["num_classes"] == 8 and meta["settings"]["num_cameras"] == 3
     assert (finished_run / "grid.toml").exists() and (finished_run / "profile.toml").exists()
     env = json.loads((finished_run / "environment.json").read_text())

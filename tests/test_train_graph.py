@@ -14,8 +14,8 @@ from reidbench.harness.profile import TrainConfig
 from reidbench.harness.sampler import PKSampler
 from reidbench.harness.train import TrainStep, build_optimizer, epoch_batches
 from reidbench.harness.distributed import World
-from reidbench.harness.runner import check_cuda_graphs
-from reidbench.harness.train_graph import WARMUP_STEPS, GraphedTrainStep, graph_capture_refusal
+from reidbench.harness.runner import check_cuda_graphs, default_cuda_graphs
+from reidbench.harness.train_graph import WARMUP_STEPS, GraphCaptureFailed, GraphedTrainStep, graph_capture_refusal
 from reidbench.variants.factory import create_variant
 from reidbench.variants.settings import VariantSettings
 
@@ -140,6 +140,38 @@ def test_a_run_with_cuda_graphs_needs_one_process_per_cell():
     check_cuda_graphs(plan, World())  # one process on a GPU: fine
 
 
+def test_graph_replay_is_the_default_only_where_it_can_run():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert default_cuda_graphs(cuda, compile=False, world=World()) is True
+    assert default_cuda_graphs(cpu, compile=False, world=World()) is False
+    assert default_cuda_graphs(cuda, compile=True, world=World()) is False  # --compile asked for: compiled eager steps
+    assert default_cuda_graphs(cuda, compile=False, world=World(rank=0, world_size=2)) is False  # DDP
+
+
+def test_a_failed_capture_fails_the_cell_naming_the_eager_way_out(monkeypatch):
+    """A module that waits for the host inside the step cannot be recorded: the error says so and names --no-cuda-graphs."""
+    _, step, batches = _steps(torch.device("cpu"), "sgd", graph_safe=True)
+    graphed = object.__new__(GraphedTrainStep)  # its constructor refuses the CPU; the capture path is what is tested
+    graphed.step, graphed.graph, graphed.replays = step, None, 0
+
+    class RefusingCapture:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore detail")
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: object())
+    monkeypatch.setattr(torch.cuda, "graph", RefusingCapture)
+    with pytest.raises(GraphCaptureFailed, match=r"\(CUDA error: operation not permitted when stream is capturing\).*--no-cuda-graphs") as caught:
+        graphed._capture(step.inputs(0, batches[0]))
+    assert "more detail" not in str(caught.value) and graphed.replays == 0
+
+
 @CUDA
 def test_a_run_trains_a_cell_with_graph_replayed_steps(tiny_synthetic, tmp_path):
     import json
@@ -148,7 +180,7 @@ def test_a_run_trains_a_cell_with_graph_replayed_steps(tiny_synthetic, tmp_path)
 
     inputs = write_inputs(tmp_path / "inputs", tiny_synthetic, grid=ONE_CELL_GRID, epochs=3)
     out = tmp_path / "graphed"
-    result = CliRunner().invoke(app, run_args(inputs, out, "--device", "cuda", "--cuda-graphs"))
+    result = CliRunner().invoke(app, run_args(inputs, out, "--device", "cuda"))  # on by default on CUDA
     assert result.exit_code == 0, result.output
     record = json.loads((out / "cells/vit768-none/seed0/record.json").read_text())
     training = record["training"]

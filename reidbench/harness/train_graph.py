@@ -33,12 +33,18 @@ from typing import Optional
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from reidbench.errors import UsageError
+from reidbench.errors import ReidbenchError, UsageError
 from reidbench.harness.images import LabelledBatch
 from reidbench.harness.train import TrainStep
 
 #: Eager steps before the capture.
 WARMUP_STEPS = 3
+
+
+class GraphCaptureFailed(ReidbenchError):
+    """The training step could not be recorded as a CUDA graph; the cell fails, naming the eager way out."""
+
+    exit_code = 1
 
 
 def graph_capture_refusal(step: TrainStep) -> Optional[str]:
@@ -113,8 +119,15 @@ class GraphedTrainStep:
         self.graph = torch.cuda.CUDAGraph()
         # thread_local: a streamed set's DataLoader pins the next batches in a thread of its own meanwhile,
         # and in the default (global) mode its pinned allocations would invalidate this capture.
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-            self.static_stats = self.step.update(*self.static)
+        try:
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+                self.static_stats = self.step.update(*self.static)
+        except RuntimeError as error:  # e.g. an operation that syncs with the host, which a graph cannot hold
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise GraphCaptureFailed(
+                f"recording this cell's training step as a CUDA graph failed ({first_line}); its modules may do "
+                "host work inside the step. Train eagerly instead: start the run with --no-cuda-graphs."
+            ) from error
         self.graph.replay()  # capture only records: this call's step runs now
         self.replays += 1
         torch.cuda.synchronize(device)
