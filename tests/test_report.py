@@ -247,6 +247,22 @@ def test_the_report_says_where_each_cells_time_went(grid_run: Path, tmp_path: Pa
     assert "Where the time went" in "".join(HTMLReport((tmp_path / "report.html").read_text()).text)
 
 
+def test_the_header_says_how_the_cells_were_trained(grid_run: Path, tmp_path: Path) -> None:
+    """Train img/s depends on eager vs graph-replayed steps and on DDP: the header names each way and its cells."""
+    run = copy_run(grid_run, tmp_path / "run")
+    record = json.loads((run / "cells/vit768-none/seed0/record.json").read_text())
+    edit_record(run, "vit768-none", training={**record["training"], "graphed": True, "image_cache": "cuda:0"})
+    edit_record(run, "clip512-none", training__world_size=2)
+    result = report(str(run), "--out", str(tmp_path / "r"))
+    assert result.exit_code == 0, result.output
+    trained = sum(1 for p in run.glob("cells/*/seed0/record.json") if json.loads(p.read_text()).get("training"))
+    line = next(l for l in (tmp_path / "r" / "report.md").read_text().splitlines() if l.startswith("- **Training**: "))
+    assert line == (
+        f"- **Training**: steps replayed as CUDA graphs, images from cuda:0 (1 cell); eager steps, images from cpu "
+        f"({trained - 2} cells); eager steps, DDP over 2 processes, images from cpu (1 cell)"
+    )
+
+
 def test_report_defaults_to_the_latest_run_under_runs(grid_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     empty = report()
