@@ -187,3 +187,35 @@ def test_a_run_trains_a_cell_with_graph_replayed_steps(tiny_synthetic, tmp_path)
     assert record["status"] == "done" and 0 < record["metrics"]["mAP"] <= 1
     assert training["graphed"] is True and training["graph_replayed_steps"] > 0
     assert json.loads((out / "run.json").read_text())["cuda_graphs"] is True
+
+
+@CUDA
+def test_a_graph_replayed_run_interrupted_after_an_epoch_resumes_with_replays(tiny_synthetic, tmp_path, monkeypatch):
+    """The checkpoint holds the graph-safe optimizer (learning rate as a device tensor); resuming captures anew."""
+    import json
+
+    from reidbench.harness import runner as runner_module
+    from reidbench.harness.rundir import RunDir
+    from tiny_run import ONE_CELL_GRID, run_args, write_inputs
+
+    inputs = write_inputs(tmp_path / "inputs", tiny_synthetic, grid=ONE_CELL_GRID, epochs=3)
+    out = tmp_path / "graphed"
+    original = runner_module.execute
+
+    def stop_after_first_epoch(cell: str, seed: int, epoch: int) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(
+        runner_module, "execute", lambda plan, run, progress, **kw: original(plan, run, progress, stop_after_first_epoch, **kw)
+    )
+    interrupted = CliRunner().invoke(app, run_args(inputs, out, "--device", "cuda"))
+    monkeypatch.undo()
+    assert interrupted.exit_code == 130, interrupted.output
+    resumed = CliRunner().invoke(app, ["run", "--resume", str(out), "--no-progress"])
+    assert resumed.exit_code == 0, resumed.output
+    record = RunDir(out).read_record("vit768-none", 0)
+    training = record["training"]
+    assert record["status"] == "done" and training["resumed_from_epoch"] == 1
+    assert training["graphed"] is True and training["graph_replayed_steps"] > 0
+    assert json.loads((out / "run.json").read_text())["cuda_graphs"] is True
