@@ -9,7 +9,8 @@
 #   tests  CUDA-only tests: no host sync in a training step, host cache == device cache,
 #          GPU augmentation == CPU, CUDA-graph replay == eager (103 s measured; ~20 s without test_compiled)
 #   train  training img/s of vit768-none and clip512-none at batch 64 and 128: harness vs bare
-#          loop, eager vs compiled vs graph-replayed steps (92 s measured)
+#          loop, eager vs compiled vs graph-replayed vs compiled+graph-replayed steps (92 s measured
+#          before the compiled+graphed rows; expect ~120 s)
 #   profile  torch.profiler of the harness's step and the bare loop's at batch 64, phase by phase
 #          (host and device ms), for vit768 and clip512: where the harness / bare gap comes from (50 s measured)
 #   infer  inference of every cell at batch 1 and 256: eager, compiled, CUDA graph (~100 s: 63 s

@@ -25,15 +25,21 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 FACTORS = [1.0, 0.5, 0.25, 2.0, 1.0, 0.0, 0.75, 0.5, 1.5, 1.0, 0.3, 0.8]
 
 
-def _steps(device: torch.device, optimizer_name: str, graph_safe: bool, graphed: bool = False):
-    """A tiny model's TrainStep (or its graphed wrapper) with a learning rate that changes every step, and its batches."""
+def _steps(device: torch.device, optimizer_name: str, graph_safe: bool, graphed: bool = False, compile_backend=None):
+    """A tiny model's TrainStep (or its graphed wrapper) with a learning rate that changes every step, and its batches.
+
+    With `compile_backend`, the model's blocks and the step's losses are compiled with it."""
     torch.manual_seed(0)
     model = create_variant("vit768-none", settings=TINY).to(device).train()
+    if compile_backend is not None:
+        from reidbench.bench.compiled import compile_model
+
+        compile_model(model, compile_backend)
     cfg = TrainConfig(epochs=1, p=2, k=4, warmup_epochs=0, optimizer=optimizer_name, lr=0.01)
     train_set = random_train_set(model, TINY.num_classes, device)
     optimizer = build_optimizer(model, cfg, graph_safe_on=device if graph_safe else None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: FACTORS[step % len(FACTORS)])
-    step = TrainStep(model, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), device, "fp32")
+    step = TrainStep(model, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), device, "fp32", compile_backend)
     sampler = PKSampler(train_set.pids, p=cfg.p, k=cfg.k, seed=0)
     batches = epoch_batches(sampler, train_set.index_device)
     step.begin_epoch(batches)
@@ -68,14 +74,14 @@ def _assert_same_weights(got: dict, expected: dict, optimizer_name: str, rtol: f
         torch.testing.assert_close(got[name], value, rtol=rtol, atol=atol, msg=name)
 
 
-def test_graphed_steps_are_refused_off_cuda_and_with_compiled_or_labelled_steps():
+def test_graphed_steps_are_refused_off_cuda_and_with_labelled_steps():
     _, step, _ = _steps(torch.device("cpu"), "sgd", graph_safe=True)
     assert "only on a CUDA device" in graph_capture_refusal(step)
     with pytest.raises(UsageError, match="only on a CUDA device"):
         GraphedTrainStep(step)
     model = create_variant("vit768-none", settings=TINY)
-    with pytest.raises(ValueError, match="no compile_backend"):
-        harness_train_step(model, 8, torch.device("cpu"), "fp32", compile_backend="eager", cuda_graph=True)
+    with pytest.raises(ValueError, match="a profiler label is host work"):
+        harness_train_step(model, 8, torch.device("cpu"), "fp32", regions=True, cuda_graph=True)
 
 
 def test_bench_records_graphed_training_as_skipped_without_cuda(tmp_path):
@@ -85,14 +91,17 @@ def test_bench_records_graphed_training_as_skipped_without_cuda(tmp_path):
     result = CliRunner().invoke(app, [
         "bench", "--only", "vit768-none", "--device", "cpu", "--set", "depth=1", "--set", "img_size=[64,32]",
         "--batch-sizes", "1", "--train-batch-sizes", "8", "--train-steps", "1", "--repeats", "1", "--cuda-graphs",
-        "--json", str(out),
+        "--compile", "--compile-backend", "eager", "--json", str(out),
     ])
     assert result.exit_code == 0, result.output
     (record,) = json.loads(out.read_text())
-    eager, graphed = record["train_throughput"]
+    eager, compiled, graphed, both = record["train_throughput"]
     assert eager["mode"] == "eager" and eager["img_per_s"] > 0
-    assert graphed["mode"] == "graphed" and "CUDA graphs need a CUDA device" in graphed["skipped"]
-    assert "train bs8 graphed: CUDA graphs need a CUDA device" in result.output
+    assert compiled["mode"] == "compiled" and compiled["img_per_s"] > 0 and compiled["ratio_to_eager"] > 0
+    for entry in (graphed, both):
+        assert "CUDA graphs need a CUDA device" in entry["skipped"] and "img_per_s" not in entry
+        assert f"train bs8 {entry['mode']}: CUDA graphs need a CUDA device" in result.output
+    assert (graphed["mode"], both["mode"]) == ("graphed", "compiled+graphed")
 
 
 @CUDA
@@ -109,6 +118,19 @@ def test_graph_replayed_steps_train_like_eager_steps(optimizer_name):
     tolerance = 1e-3 if optimizer_name == "sgd" else 1e-2
     torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance)
     _assert_same_weights(graph_model.state_dict(), eager_model.state_dict(), optimizer_name, rtol=1e-3, atol=1e-5)
+
+
+@CUDA
+def test_compiled_steps_replayed_as_graphs_train_like_compiled_eager_steps():
+    """The compiled blocks and losses are compiled in the warm-up steps, then recorded and replayed."""
+    device = torch.device("cuda")
+    trained = {}
+    for graphed in (False, True):
+        model, step, batches = _steps(device, "sgd", graph_safe=True, graphed=graphed, compile_backend="aot_eager")
+        trained[graphed] = (torch.stack([step(n, batch) for n, batch in enumerate(batches)]), model.state_dict())
+    assert step.replays == len(batches) - WARMUP_STEPS and step.capture_seconds is not None
+    torch.testing.assert_close(trained[True][0], trained[False][0], rtol=1e-3, atol=1e-3)
+    _assert_same_weights(trained[True][1], trained[False][1], "sgd", rtol=1e-3, atol=1e-5)
 
 
 @CUDA

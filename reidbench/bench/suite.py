@@ -19,7 +19,7 @@ from reidbench.bench.params import count_parameters
 from reidbench.bench.probe import DONE, FAILED, Probe, probe_cell
 from reidbench.bench.reference import bare_inference_loop, bare_reference, bare_train_loop
 from reidbench.bench.timing import time_callable
-from reidbench.bench.training import harness_train_throughput
+from reidbench.bench.training import harness_train_throughput, train_mode
 from reidbench.variants.factory import create_variant
 from reidbench.variants.grid import Cell, Grid
 from reidbench.variants.model import ReidModel
@@ -232,7 +232,8 @@ def _train_throughput(
     if options.reference and settings.stride == PATCH_SIZE and bare_reference(record.backbone, record.neck):
         log(f"    bare training loop at batch {batch_size}")
         bare = bare_train_loop(record.backbone, settings, batch_size, options.device, options.dtype, options.train_steps)
-    modes = ["eager"] + (["compiled"] if options.compile else []) + (["graphed"] if options.cuda_graphs else [])
+    modes = [train_mode(compiled, graphed) for graphed in (False, True) for compiled in (False, True)
+             if (options.compile or not compiled) and (options.cuda_graphs or not graphed)]
     entries = [_harness_train_entry(model, batch_size, mode, options, log) for mode in modes]
     for entry in entries:
         if bare is not None and "img_per_s" in entry:
@@ -247,19 +248,20 @@ def _train_throughput(
 
 def _harness_train_entry(model: ReidModel, batch_size: int, mode: str, options: BenchOptions, log: Log) -> dict[str, Any]:
     """One mode's training img/s; a mode that cannot run here, or fails, is an entry saying why, not a crash."""
-    if mode == "graphed" and (reason := cuda_graph_unavailable(options.device)) is not None:
+    graphed, compiled = mode.endswith("graphed"), mode.startswith("compiled")
+    if graphed and (reason := cuda_graph_unavailable(options.device)) is not None:
         return {"mode": mode, "batch_size": batch_size, "skipped": reason}
     log(f"    harness training step at batch {batch_size}" + (f" ({mode})" if mode != "eager" else ""))
     try:
         return harness_train_throughput(
             model, batch_size, options.device, options.dtype, options.train_steps,
-            compile_backend=options.compile_backend if mode == "compiled" else None, cuda_graph=mode == "graphed",
+            compile_backend=options.compile_backend if compiled else None, cuda_graph=graphed,
         )
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()
         return {"mode": mode, "batch_size": batch_size, "error": "CUDA out of memory"}
     except Exception as exc:  # noqa: BLE001 - an op that cannot be captured fails this mode, not the cell
-        if mode != "graphed":
+        if not graphed:
             raise
         return {"mode": mode, "batch_size": batch_size, "error": f"{type(exc).__name__}: {exc}"}
 

@@ -61,6 +61,14 @@ class NextStep:
         return self.step(*next(self.batches))
 
 
+TRAIN_MODES = ("eager", "compiled", "graphed", "compiled+graphed")
+"""How `harness_train_throughput` can run the harness's step; the first is the one the others are compared with."""
+
+
+def train_mode(compiled: bool, graphed: bool) -> str:
+    return TRAIN_MODES[int(compiled) + 2 * int(graphed)]
+
+
 def harness_train_step(
     model: ReidModel,
     batch_size: int,
@@ -76,11 +84,12 @@ def harness_train_step(
     With `compile_backend` the copy's transformer blocks and the step's losses
     are compiled with it; `regions` labels the step's phases for torch.profiler;
     `cuda_graph` replays the steps after the first few as one CUDA graph each
-    (`GraphedTrainStep`, with the graph-safe variant of the optimizer);
+    (`GraphedTrainStep`, with the graph-safe variant of the optimizer; with
+    `compile_backend` too, the compiled code is what the graph records);
     `augment_method` as `TrainStep` takes it ("gather": the GPU's path, on any device).
     """
-    if cuda_graph and (compile_backend is not None or regions):
-        raise ValueError("graph-replayed steps are eager and unlabelled: no compile_backend, no regions")
+    if cuda_graph and regions:
+        raise ValueError("graph-replayed steps are unlabelled: a profiler label is host work a graph cannot replay")
     cfg = train_config_for(batch_size)
     work = copy.deepcopy(model).to(device)
     if compile_backend is not None:
@@ -118,7 +127,8 @@ def harness_train_throughput(
     """img/s of `steps` harness training steps after `warmup` untimed ones, on a copy of `model`.
 
     With `compile_backend` the copy's transformer blocks and the step's losses are compiled with it;
-    with `cuda_graph` the timed steps are graph replays (the warm-up holds the eager steps and the capture).
+    with `cuda_graph` the timed steps are graph replays (the warm-up holds the eager steps and the capture;
+    with both, also the compilation).
     """
     compiled = compile_backend is not None
     if cuda_graph:
@@ -136,14 +146,16 @@ def harness_train_throughput(
     queued = time.perf_counter() - start
     _sync(device)
     seconds = time.perf_counter() - start
-    if compiled:
-        compile_seconds = max(warm_seconds - warmup * seconds / steps, 0.0)
-    else:  # one more step, counted: the host cost that the img/s ratio to the bare loop is about (a replay: its eager part)
-        ops_per_step = total(count_dispatches(step)[1])
     capture_seconds = getattr(step.step, "capture_seconds", None)
+    if compiled:
+        compile_seconds = max(warm_seconds - warmup * seconds / steps - (capture_seconds or 0.0), 0.0)
+    if not compiled or cuda_graph:
+        # One more step, counted: the host cost that the img/s ratio to the bare loop is about. A replay
+        # runs no compiled region (which the counter would trace rather than run): its eager part is counted.
+        ops_per_step = total(count_dispatches(step)[1])
     del step
     return {
-        "mode": "compiled" if compiled else "graphed" if cuda_graph else "eager",
+        "mode": train_mode(compiled, cuda_graph),
         "batch_size": batch_size,
         "steps": steps,
         "warmup": warmup,
