@@ -18,7 +18,7 @@
 #          on an H200, so on request only. A profile's [measure] compile / cuda_graphs / reference
 #          would make a run time the same modes per cell.)
 #   run    the full profile's default grid on the synthetic data, as `reidbench run` trains on CUDA by
-#          default: graph-replayed steps (156 s measured, with the synthetic set already generated)
+#          default: graph-replayed steps (155 s measured, with the synthetic set already generated)
 #   runeager  the same grid with --no-cuda-graphs, eager training steps (213 s measured)
 # Results land in $OUT (default /tmp/reidbench-gpu); each part runs even if an earlier one failed.
 set -uo pipefail
