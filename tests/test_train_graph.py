@@ -241,3 +241,19 @@ def test_a_graph_replayed_run_interrupted_after_an_epoch_resumes_with_replays(ti
     assert record["status"] == "done" and training["resumed_from_epoch"] == 1
     assert training["graphed"] is True and training["graph_replayed_steps"] > 0
     assert json.loads((out / "run.json").read_text())["cuda_graphs"] is True
+
+
+@CUDA
+def test_a_streamed_run_on_cuda_replays_its_steps_while_workers_decode(tiny_synthetic, tmp_path):
+    """DataLoader workers pin batches in a thread of their own during the capture: thread-local capture allows it."""
+    from reidbench.harness.rundir import RunDir
+    from tiny_run import ONE_CELL_GRID, run_args, write_inputs
+
+    inputs = write_inputs(tmp_path / "inputs", tiny_synthetic, grid=ONE_CELL_GRID, epochs=3)
+    out = tmp_path / "streamed"
+    result = CliRunner().invoke(app, run_args(inputs, out, "--device", "cuda", "--data-cache", "stream"))
+    assert result.exit_code == 0, result.output
+    record = RunDir(out).read_record("vit768-none", 0)
+    training = record["training"]
+    assert record["status"] == "done" and training["image_cache"].startswith("stream")
+    assert training["graphed"] is True and training["graph_replayed_steps"] > 0
