@@ -7,7 +7,8 @@
 # PARTs (default: tests train run, ~7 min on an H200 at the last measured speeds -- two device calls:
 # `tests train profile`, then `run`; the times below come from the H200 runs of 2026-11-27, docs/benchmarks):
 #   tests  CUDA-only tests: no host sync in a training step, host cache == device cache,
-#          GPU augmentation == CPU, CUDA-graph replay == eager (103 s measured; ~20 s without test_compiled)
+#          GPU augmentation == CPU, CUDA-graph replay == eager, graphed resume and streaming
+#          (103 s measured before the last three graph tests; ~20 s without test_compiled)
 #   train  training img/s of vit768-none and clip512-none at batch 64 and 128: harness vs bare
 #          loop, eager vs compiled vs graph-replayed vs compiled+graph-replayed steps (92 s measured
 #          before the compiled+graphed rows; expect ~120 s)
