@@ -114,6 +114,7 @@ def test_slurm_submits_one_array_and_status_asks_sacct(inputs, tmp_path: Path, m
     assert [j["job_id"] for j in launched["jobs"]] == ["4242_0", "4242_1"]
     assert launched["parameters"]["timeout_min"] == 90 and launched["parameters"]["slurm_partition"] == "gpu"
     assert json.loads((out / "run.json").read_text())["device"] == "cuda"  # the jobs' device; this machine has none
+    assert json.loads((out / "run.json").read_text())["cuda_graphs"] is False  # 2-process DDP cells train eagerly
 
     pending = cli.invoke(app, ["status", str(out)])
     assert pending.exit_code == 0, pending.output
@@ -126,6 +127,19 @@ def test_slurm_submits_one_array_and_status_asks_sacct(inputs, tmp_path: Path, m
     assert rows["vit768-none"]["log"] == "jobs/4242_0_0_log.err" and "Slurm: FAILED" in rows["vit768-none"]["detail"]
     assert rows["vit768-ms"]["state"] == "running"
     assert later["status"] == "running"  # one job still runs, so the run is not finished
+
+
+def test_one_gpu_slurm_cells_train_with_graph_replay_by_default(inputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decided where the jobs are submitted (a login node has no GPU) from the jobs' device and processes."""
+    bin_dir = tmp_path / "bin"
+    fake_slurm(bin_dir, "4242_[0]|PENDING")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    for extra, graphs in (([], True), (["--no-cuda-graphs"], False)):
+        out = tmp_path / f"slurm-{graphs}"
+        result = cli.invoke(app, run_args(inputs, out, "--launcher", "slurm", "--time", "60", "--only", "vit768-none", *extra))
+        assert result.exit_code == 0, result.output
+        meta = json.loads((out / "run.json").read_text())
+        assert meta["device"] == "cuda" and meta["cuda_graphs"] is graphs
 
 
 def test_a_refused_submission_is_one_paragraph(inputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
