@@ -113,7 +113,7 @@ def bench(
     cudnn_benchmark: bool = typer.Option(True, "--cudnn-benchmark/--no-cudnn-benchmark", help="Let cuDNN autotune convolutions per shape (CUDA only; recorded)."),
     compile_: bool = typer.Option(False, "--compile/--no-compile", help="Also time a copy with every transformer block torch.compile'd, at every batch size, with its compile time (eager stays the headline)."),
     compile_backend: str = typer.Option("inductor", "--compile-backend", help="torch.compile backend for --compile: inductor, or aot_eager to check tracing quickly."),
-    cuda_graphs: Optional[bool] = typer.Option(None, "--cuda-graphs/--no-cuda-graphs", help="Also time CUDA-graph replay of the whole forward at every batch size, and of whole training steps at every --train-batch-sizes (default: on with CUDA, off on CPU; asked for on CPU, recorded as skipped)."),
+    cuda_graphs: Optional[bool] = typer.Option(None, "--cuda-graphs/--no-cuda-graphs", help="Also time CUDA-graph replay of the whole forward at every batch size, and of whole training steps at every --train-batch-sizes, eager and with --compile compiled (default: on with CUDA, off on CPU; asked for on CPU, recorded as skipped)."),
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a grid setting, e.g. --set depth=2 (repeatable)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the records as a JSON list to this file."),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help="BACKBONE=PATH: a local pretrained checkpoint for that backbone (repeatable; overrides the grid's [weights])."),
