@@ -232,9 +232,9 @@ def _train_throughput(
     if options.reference and settings.stride == PATCH_SIZE and bare_reference(record.backbone, record.neck):
         log(f"    bare training loop at batch {batch_size}")
         bare = bare_train_loop(record.backbone, settings, batch_size, options.device, options.dtype, options.train_steps)
-    modes = [train_mode(compiled, graphed) for graphed in (False, True) for compiled in (False, True)
-             if (options.compile or not compiled) and (options.cuda_graphs or not graphed)]
-    entries = [_harness_train_entry(model, batch_size, mode, options, log) for mode in modes]
+    modes = [(compiled, graphed) for graphed in (False, True) for compiled in (False, True)
+             if (options.compile or not compiled) and (options.cuda_graphs or not graphed)]  # eager first
+    entries = [_harness_train_entry(model, batch_size, compiled, graphed, options, log) for compiled, graphed in modes]
     for entry in entries:
         if bare is not None and "img_per_s" in entry:
             entry["bare"] = bare
@@ -246,9 +246,11 @@ def _train_throughput(
     return entries
 
 
-def _harness_train_entry(model: ReidModel, batch_size: int, mode: str, options: BenchOptions, log: Log) -> dict[str, Any]:
+def _harness_train_entry(
+    model: ReidModel, batch_size: int, compiled: bool, graphed: bool, options: BenchOptions, log: Log
+) -> dict[str, Any]:
     """One mode's training img/s; a mode that cannot run here, or fails, is an entry saying why, not a crash."""
-    graphed, compiled = mode.endswith("graphed"), mode.startswith("compiled")
+    mode = train_mode(compiled, graphed)
     if graphed and (reason := cuda_graph_unavailable(options.device)) is not None:
         return {"mode": mode, "batch_size": batch_size, "skipped": reason}
     log(f"    harness training step at batch {batch_size}" + (f" ({mode})" if mode != "eager" else ""))
