@@ -12,17 +12,21 @@ the script writes to `--out`:
 and prints the phase table of both. A phase's host ms is the wall time the Python thread
 spent in it; its device ms counts the kernels launched under it from that thread, so on a
 GPU the backward phase (launched by autograd's own device thread) may show little device
-time: read those kernels in the operator table or the trace. Usage (repository root):
+time: read those kernels in the operator table or the trace. The last row, `step`, gives the
+wall ms per profiled step and the device ms of all its kernels, backward included: wall well
+above kernels means the host is the bottleneck. Usage (repository root):
 
   python scripts/profile_train_step.py --backbone vit768 --batch 64 --out /tmp/profile
 """
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from reidbench.bench.environment import DTYPES
@@ -34,32 +38,49 @@ from reidbench.variants.settings import VariantSettings
 PHASES = ("augment", "forward", "losses", "backward", "optimizer")
 
 
-def profiled(step: Callable[[], object], steps: int, warmup: int, device: torch.device) -> profile:
+STEP = "step"
+"""The table's last row: wall ms per profiled step on the host, and the device time of all its kernels."""
+
+
+def profiled(step: Callable[[], object], steps: int, warmup: int, device: torch.device) -> tuple[profile, float]:
+    """The profile of `steps` calls after `warmup` ones, and their wall ms per step (profiler overhead included)."""
     for _ in range(warmup):
         step()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
+        started = time.perf_counter()
         for _ in range(steps):
             step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-    return prof
+        wall_ms = (time.perf_counter() - started) / steps * 1e3
+    return prof, wall_ms
 
 
-def phase_table(prof: profile, steps: int) -> dict[str, tuple[float, float]]:
-    """Phase -> (host ms, device ms) per step."""
-    events = {e.key: e for e in prof.key_averages()}
+def phase_table(prof: profile, steps: int, wall_ms: float) -> dict[str, tuple[float, float]]:
+    """Phase -> (host ms, device ms) per step, then `STEP` -> (wall ms, device ms of every kernel).
+
+    Read from the host-side events of each label: with CUDA activity the profiler
+    also records a device-side annotation under the same name, which merged
+    per-name averages would mix in (the first H200 profile showed 0.00 host ms
+    for the forward phase that way).
+    """
+    events = prof.events()
     table = {}
     for phase in PHASES:
-        event = events.get(phase)
-        if event is not None:
-            device_us = getattr(event, "device_time_total", 0) or getattr(event, "cuda_time_total", 0) or 0
-            table[phase] = (event.cpu_time_total / steps / 1e3, device_us / steps / 1e3)
+        host_events = [e for e in events if e.name == phase and e.device_type == DeviceType.CPU]
+        if host_events:
+            host_us = sum(e.time_range.elapsed_us() for e in host_events)
+            device_us = sum(e.device_time_total for e in host_events)
+            table[phase] = (host_us / steps / 1e3, device_us / steps / 1e3)
+    kernels_us = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CPU)
+    table[STEP] = (wall_ms, kernels_us / steps / 1e3)
     return table
 
 
-def write(prof: profile, name: str, steps: int, out: Path) -> dict[str, tuple[float, float]]:
-    table = phase_table(prof, steps)
+def write(profiled_steps: tuple[profile, float], name: str, steps: int, out: Path) -> dict[str, tuple[float, float]]:
+    prof, wall_ms = profiled_steps
+    table = phase_table(prof, steps, wall_ms)
     lines = [f"{name}: per step over {steps} profiled steps", f"{'phase':<10} {'host ms':>9} {'device ms':>10}"]
     lines += [f"{phase:<10} {host:>9.2f} {dev:>10.2f}" for phase, (host, dev) in table.items()]
     (out / f"{name}_regions.txt").write_text("\n".join(lines) + "\n")
@@ -99,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     tables = {name: write(profiled(step, args.steps, args.warmup, device), name, args.steps, args.out) for name, step in steps.items()}
     print(f"{args.backbone} batch {args.batch} {dtype} on {device}: host / device ms per step")
     print(f"{'phase':<10} {'harness':>17} {'bare':>17}")
-    for phase in PHASES:
+    for phase in (*PHASES, STEP):
         cells = [tables[name].get(phase) for name in ("harness", "bare")]
         print(f"{phase:<10} " + " ".join(f"{c[0]:>8.2f}/{c[1]:>8.2f}" if c else f"{'-':>17}" for c in cells))
 

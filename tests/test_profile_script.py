@@ -21,3 +21,8 @@ def test_the_profile_script_labels_every_phase_of_both_steps(tmp_path, capsys):
         assert "aten::" in (tmp_path / f"{name}_ops.txt").read_text()
         assert (tmp_path / f"{name}_trace.json").stat().st_size > 0
     assert "forward" in printed and "harness" in printed
+    step_row = next(line for line in printed.splitlines() if line.startswith(f"{script.STEP} "))
+    wall_ms = float(step_row.split()[1].split("/")[0])
+    assert wall_ms > 0  # the harness's wall ms per profiled step
+    forward_host_ms = float(next(l for l in printed.splitlines() if l.startswith("forward ")).split()[1].split("/")[0])
+    assert 0 < forward_host_ms <= wall_ms  # a phase's host time is part of the step's
