@@ -193,6 +193,14 @@ def test_a_failed_capture_fails_the_cell_naming_the_eager_way_out(monkeypatch):
         graphed._capture(step.inputs(0, batches[0]))
     assert "more detail" not in str(caught.value) and graphed.replays == 0
 
+    class OutOfMemoryCapture(RefusingCapture):
+        def __exit__(self, *exc):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(torch.cuda, "graph", OutOfMemoryCapture)
+    with pytest.raises(torch.cuda.OutOfMemoryError):  # left to the runner's advice: a smaller batch
+        graphed._capture(step.inputs(0, batches[0]))
+
 
 @CUDA
 def test_a_run_trains_a_cell_with_graph_replayed_steps(tiny_synthetic, tmp_path):

@@ -124,6 +124,8 @@ class GraphedTrainStep:
         try:
             with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
                 self.static_stats = self.step.update(*self.static)
+        except torch.cuda.OutOfMemoryError:
+            raise  # the run's own advice for that (a smaller batch) applies, not graph-specific advice
         except RuntimeError as error:  # e.g. an operation that syncs with the host, which a graph cannot hold
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise GraphCaptureFailed(
