@@ -243,6 +243,12 @@ def run(
             raise UsageError(f"--resume {resume}: no such run directory.")
         run_dir = RunDir(resume)
         plan = runner.load_plan(run_dir, None if device == "auto" else resolve_device(device))
+        if cuda_graphs is not None and cuda_graphs != plan.cuda_graphs:
+            raise UsageError(
+                f"--resume {resume} continues the run as it was started, with training steps "
+                f"{'replayed as CUDA graphs' if plan.cuda_graphs else 'run eagerly'} (its checkpoints hold that optimizer); "
+                f"drop {'--no-cuda-graphs' if plan.cuda_graphs else '--cuda-graphs'}, or start a new run with it."
+            )
         plan = replace(plan, device=init_distributed(world, plan.device))
         dataset = main_first(world, lambda: runner.check_plan(plan, world))
         _log(f"resuming {resume}: grid {plan.grid.name}, profile {plan.profile.name}, device {plan.device}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,6 +141,15 @@ def test_interrupted_cell_resumes_from_its_checkpoint_to_the_same_numbers(
     assert record["metrics"]["mAP"] == reference["metrics"]["mAP"]
     assert record["metrics"]["cmc"] == reference["metrics"]["cmc"]
     assert len((run.cell_dir("vit768-ms", 0) / "train_log.jsonl").read_text().splitlines()) == 3
+
+
+def test_resume_refuses_to_switch_graph_replay_on_or_off(finished_run: Path, tmp_path: Path) -> None:
+    """The checkpoints hold the optimizer of the way the run trains; a contradicting flag is named, not ignored."""
+    run = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    result = cli.invoke(app, ["run", "--resume", str(run), "--cuda-graphs"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "with training steps run eagerly" in result.output and "drop --cuda-graphs" in result.output
+    assert cli.invoke(app, ["run", "--resume", str(run), "--no-cuda-graphs", "--no-progress"]).exit_code == 0  # agrees: fine
 
 
 def test_ctrl_c_in_a_real_process_exits_130_and_resume_finishes(setup: dict[str, Path], tmp_path: Path) -> None:
