@@ -299,10 +299,11 @@ def train_model(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"][world.rank] if world.distributed else state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        # map_location put every tensor on the training device; random-generator states must be CPU byte tensors.
+        generator.set_state((state["generator"][world.rank] if world.distributed else state["generator"]).cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
         if state.get("cuda_rng") is not None and device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         start_epoch, log = state["epoch"], state["log"]
     if world.is_main:
         _rewrite_log(log_path, log)
