@@ -211,7 +211,7 @@ def run(
     max_parallel: Optional[int] = typer.Option(None, "--max-parallel", help="At most this many jobs at once (default: all)."),
     wait: Optional[bool] = typer.Option(None, "--wait/--no-wait", help="Wait for the jobs, then write results.csv and exit like local (default: wait for submitit-local, not for slurm)."),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun, batch norm over the whole global batch (SyncBatchNorm; CUDA only; recorded)."),
-    cuda_graphs: Optional[bool] = typer.Option(None, "--cuda-graphs/--no-cuda-graphs", help="Train with every step after three eager ones replayed as one CUDA graph (fused SGD / capturable AdamW; recorded per cell). Default: on for a CUDA device with one process per cell and no --compile, else off; asking for it elsewhere is an error."),
+    cuda_graphs: Optional[bool] = typer.Option(None, "--cuda-graphs/--no-cuda-graphs", help="Train with every step after three eager ones replayed as one CUDA graph (fused SGD / capturable AdamW; recorded per cell). With --compile the compiled blocks are what the graph records. Default: on for a CUDA device with one process per cell, else off; asking for it elsewhere is an error."),
 ) -> None:
     """Train, evaluate and measure every cell of a grid; write a run directory.
 
@@ -277,7 +277,7 @@ def run(
             data_cache=data_cache,
             sync_bn=sync_bn,
             cuda_graphs=cuda_graphs if cuda_graphs is not None else runner.default_cuda_graphs(
-                torch_device, compile_, launch_plan.cell_world(world)
+                torch_device, launch_plan.cell_world(world)
             ),
         )
         # Connect the ranks once the arguments are known good on every rank (each rank reads them alike).
@@ -296,6 +296,7 @@ def run(
         run_dir = RunDir(from_main(world, create_run_dir))  # one directory, named by rank 0, for every rank
         _log(f"run {run_dir.root}: grid {loaded.name}, {len(plan.cells)} cell(s) x {seeds} seed(s), profile {profile_name}, device {plan.device}, dtype {plan.dtype}"
              + (f", {world.world_size} processes (DDP)" if world.distributed else "")
+             + (", transformer blocks compiled" if plan.compile else "")
              + (", training steps replayed as CUDA graphs (--no-cuda-graphs: eager)" if plan.cuda_graphs else ""))
     if launch_plan.fanned_out:
         return _fan_out(plan, run_dir, dataset, launch_plan)

@@ -5,21 +5,21 @@
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
 #   PYTHONPATH=/tmp/site:$PWD bash scripts/gpu_check.sh [PART...]
 # PARTs (default: tests train run, ~7 min on an H200 at the last measured speeds -- two device calls:
-# `tests train profile`, then `run`; the times below come from the H200 runs of 2026-11-27, docs/benchmarks):
+# `tests train profile` (306 s), then `run` (159 s); the times below come from the H200 runs of 2026-11-27,
+# docs/benchmarks):
 #   tests  CUDA-only tests: no host sync in a training step, host cache == device cache,
-#          GPU augmentation == CPU, CUDA-graph replay == eager, graphed resume and streaming
-#          (103 s measured before the last three graph tests; ~20 s without test_compiled)
+#          GPU augmentation == CPU, CUDA-graph replay == eager, graphed resume and streaming,
+#          compiled runs replaying graphs (142 s measured for 66 tests; ~30 s for test_train_graph.py alone)
 #   train  training img/s of vit768-none and clip512-none at batch 64 and 128: harness vs bare
-#          loop, eager vs compiled vs graph-replayed vs compiled+graph-replayed steps (92 s measured
-#          before the compiled+graphed rows; expect ~120 s)
+#          loop, eager vs compiled vs graph-replayed vs compiled+graph-replayed steps (109 s measured)
 #   profile  torch.profiler of the harness's step and the bare loop's at batch 64, phase by phase
-#          (host and device ms), for vit768 and clip512: where the harness / bare gap comes from (50 s measured)
+#          (host and device ms), for vit768 and clip512: where the harness / bare gap comes from (55 s measured)
 #   infer  inference of every cell at batch 1 and 256: eager, compiled, CUDA graph (~100 s: 63 s
 #          were measured for the four cells other than vit768-none and clip512-none; already measured
 #          on an H200, so on request only. A profile's [measure] compile / cuda_graphs / reference
 #          would make a run time the same modes per cell.)
 #   run    the full profile's default grid on the synthetic data, as `reidbench run` trains on CUDA by
-#          default: graph-replayed steps (155 s measured, with the synthetic set already generated)
+#          default: graph-replayed steps (159 s measured on a fresh machine, synthetic set generated)
 #   runeager  the same grid with --no-cuda-graphs, eager training steps (213 s measured)
 # Results land in $OUT (default /tmp/reidbench-gpu); each part runs even if an earlier one failed.
 set -uo pipefail

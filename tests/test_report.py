@@ -253,13 +253,16 @@ def test_the_header_says_how_the_cells_were_trained(grid_run: Path, tmp_path: Pa
     record = json.loads((run / "cells/vit768-none/seed0/record.json").read_text())
     edit_record(run, "vit768-none", training={**record["training"], "graphed": True, "image_cache": "cuda:0"})
     edit_record(run, "clip512-none", training__world_size=2)
+    ms = json.loads((run / "cells/vit768-ms/seed0/record.json").read_text())
+    edit_record(run, "vit768-ms", training={**ms["training"], "compiled": True, "graphed": True})
     result = report(str(run), "--out", str(tmp_path / "r"))
     assert result.exit_code == 0, result.output
     trained = sum(1 for p in run.glob("cells/*/seed0/record.json") if json.loads(p.read_text()).get("training"))
     line = next(l for l in (tmp_path / "r" / "report.md").read_text().splitlines() if l.startswith("- **Training**: "))
     assert line == (
-        f"- **Training**: steps replayed as CUDA graphs, images from cuda:0 (1 cell); eager steps, images from cpu "
-        f"({trained - 2} cells); eager steps, DDP over 2 processes, images from cpu (1 cell)"
+        f"- **Training**: steps replayed as CUDA graphs, images from cuda:0 (1 cell); compiled blocks, steps replayed as "
+        f"CUDA graphs, images from cpu (1 cell); eager steps, DDP over 2 processes, images from cpu (1 cell); eager steps, "
+        f"images from cpu ({trained - 3} cells)"
     )
 
 

@@ -164,10 +164,9 @@ def test_a_run_with_cuda_graphs_needs_one_process_per_cell():
 
 def test_graph_replay_is_the_default_only_where_it_can_run():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert default_cuda_graphs(cuda, compile=False, world=World()) is True
-    assert default_cuda_graphs(cpu, compile=False, world=World()) is False
-    assert default_cuda_graphs(cuda, compile=True, world=World()) is False  # --compile asked for: compiled eager steps
-    assert default_cuda_graphs(cuda, compile=False, world=World(rank=0, world_size=2)) is False  # DDP
+    assert default_cuda_graphs(cuda, world=World()) is True  # with or without --compile: the graph records compiled code too
+    assert default_cuda_graphs(cpu, world=World()) is False
+    assert default_cuda_graphs(cuda, world=World(rank=0, world_size=2)) is False  # DDP
 
 
 def test_a_failed_capture_fails_the_cell_naming_the_eager_way_out(monkeypatch):
@@ -217,6 +216,22 @@ def test_a_run_trains_a_cell_with_graph_replayed_steps(tiny_synthetic, tmp_path)
     assert record["status"] == "done" and 0 < record["metrics"]["mAP"] <= 1
     assert training["graphed"] is True and training["graph_replayed_steps"] > 0
     assert json.loads((out / "run.json").read_text())["cuda_graphs"] is True
+
+
+@CUDA
+def test_a_compiled_run_on_cuda_replays_its_compiled_steps_by_default(tiny_synthetic, tmp_path):
+    """--compile alone on a GPU: the blocks are compiled in the warm-up steps, then the steps replay as graphs."""
+    import json
+
+    from tiny_run import ONE_CELL_GRID, run_args, write_inputs
+
+    inputs = write_inputs(tmp_path / "inputs", tiny_synthetic, grid=ONE_CELL_GRID, epochs=3)
+    out = tmp_path / "compiled"
+    result = CliRunner().invoke(app, run_args(inputs, out, "--device", "cuda", "--compile"))
+    assert result.exit_code == 0, result.output
+    assert "transformer blocks compiled, training steps replayed as CUDA graphs" in result.output
+    training = json.loads((out / "cells/vit768-none/seed0/record.json").read_text())["training"]
+    assert training["compiled"] is True and training["graphed"] is True and training["graph_replayed_steps"] > 0
 
 
 @CUDA

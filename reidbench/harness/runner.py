@@ -272,22 +272,22 @@ def check_plan(plan: RunPlan, world: World = World()) -> ReidDataset:
     return dataset
 
 
-def default_cuda_graphs(device: torch.device, compile: bool, world: World) -> bool:
+def default_cuda_graphs(device: torch.device, world: World) -> bool:
     """Whether a run replays its training steps as CUDA graphs when neither --cuda-graphs nor --no-cuda-graphs is given.
 
-    On wherever it can be (a CUDA device, eager blocks, one process per cell): on an
-    H200 it trained every cell of the full default grid 1.4-1.7x faster at the same
-    accuracy, and it is what lifts the harness's batch-64 step above the bare library
-    loop (1.27x and 1.56x of it, against 0.80x eager; docs/benchmarks). Off under DDP,
-    whose all-reduce a graph would have to capture, and with --compile.
+    On wherever it can be (a CUDA device, one process per cell): on an H200 it trained
+    every cell of the full default grid 1.4-1.7x faster at the same accuracy, lifts the
+    harness's batch-64 step above the bare library loop (1.27x and 1.56x of it, against
+    0.80x eager), and replaying *compiled* steps is what makes --compile pay (1.33-1.62x
+    the graph-replayed eager steps, where compiled steps launched one by one stayed
+    within 1.02-1.33x of eager ones; docs/benchmarks). Off under DDP, whose all-reduce a
+    graph would have to capture.
     """
-    return device.type == "cuda" and not compile and world.world_size == 1
+    return device.type == "cuda" and world.world_size == 1
 
 
 def check_cuda_graphs(plan: RunPlan, world: World) -> None:
-    """--cuda-graphs trains one eager network in one process on a GPU; anything else is named before the run starts."""
-    if plan.compile:
-        raise UsageError("--cuda-graphs replays eager training steps; use it or --compile, not both.")
+    """--cuda-graphs trains one network in one process on a GPU; anything else is named before the run starts."""
     if world.world_size > 1:
         raise UsageError(
             f"--cuda-graphs does not capture DDP's all-reduce: train each cell in one process (this run has "

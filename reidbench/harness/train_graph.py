@@ -24,7 +24,8 @@ Random numbers (drop path) are drawn by the graph from the CUDA generator's
 graph-safe state, so they differ from an eager run with the same seed. Not for
 DDP (the all-reduce would have to be captured too). Compiled blocks and losses
 are compiled during the warm-up steps; the graph then records their kernels like
-eager ones (`bench --compile --cuda-graphs` times that as `compiled+graphed`).
+eager ones (`bench --compile --cuda-graphs` times that as `compiled+graphed`; `run --compile`
+trains that way on CUDA).
 """
 from __future__ import annotations
 

@@ -185,12 +185,8 @@ def _training_item(run: LoadedRun) -> Item:
         training = record.get("training")
         if not isinstance(training, dict):
             continue
-        if training.get("compiled"):
-            way = "compiled blocks"
-        elif training.get("graphed"):
-            way = "steps replayed as CUDA graphs"
-        else:
-            way = "eager steps"
+        replay = "steps replayed as CUDA graphs" if training.get("graphed") else ""
+        way = ", ".join(filter(None, ("compiled blocks" if training.get("compiled") else "", replay))) or "eager steps"
         if (training.get("world_size") or 1) > 1:
             way += f", DDP over {training['world_size']} processes"
         if training.get("image_cache"):
