@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import shutil
 import signal
 import subprocess
@@ -67,7 +68,11 @@ def test_run_directory_holds_everything_a_report_needs(finished_run: Path) -> No
     record = json.loads((cell / "record.json").read_text())
     assert record["metrics"]["protocol"]["normalized"] is True and record["metrics"]["protocol"]["metric"] == "euclidean"
     assert record["training"]["epochs_done"] == 3 and record["latency"][0]["batch_size"] == 2
-    assert [json.loads(line)["epoch"] for line in (cell / "train_log.jsonl").read_text().splitlines()] == [1, 2, 3]
+    epochs = [json.loads(line) for line in (cell / "train_log.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    # The first epoch (warm-up, compile, capture) apart from the speed of the later ones.
+    assert record["training"]["first_epoch_seconds"] == epochs[0]["seconds"]
+    assert record["training"]["steady_img_per_s"] == statistics.median(e["img_per_s"] for e in epochs[1:])
     assert (cell / "model.pt").exists() and not (cell / "checkpoint.pt").exists()
     assert not list(finished_run.rglob(".*.tmp-*"))
 
@@ -91,6 +96,9 @@ def test_summary_line_names_each_phase() -> None:
         "wall_seconds": 52.2, "phase_seconds": {"probe": 0.6, "train": 31.2, "evaluate": 2.1, "measure": 18.3},
     }
     assert summary_line(record).endswith("cell 52 s (probe 1 s, train 31 s, evaluate 2 s, measure 18 s)")
+    assert "after a first epoch" not in summary_line(record)  # eager: the first epoch holds nothing special
+    record["training"].update(compiled=True, steady_img_per_s=4295.4, first_epoch_seconds=17.2)
+    assert "trained 30 s at 1700 img/s (4295 img/s after a first epoch of 17 s); cell 52 s" in summary_line(record)
 
 
 def test_same_seed_same_numbers_in_another_process(setup: dict[str, Path], finished_run: Path, tmp_path: Path) -> None:
@@ -140,7 +148,10 @@ def test_interrupted_cell_resumes_from_its_checkpoint_to_the_same_numbers(
     reference = json.loads((finished_run / "cells/vit768-ms/seed0/record.json").read_text())
     assert record["metrics"]["mAP"] == reference["metrics"]["mAP"]
     assert record["metrics"]["cmc"] == reference["metrics"]["cmc"]
-    assert len((run.cell_dir("vit768-ms", 0) / "train_log.jsonl").read_text().splitlines()) == 3
+    epochs = [json.loads(line) for line in (run.cell_dir("vit768-ms", 0) / "train_log.jsonl").read_text().splitlines()]
+    assert len(epochs) == 3
+    assert record["training"]["first_epoch_seconds"] == epochs[1]["seconds"]  # this process's first: epoch 2
+    assert record["training"]["steady_img_per_s"] == epochs[2]["img_per_s"]
 
 
 def test_resume_refuses_to_switch_graph_replay_on_or_off(finished_run: Path, tmp_path: Path) -> None:

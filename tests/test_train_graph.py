@@ -215,6 +215,7 @@ def test_a_run_trains_a_cell_with_graph_replayed_steps(tiny_synthetic, tmp_path)
     training = record["training"]
     assert record["status"] == "done" and 0 < record["metrics"]["mAP"] <= 1
     assert training["graphed"] is True and training["graph_replayed_steps"] > 0
+    assert training["capture_seconds"] > 0 and training["first_epoch_seconds"] > 0
     assert json.loads((out / "run.json").read_text())["cuda_graphs"] is True
 
 
@@ -263,6 +264,7 @@ def test_a_graph_replayed_run_interrupted_after_an_epoch_resumes_with_replays(ti
     training = record["training"]
     assert record["status"] == "done" and training["resumed_from_epoch"] == 1
     assert training["graphed"] is True and training["graph_replayed_steps"] > 0
+    assert training["capture_seconds"] > 0 and training["first_epoch_seconds"] > 0
     assert json.loads((out / "run.json").read_text())["cuda_graphs"] is True
 
 

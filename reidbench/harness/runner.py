@@ -545,13 +545,21 @@ def _agreed(world: World, step: Callable[[], None]) -> dict[str, Any]:
     return {}
 
 
+def _after_first_epoch(training: dict[str, Any]) -> str:
+    """With a compile or a capture in the first epoch, the later epochs' speed is the one to compare."""
+    steady = training.get("steady_img_per_s")
+    if steady is None or not (training.get("compiled") or training.get("graphed")):
+        return ""
+    return f" ({steady:.0f} img/s after a first epoch of {training.get('first_epoch_seconds', 0):.0f} s)"
+
+
 def summary_line(record: dict[str, Any]) -> str:
     status = record["status"]
     if status == DONE and record.get("metrics"):
         m, t = record["metrics"], record.get("training", {})
         return (
             f"done — mAP {m['mAP']:.1%}, rank-1 {m['rank1']:.1%}, mINP {m['mINP']:.1%}; "
-            f"trained {t.get('seconds', 0):.0f} s at {t.get('img_per_s', 0):.0f} img/s; cell {record['wall_seconds']:.0f} s"
-            + phase_breakdown(record.get("phase_seconds", {}))
+            f"trained {t.get('seconds', 0):.0f} s at {t.get('img_per_s', 0):.0f} img/s" + _after_first_epoch(t)
+            + f"; cell {record['wall_seconds']:.0f} s" + phase_breakdown(record.get("phase_seconds", {}))
         )
     return f"{status}" + (f" — {record['error']}" if record.get("error") else "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import time
 from time import monotonic
 from dataclasses import dataclass, field
@@ -58,6 +59,12 @@ class TrainSummary:
     """Where the decoded training images lived: the device, or host memory with per-batch copies."""
     warnings: list[str] = field(default_factory=list)
     """What a reader of this cell's accuracy must know about its training (`loss_rise_warnings`)."""
+    first_epoch_seconds: Optional[float] = None
+    """This process's first epoch, which also holds the warm-up steps, a compile and a graph capture."""
+    steady_img_per_s: Optional[float] = None
+    """Median img/s of this process's later epochs: the speed without that one-off cost (None with one epoch)."""
+    capture_seconds: Optional[float] = None
+    """Time to record the graph-replayed step (`harness.train_graph`)."""
 
     def to_dict(self) -> dict:
         return {**vars(self), "warnings": list(self.warnings)}
@@ -397,7 +404,18 @@ def train_model(
         world_size=world.world_size,
         image_cache=train_set.location,
         warnings=loss_rise_warnings(log),
+        **_first_epoch_and_after(log[start_epoch:]),
+        capture_seconds=getattr(step, "capture_seconds", None),
     )
+
+
+def _first_epoch_and_after(epochs: list[dict]) -> dict[str, Optional[float]]:
+    """Split this process's epochs into the first (compile, capture, warm-up) and the median speed of the rest."""
+    later = [e["img_per_s"] for e in epochs[1:]]
+    return {
+        "first_epoch_seconds": epochs[0]["seconds"] if epochs else None,
+        "steady_img_per_s": statistics.median(later) if later else None,
+    }
 
 
 def _gather_states(state: torch.Tensor, world: World) -> torch.Tensor | list[torch.Tensor]:
