@@ -4,26 +4,27 @@
 #   (plus, for `reidbench run`'s launcher module: python3 -m pip download -q --no-deps -d .whl submitit==1.5.4 cloudpickle)
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
 #   PYTHONPATH=/tmp/site:$PWD bash scripts/gpu_check.sh [PART...]
-# PARTs (default: tests train run, ~7 min on an H200 at the last measured speeds -- two device calls:
-# `tests train profile` (306 s), then `run` (159 s); the times below come from the H200 runs of 2026-11-27,
-# docs/benchmarks):
+# PARTs (default: train infer run, issue 6's demonstration in one device call -- about 5.5 min from the
+# parts' measured times, not yet timed together; `tests profile` in a second call. The times below come from
+# the H200 runs of 2026-11-27, docs/benchmarks):
 #   tests  CUDA-only tests: no host sync in a training step, host cache == device cache,
 #          GPU augmentation == CPU, CUDA-graph replay == eager, graphed resume and streaming,
 #          compiled runs replaying graphs (142 s measured for 66 tests; ~30 s for test_train_graph.py alone)
 #   train  training img/s of vit768-none and clip512-none at batch 64 and 128: harness vs bare
-#          loop, eager vs compiled vs graph-replayed vs compiled+graph-replayed steps (109 s measured)
+#          loop, eager vs compiled vs graph-replayed vs compiled+graph-replayed steps (109 s measured
+#          with batch-1 inference only), and their inference at batch 1 and 256 in every mode
 #   profile  torch.profiler of the harness's step and the bare loop's at batch 64, phase by phase
 #          (host and device ms), for vit768 and clip512: where the harness / bare gap comes from (55 s measured)
-#   infer  inference of every cell at batch 1 and 256: eager, compiled, CUDA graph (~100 s: 63 s
-#          were measured for the four cells other than vit768-none and clip512-none; already measured
-#          on an H200, so on request only. A profile's [measure] compile / cuda_graphs / reference
-#          would make a run time the same modes per cell.)
+#   infer  inference of the other cells at batch 1 and 256: eager, compiled, CUDA graph (63 s
+#          measured for these four cells with 2-second windows, before the ms windows became GEMMs;
+#          now 1-second windows. A profile's [measure] compile / cuda_graphs / reference would make
+#          a run time the same modes per cell.)
 #   run    the full profile's default grid on the synthetic data, as `reidbench run` trains on CUDA by
 #          default: graph-replayed steps (159 s measured on a fresh machine, synthetic set generated)
 #   runeager  the same grid with --no-cuda-graphs, eager training steps (213 s measured)
 # Results land in $OUT (default /tmp/reidbench-gpu); each part runs even if an earlier one failed.
 set -uo pipefail
-PARTS=${*:-tests train run}  # profile, infer, runeager: on request
+PARTS=${*:-train infer run}  # tests, profile, runeager: on request
 OUT=${OUT:-/tmp/reidbench-gpu}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 REIDBENCH_CACHE=/tmp/reidbench-cache
@@ -43,7 +44,7 @@ if want tests; then
 fi
 
 if want train; then
-  python3 -m reidbench bench --only vit768-none --only clip512-none --device cuda --batch-sizes 1 \
+  python3 -m reidbench bench --only vit768-none --only clip512-none --device cuda --batch-sizes 1,256 \
     --train-batch-sizes 64,128 --train-steps 30 --reference --compile --cuda-graphs --max-seconds 1 --repeats 20 \
     --json "$OUT/bench_train.json" 2> "$OUT/bench_train.log" | tee "$OUT/bench_train.txt" | grep -E "train|bare"
   echo "[$SECONDS s] bench (training) exit code: ${PIPESTATUS[0]}"
@@ -64,8 +65,8 @@ if want profile; then
 fi
 
 if want infer; then
-  python3 -m reidbench bench --grid default --device cuda --batch-sizes 1,256 --train-batch-sizes none \
-    --reference --compile --cuda-graphs --max-seconds 2 \
+  python3 -m reidbench bench --grid default --only vit768-ms --only clip512-ms --only clip512proj-none --only clip512proj-ms \
+    --device cuda --batch-sizes 1,256 --train-batch-sizes none --reference --compile --cuda-graphs --max-seconds 1 \
     --json "$OUT/bench_infer.json" 2> "$OUT/bench_infer.log" | tee "$OUT/bench_infer.txt"
   echo "[$SECONDS s] bench (inference) exit code: ${PIPESTATUS[0]}"
 fi
@@ -76,6 +77,8 @@ if want run; then
   echo "[$SECONDS s] run exit code: $?"
   grep -E "^\[|^data:" "$OUT/run_full.log" | tail -14
   cp /tmp/run-full/results.csv /tmp/run-full/run.json /tmp/run-full/environment.json "$OUT/" 2>/dev/null
+  # Every cell's record (latency per batch, memory, training epochs), as one file: the tool returns at most 8.
+  (cd /tmp/run-full && tar czf "$OUT/run_records.tgz" cells/*/seed*/record.json)
 fi
 if want runeager; then
   python3 -m reidbench run --grid default --profile full --device cuda --no-cuda-graphs --out /tmp/run-eager --no-progress \
