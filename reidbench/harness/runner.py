@@ -278,10 +278,10 @@ def default_cuda_graphs(device: torch.device, world: World) -> bool:
     On wherever it can be (a CUDA device, one process per cell): on an H200 it trained
     every cell of the full default grid 1.4-1.7x faster at the same accuracy, lifts the
     harness's batch-64 step above the bare library loop (1.27x and 1.56x of it, against
-    0.80x eager), and replaying *compiled* steps is what makes --compile pay (1.33-1.62x
-    the graph-replayed eager steps, where compiled steps launched one by one stayed
-    within 1.02-1.33x of eager ones; docs/benchmarks). Off under DDP, whose all-reduce a
-    graph would have to capture.
+    0.80x eager), and replaying *compiled* steps is what makes --compile pay reliably
+    (1.33-1.62x the graph-replayed eager steps, where compiled steps launched one by one
+    gave 1.02-2.29x eager ones, below 1.15x in 4 of 8 measurements over two sessions;
+    docs/benchmarks). Off under DDP, whose all-reduce a graph would have to capture.
     """
     return device.type == "cuda" and world.world_size == 1
 
