@@ -324,6 +324,17 @@ def test_fail_on_is_a_regression_gate(grid_run: Path, better_baseline: Path, tmp
     assert markdown_rows(md)["vit768-ms"]["mAP %"].endswith("(-5.0 pp ✗)")  # marked as a regression in the table
 
 
+def test_the_gate_compares_training_speed_without_the_first_epoch(grid_run: Path, tmp_path: Path) -> None:
+    """train_img_per_s_steady: a compile or capture in the first epoch does not hide a slower step."""
+    run, base = copy_run(grid_run, tmp_path / "run"), copy_run(grid_run, tmp_path / "base")  # trained one epoch: no steady speed
+    for cell in ("vit768-none", "vit768-ms"):
+        edit_record(base, cell, training__steady_img_per_s=1000.0)
+        edit_record(run, cell, training__steady_img_per_s=1000.0 if cell == "vit768-none" else 800.0)
+    result = report(str(run), "--baseline", str(base), "--out", str(tmp_path / "r"), "--fail-on", "train_img_per_s_steady:-10%")
+    assert result.exit_code == 1, result.output
+    assert "vit768-ms: train_img_per_s_steady" in result.output and "1 regression(s)" in result.output
+
+
 def test_a_cell_that_stopped_working_fails_the_gate(grid_run: Path, tmp_path: Path) -> None:
     broken = copy_run(grid_run, tmp_path / "broken")
     edit_record(broken, "vit768-none", status="failed", error="RuntimeError: boom")

@@ -73,6 +73,8 @@ def test_run_directory_holds_everything_a_report_needs(finished_run: Path) -> No
     # The first epoch (warm-up, compile, capture) apart from the speed of the later ones.
     assert record["training"]["first_epoch_seconds"] == epochs[0]["seconds"]
     assert record["training"]["steady_img_per_s"] == statistics.median(e["img_per_s"] for e in epochs[1:])
+    row = table.set_index("cell").loc["vit768-ms"]
+    assert row["train_img_per_s_steady"] == pytest.approx(record["training"]["steady_img_per_s"])
     assert (cell / "model.pt").exists() and not (cell / "checkpoint.pt").exists()
     assert not list(finished_run.rglob(".*.tmp-*"))
 

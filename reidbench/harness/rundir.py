@@ -31,7 +31,7 @@ RESULT_COLUMNS = [
     "cell", "backbone", "neck", "seed", "status", "error",
     "mAP", "rank1", "rank5", "rank10", "mINP",
     "params", "params_backbone", "params_neck", "params_head", "gmacs", "gflops",
-    "train_seconds", "train_img_per_s", "epochs",
+    "train_seconds", "train_img_per_s", "train_img_per_s_steady", "epochs",
 ]
 
 
@@ -151,6 +151,7 @@ def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
         "gflops": record.get("gflops"),
         "train_seconds": training.get("seconds"),
         "train_img_per_s": training.get("img_per_s"),
+        "train_img_per_s_steady": training.get("steady_img_per_s"),
         "epochs": training.get("epochs_done"),
     }
 
