@@ -22,10 +22,17 @@ from reidbench.bench.modes import COMPILED, COMPILED_GRAPH, EAGER, GRAPH, entry_
 from reidbench.bench.suite import BenchOptions, CellRecord, bench_cell, measure_model
 from reidbench.cli import app
 from reidbench.errors import UsageError
-from reidbench.variants import BACKBONES, ReidModel, create_variant, load_grid
+from reidbench.variants import BACKBONES, ReidModel, builtin_grids, create_variant, load_grid
 
 SMALL = {"img_size": (64, 32)}
 BACKBONE_NAMES = [entry.name for entry in BACKBONES]
+# Every cell a built-in grid expects to run; 128x64 images give the ms neck an 8x4 token grid, on which
+# its 4/8/16 windows are 4x4, 8x4 and 8x4 (clamped) GEMMs; at 64x32 all three would be one 4x2 window.
+RUNNABLE_CELLS = [
+    pytest.param(grid, cell.id, id=f"{grid}:{cell.id}")
+    for grid in builtin_grids() for cell in load_grid(grid).cells if cell.expect is None
+]
+CELL_IMAGES = {"img_size": (128, 64)}
 CUDA = torch.cuda.is_available()
 
 
@@ -76,6 +83,29 @@ def test_backward_through_the_compiled_model_matches_eager(backbone: str) -> Non
     for name, p in trained:
         assert grads[name] is not None, name
         torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("grid, cell_id", RUNNABLE_CELLS)
+def test_every_runnable_grid_cell_compiles_to_eagers_outputs_and_gradients(grid: str, cell_id: str) -> None:
+    """The regional compile leaves the neck eager: the ms neck's GEMM windows must still see compiled blocks' tokens."""
+    settings = load_grid(grid).settings.with_overrides({"depth": 1, "drop_path_rate": 0.0, **CELL_IMAGES})
+    eager = create_variant(load_grid(grid).cell(cell_id), settings=settings)
+    compiled = copy.deepcopy(eager)
+    assert compile_model(compiled, "aot_eager").regions == 1
+    images, cams, labels = eager.example_input(3), torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2])
+    features = []
+    for net in (eager, compiled):
+        net.eval()
+        with torch.inference_mode():
+            features.append(net(images, cams))
+        net.train()
+        out = net(images, cams)
+        (torch.nn.functional.cross_entropy(out.logits, labels) + out.features.square().mean()).backward()
+    torch.testing.assert_close(features[1], features[0], rtol=1e-5, atol=1e-5)
+    grads = dict(compiled.named_parameters())
+    for name, p in eager.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(grads[name].grad, p.grad, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
 
 
 def test_one_compiled_graph_serves_every_block_despite_per_block_drop_rates() -> None:
@@ -209,8 +239,10 @@ def test_a_model_compiled_for_training_is_measured_eager() -> None:
 
 @pytest.mark.skipif(not CUDA, reason="CUDA graphs need a CUDA device")
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
-def test_graph_replay_equals_eager_and_takes_new_inputs(compiled: bool) -> None:
-    eager = model("vit768").cuda().eval()
+@pytest.mark.parametrize("grid, cell_id", RUNNABLE_CELLS)
+def test_graph_replay_equals_eager_and_takes_new_inputs(grid: str, cell_id: str, compiled: bool) -> None:
+    settings = load_grid(grid).settings.with_overrides({"depth": 1, **CELL_IMAGES})
+    eager = create_variant(load_grid(grid).cell(cell_id), settings=settings).cuda().eval()
     net = copy.deepcopy(eager)
     if compiled:
         compile_model(net, "aot_eager")
