@@ -9,7 +9,8 @@
 # the H200 runs of 2026-11-27, docs/benchmarks):
 #   tests  CUDA-only tests: no host sync in a training step, host cache == device cache,
 #          GPU augmentation == CPU, CUDA-graph replay == eager, graphed resume and streaming,
-#          compiled runs replaying graphs (142 s measured for 66 tests; ~30 s for test_train_graph.py alone)
+#          compiled runs replaying graphs, every runnable grid cell's graph replay == eager (142 s measured
+#          for 66 tests, before the 10 per-cell graph tests; ~30 s for test_train_graph.py alone)
 #   train  training img/s of vit768-none and clip512-none at batch 64 and 128: harness vs bare
 #          loop, eager vs compiled vs graph-replayed vs compiled+graph-replayed steps (109 s measured
 #          with batch-1 inference only), and their inference at batch 1 and 256 in every mode
