@@ -201,51 +201,51 @@ def test_a_failed_capture_fails_the_cell_naming_the_eager_way_out(monkeypatch):
         graphed._capture(step.inputs(0, batches[0]))
 
 
-@CUDA
-def test_a_run_trains_a_cell_with_graph_replayed_steps(tiny_synthetic, tmp_path):
-    import json
-
+def _cuda_run(tiny_synthetic, tmp_path, *options: str):
+    """`reidbench run` of one tiny vit768-none cell for 3 epochs on CUDA: (CLI result, run folder)."""
     from tiny_run import ONE_CELL_GRID, run_args, write_inputs
 
     inputs = write_inputs(tmp_path / "inputs", tiny_synthetic, grid=ONE_CELL_GRID, epochs=3)
-    out = tmp_path / "graphed"
-    result = CliRunner().invoke(app, run_args(inputs, out, "--device", "cuda"))  # on by default on CUDA
-    assert result.exit_code == 0, result.output
-    record = json.loads((out / "cells/vit768-none/seed0/record.json").read_text())
+    out = tmp_path / "run"
+    return CliRunner().invoke(app, run_args(inputs, out, "--device", "cuda", *options)), out
+
+
+def _replayed_training(out) -> dict:
+    """The cell's training record, once the cell is known done with its steps replayed as graphs."""
+    import json
+
+    from reidbench.harness.rundir import RunDir
+
+    record = RunDir(out).read_record("vit768-none", 0)
     training = record["training"]
     assert record["status"] == "done" and 0 < record["metrics"]["mAP"] <= 1
     assert training["graphed"] is True and training["graph_replayed_steps"] > 0
     assert training["capture_seconds"] > 0 and training["first_epoch_seconds"] > 0
     assert json.loads((out / "run.json").read_text())["cuda_graphs"] is True
+    return training
+
+
+@CUDA
+def test_a_run_trains_a_cell_with_graph_replayed_steps(tiny_synthetic, tmp_path):
+    result, out = _cuda_run(tiny_synthetic, tmp_path)  # on by default on CUDA
+    assert result.exit_code == 0, result.output
+    _replayed_training(out)
 
 
 @CUDA
 def test_a_compiled_run_on_cuda_replays_its_compiled_steps_by_default(tiny_synthetic, tmp_path):
     """--compile alone on a GPU: the blocks are compiled in the warm-up steps, then the steps replay as graphs."""
-    import json
-
-    from tiny_run import ONE_CELL_GRID, run_args, write_inputs
-
-    inputs = write_inputs(tmp_path / "inputs", tiny_synthetic, grid=ONE_CELL_GRID, epochs=3)
-    out = tmp_path / "compiled"
-    result = CliRunner().invoke(app, run_args(inputs, out, "--device", "cuda", "--compile"))
+    result, out = _cuda_run(tiny_synthetic, tmp_path, "--compile")
     assert result.exit_code == 0, result.output
     assert "transformer blocks compiled, training steps replayed as CUDA graphs" in result.output
-    training = json.loads((out / "cells/vit768-none/seed0/record.json").read_text())["training"]
-    assert training["compiled"] is True and training["graphed"] is True and training["graph_replayed_steps"] > 0
+    assert _replayed_training(out)["compiled"] is True
 
 
 @CUDA
 def test_a_graph_replayed_run_interrupted_after_an_epoch_resumes_with_replays(tiny_synthetic, tmp_path, monkeypatch):
     """The checkpoint holds the graph-safe optimizer (learning rate as a device tensor); resuming captures anew."""
-    import json
-
     from reidbench.harness import runner as runner_module
-    from reidbench.harness.rundir import RunDir
-    from tiny_run import ONE_CELL_GRID, run_args, write_inputs
 
-    inputs = write_inputs(tmp_path / "inputs", tiny_synthetic, grid=ONE_CELL_GRID, epochs=3)
-    out = tmp_path / "graphed"
     original = runner_module.execute
 
     def stop_after_first_epoch(cell: str, seed: int, epoch: int) -> None:
@@ -255,30 +255,17 @@ def test_a_graph_replayed_run_interrupted_after_an_epoch_resumes_with_replays(ti
     monkeypatch.setattr(
         runner_module, "execute", lambda plan, run, progress, **kw: original(plan, run, progress, stop_after_first_epoch, **kw)
     )
-    interrupted = CliRunner().invoke(app, run_args(inputs, out, "--device", "cuda"))
+    interrupted, out = _cuda_run(tiny_synthetic, tmp_path)
     monkeypatch.undo()
     assert interrupted.exit_code == 130, interrupted.output
     resumed = CliRunner().invoke(app, ["run", "--resume", str(out), "--no-progress"])
     assert resumed.exit_code == 0, resumed.output
-    record = RunDir(out).read_record("vit768-none", 0)
-    training = record["training"]
-    assert record["status"] == "done" and training["resumed_from_epoch"] == 1
-    assert training["graphed"] is True and training["graph_replayed_steps"] > 0
-    assert training["capture_seconds"] > 0 and training["first_epoch_seconds"] > 0
-    assert json.loads((out / "run.json").read_text())["cuda_graphs"] is True
+    assert _replayed_training(out)["resumed_from_epoch"] == 1
 
 
 @CUDA
 def test_a_streamed_run_on_cuda_replays_its_steps_while_workers_decode(tiny_synthetic, tmp_path):
     """DataLoader workers pin batches in a thread of their own during the capture: thread-local capture allows it."""
-    from reidbench.harness.rundir import RunDir
-    from tiny_run import ONE_CELL_GRID, run_args, write_inputs
-
-    inputs = write_inputs(tmp_path / "inputs", tiny_synthetic, grid=ONE_CELL_GRID, epochs=3)
-    out = tmp_path / "streamed"
-    result = CliRunner().invoke(app, run_args(inputs, out, "--device", "cuda", "--data-cache", "stream"))
+    result, out = _cuda_run(tiny_synthetic, tmp_path, "--data-cache", "stream")
     assert result.exit_code == 0, result.output
-    record = RunDir(out).read_record("vit768-none", 0)
-    training = record["training"]
-    assert record["status"] == "done" and training["image_cache"].startswith("stream")
-    assert training["graphed"] is True and training["graph_replayed_steps"] > 0
+    assert _replayed_training(out)["image_cache"].startswith("stream")
