@@ -34,7 +34,7 @@ from reidbench.harness.distributed import (
 )
 from reidbench.harness.images import ImageSet
 from reidbench.harness.rundir import RunDir
-from tiny_run import ONE_CELL_GRID, write_inputs
+from tiny_run import ONE_CELL_GRID, shorten_long_profile, wait_for, write_inputs
 
 WORLD_SIZE = 2
 SPAWN_TIMEOUT_S = 180
@@ -367,16 +367,14 @@ def test_a_killed_torchrun_run_resumes_under_torchrun_from_its_checkpoint(inputs
     out = tmp_path / "killed"
     process = start_torchrun(run_args(inputs, "--out", str(out), profile="long"), cwd=tmp_path)
     checkpoint = out / "cells/vit768-none/seed0/checkpoint.pt"
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for(checkpoint, process, RUN_TIMEOUT_S)
     output = stop(process)  # as a scheduler ends a job: SIGTERM, workers die where they are
     assert checkpoint.exists(), output
     epochs_before = torch.load(checkpoint, weights_only=True)["epoch"]
     run = RunDir(out)
     assert run.read_record("vit768-none", 0)["status"] == "running"
     # Shorten the remaining work: resume reads the profile stored in the run directory.
-    (out / "profile.toml").write_text((out / "profile.toml").read_text().replace("epochs = 200", f"epochs = {epochs_before + 1}"))
+    shorten_long_profile(out, epochs_before + 1)
 
     code, output = torchrun(["run", "--resume", str(out), "--no-progress"], cwd=tmp_path)
     assert code == 0, output

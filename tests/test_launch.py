@@ -16,7 +16,7 @@ from reidbench.cli import app
 from reidbench.harness import launch
 from reidbench.harness.distributed import World, world_from_env
 from reidbench.harness.rundir import RunDir
-from tiny_run import run_args, write_inputs
+from tiny_run import LONG_EPOCHS, run_args, write_inputs
 
 cli = CliRunner()
 
@@ -166,7 +166,7 @@ def test_a_killed_local_job_is_failed_and_names_its_log(inputs, tmp_path: Path) 
         while not (log.exists() and log.read_text().strip()) and time.monotonic() < deadline:
             time.sleep(0.2)
         running = cli.invoke(app, ["status", str(out)])
-        assert "running" in running.output and "epoch " in running.output and "/200" in running.output, running.output
+        assert "running" in running.output and "epoch " in running.output and f"/{LONG_EPOCHS}" in running.output, running.output
 
         pid = json.loads(job_file.read_text())["pid"]
         os.kill(pid, signal.SIGKILL)  # what the OOM killer or a lost node does: no chance to write a record
