@@ -49,7 +49,7 @@ def _rank_reporting(exc: ReidbenchError) -> Optional[int]:
     """
     import torch.distributed as dist
 
-    from reidbench.harness.distributed import FailedOnMain, world_from_env
+    from reidbench.runtime.distributed import FailedOnMain, world_from_env
 
     world = world_from_env()
     if world.is_main:
@@ -61,7 +61,7 @@ def _rank_reporting(exc: ReidbenchError) -> Optional[int]:
 
 def _on_main_rank() -> bool:
     """Under torchrun only rank 0 talks: N ranks saying the same line would bury the one that differs."""
-    from reidbench.harness.distributed import world_from_env
+    from reidbench.runtime.distributed import world_from_env
 
     return world_from_env().is_main
 
@@ -119,7 +119,7 @@ def bench(
     weights: Optional[List[str]] = typer.Option(None, "--weights", help="BACKBONE=PATH: a local pretrained checkpoint for that backbone (repeatable; overrides the grid's [weights])."),
 ) -> None:
     """Measure parameters, FLOPs, latency and memory of every cell; no training."""
-    from reidbench.bench.environment import resolve_device, resolve_dtype
+    from reidbench.runtime.device import resolve_device, resolve_dtype
     from reidbench.bench.suite import BenchOptions, bench_grid
     from reidbench.reports.tables import bench_table
     from reidbench.variants.grid import load_grid
@@ -136,7 +136,7 @@ def bench(
     if repeats < 1 or warmup < 0 or max_seconds <= 0:
         raise UsageError("--repeats must be >= 1, --warmup >= 0 and --max-seconds > 0.")
     if compile_:
-        from reidbench.bench.compiled import check_backend
+        from reidbench.runtime.compile import check_backend
 
         check_backend(compile_backend)
     options = BenchOptions(
@@ -220,13 +220,13 @@ def run(
     """
     from dataclasses import replace
 
-    from reidbench.bench.environment import resolve_device, resolve_dtype
-    from reidbench.harness.profile import load_profile, resolve_profile_name
-    from reidbench.harness.progress import Progress
+    from reidbench.runtime.device import resolve_device, resolve_dtype
+    from reidbench.profiles import load_profile, resolve_profile_name
+    from reidbench.runtime.progress import Progress
     from reidbench.harness.rundir import RunDir, new_run_dir
     from reidbench.harness import runner
     from reidbench.harness.launch import LaunchOptions, check_launch
-    from reidbench.harness.distributed import from_main, init_distributed, main_first, world_from_env
+    from reidbench.runtime.distributed import from_main, init_distributed, main_first, world_from_env
     from reidbench.variants.grid import load_grid
 
     world = world_from_env()
@@ -401,7 +401,7 @@ def data_synth(
     seed: int = typer.Option(0, "--seed", help="Generator seed: the same seed writes byte-identical files."),
 ) -> None:
     """Write the synthetic ReID dataset in Market-1501 layout."""
-    from reidbench.harness.data import generate_synthetic, load_synthetic
+    from reidbench.data import generate_synthetic, load_synthetic
 
     generate_synthetic(out, seed=seed)
     typer.echo(load_synthetic(out).describe())
@@ -414,7 +414,7 @@ def data_info(
     as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
 ) -> None:
     """Identities, images and cameras per split, as the evaluation protocol sees them."""
-    from reidbench.harness.data import load_dataset
+    from reidbench.data import load_dataset
 
     dataset = load_dataset(spec)
     if as_json:
@@ -426,7 +426,7 @@ def data_info(
 
 def _exit_unless_ok(records: list[dict[str, Any]]) -> None:
     """Exit 1 when any cell ended other than done or xfail (failed, xpass, interrupted), naming them."""
-    from reidbench.bench.probe import OK_STATUSES
+    from reidbench.variants.probe import OK_STATUSES
 
     bad = [r for r in records if r["status"] not in OK_STATUSES]
     if bad:
@@ -449,7 +449,7 @@ def _source_text(source: str, kind: str = "grid") -> str:
         if kind == "grid":
             from reidbench.variants.grid import GRIDS_DIR as folder
         else:
-            from reidbench.harness.profile import PROFILES_DIR as folder
+            from reidbench.profiles import PROFILES_DIR as folder
         return (folder / f"{name}.toml").read_text()
     return Path(source).read_text()
 

@@ -29,7 +29,7 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from reidbench.bench.environment import DTYPES
+from reidbench.runtime.device import DTYPES
 from reidbench.bench.reference import BARE_MODELS, bare_train_step
 from reidbench.bench.training import harness_train_step
 from reidbench.variants.factory import create_variant

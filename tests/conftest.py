@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reidbench.harness.data import generate_synthetic
+from reidbench.data import generate_synthetic
 
 
 def pytest_configure(config: pytest.Config) -> None:

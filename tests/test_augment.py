@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reidbench.harness.augment import AugmentConfig, BatchAugmentation, normalize, train_augment
+from reidbench.training.augment import AugmentConfig, BatchAugmentation, normalize, train_augment
 from reidbench.variants.backbones import CLIP_PIXEL_MEAN as CLIP_MEAN, CLIP_PIXEL_STD as CLIP_STD
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

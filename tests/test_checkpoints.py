@@ -8,9 +8,9 @@ import torch
 
 from reidbench.errors import UsageError
 from reidbench.harness import train as train_module
-from reidbench.harness.images import ImageSet
-from reidbench.harness.profile import TrainConfig
-from reidbench.harness.progress import Progress
+from reidbench.data.images import ImageSet
+from reidbench.profiles import TrainConfig
+from reidbench.runtime.progress import Progress
 from reidbench.variants.factory import create_variant
 
 

@@ -14,10 +14,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from reidbench.bench.compiled import (
-    TensorDropPath, capture_cuda_graph, compile_counters, compile_model, cuda_graph_unavailable, uncompile_model,
-    unify_drop_paths,
-)
+from reidbench.bench.graphs import capture_cuda_graph, cuda_graph_unavailable
+from reidbench.runtime.compile import TensorDropPath, compile_counters, compile_model, uncompile_model, unify_drop_paths
 from reidbench.bench.modes import COMPILED, COMPILED_GRAPH, EAGER, GRAPH, entry_mode
 from reidbench.bench.suite import BenchOptions, CellRecord, bench_cell, measure_model
 from reidbench.cli import app

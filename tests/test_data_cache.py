@@ -9,12 +9,12 @@ import torch
 from reidbench.bench.training import random_train_set, train_config_for
 from reidbench.errors import UsageError
 from reidbench.harness import runner
-from reidbench.harness.data import load_dataset
-from reidbench.harness.progress import Progress
+from reidbench.data import load_dataset
+from reidbench.runtime.progress import Progress
 from reidbench.harness.runner import HOST, STREAM, cache_location, decoded_size
-from reidbench.harness.stream import StreamedImageSet
-from reidbench.harness.sampler import PKSampler
-from reidbench.harness.train import TrainStep, build_optimizer, epoch_batches
+from reidbench.data.stream import StreamedImageSet
+from reidbench.training.sampler import PKSampler
+from reidbench.training.step import TrainStep, build_optimizer, epoch_batches
 from reidbench.variants.factory import create_variant
 from reidbench.variants.settings import VariantSettings
 

@@ -6,16 +6,8 @@ from pathlib import Path
 import pytest
 
 from reidbench.errors import UsageError
-from reidbench.harness.data import (
-    DATASET_KINDS,
-    ImageRecord,
-    ReidDataset,
-    load_dataset,
-    load_dukemtmc,
-    load_market1501,
-    load_msmt17,
-    load_veri776,
-    parse_dataset_spec,
+from reidbench.data import (
+    DATASET_KINDS, ImageRecord, ReidDataset, load_dataset, load_dukemtmc, load_market1501, load_msmt17, load_veri776, parse_dataset_spec,
 )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reidbench.bench.dispatch import count_dispatches, difference, total
+from reidbench.runtime.dispatch import count_dispatches, difference, total
 from reidbench.bench.reference import BARE_MODELS
 from reidbench.variants.factory import create_variant
 from reidbench.variants.settings import VariantSettings

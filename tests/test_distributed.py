@@ -28,11 +28,10 @@ from typer.testing import CliRunner
 import reidbench
 from reidbench.cli import app
 from reidbench.errors import UsageError
-from reidbench.harness.distributed import (
-    World, any_rank, batchnorm_kinds, broadcast_object, from_main, gather_rows, main_first, revert_sync_batchnorm,
-    shard,
+from reidbench.runtime.distributed import (
+    World, any_rank, batchnorm_kinds, broadcast_object, from_main, gather_rows, main_first, revert_sync_batchnorm, shard,
 )
-from reidbench.harness.images import ImageSet
+from reidbench.data.images import ImageSet
 from reidbench.harness.rundir import RunDir
 from tiny_run import ONE_CELL_GRID, shorten_long_profile, wait_for, write_inputs
 
@@ -105,9 +104,9 @@ def train_and_evaluate_scenario(world: World, out: Path) -> dict[str, Any]:
     """The lead's train_model under DDP with a sampler that records its batches, then sharded evaluation."""
     import reidbench.harness.train as train_module
     from reidbench.harness.evaluate import evaluate_model
-    from reidbench.harness.profile import EvalConfig, TrainConfig
-    from reidbench.harness.progress import Progress
-    from reidbench.harness.sampler import PKSampler
+    from reidbench.profiles import EvalConfig, TrainConfig
+    from reidbench.runtime.progress import Progress
+    from reidbench.training.sampler import PKSampler
     from reidbench.variants.factory import create_variant
 
     drawn: list[dict[str, Any]] = []
@@ -393,7 +392,7 @@ def test_sync_bn_on_the_cpu_is_a_usage_error(inputs, tmp_path: Path) -> None:
 
 
 def test_a_p_that_does_not_split_over_the_ranks_is_found_before_the_run_starts(inputs) -> None:
-    from reidbench.harness.profile import load_profile
+    from reidbench.profiles import load_profile
     from reidbench.harness.runner import RunPlan, check_plan
     from reidbench.variants.grid import load_grid
 

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from reidbench.errors import UsageError
-from reidbench.harness.data import ImageRecord
-from reidbench.harness.images import ImageSet, load_images
+from reidbench.data import ImageRecord
+from reidbench.data.images import ImageSet, load_images
 
 SIZE = (16, 8)  # (height, width)
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from reidbench.cli import app
 from reidbench.harness import launch
-from reidbench.harness.distributed import World, world_from_env
+from reidbench.runtime.distributed import World, world_from_env
 from reidbench.harness.rundir import RunDir
 from tiny_run import LONG_EPOCHS, run_args, write_inputs
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reidbench.harness.losses import batch_accuracy, batch_hard_triplet, id_loss
+from reidbench.training.losses import batch_accuracy, batch_hard_triplet, id_loss
 
 
 def reference_triplet(features: torch.Tensor, pids: list[int], margin: float | None) -> float:
@@ -93,8 +93,8 @@ def test_batch_accuracy():
 @pytest.mark.parametrize("triplet", ["soft", "margin", "none"])
 def test_the_step_losses_compile_to_the_same_values_and_gradients(triplet):
     """--compile compiles the losses as one function: same loss, statistics and gradients as eager."""
-    from reidbench.harness.profile import TrainConfig
-    from reidbench.harness.train import step_losses
+    from reidbench.profiles import TrainConfig
+    from reidbench.training.step import step_losses
 
     cfg = TrainConfig(p=4, k=2, label_smoothing=0.1, triplet=triplet)
     eager, compiled = step_losses(cfg), torch.compile(step_losses(cfg), backend="aot_eager", dynamic=False)

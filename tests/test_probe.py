@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from reidbench import create_variant
-from reidbench.bench.probe import DONE, FAILED, XFAIL, XPASS, probe_cell
+from reidbench.variants.probe import DONE, FAILED, XFAIL, XPASS, probe_cell
 from reidbench.variants import NECKS, Cell, Expectation, load_grid
 from reidbench.variants.registry import Entry
 

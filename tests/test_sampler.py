@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from reidbench.errors import UsageError
-from reidbench.harness.sampler import PKSampler
+from reidbench.training.sampler import PKSampler
 
 
 def dataset_pids(num_ids: int, seed: int = 0, low: int = 1, high: int = 9) -> list[int]:

@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 from reidbench.cli import app
 from reidbench.errors import UsageError
-from reidbench.harness.data import ImageRecord, load_dataset
-from reidbench.harness.images import load_images
-from reidbench.harness import stream
-from reidbench.harness.stream import stream_images
+from reidbench.data import ImageRecord, load_dataset
+from reidbench.data.images import load_images
+from reidbench.data import stream
+from reidbench.data.stream import stream_images
 from tiny_run import ONE_CELL_GRID, run_args, write_inputs
 
 SIZE = (32, 16)

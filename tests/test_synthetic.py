@@ -10,15 +10,10 @@ import pytest
 from PIL import Image
 
 from reidbench.errors import UsageError
-from reidbench.harness.data import (
-    default_synthetic_root,
-    ensure_synthetic,
-    generate_synthetic,
-    load_dataset,
-    load_market1501,
-    read_manifest,
+from reidbench.data import (
+    default_synthetic_root, ensure_synthetic, generate_synthetic, load_dataset, load_market1501, read_manifest,
 )
-from reidbench.harness.data import synthetic
+from reidbench.data import synthetic
 
 SMALL = dict(num_ids_train=8, num_ids_test=6, num_cameras=4, images_per_id_per_camera=2,
              num_distractors=3, num_junk=2)

@@ -10,12 +10,12 @@ from typer.testing import CliRunner
 from reidbench.bench.training import harness_train_step, random_train_set
 from reidbench.cli import app
 from reidbench.errors import UsageError
-from reidbench.harness.profile import TrainConfig
-from reidbench.harness.sampler import PKSampler
-from reidbench.harness.train import TrainStep, build_optimizer, epoch_batches
-from reidbench.harness.distributed import World
+from reidbench.profiles import TrainConfig
+from reidbench.training.sampler import PKSampler
+from reidbench.training.step import TrainStep, build_optimizer, epoch_batches
+from reidbench.runtime.distributed import World
 from reidbench.harness.runner import check_cuda_graphs, default_cuda_graphs
-from reidbench.harness.train_graph import WARMUP_STEPS, GraphCaptureFailed, GraphedTrainStep, graph_capture_refusal
+from reidbench.training.graph_step import WARMUP_STEPS, GraphCaptureFailed, GraphedTrainStep, graph_capture_refusal
 from reidbench.variants.factory import create_variant
 from reidbench.variants.settings import VariantSettings
 
@@ -32,7 +32,7 @@ def _steps(device: torch.device, optimizer_name: str, graph_safe: bool, graphed:
     torch.manual_seed(0)
     model = create_variant("vit768-none", settings=TINY).to(device).train()
     if compile_backend is not None:
-        from reidbench.bench.compiled import compile_model
+        from reidbench.runtime.compile import compile_model
 
         compile_model(model, compile_backend)
     cfg = TrainConfig(epochs=1, p=2, k=4, warmup_epochs=0, optimizer=optimizer_name, lr=0.01)

@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 from reidbench.bench.reference import BARE_MODELS, bare_train_loop
 from reidbench.bench.training import harness_train_throughput, random_train_set, train_config_for
 from reidbench.cli import app
-from reidbench.harness.sampler import PKSampler
-from reidbench.harness.train import TrainStep, build_optimizer, epoch_batches
+from reidbench.training.sampler import PKSampler
+from reidbench.training.step import TrainStep, build_optimizer, epoch_batches
 from reidbench.variants.factory import create_variant
 from reidbench.variants.settings import VariantSettings
 

@@ -14,10 +14,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from reidbench.bench.compiled import (
-    capture_cuda_graph, compile_counters, compile_model, cuda_graph_unavailable, first_call_seconds, strict_recompiles,
-)
-from reidbench.bench.environment import autocast
+from reidbench.bench.graphs import capture_cuda_graph, cuda_graph_unavailable
+from reidbench.runtime.compile import compile_counters, compile_model, first_call_seconds, strict_recompiles
+from reidbench.runtime.device import autocast
 from reidbench.bench.timing import time_callable
 from reidbench.variants.model import ReidModel
 

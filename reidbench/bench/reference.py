@@ -14,8 +14,8 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from reidbench.bench.dispatch import count_dispatches, labeller, total
-from reidbench.bench.environment import autocast
+from reidbench.runtime.dispatch import count_dispatches, labeller, total
+from reidbench.runtime.device import autocast
 from reidbench.variants.settings import PATCH_SIZE, VariantSettings
 
 

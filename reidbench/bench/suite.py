@@ -10,13 +10,15 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from reidbench.bench.compiled import cuda_graph_unavailable, uncompile_model
-from reidbench.bench.environment import autocast, collect_environment
+from reidbench.bench.graphs import cuda_graph_unavailable
+from reidbench.runtime.compile import uncompile_model
+from reidbench.runtime.device import autocast
+from reidbench.runtime.environment import collect_environment
 from reidbench.bench.flops import count_flops
 from reidbench.bench.memory import measure_peak_memory
 from reidbench.bench.modes import EAGER, entry_mode, measure_modes
 from reidbench.bench.params import count_parameters
-from reidbench.bench.probe import DONE, FAILED, Probe, probe_cell
+from reidbench.variants.probe import DONE, FAILED, Probe, probe_cell
 from reidbench.bench.reference import bare_inference_loop, bare_reference, bare_train_loop
 from reidbench.bench.timing import time_callable
 from reidbench.bench.training import harness_train_throughput, train_mode

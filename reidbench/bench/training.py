@@ -17,12 +17,12 @@ from typing import Any, Iterator, Optional
 
 import torch
 
-from reidbench.bench.dispatch import count_dispatches, total
-from reidbench.harness.images import ImageSet, LabelledBatch
-from reidbench.harness.profile import TrainConfig
-from reidbench.harness.sampler import PKSampler
-from reidbench.harness.train import TrainStep, build_optimizer, epoch_batches
-from reidbench.harness.train_graph import WARMUP_STEPS, GraphedTrainStep
+from reidbench.runtime.dispatch import count_dispatches, total
+from reidbench.data.images import ImageSet, LabelledBatch
+from reidbench.profiles import TrainConfig
+from reidbench.training.sampler import PKSampler
+from reidbench.training.step import TrainStep, build_optimizer, epoch_batches
+from reidbench.training.graph_step import WARMUP_STEPS, GraphedTrainStep
 from reidbench.variants.model import ReidModel
 
 #: Images per identity in the measured batches, as in the recipe (P x 4).
@@ -93,7 +93,7 @@ def harness_train_step(
     cfg = train_config_for(batch_size)
     work = copy.deepcopy(model).to(device)
     if compile_backend is not None:
-        from reidbench.bench.compiled import compile_model
+        from reidbench.runtime.compile import compile_model
 
         compile_model(work, compile_backend)
     classes = work.settings.num_classes

@@ -15,13 +15,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from reidbench.bench.environment import autocast
-from reidbench.harness.augment import normalize
-from reidbench.harness.distributed import World, from_main, gather_rows, shard, unwrap
-from reidbench.harness.stream import AnyImageSet
+from reidbench.runtime.device import autocast
+from reidbench.training.augment import normalize
+from reidbench.runtime.distributed import World, from_main, gather_rows, shard, unwrap
+from reidbench.data.stream import AnyImageSet
 from reidbench.harness.metrics import evaluate_rank
-from reidbench.harness.profile import EvalConfig
-from reidbench.harness.progress import Progress
+from reidbench.profiles import EvalConfig
+from reidbench.runtime.progress import Progress
 from reidbench.variants.model import ReidModel
 
 

@@ -27,8 +27,9 @@ import torch
 import reidbench
 from reidbench.errors import UsageError
 from reidbench.harness import runner
-from reidbench.harness.distributed import World
-from reidbench.harness.rundir import RunDir, now_utc, read_json, write_json
+from reidbench.runtime.distributed import World
+from reidbench.harness.rundir import RunDir
+from reidbench.runtime.files import now_utc, read_json, write_json
 
 LOCAL, SUBMITIT_LOCAL, SLURM = "local", "submitit-local", "slurm"
 LAUNCHERS = (LOCAL, SUBMITIT_LOCAL, SLURM)
@@ -106,7 +107,7 @@ def parse_time(text: str) -> int:
 
 def check_launch(options: LaunchOptions, device: str) -> LaunchPlan:
     """Every launch option checked before a run directory exists; raises UsageError naming the bad one."""
-    from reidbench.bench.environment import resolve_device
+    from reidbench.runtime.device import resolve_device
 
     o = options
     if o.launcher not in LAUNCHERS:

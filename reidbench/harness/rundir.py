@@ -17,15 +17,11 @@ killed at any moment leaves each file either old or new, never half-written.
 """
 from __future__ import annotations
 
-import json
-import os
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-import torch
-
-from reidbench.errors import UsageError
+from reidbench.runtime.files import read_json, write_atomic, write_json
 
 RESULT_COLUMNS = [
     "cell", "backbone", "neck", "seed", "status", "error",
@@ -35,45 +31,11 @@ RESULT_COLUMNS = [
 ]
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path} is damaged ({exc}); remove it to re-run that part.") from None
-
-
 def phase_breakdown(phases: dict[str, float]) -> str:
     """A record's `phase_seconds` as ' (probe 1 s, train 31 s, evaluate 2 s, measure 18 s)'; '' when it has none."""
     if not phases:
         return ""
     return " (" + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in phases.items()) + ")"
-
-
-def save_torch_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def append_line(path: Path, data: dict[str, Any]) -> None:
-    """Append one JSON line; the log is rewritten from the checkpoint on resume, so a torn last line is harmless."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(data) + "\n")
 
 
 def new_run_dir(parent: Path, grid_name: str) -> Path:
@@ -154,7 +116,3 @@ def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
         "train_img_per_s_steady": training.get("steady_img_per_s"),
         "epochs": training.get("epochs_done"),
     }
-
-
-def now_utc() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

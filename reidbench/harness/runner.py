@@ -17,23 +17,25 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from reidbench.bench.environment import collect_environment
-from reidbench.bench.probe import DONE, FAILED, XFAIL, XPASS, probe_cell
+from reidbench.runtime.environment import collect_environment
+from reidbench.variants.probe import DONE, FAILED, XFAIL, XPASS, probe_cell
 from reidbench.bench.suite import BenchOptions, measure_model, new_record
 from reidbench.errors import UsageError
-from reidbench.harness.data import ReidDataset, load_dataset
-from reidbench.harness.distributed import (
+from reidbench.data import ReidDataset, load_dataset
+from reidbench.runtime.distributed import (
     World, batchnorm_kinds, broadcast_object, describe_world, from_main, gather_objects, revert_sync_batchnorm,
 )
 from reidbench.harness.evaluate import evaluate_model
-from reidbench.harness.images import load_images
-from reidbench.harness.stream import AnyImageSet, stream_images
+from reidbench.data.images import load_images
+from reidbench.data.stream import AnyImageSet, stream_images
 from reidbench.harness.metrics import evaluate_rank
-from reidbench.harness.profile import Profile, load_profile
-from reidbench.harness.progress import Progress
-from reidbench.harness.rundir import RunDir, now_utc, phase_breakdown, read_json, save_torch_atomic, write_atomic, write_json
-from reidbench.harness.train import TrainingDiverged, ranks_batch, train_model
-from reidbench.harness.train_graph import GraphCaptureFailed
+from reidbench.profiles import Profile, load_profile
+from reidbench.runtime.progress import Progress
+from reidbench.harness.rundir import RunDir, phase_breakdown
+from reidbench.runtime.files import now_utc, read_json, save_torch_atomic, write_atomic, write_json
+from reidbench.harness.train import TrainingDiverged, train_model
+from reidbench.training.step import ranks_batch
+from reidbench.training.graph_step import GraphCaptureFailed
 from reidbench.variants.factory import create_variant
 from reidbench.variants.grid import Cell, Grid, parse_grid
 from reidbench.variants.settings import VariantSettings
@@ -66,7 +68,7 @@ class RunPlan:
     sync_bn: bool = False
     """Under torchrun, batch norm with statistics over all ranks (SyncBatchNorm; CUDA only)."""
     cuda_graphs: bool = False
-    """Train with each step after the first few replayed as a CUDA graph (`harness.train_graph`)."""
+    """Train with each step after the first few replayed as a CUDA graph (`reidbench.training.graph_step`)."""
 
     @property
     def cells(self) -> list[Cell]:
@@ -209,7 +211,7 @@ def cache_location(
     memory and each batch is gathered there and copied over asynchronously
     (pinned, non-blocking), overlapping the previous step. When they would take
     more than 80 % of the host memory `available_host` too, `auto` streams them:
-    DataLoader workers decode each batch when it is needed (`harness.stream`);
+    DataLoader workers decode each batch when it is needed (`reidbench.data.stream`);
     `host` and `device` refuse, since caching would swap the machine to a halt.
     """
     check_cache_policy(policy)
@@ -409,7 +411,7 @@ def run_one(run_root: str, cell_id: str, seed: int, job: Optional[dict[str, Any]
     continues from its checkpoint, so a requeued job picks up where the last one stopped.
     Plain str/int arguments, so a job scheduler can pickle the call.
     """
-    from reidbench.harness.distributed import init_distributed, world_from_env
+    from reidbench.runtime.distributed import init_distributed, world_from_env
 
     run = RunDir(Path(run_root))
     world = world_from_env()  # a job with N GPUs runs this in N processes, one DDP rank each
@@ -526,7 +528,7 @@ def _agreed(world: World, step: Callable[[], None]) -> dict[str, Any]:
     A step's own collectives (DDP's gradient all-reduce, the feature gather)
     must be reached by every rank or by none: a step that fails on one rank
     alone half-way through them cannot be agreed on (see
-    reidbench.harness.distributed). KeyboardInterrupt propagates.
+    reidbench.runtime.distributed). KeyboardInterrupt propagates.
     """
     failure: dict[str, Any] = {}
     try:

@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from reidbench.bench.probe import DONE, FAILED, XFAIL, XPASS
+from reidbench.variants.probe import DONE, FAILED, XFAIL, XPASS
 from reidbench.errors import UsageError
 from reidbench.harness import launch
-from reidbench.harness.rundir import RunDir, read_json
+from reidbench.harness.rundir import RunDir
+from reidbench.runtime.files import read_json
 from reidbench.harness.runner import INTERRUPTED, RUNNING
 
 PENDING = "pending"

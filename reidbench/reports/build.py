@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Optional
 
 from reidbench.errors import UsageError
-from reidbench.harness.rundir import phase_breakdown, write_atomic
+from reidbench.harness.rundir import phase_breakdown
+from reidbench.runtime.files import write_atomic
 from reidbench.reports.compare import Comparison, Crossing, Threshold, compare, gate
 from reidbench.reports.load import LoadedRun, is_number, load_run
 from reidbench.reports.plots import all_plots

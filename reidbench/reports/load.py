@@ -17,7 +17,8 @@ from typing import Any, Optional
 import pandas as pd
 
 from reidbench.errors import UsageError
-from reidbench.harness.rundir import RESULT_COLUMNS, RunDir, flatten_record, read_json
+from reidbench.harness.rundir import RESULT_COLUMNS, RunDir, flatten_record
+from reidbench.runtime.files import read_json
 from reidbench.reports.quantities import COMPILE_SECONDS, MODE_COST
 
 MISSING, DAMAGED = "missing", "damaged"

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from reidbench.harness.augment import train_augment
+from reidbench.training.augment import train_augment
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-from reidbench.harness.data import generate_synthetic, load_market1501
-from reidbench.harness.images import load_images
+from reidbench.data import generate_synthetic, load_market1501
+from reidbench.data.images import load_images
 
 DEVICES = [
     "cpu",
@@ -64,7 +64,7 @@ def test_bench_streamed_images(benchmark, small_synthetic, workers):
     Beside test_bench_load_images (the cache's one-off decode) this says how fast a
     streamed run can be fed at all: a GPU step must not take less than 64 images' worth.
     """
-    from reidbench.harness.stream import stream_images
+    from reidbench.data.stream import stream_images
 
     streamed = stream_images(load_market1501(small_synthetic).train, (256, 128), workers=workers)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reidbench.bench.dispatch import count_dispatches, total
+from reidbench.runtime.dispatch import count_dispatches, total
 from reidbench.bench.reference import bare_train_step
 from reidbench.bench.training import harness_train_step
 from reidbench.variants.factory import create_variant

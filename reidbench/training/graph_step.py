@@ -37,8 +37,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from reidbench.errors import ReidbenchError, UsageError
-from reidbench.harness.images import LabelledBatch
-from reidbench.harness.train import TrainStep
+from reidbench.data.images import LabelledBatch
+from reidbench.training.step import TrainStep
 
 #: Eager steps before the capture.
 WARMUP_STEPS = 3

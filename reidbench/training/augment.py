@@ -1,7 +1,7 @@
 """The ReID training augmentation as tensor ops, run wherever the batch already is.
 
 Why not torchvision transforms in data-loader workers: the images are cached
-decoded (:mod:`reidbench.harness.images`), so a batch arrives as one uint8
+decoded (:mod:`reidbench.data.images`), so a batch arrives as one uint8
 tensor, and slicing it where it lies costs far less than per-image PIL
 transforms, which would need worker processes again. All random numbers
 come from one CPU ``torch.Generator`` and are drawn in a fixed order and count,

@@ -3,24 +3,12 @@
 Nothing here opens an image; transforms, samplers and data loaders build on
 the :class:`ReidDataset` records.
 """
-from reidbench.harness.data.formats import (
-    DATASET_KINDS,
-    load_dataset,
-    load_dukemtmc,
-    load_market1501,
-    load_msmt17,
-    load_synthetic,
-    load_veri776,
-    parse_dataset_spec,
+from reidbench.data.formats import (
+    DATASET_KINDS, load_dataset, load_dukemtmc, load_market1501, load_msmt17, load_synthetic, load_veri776, parse_dataset_spec,
 )
-from reidbench.harness.data.records import DISTRACTOR_PID, JUNK_PID, ImageRecord, ReidDataset
-from reidbench.harness.data.synthetic import (
-    DEFAULT_PARAMS,
-    SyntheticParams,
-    default_synthetic_root,
-    ensure_synthetic,
-    generate_synthetic,
-    read_manifest,
+from reidbench.data.records import DISTRACTOR_PID, JUNK_PID, ImageRecord, ReidDataset
+from reidbench.data.synthetic import (
+    DEFAULT_PARAMS, SyntheticParams, default_synthetic_root, ensure_synthetic, generate_synthetic, read_manifest,
 )
 
 __all__ = [

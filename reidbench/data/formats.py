@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Callable
 
 from reidbench.errors import UsageError
-from reidbench.harness.data.records import DISTRACTOR_PID, JUNK_PID, ImageRecord, ReidDataset
-from reidbench.harness.data.synthetic import ensure_synthetic, read_manifest, synthetic_version
+from reidbench.data.records import DISTRACTOR_PID, JUNK_PID, ImageRecord, ReidDataset
+from reidbench.data.synthetic import ensure_synthetic, read_manifest, synthetic_version
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

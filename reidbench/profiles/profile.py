@@ -18,7 +18,7 @@ from reidbench.errors import UsageError
 from reidbench.variants.grid import tomllib
 from reidbench.variants.settings import VariantSettings
 
-PROFILES_DIR = Path(__file__).parent / "profiles"
+PROFILES_DIR = Path(__file__).parent
 OPTIMIZERS = ("sgd", "adamw")
 TRIPLETS = ("soft", "margin", "none")
 METRICS = ("euclidean", "cosine")

@@ -4,9 +4,9 @@ Why a cache instead of a per-step data loader: ReID training sets are small
 (Market-1501's 12,936 training images at 256x128 are 1.3 GB as uint8, MSMT17's
 32,621 are 3.2 GB), while decoding a JPEG costs far more than a forward pass of
 its share of a batch on a GPU. Decoding once and augmenting on the device (see
-:mod:`reidbench.harness.augment`) removes the worker processes, their start-up
+:mod:`reidbench.training.augment`) removes the worker processes, their start-up
 cost and their nondeterminism. A set too big for memory is streamed instead
-(:mod:`reidbench.harness.stream`), with the same decoder.
+(:mod:`reidbench.data.stream`), with the same decoder.
 
 Decoding runs in a thread pool: Pillow releases the GIL while it decodes and
 resizes, so threads scale without the pickling of a process pool. Every worker
@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 from reidbench.errors import UsageError
-from reidbench.harness.data import ImageRecord
+from reidbench.data import ImageRecord
 
 #: How many skipped paths a UsageError names before summarising the rest.
 _NAMED_IN_ERROR = 3

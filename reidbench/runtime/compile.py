@@ -1,18 +1,15 @@
-"""Faster forward passes of a `ReidModel`: regional torch.compile and whole-forward CUDA-graph replay.
+"""Regional torch.compile of a model's repeated blocks.
 
-Regional compilation: each repeated transformer block is compiled in place
-(`block.compile`), not the whole model. The blocks share one class and one
-`forward`, and dynamo does not guard on which module instance runs it, so the
-first block's compiled code serves all 12 -- compile time is that of one
-block (seconds), not of the whole network (a minute or more per cell and batch
-size), and the patch embedding, neck and head stay eager. Parameter names, and
-so `state_dict()` and optimizers, are unchanged.
+Each repeated transformer block is compiled in place (`block.compile`), not
+the whole model. The blocks share one class and one `forward`, and dynamo does
+not guard on which module instance runs it, so the first block's compiled code
+serves all 12 -- compile time is that of one block (seconds), not of the whole
+network (a minute or more per cell and batch size), and the patch embedding,
+neck and head stay eager. Parameter names, and so `state_dict()` and
+optimizers, are unchanged.
 
-CUDA graphs: batch-1 inference is launch-bound (hundreds of small kernels,
-~5 ms of launches for ~1 ms of work on an H200), so the whole forward is
-captured once and replayed. This is done here for the whole model rather than
-by inductor's `mode="reduce-overhead"`, which under regional compilation would
-make one graph per block and still launch the eager parts one by one.
+Training (`run --compile`) and measurement (`bench --compile`) both compile
+this way, so it lives below both.
 """
 from __future__ import annotations
 
@@ -23,9 +20,8 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from reidbench.bench.environment import DTYPES, autocast
 from reidbench.errors import UsageError
-from reidbench.variants.model import ReidModel
+from reidbench.runtime.device import synchronize
 
 COMPILE_MODES = (None, "default", "max-autotune-no-cudagraphs")
 """torch.compile modes allowed per block; the others make inductor capture one CUDA graph per block."""
@@ -89,9 +85,9 @@ def check_backend(backend: str) -> str:
 
 
 def compile_model(
-    model: ReidModel, backend: str = "inductor", *, dynamic: Optional[bool] = False, mode: Optional[str] = None,
+    model: nn.Module, backend: str = "inductor", *, dynamic: Optional[bool] = False, mode: Optional[str] = None,
 ) -> CompileInfo:
-    """Compile each repeated block of `model.backbone` in place; call before building an optimizer.
+    """Compile each repeated block of `model.backbone` (its `blocks()`) in place; call before building an optimizer.
 
     dynamic=False: every new batch shape compiles its own static-shape kernels
     (seconds, once per shape, shared by all blocks). The bench measures fixed
@@ -192,114 +188,8 @@ def strict_recompiles():
 
 def first_call_seconds(fn: Callable[[], Any], device: torch.device) -> float:
     """Wall time of one synchronized call: with a fresh compile, compile plus one run."""
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     fn()
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - start
-
-
-def cuda_graph_unavailable(device: torch.device) -> Optional[str]:
-    """None where a CUDA graph can be captured on `device`, else why not (recorded as the mode's skip reason)."""
-    if device.type != "cuda":
-        return f"CUDA graphs need a CUDA device; this runs on {device.type}"
-    if not torch.cuda.is_available():
-        return "CUDA graphs need a CUDA device; torch sees none"
-    return None
-
-
-class GraphedForward:
-    """An inference forward pass captured as one CUDA graph, replayed on static input buffers.
-
-    Calling copies new inputs into the static buffers (skipped when given the
-    buffers themselves) and replays; the result is the static output tensor,
-    overwritten by the next replay, so clone it to keep it. Replay reads the
-    weights in place: in-place updates are seen, replaced parameter tensors are
-    not. Shapes are fixed: capture one graph per batch size.
-    """
-
-    def __init__(
-        self, graph: torch.cuda.CUDAGraph, images: torch.Tensor, cam_ids: Optional[torch.Tensor],
-        output: torch.Tensor, capture_s: float,
-    ) -> None:
-        self.graph = graph
-        self.images = images
-        self.cam_ids = cam_ids
-        self.output = output
-        self.capture_s = capture_s
-        """Wall time of the warm-up calls and the capture."""
-
-    def __call__(self, images: torch.Tensor, cam_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        _load(self.images, images, "images")
-        if (cam_ids is None) != (self.cam_ids is None):
-            raise UsageError(
-                "this CUDA graph was captured " + ("with" if self.cam_ids is not None else "without")
-                + " camera ids; call it the same way, or capture another graph."
-            )
-        if cam_ids is not None:
-            _load(self.cam_ids, cam_ids, "cam_ids")
-        return self.replay()
-
-    def replay(self) -> torch.Tensor:
-        """Run the captured forward on whatever the static buffers hold now."""
-        self.graph.replay()
-        return self.output
-
-
-def capture_cuda_graph(
-    model: nn.Module, images: torch.Tensor, cam_ids: Optional[torch.Tensor] = None, dtype: str = "fp32", warmup: int = 3,
-) -> GraphedForward:
-    """Capture `model(images, cam_ids)` under inference mode and the bench's autocast (`dtype` fp32 or bf16).
-
-    Warm-up calls (at least one) run first on a side stream, as CUDA graphs
-    require: they compile any compiled blocks for this shape, let cuDNN pick its
-    algorithms and settle the allocator. The autocast is the bench's own, opened
-    here: the same autocast state as the compiled timing, so compiled blocks are
-    not recompiled for the capture (dynamo guards on autocast's cache flag), and
-    a fresh region, so no weight cast made before the capture is baked into the
-    graph -- which is why an enclosing autocast region is refused. The weight
-    casts are captured and replayed each call. Works with eager and compiled blocks.
-    """
-    reason = cuda_graph_unavailable(images.device)
-    if reason is not None:
-        raise UsageError(reason)
-    if model.training:
-        raise UsageError("capture_cuda_graph captures inference: call model.eval() first.")
-    if dtype not in DTYPES:
-        raise UsageError(f"unknown dtype {dtype!r}; choose {', '.join(DTYPES)}.")
-    if torch.is_autocast_enabled("cuda"):
-        raise UsageError(
-            "capture_cuda_graph was called inside an autocast region; call it outside and pass dtype: it opens its own, "
-            "so that no weight cast cached before the capture is baked into the graph."
-        )
-    static_images = images.detach().clone()
-    static_cams = None if cam_ids is None else cam_ids.detach().clone()
-    device = images.device
-    started = time.perf_counter()
-    side = torch.cuda.Stream(device=device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side), torch.inference_mode(), autocast(device, dtype):
-        for _ in range(max(1, warmup)):
-            model(static_images, static_cams)
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.inference_mode(), torch.cuda.graph(graph), autocast(device, dtype):
-        output = model(static_images, static_cams)
-    torch.cuda.synchronize(device)
-    return GraphedForward(graph, static_images, static_cams, output, time.perf_counter() - started)
-
-
-def _load(static: torch.Tensor, new: torch.Tensor, name: str) -> None:
-    if new is static:
-        return
-    if new.shape != static.shape:
-        raise UsageError(
-            f"a CUDA graph replays fixed shapes: it was captured with {name} {list(static.shape)}, "
-            f"got {list(new.shape)}; capture one graph per batch size."
-        )
-    static.copy_(new, non_blocking=True)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -1,6 +1,6 @@
 """Images decoded batch by batch in DataLoader workers: the path for a dataset too big to cache.
 
-The cache (:mod:`reidbench.harness.images`) is the fast path and the default:
+The cache (:mod:`reidbench.data.images`) is the fast path and the default:
 ReID sets decode to a few GB. When the decoded uint8 images would not fit in
 host memory (``--data-cache stream``, or ``auto`` when they would take more than
 80 % of the memory available), each batch is decoded when it is needed, by
@@ -29,8 +29,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from reidbench.errors import UsageError
-from reidbench.harness.data import ImageRecord
-from reidbench.harness.images import (
+from reidbench.data import ImageRecord
+from reidbench.data.images import (
     _NAMED_IN_ERROR, ImageSet, LabelledBatch, _decode, _default_workers, _reason, check_size, survey_images,
 )
 

@@ -52,6 +52,8 @@ from reidbench.errors import UsageError
 GENERATOR_VERSION = 1
 MANIFEST_NAME = "dataset.json"
 _GENERATOR = "reidbench.harness.data.synthetic"
+"""The generator's name in every manifest it writes: a format marker (the module it once lived in), kept so
+that sets generated before the module moved are still recognised."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,181 @@
+"""One optimisation step of the harness's ReID recipe: PK batch -> augmentation -> forward -> ID + triplet losses -> update.
+
+`reidbench run` trains with this step and `reidbench bench` times exactly this
+step beside a bare library loop, so it lives below both. The recipe's
+optimizer and learning-rate schedule are here too, since a step is defined by them.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from reidbench.data.images import LabelledBatch
+from reidbench.errors import UsageError
+from reidbench.profiles import TrainConfig
+from reidbench.runtime.device import autocast
+from reidbench.runtime.dispatch import labeller
+from reidbench.runtime.distributed import World
+from reidbench.training.augment import AugmentConfig, BatchAugmentation, normalize, to_device_async
+from reidbench.training.losses import batch_accuracy, batch_hard_triplet, id_loss
+from reidbench.training.sampler import PKSampler
+from reidbench.variants.model import ReidModel
+
+
+def build_optimizer(model: ReidModel, cfg: TrainConfig, graph_safe_on: Optional[torch.device] = None) -> torch.optim.Optimizer:
+    """The recipe's optimizer. `graph_safe_on`: a variant whose step can be captured in a CUDA graph on that device.
+
+    A captured step replays its kernels as recorded, so the learning rate must be
+    read from device memory (a tensor the scheduler fills in place) rather than
+    baked in as a number, and the update must not read state on the host: fused
+    SGD, and AdamW with `capturable`. Same update rule, other kernels.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    sgd = cfg.optimizer == "sgd"
+    if graph_safe_on is not None:
+        lr = torch.tensor(cfg.lr, device=graph_safe_on)
+        if sgd:
+            return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=True)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, capturable=graph_safe_on.type == "cuda")
+    if sgd:
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
+    """Linear warm-up from 1 % over `warmup_epochs`, then cosine decay to 0 at the last step."""
+    epoch = step / steps_per_epoch
+    if epoch < cfg.warmup_epochs:
+        return 0.01 + 0.99 * epoch / cfg.warmup_epochs
+    span = max(cfg.epochs - cfg.warmup_epochs, 1e-9)
+    return 0.5 * (1 + math.cos(math.pi * min((epoch - cfg.warmup_epochs) / span, 1.0)))
+
+
+def augment_padding(img_size: tuple[int, int]) -> int:
+    """TransReID pads 10 px at 256x128; the same fraction at other sizes (a fixed 10 px would
+    shift a 64x32 image by a third of its width)."""
+    return max(1, round(10 * img_size[0] / 256))
+
+
+def step_losses(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """`(logits, features, targets) -> (loss, [loss, id loss, triplet loss, accuracy])` for the recipe in `cfg`.
+
+    One function so that `--compile` can compile the losses too: they are ~75 small
+    operations forward and backward around a network that is host-bound at batch 64.
+    """
+    margin = None if cfg.triplet == "soft" else cfg.triplet_margin
+
+    def losses(logits: torch.Tensor, features: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ce = id_loss(logits, targets, cfg.label_smoothing)
+        tri = batch_hard_triplet(features.float(), targets, margin) if cfg.triplet != "none" else ce.new_zeros(())
+        loss = cfg.id_weight * ce + cfg.triplet_weight * tri
+        return loss, torch.stack([loss.detach(), ce.detach(), tri.detach(), batch_accuracy(logits, targets)])
+
+    return losses
+
+
+class TrainStep:
+    """One optimisation step of the harness -- augment, forward, losses, update -- as `train_model` runs it.
+
+    A class rather than a loop body so that `bench` times exactly this code
+    beside a bare library loop. Nothing in a step makes the host wait for the
+    device: batch indices and augmentation draws reach the GPU through pinned,
+    non-blocking copies, the triplet loss masks invalid anchors out instead of
+    dropping them by boolean indexing, and the step's statistics stay on the
+    device. The host can therefore queue step n+1 while the GPU runs step n;
+    where queueing a step takes longer than running it (ViT-B at batch 64 on an
+    H200: ~27-36 ms of host time), every operation the step dispatches counts.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        cfg: TrainConfig,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        generator: torch.Generator,
+        device: torch.device,
+        dtype: str,
+        compile_backend: Optional[str] = None,
+        augment_method: str = "auto",
+        regions: bool = False,
+    ) -> None:
+        """`compile_backend`: also compile the losses with it (the model's blocks are `compile_model`'s job).
+        `augment_method`: see `BatchAugmentation` (auto: a per-sample loop on the CPU, one gather elsewhere).
+        `regions`: label the step's phases for torch.profiler (see `reidbench.runtime.dispatch.labeller`)."""
+        module = model.module if isinstance(model, DistributedDataParallel) else model
+        self.model, self.cfg, self.optimizer, self.scheduler = model, cfg, optimizer, scheduler
+        self.generator, self.device, self.dtype = generator, device, dtype
+        self.mean, self.std = module.backbone.pixel_mean, module.backbone.pixel_std
+        self.image_size = module.settings.img_size
+        self.augment = AugmentConfig(pad=augment_padding(self.image_size), erase_p=cfg.erase_p) if cfg.augment else None
+        self.augmentation: Optional[BatchAugmentation] = None
+        self.augment_method = augment_method
+        self.losses = step_losses(cfg)
+        self.region = labeller(regions)
+        if compile_backend is not None:
+            self.losses = torch.compile(self.losses, backend=compile_backend, dynamic=False)
+
+    def begin_epoch(self, batches: torch.Tensor) -> None:
+        """Draw the augmentation of all of an epoch's batches ([steps, batch] indices) at once."""
+        if self.augment is not None:
+            steps, batch_size = batches.shape
+            self.augmentation = BatchAugmentation(
+                steps, batch_size, self.image_size, self.generator, self.augment, self.device, self.augment_method
+            )
+
+    def __call__(self, step: int, batch: LabelledBatch) -> torch.Tensor:
+        """Train on `batch` (from the training set's `batches`), batch `step` of the epoch begun last.
+
+        Returns [loss, id loss, triplet loss, accuracy], on the device.
+        """
+        x, target, cam = self.inputs(step, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        stats = self.update(x, target, cam)
+        self.scheduler.step()
+        return stats
+
+    def inputs(self, step: int, batch: LabelledBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The network's input for batch `step`: on the device, augmented and normalised; targets; cameras."""
+        raw, target, cam = batch
+        with self.region("augment"):
+            if raw.device.type != self.device.type:  # images in host memory (cached or streamed): they cross now, asynchronously
+                raw, target, cam = (to_device_async(t, self.device) for t in (raw, target, cam))
+            if self.augmentation is not None:
+                x = self.augmentation.apply(step, raw, self.mean, self.std)
+            else:
+                x = normalize(raw, self.mean, self.std)
+        return x, target, cam
+
+    def update(self, x: torch.Tensor, target: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
+        """Forward, losses, backward and the optimizer's step on prepared inputs (gradients already cleared).
+
+        The part of a step with fixed shapes and no host work, which `GraphedTrainStep` captures.
+        """
+        region = self.region
+        with region("forward"), autocast(self.device, self.dtype):
+            output = self.model(x, cam)
+        with region("losses"):
+            loss, stats = self.losses(output.logits, output.features, target)
+        with region("backward"):
+            loss.backward()
+        with region("optimizer"):
+            self.optimizer.step()
+        return stats
+
+
+def epoch_batches(sampler: PKSampler, device: torch.device) -> torch.Tensor:
+    """This rank's batches of the sampler's current epoch as one [steps, P*K] index tensor on `device`."""
+    return to_device_async(torch.as_tensor(list(sampler), dtype=torch.long), device)
+
+
+def ranks_batch(cfg: TrainConfig, world: World) -> int:
+    """Identities per batch on each rank: the recipe's P split over the ranks, so the global batch stays P x K."""
+    if cfg.p % world.world_size:
+        raise UsageError(
+            f"train.p = {cfg.p} identities per batch cannot be split over {world.world_size} processes; "
+            f"use a P divisible by {world.world_size} (e.g. --set train.p=... in a profile) or another --nproc-per-node."
+        )
+    return cfg.p // world.world_size
