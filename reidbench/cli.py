@@ -76,22 +76,6 @@ def parse_int_list(text: str, option: str) -> list[int]:
     return values
 
 
-def parse_overrides(assignments: Optional[List[str]]) -> dict[str, Any]:
-    """`--set depth=2 --set img_size=[128,64]`: values are TOML literals."""
-    from reidbench.variants.grid import tomllib
-
-    out: dict[str, Any] = {}
-    for item in assignments or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set {item!r} must look like key=value, e.g. --set depth=2 or --set img_size=[128,64].")
-        try:
-            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            raise UsageError(f"--set {item!r}: {value!r} is not a TOML value (numbers, true/false, \"strings\", [lists]).") from None
-    return out
-
-
 GRID_HELP = "A built-in grid name (see `reidbench list`) or a path to a TOML grid file."
 
 
@@ -106,9 +90,9 @@ def bench(
     train_batch_size: Optional[int] = typer.Option(None, "--train-batch-size", help="Batch of the measured training step (default: 64 on CUDA, 4 on CPU)."),
     train_batch_sizes: Optional[str] = typer.Option(None, "--train-batch-sizes", help="Time the harness's training step (sampler, augmentation, losses, SGD) at these batches, P x 4 each, e.g. 64,128 (default: 64,128 on CUDA, none on CPU; 'none' turns it off)."),
     train_steps: int = typer.Option(20, "--train-steps", help="Timed training steps per batch size (after 5 warm-up steps)."),
-    repeats: int = typer.Option(50, "--repeats", help="Timed repeats per batch size (fewer if --max-seconds runs out)."),
-    warmup: int = typer.Option(3, "--warmup", help="Untimed warm-up calls per batch size."),
-    max_seconds: float = typer.Option(5.0, "--max-seconds", help="Stop repeating a batch size after this much timed work."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help="Timed repeats per batch size (fewer if --max-seconds runs out; default 50)."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help="Untimed warm-up calls per batch size (default 3)."),
+    max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="Stop repeating a batch size after this much timed work (default 5)."),
     reference: bool = typer.Option(False, "--reference", help="Also time a bare library loop of the same network (cells with neck `none`)."),
     cudnn_benchmark: bool = typer.Option(True, "--cudnn-benchmark/--no-cudnn-benchmark", help="Let cuDNN autotune convolutions per shape (CUDA only; recorded)."),
     compile_: bool = typer.Option(False, "--compile/--no-compile", help="Also time a copy with every transformer block torch.compile'd, at every batch size, with its compile time (eager stays the headline)."),
@@ -119,50 +103,44 @@ def bench(
     weights: Optional[List[str]] = typer.Option(None, "--weights", help="BACKBONE=PATH: a local pretrained checkpoint for that backbone (repeatable; overrides the grid's [weights])."),
 ) -> None:
     """Measure parameters, FLOPs, latency and memory of every cell; no training."""
-    from reidbench.runtime.device import resolve_device, resolve_dtype
-    from reidbench.bench.suite import BenchOptions, bench_grid
+    from dataclasses import replace
+
+    from reidbench.bench.options import BenchOptions
+    from reidbench.bench.suite import bench_grid
+    from reidbench.harness.plan import merged_weights, parse_overrides
+    from reidbench.profiles import MeasureConfig
     from reidbench.reports.tables import bench_table
+    from reidbench.runtime.compile import check_backend
+    from reidbench.runtime.device import resolve_device, resolve_dtype
+    from reidbench.runtime.files import write_json
     from reidbench.variants.grid import load_grid
 
     loaded = load_grid(grid)
-    settings = loaded.settings.with_overrides(parse_overrides(overrides), "--set")
+    settings = loaded.settings.with_overrides(parse_overrides(overrides or []), "--set")
     cells = loaded.select(only)
     torch_device = resolve_device(device)
-    cuda = torch_device.type == "cuda"
-    if train_batch_size is not None and train_batch_size < 2:
-        raise UsageError("--train-batch-size must be at least 2: the BNNeck's batch norm needs two samples in training mode.")
     if train_steps < 1:
         raise UsageError(f"--train-steps {train_steps} must be at least 1.")
-    if repeats < 1 or warmup < 0 or max_seconds <= 0:
-        raise UsageError("--repeats must be >= 1, --warmup >= 0 and --max-seconds > 0.")
     if compile_:
-        from reidbench.runtime.compile import check_backend
-
         check_backend(compile_backend)
+    given = {"batch_sizes": tuple(parse_int_list(batch_sizes, "--batch-sizes")) if batch_sizes else None,
+             "train_batch_size": train_batch_size, "repeats": repeats, "warmup": warmup, "max_seconds": max_seconds,
+             "compile": compile_, "reference": reference,
+             "cuda_graphs": torch_device.type == "cuda" if cuda_graphs is None else cuda_graphs}
+    measure = replace(MeasureConfig.for_device(torch_device), **{k: v for k, v in given.items() if v is not None})
     options = BenchOptions(
-        device=torch_device,
-        dtype=resolve_dtype(dtype, torch_device),
-        batch_sizes=parse_int_list(batch_sizes, "--batch-sizes") if batch_sizes else ([1, 64, 256] if cuda else [1, 8]),
-        train_batch_size=train_batch_size or (64 if cuda else 4),
-        warmup=warmup,
-        repeats=repeats,
-        max_seconds=max_seconds,
-        reference=reference,
-        cudnn_benchmark=cudnn_benchmark,
-        train_batch_sizes=_train_batch_sizes(train_batch_sizes, cuda),
-        train_steps=train_steps,
-        compile=compile_,
+        device=torch_device, dtype=resolve_dtype(dtype, torch_device), measure=measure, cudnn_benchmark=cudnn_benchmark,
+        train_batch_sizes=_train_batch_sizes(train_batch_sizes, torch_device.type == "cuda"), train_steps=train_steps,
         compile_backend=compile_backend,
-        cuda_graphs=cuda if cuda_graphs is None else cuda_graphs,
     )
     if json_path is not None:
         _check_writable(json_path)
     _log(f"bench: grid {loaded.name} ({loaded.source}), {len(cells)} cell(s), device {options.device}, dtype {options.dtype}, "
          f"depth {settings.depth}, {settings.img_size[0]}x{settings.img_size[1]}, stride {settings.stride}"
          + (f", compiled ({compile_backend})" if compile_ else "") + (", CUDA graphs" if options.cuda_graphs else ""))
-    records = [r.to_dict() for r in bench_grid(loaded, cells, options, settings, _log, _merged_weights(loaded, weights))]
+    records = [r.to_dict() for r in bench_grid(loaded, cells, options, settings, _log, merged_weights(loaded, weights or []))]
     if json_path is not None:
-        _write_json(json_path, records)
+        write_json(json_path, records)
         _log(f"wrote {json_path}")
     typer.echo(bench_table(records))
     _exit_unless_ok(records)
@@ -186,20 +164,20 @@ def _train_batch_sizes(text: Optional[str], cuda: bool) -> list[int]:
 @app.command()
 @_user_errors
 def run(
-    grid: str = typer.Option("default", "--grid", help=GRID_HELP),
-    data: str = typer.Option("synthetic", "--data", help="synthetic (generated once, cached), market1501:PATH, dukemtmc:PATH, msmt17:PATH or veri776:PATH."),
-    profile: str = typer.Option("auto", "--profile", help="auto (full on CUDA, quick elsewhere), quick, full, or a profile .toml file."),
+    grid: Optional[str] = typer.Option(None, "--grid", help=GRID_HELP + " Default: default."),
+    data: Optional[str] = typer.Option(None, "--data", help="synthetic (the default; generated once, cached), market1501:PATH, dukemtmc:PATH, msmt17:PATH or veri776:PATH."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="auto (the default: full on CUDA, quick elsewhere), quick, full, or a profile .toml file."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto (the default: bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory to create (default: runs/<time>-<grid>)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory: finished cells are kept, unfinished ones continue from their last checkpoint."),
     only: Optional[List[str]] = typer.Option(None, "--only", help="Run only this cell (repeatable)."),
-    seeds: int = typer.Option(1, "--seeds", help="Train every cell with seeds 0..N-1."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Train every cell with seeds 0..N-1 (default 1)."),
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a variant setting after the profile, e.g. --set stride=12."),
     bars: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars (default: when stderr is a terminal)."),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help="BACKBONE=PATH: a local pretrained checkpoint for that backbone (repeatable; overrides the grid's [weights])."),
-    compile_: bool = typer.Option(False, "--compile/--no-compile", help="Train with the backbone's transformer blocks compiled by torch.compile (recorded; compile time counts in the first epoch)."),
-    data_cache: str = typer.Option("auto", "--data-cache", help="Where decoded images live: auto (the GPU while they take <= 25% of its free memory, else host memory; if they would take > 80% of the host memory available, decoded per batch by DataLoader workers), device, host or stream."),
+    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Train with the backbone's transformer blocks compiled by torch.compile (recorded; compile time counts in the first epoch)."),
+    data_cache: Optional[str] = typer.Option(None, "--data-cache", help="Where decoded images live: auto (the GPU while they take <= 25% of its free memory, else host memory; if they would take > 80% of the host memory available, decoded per batch by DataLoader workers), device, host or stream."),
     launcher: str = typer.Option("local", "--launcher", help="local (every cell in this process), submitit-local (one local job per cell and seed) or slurm (a Slurm job array)."),
     gpus_per_cell: Optional[int] = typer.Option(None, "--gpus-per-cell", help="GPUs per job; N > 1 trains a cell with N-process DDP (default: 1 on slurm and for CUDA cells, else 0)."),
     cpus_per_cell: Optional[int] = typer.Option(None, "--cpus-per-cell", help="CPU cores per job process (Slurm cpus-per-task; also torch's thread count)."),
@@ -210,7 +188,7 @@ def run(
     slurm_qos: Optional[str] = typer.Option(None, "--slurm-qos", help="Slurm quality of service."),
     max_parallel: Optional[int] = typer.Option(None, "--max-parallel", help="At most this many jobs at once (default: all)."),
     wait: Optional[bool] = typer.Option(None, "--wait/--no-wait", help="Wait for the jobs, then write results.csv and exit like local (default: wait for submitit-local, not for slurm)."),
-    sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun, batch norm over the whole global batch (SyncBatchNorm; CUDA only; recorded)."),
+    sync_bn: Optional[bool] = typer.Option(None, "--sync-bn", help="Under torchrun, batch norm over the whole global batch (SyncBatchNorm; CUDA only; recorded)."),
     cuda_graphs: Optional[bool] = typer.Option(None, "--cuda-graphs/--no-cuda-graphs", help="Train with every step after three eager ones replayed as one CUDA graph (fused SGD / capturable AdamW; recorded per cell). With --compile the compiled blocks are what the graph records. Default: on for a CUDA device with one process per cell, else off; asking for it elsewhere is an error."),
 ) -> None:
     """Train, evaluate and measure every cell of a grid; write a run directory.
@@ -218,102 +196,89 @@ def run(
     Under `torchrun --nproc-per-node N -m reidbench run ...` the N processes train each cell
     together with DDP (global batch P x K, P / N identities per rank); rank 0 alone writes.
     """
-    from dataclasses import replace
-
-    from reidbench.runtime.device import resolve_device, resolve_dtype
-    from reidbench.profiles import load_profile, resolve_profile_name
-    from reidbench.runtime.progress import Progress
-    from reidbench.harness.rundir import RunDir, new_run_dir
-    from reidbench.harness import runner
     from reidbench.harness.launch import LaunchOptions, check_launch
-    from reidbench.runtime.distributed import from_main, init_distributed, main_first, world_from_env
-    from reidbench.variants.grid import load_grid
+    from reidbench.harness.plan import RunRequest
+    from reidbench.runtime.distributed import world_from_env
+    from reidbench.runtime.progress import Progress
 
     world = world_from_env()
-    progress = Progress(_log, bars if world.is_main else False)
     launch_plan = check_launch(LaunchOptions(
         launcher, gpus_per_cell, cpus_per_cell, time_limit, mem_gb, slurm_partition, slurm_account, slurm_qos, max_parallel, wait,
     ), device)
     if world.distributed and launch_plan.fanned_out:
         raise UsageError(f"--launcher {launcher} starts its own jobs; under torchrun use --launcher local (the default).")
+    request = RunRequest(grid, data, profile, dtype, seeds, tuple(only or ()), tuple(overrides or ()), tuple(weights or ()),
+                         compile_, data_cache, sync_bn, cuda_graphs)
     if resume is not None:
-        if launch_plan.fanned_out:
-            raise UsageError(f"--resume runs the unfinished cells in this process; drop --launcher {launcher} (run it where the run's device is).")
-        if not resume.is_dir():
-            raise UsageError(f"--resume {resume}: no such run directory.")
-        run_dir = RunDir(resume)
-        plan = runner.load_plan(run_dir, None if device == "auto" else resolve_device(device))
-        if cuda_graphs is not None and cuda_graphs != plan.cuda_graphs:
-            raise UsageError(
-                f"--resume {resume} continues the run as it was started, with training steps "
-                f"{'replayed as CUDA graphs' if plan.cuda_graphs else 'run eagerly'} (its checkpoints hold that optimizer); "
-                f"drop {'--no-cuda-graphs' if plan.cuda_graphs else '--cuda-graphs'}, or start a new run with it."
-            )
-        plan = replace(plan, device=init_distributed(world, plan.device))
-        dataset = main_first(world, lambda: runner.check_plan(plan, world))
-        _log(f"resuming {resume}: grid {plan.grid.name}, profile {plan.profile.name}, device {plan.device}")
+        plan, run_dir, dataset = _resume_run(resume, request, device, launch_plan, world)
     else:
-        if seeds < 1:
-            raise UsageError("--seeds must be at least 1.")
-        torch_device = launch_plan.device
-        loaded = load_grid(grid)
-        profile_name = resolve_profile_name(profile, torch_device)
-        loaded_profile = load_profile(profile_name)
-        if profile == "auto":
-            _log(f"profile auto -> {profile_name} ({'CUDA device found' if torch_device.type == 'cuda' else 'no CUDA device'}): {loaded_profile.description}")
-        plan = runner.RunPlan(
-            grid=loaded,
-            grid_text=_source_text(loaded.source),
-            profile=loaded_profile,
-            profile_text=_source_text(loaded_profile.source, kind="profile"),
-            dataset=data,
-            device=torch_device,
-            dtype=resolve_dtype(dtype, torch_device),
-            seeds=seeds,
-            only=list(only or []),
-            overrides=parse_overrides(overrides),
-            weights=_merged_weights(loaded, weights),
-            compile=compile_,
-            data_cache=data_cache,
-            sync_bn=sync_bn,
-            cuda_graphs=cuda_graphs if cuda_graphs is not None else runner.default_cuda_graphs(
-                torch_device, launch_plan.cell_world(world)
-            ),
-        )
-        # Connect the ranks once the arguments are known good on every rank (each rank reads them alike).
-        plan = replace(plan, device=init_distributed(world, plan.device))
-        # Rank 0 first: it may generate the synthetic set into the cache that the others then read.
-        dataset = main_first(world, lambda: runner.check_plan(plan, launch_plan.cell_world(world)))
-
-        def create_run_dir() -> Path:
-            root = out if out is not None else new_run_dir(Path("runs"), loaded.name)
-            if out is not None:
-                if out.exists() and any(out.iterdir()):
-                    raise UsageError(f"--out {out} already exists and is not empty; choose a new folder, or continue it with --resume {out}.")
-                out.mkdir(parents=True, exist_ok=True)
-            return runner.start_run(plan, root).root
-
-        run_dir = RunDir(from_main(world, create_run_dir))  # one directory, named by rank 0, for every rank
-        _log(f"run {run_dir.root}: grid {loaded.name}, {len(plan.cells)} cell(s) x {seeds} seed(s), profile {profile_name}, device {plan.device}, dtype {plan.dtype}"
-             + (f", {world.world_size} processes (DDP)" if world.distributed else "")
-             + (", transformer blocks compiled" if plan.compile else "")
-             + (", training steps replayed as CUDA graphs (--no-cuda-graphs: eager)" if plan.cuda_graphs else ""))
+        plan, run_dir, dataset = _new_run(out, request, launch_plan, world)
     if launch_plan.fanned_out:
         return _fan_out(plan, run_dir, dataset, launch_plan)
+    _execute(plan, run_dir, dataset, Progress(_log, bars if world.is_main else False), world)
+
+
+def _resume_run(resume: Path, request: Any, device: str, launch_plan: Any, world: Any) -> tuple[Any, Any, Any]:
+    from dataclasses import replace
+
+    from reidbench.harness.plan import check_plan, resume_plan
+    from reidbench.harness.rundir import RunDir
+    from reidbench.runtime.device import resolve_device
+    from reidbench.runtime.distributed import init_distributed, main_first
+
+    if launch_plan.fanned_out:
+        raise UsageError(f"--resume runs the unfinished cells in this process; drop --launcher {launch_plan.launcher} (run it where the run's device is).")
+    if not resume.is_dir():
+        raise UsageError(f"--resume {resume}: no such run directory.")
+    run_dir = RunDir(resume)
+    plan = resume_plan(run_dir, request, None if device == "auto" else resolve_device(device))
+    plan = replace(plan, device=init_distributed(world, plan.device))
+    dataset = main_first(world, lambda: check_plan(plan, world))
+    only = f", only {', '.join(plan.now_only)} this time" if plan.now_only else ""
+    _log(f"resuming {resume}: grid {plan.grid.name}, profile {plan.profile.name}, device {plan.device}{only}")
+    return plan, run_dir, dataset
+
+
+def _new_run(out: Optional[Path], request: Any, launch_plan: Any, world: Any) -> tuple[Any, Any, Any]:
+    from dataclasses import replace
+
+    from reidbench.harness.console import run_header
+    from reidbench.harness.plan import check_plan, create_run_dir, new_plan, start_run
+    from reidbench.runtime.distributed import from_main, init_distributed, main_first
+
+    plan = new_plan(request, launch_plan.device, launch_plan.cell_world(world))
+    if (request.profile or "auto") == "auto":
+        _log(f"profile auto -> {plan.profile.name} ({'CUDA device found' if plan.device.type == 'cuda' else 'no CUDA device'}): {plan.profile.description}")
+    # Connect the ranks once the arguments are known good on every rank (each rank reads them alike).
+    plan = replace(plan, device=init_distributed(world, plan.device))
+    # Rank 0 first: it may generate the synthetic set into the cache that the others then read.
+    dataset = main_first(world, lambda: check_plan(plan, launch_plan.cell_world(world)))
+    run_dir = from_main(world, lambda: start_run(plan, create_run_dir(out, plan.grid.name)))  # one directory, named by rank 0
+    _log(run_header(plan, run_dir.root, world))
+    return plan, run_dir, dataset
+
+
+def _execute(plan: Any, run_dir: Any, dataset: Any, progress: Any, world: Any) -> None:
+    from reidbench.bench.suite import run_measurer
+    from reidbench.harness import runner
+
+    measure = run_measurer(plan.profile.measure, plan.device, plan.dtype)
     try:
-        records = runner.execute(plan, run_dir, progress, dataset=dataset, world=world)
+        records = runner.execute(plan, run_dir, progress, measure, dataset=dataset, world=world)
     except KeyboardInterrupt:
         _log(f"interrupted: finished cells and the last checkpoint are saved in {run_dir.root}; continue with\n  reidbench run --resume {run_dir.root}")
         raise typer.Exit(130)
     _log(f"results: {run_dir.results_csv}")
-    _exit_unless_ok(records)
+    _exit_unless_ok([r.to_dict() for r in records])
 
 
 def _fan_out(plan: Any, run_dir: Any, dataset: Any, launch_plan: Any) -> None:
     """One job per cell and seed; with --wait, the jobs' outcome decides the exit code as for a local run."""
     from reidbench.harness import launch, status
 
-    fanout = launch.fan_out(run_dir, plan, dataset, launch_plan, _log)
+    from reidbench.bench.suite import run_measurer
+
+    fanout = launch.fan_out(run_dir, plan, dataset, launch_plan, run_measurer, _log)
     _log(f"{len(fanout.launch['jobs'])} job(s), launcher {launch_plan.launcher}; ids in {run_dir.root / launch.LAUNCH_FILE}, "
          f"logs in {run_dir.root / launch.JOBS_DIR}/; follow them with\n  reidbench status {run_dir.root}")
     if not launch_plan.wait:
@@ -329,7 +294,7 @@ def _fan_out(plan: Any, run_dir: Any, dataset: Any, launch_plan: Any) -> None:
     typer.echo(result.table())
     _log(result.summary())
     _log(f"results: {run_dir.results_csv}")
-    _exit_unless_ok([{"cell": r.cell, "seed": r.seed, "status": r.state} for r in result.rows])
+    _exit_unless_ok([{"cell": r.cell, "seed": r.seed, "status": r.state.value} for r in result.rows])
 
 
 @app.command("status")
@@ -426,32 +391,13 @@ def data_info(
 
 def _exit_unless_ok(records: list[dict[str, Any]]) -> None:
     """Exit 1 when any cell ended other than done or xfail (failed, xpass, interrupted), naming them."""
-    from reidbench.variants.probe import OK_STATUSES
+    from reidbench.schema import OK, CellState
 
-    bad = [r for r in records if r["status"] not in OK_STATUSES]
+    bad = [r for r in records if CellState(r["status"]) not in OK]
     if bad:
-        labels = [f"{r['cell']} seed {r['seed']}" if "seed" in r else r["cell"] for r in bad]
+        labels = [f"{r['cell']} seed {r['seed']}" if r.get("seed") is not None else r["cell"] for r in bad]
         _log("not as expected: " + ", ".join(f"{label} ({r['status']})" for label, r in zip(labels, bad)))
         raise typer.Exit(1)
-
-
-def _merged_weights(grid: Any, options: Optional[List[str]]) -> dict[str, str]:
-    """The grid file's [weights], overridden per backbone by --weights."""
-    from reidbench.variants.factory import parse_weights_options
-
-    return {**grid.weights, **{k: str(v) for k, v in parse_weights_options(options or []).items()}}
-
-
-def _source_text(source: str, kind: str = "grid") -> str:
-    """The TOML text behind a grid or profile, copied into the run directory so --resume needs nothing else."""
-    if source.startswith("builtin:"):
-        name = source.split(":", 1)[1]
-        if kind == "grid":
-            from reidbench.variants.grid import GRIDS_DIR as folder
-        else:
-            from reidbench.profiles import PROFILES_DIR as folder
-        return (folder / f"{name}.toml").read_text()
-    return Path(source).read_text()
 
 
 @app.command("list")
@@ -482,13 +428,6 @@ def _check_writable(path: Path) -> None:
         raise UsageError(f"--json {path} is a directory; give a file path such as {path / 'bench.json'}.")
     if not path.parent.exists():
         raise UsageError(f"--json {path}: the folder {path.parent} does not exist.")
-
-
-def _write_json(path: Path, data: Any) -> None:
-    """Write to a temporary file and rename, so a killed process never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
 
 
 def main() -> None:

@@ -1,11 +1,12 @@
-"""bench on shallow models on the CPU: the record holds what the issue promises, with consistent numbers."""
+"""bench on shallow models on the CPU: a record holds parameters, FLOPs, latency and memory, with consistent numbers."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from reidbench.bench.memory import measure_peak_memory
-from reidbench.bench.suite import BenchOptions, bench_cell
+from reidbench.bench.options import BenchOptions
+from reidbench.bench.suite import bench_cell
 from reidbench.bench.timing import time_callable
 from reidbench.variants import load_grid
 
@@ -13,8 +14,8 @@ CPU = torch.device("cpu")
 
 
 def options(**kw) -> BenchOptions:
-    base = dict(device=CPU, dtype="fp32", batch_sizes=[1, 2], train_batch_size=2, warmup=1, repeats=3, max_seconds=2.0)
-    return BenchOptions(**{**base, **kw})
+    base = dict(batch_sizes=[1, 2], train_batch_size=2, warmup=1, repeats=3, max_seconds=2.0)
+    return BenchOptions.of(CPU, "fp32", **{**base, **kw})
 
 
 @pytest.fixture(scope="module")

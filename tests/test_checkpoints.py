@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from reidbench.errors import UsageError
+from reidbench.harness import checkpoints
 from reidbench.harness import train as train_module
+from reidbench.harness.train import TrainOptions
 from reidbench.data.images import ImageSet
 from reidbench.profiles import TrainConfig
 from reidbench.runtime.progress import Progress
@@ -34,18 +36,18 @@ def _saved_epochs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cfg: TrainCon
     """Train a depth-1 model for `cfg.epochs` on random images with a clock that advances
     `minutes_per_epoch` per epoch; the epochs whose checkpoints were written."""
     saved: list[int] = []
-    real_save = train_module.save_torch_atomic
-    monkeypatch.setattr(train_module, "save_torch_atomic", lambda state, path: (saved.append(state["epoch"]), real_save(state, path)))
+    real_save = checkpoints.save_torch_atomic
+    monkeypatch.setattr(checkpoints, "save_torch_atomic", lambda state, path: (saved.append(state["epoch"]), real_save(state, path)))
     clock = {"now": 0.0}
-    monkeypatch.setattr(train_module, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(checkpoints, "monotonic", lambda: clock["now"])
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (16, 3, 32, 16), dtype=torch.uint8, generator=generator)
     pids = torch.arange(16) % 4
     train_set = ImageSet(images=images, pids=pids, camids=pids % 2, paths=[f"x/{i}" for i in range(16)])
     model = create_variant("vit768-none", depth=1, img_size=(32, 16), num_classes=4, num_cameras=2)
     train_module.train_model(
-        model, train_set, cfg, seed=0, device=torch.device("cpu"), dtype="fp32", cell_dir=tmp_path,
-        progress=Progress(lambda message: None, bars=False),
+        model, train_set, cfg, TrainOptions(seed=0, device=torch.device("cpu"), dtype="fp32"), tmp_path,
+        Progress(lambda message: None, bars=False),
         on_epoch=lambda epoch: clock.__setitem__("now", clock["now"] + 60 * minutes_per_epoch),
     )
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == cfg.epochs

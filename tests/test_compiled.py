@@ -16,11 +16,19 @@ from typer.testing import CliRunner
 
 from reidbench.bench.graphs import capture_cuda_graph, cuda_graph_unavailable
 from reidbench.runtime.compile import TensorDropPath, compile_counters, compile_model, uncompile_model, unify_drop_paths
-from reidbench.bench.modes import COMPILED, COMPILED_GRAPH, EAGER, GRAPH, entry_mode
-from reidbench.bench.suite import BenchOptions, CellRecord, bench_cell, measure_model
+from reidbench.bench.options import BenchOptions
+from reidbench.bench.suite import bench_cell, measure_model
 from reidbench.cli import app
 from reidbench.errors import UsageError
+from reidbench.schema import CellRecord, MeasureMode
 from reidbench.variants import BACKBONES, ReidModel, builtin_grids, create_variant, load_grid
+
+EAGER, COMPILED, GRAPH, COMPILED_GRAPH = (m.value for m in MeasureMode)
+
+
+def entry_mode(entry: dict) -> str:
+    return MeasureMode.parse(entry.get("mode")).value
+
 
 SMALL = {"img_size": (64, 32)}
 BACKBONE_NAMES = [entry.name for entry in BACKBONES]
@@ -200,7 +208,7 @@ def test_a_model_that_does_not_compile_keeps_its_eager_numbers(monkeypatch: pyte
 
     monkeypatch.setattr(modes, "compile_model", refuse)
     settings = load_grid("default").settings.with_overrides({"depth": 1, **SMALL})
-    options = BenchOptions(torch.device("cpu"), "fp32", [1], 2, warmup=0, repeats=1, compile=True, compile_backend="aot_eager")
+    options = BenchOptions.of(torch.device("cpu"), "fp32", batch_sizes=[1], train_batch_size=2, warmup=0, repeats=1, compile=True, compile_backend="aot_eager")
     record = bench_cell(load_grid("default").cell("vit768-none"), settings, options, lambda m: None)
     assert record.status == "done"
     (eager, compiled) = record.latency
@@ -213,8 +221,8 @@ def test_a_model_compiled_for_training_is_measured_eager() -> None:
     net = model("vit768")
     compile_model(net, "aot_eager")
     record = CellRecord(cell="vit768-none", backbone="vit768", neck="none", status="done")
-    options = BenchOptions(torch.device("cpu"), "fp32", [1], 2, warmup=0, repeats=1)
-    measure_model(net, record, net.settings, options, lambda m: None)
+    options = BenchOptions.of(torch.device("cpu"), "fp32", batch_sizes=[1], train_batch_size=2, warmup=0, repeats=1)
+    measure_model(net, record, options, lambda m: None)
     assert record.status == "done" and [entry_mode(e) for e in record.latency] == [EAGER]
     assert any("measured eager" in n for n in record.notes)
     assert all(b._compiled_call_impl is None for b in net.backbone.blocks()) and uncompile_model(net) == 0

@@ -1,20 +1,18 @@
 """Where the decoded training images live (GPU or host memory), and the refusal of a set that fits neither."""
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
 from reidbench.bench.training import random_train_set, train_config_for
 from reidbench.errors import UsageError
-from reidbench.harness import runner
+from reidbench.harness import placement
 from reidbench.data import load_dataset
 from reidbench.runtime.progress import Progress
-from reidbench.harness.runner import HOST, STREAM, cache_location, decoded_size
+from reidbench.harness.placement import HOST, STREAM, cache_location, decoded_size
 from reidbench.data.stream import StreamedImageSet
 from reidbench.training.sampler import PKSampler
-from reidbench.training.step import TrainStep, build_optimizer, epoch_batches
+from reidbench.training.step import StepOptions, TrainStep, build_optimizer, epoch_batches
 from reidbench.variants.factory import create_variant
 from reidbench.variants.settings import VariantSettings
 
@@ -40,9 +38,8 @@ def test_where_the_images_come_from_follows_the_policy_and_the_memory():
 def test_a_dataset_too_big_for_memory_is_streamed_by_a_run(tiny_synthetic, monkeypatch):
     dataset = load_dataset(f"synthetic:{tiny_synthetic}")
     assert decoded_size(dataset, TINY) == sum(len(getattr(dataset, s)) for s in ("train", "query", "gallery")) * 3 * 64 * 32
-    monkeypatch.setattr(runner, "_available_memory", lambda: 1000)
-    plan = SimpleNamespace(device=torch.device("cpu"), data_cache="auto", dataset="synthetic")
-    data = runner.prepare_data(plan, dataset, TINY, Progress(lambda message: None, bars=False))
+    monkeypatch.setattr(placement, "_available_memory", lambda: 1000)
+    data = placement.prepare_data("synthetic", dataset, TINY, torch.device("cpu"), "auto", Progress(lambda message: None, bars=False))
     assert isinstance(data.train, StreamedImageSet) and data.info["cache"]["location"].startswith("stream")
     assert len(data.train) == len(dataset.train) and data.info["decoded_mib"] > 0
 
@@ -52,7 +49,7 @@ def test_a_host_memory_cache_trains_exactly_like_a_device_cache():
     """Same seed, same draws: only where the uint8 batch is gathered differs, so the losses must agree."""
     device = torch.device("cuda")
     assert cache_location(1, device, "host")[0] == HOST
-    assert cache_location(1, device, "auto")[0] == runner.DEVICE  # one byte always fits
+    assert cache_location(1, device, "auto")[0] == placement.DEVICE  # one byte always fits
     results = []
     for location in ("cuda", "cpu"):
         torch.manual_seed(0)
@@ -61,7 +58,7 @@ def test_a_host_memory_cache_trains_exactly_like_a_device_cache():
         train_set = random_train_set(model, 4, torch.device(location))
         optimizer = build_optimizer(model, cfg)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-        step = TrainStep(model, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), device, "fp32")
+        step = TrainStep(model, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), StepOptions(device, "fp32"))
         sampler = PKSampler(train_set.pids, p=cfg.p, k=cfg.k, seed=0)
         batches = epoch_batches(sampler, train_set.index_device)
         step.begin_epoch(batches)

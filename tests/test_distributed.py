@@ -83,14 +83,17 @@ def collectives_scenario(world: World, out: Path) -> dict[str, Any]:
 
 
 def agreement_scenario(world: World, out: Path) -> dict[str, Any]:
-    from reidbench.harness.runner import _agreed
+    from reidbench.harness.cell import _agree_and_apply
+    from reidbench.schema import CellRecord, CellState
 
     def fails_on_rank_1() -> None:
         if world.rank == 1:
             raise ValueError("rank 1 ran out of memory")
 
-    failed = _agreed(world, fails_on_rank_1)
-    return {"ok": _agreed(world, lambda: None), "failed": {"status": failed["status"], "error": failed["error"]}}
+    ok, failed = (CellRecord("c", "b", "n", CellState.DONE) for _ in range(2))
+    _agree_and_apply(failed, world, fails_on_rank_1)
+    _agree_and_apply(ok, world, lambda: None)
+    return {"ok": ok.status == CellState.DONE and ok.error is None, "failed": {"status": failed.status.value, "error": failed.error}}
 
 
 def random_images(n: int, num_ids: int, generator: torch.Generator, size: tuple[int, int] = (32, 16)) -> ImageSet:
@@ -127,8 +130,8 @@ def train_and_evaluate_scenario(world: World, out: Path) -> dict[str, Any]:
     original, train_module.PKSampler = train_module.PKSampler, RecordingSampler
     try:
         train_module.train_model(
-            model, train_set, cfg, seed=0, device=torch.device("cpu"), dtype="fp32", cell_dir=out / "cell",
-            progress=quiet, world=world,
+            model, train_set, cfg, train_module.TrainOptions(seed=0, device=torch.device("cpu"), dtype="fp32", world=world),
+            out / "cell", quiet,
         )
     finally:
         train_module.PKSampler = original
@@ -216,7 +219,7 @@ def test_any_rank_gives_every_rank_the_same_decision(ranks) -> None:
 
 def test_a_step_failing_on_one_rank_fails_the_cell_on_every_rank(ranks) -> None:
     main, other = scenario(ranks, "agreement")
-    assert main["ok"] == other["ok"] == {}
+    assert main["ok"] is other["ok"] is True
     assert main["failed"] == other["failed"] == {"status": "failed", "error": "on rank 1: ValueError: rank 1 ran out of memory"}
 
 
@@ -347,7 +350,7 @@ def test_torchrun_trains_a_cell_on_two_processes_with_one_writer(inputs, tmp_pat
     run = RunDir(runs[0])
     records = run.records()
     assert len(records) == 1
-    record = records[0]
+    record = records[0].to_dict()
     assert record["status"] == "done" and 0 < record["metrics"]["mAP"] <= 1
     assert record["distributed"] == {"world_size": 2, "backend": "gloo", "sync_bn": False, "global_batch": 8, "per_rank_batch": 4}
     assert record["training"]["image_cache"].startswith("stream")
@@ -371,13 +374,13 @@ def test_a_killed_torchrun_run_resumes_under_torchrun_from_its_checkpoint(inputs
     assert checkpoint.exists(), output
     epochs_before = torch.load(checkpoint, weights_only=True)["epoch"]
     run = RunDir(out)
-    assert run.read_record("vit768-none", 0)["status"] == "running"
+    assert run.read_record("vit768-none", 0).status == "running"
     # Shorten the remaining work: resume reads the profile stored in the run directory.
     shorten_long_profile(out, epochs_before + 1)
 
     code, output = torchrun(["run", "--resume", str(out), "--no-progress"], cwd=tmp_path)
     assert code == 0, output
-    record = run.read_record("vit768-none", 0)
+    record = run.read_record("vit768-none", 0).to_dict()
     assert record["status"] == "done" and record["training"]["resumed_from_epoch"] == epochs_before
     assert record["distributed"]["world_size"] == 2
     log = (run.cell_dir("vit768-none", 0) / "train_log.jsonl").read_text().splitlines()
@@ -393,7 +396,7 @@ def test_sync_bn_on_the_cpu_is_a_usage_error(inputs, tmp_path: Path) -> None:
 
 def test_a_p_that_does_not_split_over_the_ranks_is_found_before_the_run_starts(inputs) -> None:
     from reidbench.profiles import load_profile
-    from reidbench.harness.runner import RunPlan, check_plan
+    from reidbench.harness.plan import RunPlan, check_plan
     from reidbench.variants.grid import load_grid
 
     plan = RunPlan(

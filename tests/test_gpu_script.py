@@ -1,4 +1,4 @@
-"""scripts/gpu_check.sh runs only on a lent GPU, 15 minutes per session: a renamed option must fail here, not there."""
+"""scripts/gpu_check.sh runs only on a GPU machine, where time is scarce: a renamed option must fail here, not there."""
 from __future__ import annotations
 
 import re

@@ -16,6 +16,8 @@ from reidbench.cli import app
 from reidbench.harness import launch
 from reidbench.runtime.distributed import World, world_from_env
 from reidbench.harness.rundir import RunDir
+from reidbench.bench.suite import run_measurer
+from reidbench.schema import CellRecord, CellState
 from tiny_run import LONG_EPOCHS, run_args, write_inputs
 
 cli = CliRunner()
@@ -42,7 +44,7 @@ def test_submitit_local_runs_two_cells_at_once_with_the_numbers_of_a_local_run(i
         assert f"job {job_id}" in result.output and (out / "jobs" / f"{job_id}_0_log.err").exists()
 
     # Two jobs ran at the same time: each cell started before the other one finished.
-    a, b = run.read_record("vit768-none", 0), run.read_record("vit768-ms", 0)
+    a, b = run.read_record("vit768-none", 0).to_dict(), run.read_record("vit768-ms", 0).to_dict()
     assert a["status"] == b["status"] == "done"
     jobs = [json.loads((run.cell_dir(c, 0) / "job.json").read_text()) for c in ("vit768-none", "vit768-ms")]
     assert {j["job_id"] for j in jobs} == set(ids) and jobs[0]["pid"] != jobs[1]["pid"]
@@ -68,7 +70,7 @@ def test_submitit_local_runs_two_cells_at_once_with_the_numbers_of_a_local_run(i
     # A fanned-out cell is the same computation as a cell run in this process.
     local = cli.invoke(app, run_args(inputs, tmp_path / "local", "--device", "cpu", "--only", "vit768-none"))
     assert local.exit_code == 0, local.output
-    assert RunDir(tmp_path / "local").read_record("vit768-none", 0)["metrics"] == a["metrics"]
+    assert RunDir(tmp_path / "local").read_record("vit768-none", 0).metrics == a["metrics"]
 
 
 def test_max_parallel_starts_the_next_job_when_one_ends(inputs, tmp_path: Path) -> None:
@@ -188,7 +190,7 @@ def test_a_killed_local_job_is_failed_and_names_its_log(inputs, tmp_path: Path) 
     assert rows[0]["state"] == "failed" and "ended without a final record" in rows[0]["detail"]
     assert rows[0]["log"] == f"jobs/{job_id}_0_log.err" and (out / rows[0]["log"]).exists()
     # status wrote down what it found: the record, results.csv and run.json agree with it.
-    assert run.read_record("vit768-none", 0)["status"] == "failed"
+    assert run.read_record("vit768-none", 0).status == "failed"
     assert pd.read_csv(out / "results.csv")["status"].tolist() == ["failed"]
     assert json.loads(run.run_json.read_text())["status"] == "finished"
     # Looking again changes nothing, so it does not make this run the latest one for `reidbench report`.
@@ -204,7 +206,7 @@ def test_gpus_per_cell_2_trains_one_cell_with_two_ddp_processes(inputs, tmp_path
     args = ["--device", "cpu", "--launcher", "submitit-local", "--gpus-per-cell", "2", "--cpus-per-cell", "1", "--only", "vit768-none"]
     result = cli.invoke(app, run_args(inputs, out, *args))
     assert result.exit_code == 0, result.output
-    record = RunDir(out).read_record("vit768-none", 0)
+    record = RunDir(out).read_record("vit768-none", 0).to_dict()
     assert record["status"] == "done" and record["distributed"]["world_size"] == 2 and record["distributed"]["backend"] == "gloo"
     job_id = json.loads((out / "launch.json").read_text())["jobs"][0]["job_id"]
     assert (out / "jobs" / f"{job_id}_1_log.err").exists()  # the second rank's own log
@@ -231,12 +233,13 @@ def test_a_multi_gpu_job_exports_the_torchrun_variables(tasks: int, monkeypatch:
         monkeypatch.setenv(f"SUBMITIT_{key}", value)
     seen = {}
 
-    def fake_run_one(run_root: str, cell_id: str, seed: int, job: dict) -> dict:
-        seen.update(environ=dict(os.environ), world=world_from_env(), job=job)
-        return {"status": "done"}
+    def fake_run_one(run_root: str, cell_id: str, seed: int, measurer, job: dict) -> CellRecord:
+        seen.update(environ=dict(os.environ), world=world_from_env(), job=job, measurer=measurer)
+        return CellRecord(cell_id, "vit768", "none", CellState.DONE, seed=seed)
 
-    monkeypatch.setattr(launch.runner, "run_one", fake_run_one)
-    assert launch.run_cell_job("RUN", "vit768-none", 0)["status"] == "done"
+    monkeypatch.setattr(launch, "run_one", fake_run_one)
+    assert launch.run_cell_job("RUN", "vit768-none", 0, run_measurer)["status"] == "done"
+    assert seen["measurer"] is run_measurer
     assert seen["job"]["job_id"] == "777" and seen["job"]["launcher"] == "submitit-local"
     if tasks == 1:
         assert seen["world"] == World() and "WORLD_SIZE" not in seen["environ"]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from reidbench.cli import app
-from reidbench.harness import runner as runner_module
+from reidbench.harness import cell as cell_module
 from reidbench.harness.train import loss_rise_warnings
 from tiny_run import ONE_CELL_GRID, run_args, write_inputs
 
@@ -18,7 +18,7 @@ def _log(triplets: list[float], ids: list[float], epochs: list[int] | None = Non
 
 
 def test_the_h200_vit768_ms_shape_is_flagged_and_ordinary_training_is_not():
-    # Epochs of vit768-ms on the H200 (docs/benchmarks/2026-11-27-issue6-run-default-full-h200.log).
+    # Epochs of vit768-ms on the H200 (docs/benchmarks/2026-11-27-run-default-full-h200-cudnn-benchmark-on.log).
     climbing = _log([12.434, 0.987, 1.055, 5.954, 8.788, 10.163, 8.357], [4.605, 4.490, 4.396, 3.111, 1.840, 1.302, 1.167],
                     epochs=[1, 5, 6, 30, 60, 90, 120])
     (warning,) = loss_rise_warnings(climbing)  # the total (5.45 -> 9.52) stays under the factor; the triplet does not
@@ -30,14 +30,14 @@ def test_the_h200_vit768_ms_shape_is_flagged_and_ordinary_training_is_not():
 
 
 def test_a_cell_that_trained_upwards_carries_the_warning_into_its_record(tiny_synthetic: Path, tmp_path: Path, monkeypatch):
-    original = runner_module.train_model
+    original = cell_module.train_model
 
     def training_that_climbed(*args, **kwargs):
         summary = original(*args, **kwargs)
         summary.warnings.append("triplet loss rose from 0.990 (epoch 1) to 8.400 (epoch 2): training partly diverged")
         return summary
 
-    monkeypatch.setattr(runner_module, "train_model", training_that_climbed)
+    monkeypatch.setattr(cell_module, "train_model", training_that_climbed)
     inputs = write_inputs(tmp_path / "inputs", tiny_synthetic, grid=ONE_CELL_GRID, epochs=2)
     result = CliRunner().invoke(app, run_args(inputs, tmp_path / "run", "--device", "cpu"))
     assert result.exit_code == 0, result.output

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from reidbench import create_variant
-from reidbench.bench.params import count_parameters
+from reidbench.variants.params import count_parameters
 from reidbench.variants.necks import MultiScaleWindowNeck, TiledConv2d, clamp_window
 
 

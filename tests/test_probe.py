@@ -6,7 +6,10 @@ import torch
 from torch import nn
 
 from reidbench import create_variant
-from reidbench.variants.probe import DONE, FAILED, XFAIL, XPASS, probe_cell
+from reidbench.schema import CellState
+from reidbench.variants.probe import probe_cell
+
+DONE, XFAIL, XPASS, FAILED = CellState.DONE, CellState.XFAIL, CellState.XPASS, CellState.FAILED
 from reidbench.variants import NECKS, Cell, Expectation, load_grid
 from reidbench.variants.registry import Entry
 

@@ -1,4 +1,4 @@
-"""scripts/profile_train_step.py, the GPU session's tool for the harness / bare gap, works before it meets a GPU."""
+"""scripts/profile_train_step.py, the tool that profiles the harness / bare-loop gap on a GPU, works before it meets one."""
 from __future__ import annotations
 
 import importlib.util

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from reidbench.cli import app
 from reidbench.errors import UsageError
-from reidbench.harness.rundir import RESULT_COLUMNS
+from reidbench.schema import RESULT_COLUMN_NAMES as RESULT_COLUMNS
 from reidbench.reports.compare import Delta, parse_fail_on
 from reidbench.reports.plots import pareto_frontier
 from reidbench.reports.quantities import QUANTITIES

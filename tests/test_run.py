@@ -16,9 +16,11 @@ from typer.testing import CliRunner
 
 from reidbench.cli import app
 from reidbench.harness import runner as runner_module
-from reidbench.harness.runner import summary_line
-from reidbench.harness.rundir import RESULT_COLUMNS, RunDir
-from reidbench.harness.train import TrainingDiverged
+from reidbench.harness import cell as cell_module
+from reidbench.harness.console import summary_line
+from reidbench.harness.rundir import RunDir
+from reidbench.schema import RESULT_COLUMN_NAMES as RESULT_COLUMNS
+from reidbench.harness.trainer import TrainingDiverged
 from tiny_run import run_args as tiny_run_args, shorten_long_profile, start_interruptible, wait_for, write_inputs
 
 cli = CliRunner()
@@ -129,7 +131,7 @@ def test_interrupted_cell_resumes_from_its_checkpoint_to_the_same_numbers(
             raise KeyboardInterrupt  # what Ctrl-C raises in the middle of the cell
 
     monkeypatch.setattr(
-        runner_module, "execute", lambda plan, run, progress, **kw: original(plan, run, progress, stop_after_first_epoch, **kw)
+        runner_module, "execute", lambda *args, **kw: original(*args, **{**kw, "on_epoch": stop_after_first_epoch})
     )
     interrupted = cli.invoke(app, run_args(setup, out, "--only", "vit768-none", "--only", "vit768-ms"))
     monkeypatch.undo()
@@ -137,14 +139,14 @@ def test_interrupted_cell_resumes_from_its_checkpoint_to_the_same_numbers(
     assert f"reidbench run --resume {out}" in interrupted.output
     run = RunDir(out)
     assert json.loads(run.run_json.read_text())["status"] == "interrupted"
-    assert run.read_record("vit768-none", 0)["status"] == "done"
-    assert run.read_record("vit768-ms", 0)["status"] == "interrupted"
+    assert run.read_record("vit768-none", 0).status == "done"
+    assert run.read_record("vit768-ms", 0).status == "interrupted"
     assert (run.cell_dir("vit768-ms", 0) / "checkpoint.pt").exists()
 
     resumed = cli.invoke(app, ["run", "--resume", str(out), "--no-progress"])
     assert resumed.exit_code == 0, resumed.output
     assert "vit768-none seed 0: done already, skipped" in resumed.output
-    record = run.read_record("vit768-ms", 0)
+    record = run.read_record("vit768-ms", 0).to_dict()
     assert record["status"] == "done" and record["training"]["resumed_from_epoch"] == 1
     reference = json.loads((finished_run / "cells/vit768-ms/seed0/record.json").read_text())
     assert record["metrics"]["mAP"] == reference["metrics"]["mAP"]
@@ -174,26 +176,26 @@ def test_ctrl_c_in_a_real_process_exits_130_and_resume_finishes(setup: dict[str,
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130, output
     assert "--resume" in output
-    record = RunDir(out).read_record("vit768-none", 0)
+    record = RunDir(out).read_record("vit768-none", 0).to_dict()
     assert record["status"] == "interrupted"
     epochs_before = torch.load(checkpoint, weights_only=True)["epoch"]
     shorten_long_profile(out, epochs_before + 1)
     resumed = cli.invoke(app, ["run", "--resume", str(out), "--no-progress"])
     assert resumed.exit_code == 0, resumed.output
-    final = RunDir(out).read_record("vit768-none", 0)
+    final = RunDir(out).read_record("vit768-none", 0).to_dict()
     assert final["status"] == "done" and final["training"]["resumed_from_epoch"] == epochs_before
     assert final["training"]["epochs_done"] == epochs_before + 1
 
 
 def test_a_diverging_cell_is_failed_and_the_grid_goes_on(setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    original = runner_module.train_model
+    original = cell_module.train_model
 
     def diverge_on_ms(model, *args, **kwargs):
         if model.cell_id == "vit768-ms":
             raise TrainingDiverged("the loss became nan during epoch 1; lower the learning rate")
         return original(model, *args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "train_model", diverge_on_ms)
+    monkeypatch.setattr(cell_module, "train_model", diverge_on_ms)
     result = cli.invoke(app, run_args(setup, tmp_path / "nan", "--only", "vit768-ms", "--only", "vit768-none"))
     assert result.exit_code == 1
     assert "not as expected: vit768-ms seed 0 (failed)" in result.output
@@ -251,9 +253,9 @@ def test_the_run_directory_records_which_weights_each_cell_used(setup, tmp_path:
     result = cli.invoke(app, run_args(setup, out, "--only", "vit768-none", "--only", "clip512-none", "--weights", f"vit768={ckpt}"))
     assert result.exit_code == 0, result.output
     run = RunDir(out)
-    loaded = run.read_record("vit768-none", 0)["weights"]
+    loaded = run.read_record("vit768-none", 0).weights
     assert loaded["path"] == str(ckpt) and loaded["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
-    assert run.read_record("clip512-none", 0)["weights"] is None
+    assert run.read_record("clip512-none", 0).weights is None
     assert json.loads(run.run_json.read_text())["weights"] == {"vit768": str(ckpt)}
 
 

@@ -9,10 +9,12 @@ from typer.testing import CliRunner
 
 from reidbench.cli import app
 from reidbench.errors import UsageError
+from reidbench.bench.suite import run_measurer
+from reidbench.harness import cell as cell_module
 from reidbench.harness import runner
 from reidbench.harness import status as status_module
 from reidbench.harness.rundir import RunDir
-from reidbench.harness.train import TrainingDiverged
+from reidbench.harness.trainer import TrainingDiverged
 from tiny_run import run_args, write_inputs
 
 cli = CliRunner()
@@ -22,18 +24,18 @@ class Killed(BaseException):
     """What SIGKILL looks like from inside: the process stops and nothing gets to write a record."""
 
 
-TRAIN_MODEL = runner.train_model
+TRAIN_MODEL = cell_module.train_model
 
 
 def stop_training_at_epoch_1(exception: type[BaseException]):
     original = TRAIN_MODEL
 
-    def train(model, *args, **kwargs):
-        def on_epoch(epoch: int) -> None:
+    def train(model, train_set, cfg, options, cell_dir, progress, on_epoch=None):
+        def stop(epoch: int) -> None:
             if epoch == 1:
                 raise exception
 
-        return original(model, *args, **{**kwargs, "on_epoch": on_epoch})
+        return original(model, train_set, cfg, options, cell_dir, progress, stop)
 
     return train
 
@@ -57,17 +59,17 @@ def states_run(tmp_path_factory: pytest.TempPathFactory, tiny_synthetic: Path) -
     assert created.exit_code == 0, created.output
     before = (out / "run.json").read_bytes()
     root = str(out)
-    assert runner.run_one(root, "vit768-none", 0)["status"] == "done"
-    assert runner.run_one(root, "clip512-ms", 0)["status"] == "xfail"
+    assert runner.run_one(root, "vit768-none", 0, run_measurer).status == "done"
+    assert runner.run_one(root, "clip512-ms", 0, run_measurer).status == "xfail"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(runner, "train_model", diverge)
-        assert runner.run_one(root, "vit768-ms", 0)["status"] == "failed"
-        patch.setattr(runner, "train_model", stop_training_at_epoch_1(Killed))
+        patch.setattr(cell_module, "train_model", diverge)
+        assert runner.run_one(root, "vit768-ms", 0, run_measurer).status == "failed"
+        patch.setattr(cell_module, "train_model", stop_training_at_epoch_1(Killed))
         with pytest.raises(Killed):
-            runner.run_one(root, "clip512-none", 0)
-        patch.setattr(runner, "train_model", stop_training_at_epoch_1(KeyboardInterrupt))
+            runner.run_one(root, "clip512-none", 0, run_measurer)
+        patch.setattr(cell_module, "train_model", stop_training_at_epoch_1(KeyboardInterrupt))
         with pytest.raises(KeyboardInterrupt):
-            runner.run_one(root, "vit768-none", 1)
+            runner.run_one(root, "vit768-none", 1, run_measurer)
     # Jobs run side by side, so run_one writes only its own cell folder.
     assert (out / "run.json").read_bytes() == before
     assert not (out / "environment.json").exists() and not (out / "results.csv").exists()
@@ -116,13 +118,13 @@ def test_a_torn_last_log_line_does_not_hide_the_epoch(states_run: Path, tmp_path
 
 def test_run_one_leaves_a_finished_cell_alone_and_refuses_an_unplanned_one(states_run: Path) -> None:
     run = RunDir(states_run)
-    record = run.read_record("vit768-none", 0)
-    assert runner.run_one(str(states_run), "vit768-none", 0) == record
+    record = run.read_record("vit768-none", 0).to_dict()
+    assert runner.run_one(str(states_run), "vit768-none", 0, run_measurer).to_dict() == record
     assert json.loads((run.cell_dir("vit768-none", 0) / "job.json").read_text())["dataset"]["counts"]["train"]["ids"] == 8
     with pytest.raises(UsageError, match="has no cell 'vit768-gem'"):
-        runner.run_one(str(states_run), "vit768-gem", 0)
+        runner.run_one(str(states_run), "vit768-gem", 0, run_measurer)
     with pytest.raises(UsageError, match="plans no vit768-none seed 5"):
-        runner.run_one(str(states_run), "vit768-none", 5)
+        runner.run_one(str(states_run), "vit768-none", 5, run_measurer)
 
 
 def test_status_of_something_that_is_not_a_run_directory(tmp_path: Path) -> None:

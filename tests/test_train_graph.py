@@ -12,9 +12,9 @@ from reidbench.cli import app
 from reidbench.errors import UsageError
 from reidbench.profiles import TrainConfig
 from reidbench.training.sampler import PKSampler
-from reidbench.training.step import TrainStep, build_optimizer, epoch_batches
+from reidbench.training.step import StepOptions, TrainStep, build_optimizer, epoch_batches
 from reidbench.runtime.distributed import World
-from reidbench.harness.runner import check_cuda_graphs, default_cuda_graphs
+from reidbench.harness.plan import check_cuda_graphs, default_cuda_graphs
 from reidbench.training.graph_step import WARMUP_STEPS, GraphCaptureFailed, GraphedTrainStep, graph_capture_refusal
 from reidbench.variants.factory import create_variant
 from reidbench.variants.settings import VariantSettings
@@ -39,7 +39,7 @@ def _steps(device: torch.device, optimizer_name: str, graph_safe: bool, graphed:
     train_set = random_train_set(model, TINY.num_classes, device)
     optimizer = build_optimizer(model, cfg, graph_safe_on=device if graph_safe else None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: FACTORS[step % len(FACTORS)])
-    step = TrainStep(model, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), device, "fp32", compile_backend)
+    step = TrainStep(model, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), StepOptions(device, "fp32", compile_backend))
     sampler = PKSampler(train_set.pids, p=cfg.p, k=cfg.k, seed=0)
     batches = epoch_batches(sampler, train_set.index_device)
     step.begin_epoch(batches)
@@ -101,7 +101,7 @@ def test_bench_records_graphed_training_as_skipped_without_cuda(tmp_path):
     for entry in (graphed, both):
         assert "CUDA graphs need a CUDA device" in entry["skipped"] and "img_per_s" not in entry
         assert f"train bs8 {entry['mode']}: CUDA graphs need a CUDA device" in result.output
-    assert (graphed["mode"], both["mode"]) == ("graphed", "compiled+graphed")
+    assert (graphed["mode"], both["mode"]) == ("graph", "compiled+graph")  # the one vocabulary of inference and training
 
 
 @CUDA
@@ -216,7 +216,7 @@ def _replayed_training(out) -> dict:
 
     from reidbench.harness.rundir import RunDir
 
-    record = RunDir(out).read_record("vit768-none", 0)
+    record = RunDir(out).read_record("vit768-none", 0).to_dict()
     training = record["training"]
     assert record["status"] == "done" and 0 < record["metrics"]["mAP"] <= 1
     assert training["graphed"] is True and training["graph_replayed_steps"] > 0
@@ -253,7 +253,7 @@ def test_a_graph_replayed_run_interrupted_after_an_epoch_resumes_with_replays(ti
             raise KeyboardInterrupt
 
     monkeypatch.setattr(
-        runner_module, "execute", lambda plan, run, progress, **kw: original(plan, run, progress, stop_after_first_epoch, **kw)
+        runner_module, "execute", lambda *args, **kw: original(*args, **{**kw, "on_epoch": stop_after_first_epoch})
     )
     interrupted, out = _cuda_run(tiny_synthetic, tmp_path)
     monkeypatch.undo()

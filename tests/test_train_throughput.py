@@ -9,7 +9,7 @@ from reidbench.bench.reference import BARE_MODELS, bare_train_loop
 from reidbench.bench.training import harness_train_throughput, random_train_set, train_config_for
 from reidbench.cli import app
 from reidbench.training.sampler import PKSampler
-from reidbench.training.step import TrainStep, build_optimizer, epoch_batches
+from reidbench.training.step import StepOptions, TrainStep, build_optimizer, epoch_batches
 from reidbench.variants.factory import create_variant
 from reidbench.variants.settings import VariantSettings
 
@@ -74,7 +74,7 @@ def test_a_training_step_never_makes_the_host_wait_for_the_gpu():
     train_set = random_train_set(model, 4, device)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    step = TrainStep(model, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), device, "bf16")
+    step = TrainStep(model, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), StepOptions(device, "bf16"))
     model.train()
     sampler = PKSampler(train_set.pids, p=cfg.p, k=cfg.k, seed=0)
     batches = epoch_batches(sampler, device)

@@ -1,7 +1,7 @@
 """Whole-forward CUDA-graph replay for inference latency.
 
-Batch-1 inference is launch-bound (hundreds of small kernels, ~5 ms of launches
-for ~1 ms of work on an H200), so the whole forward is captured once and
+Batch-1 inference is launch-bound (hundreds of small kernels whose launches take
+longer than their work on a fast GPU), so the whole forward is captured once and
 replayed. This is done here for the whole model rather than by inductor's
 `mode="reduce-overhead"`, which under regional compilation would make one graph
 per block and still launch the eager parts one by one.

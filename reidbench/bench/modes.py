@@ -10,27 +10,20 @@ from __future__ import annotations
 
 import copy
 import traceback
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
 
 from reidbench.bench.graphs import capture_cuda_graph, cuda_graph_unavailable
+from reidbench.bench.options import BenchOptions
+from reidbench.bench.timing import time_callable
 from reidbench.runtime.compile import compile_counters, compile_model, first_call_seconds, strict_recompiles
 from reidbench.runtime.device import autocast
-from reidbench.bench.timing import time_callable
+from reidbench.schema import MeasureMode
 from reidbench.variants.model import ReidModel
 
-if TYPE_CHECKING:
-    from reidbench.bench.suite import BenchOptions
-
-EAGER, COMPILED, GRAPH, COMPILED_GRAPH = "eager", "compiled", "graph", "compiled+graph"
-MODES = (EAGER, COMPILED, GRAPH, COMPILED_GRAPH)
 OOM = "CUDA out of memory at this batch size"
-
-
-def entry_mode(entry: dict[str, Any]) -> str:
-    """A latency entry's mode; records written before modes existed hold eager entries only."""
-    return entry.get("mode", EAGER)
+COMPILED, GRAPH, COMPILED_GRAPH = MeasureMode.COMPILED.value, MeasureMode.GRAPH.value, MeasureMode.COMPILED_GRAPH.value
 
 
 def timed_entry(call: Callable[[], Any], batch_size: int, mode: str, options: BenchOptions) -> dict[str, Any]:
@@ -65,7 +58,7 @@ def measure_modes(model: ReidModel, options: BenchOptions, log: Callable[[str], 
         entries.append(_compiled_entry(work, batch_size, options))
         if options.cuda_graphs:
             entries.append(_graph_entry(work, batch_size, COMPILED_GRAPH, options))
-    info["seconds"] = sum(e.get("compile_s", 0.0) for e in entries if entry_mode(e) == COMPILED)
+    info["seconds"] = sum(e.get("compile_s", 0.0) for e in entries if MeasureMode.parse(e.get("mode")) == MeasureMode.COMPILED)
     del work
     _release(options.device)
     return entries, info

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from reidbench.runtime.dispatch import count_dispatches, labeller, total
-from reidbench.runtime.device import autocast
+from reidbench.runtime.device import autocast, synchronize
 from reidbench.variants.settings import PATCH_SIZE, VariantSettings
 
 
@@ -74,17 +74,12 @@ def _naive_seconds(fn: Callable[[], Any], warmup: int, repeats: int, device: tor
     """Host seconds for `repeats` calls after `warmup` ones, with one synchronize at each end."""
     for _ in range(warmup):
         fn()
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(repeats):
         fn()
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - start
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bare_classifier(backbone: str, settings: VariantSettings) -> nn.Module:

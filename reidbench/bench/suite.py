@@ -4,95 +4,31 @@ from __future__ import annotations
 import gc
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
+from reidbench.bench.flops import count_flops
 from reidbench.bench.graphs import cuda_graph_unavailable
+from reidbench.bench.memory import measure_peak_memory
+from reidbench.bench.modes import measure_modes
+from reidbench.bench.options import BenchOptions
+from reidbench.bench.reference import bare_inference_loop, bare_reference, bare_train_loop
+from reidbench.bench.timing import time_callable
+from reidbench.bench.training import harness_train_throughput
+from reidbench.profiles import MeasureConfig
 from reidbench.runtime.compile import uncompile_model
 from reidbench.runtime.device import autocast
 from reidbench.runtime.environment import collect_environment
-from reidbench.bench.flops import count_flops
-from reidbench.bench.memory import measure_peak_memory
-from reidbench.bench.modes import EAGER, entry_mode, measure_modes
-from reidbench.bench.params import count_parameters
-from reidbench.variants.probe import DONE, FAILED, Probe, probe_cell
-from reidbench.bench.reference import bare_inference_loop, bare_reference, bare_train_loop
-from reidbench.bench.timing import time_callable
-from reidbench.bench.training import harness_train_throughput, train_mode
+from reidbench.schema import CellRecord, CellState, MeasureMode
 from reidbench.variants.factory import create_variant
 from reidbench.variants.grid import Cell, Grid
 from reidbench.variants.model import ReidModel
+from reidbench.variants.probe import probe_cell
 from reidbench.variants.settings import PATCH_SIZE, VariantSettings
 
 Log = Callable[[str], None]
-
-
-@dataclass
-class BenchOptions:
-    device: torch.device
-    dtype: str
-    batch_sizes: list[int]
-    train_batch_size: int
-    warmup: int = 3
-    repeats: int = 50
-    max_seconds: float = 5.0
-    reference: bool = False
-    cudnn_benchmark: bool = True
-    train_batch_sizes: list[int] = field(default_factory=list)
-    """Batches (P x 4) at which the harness's training step is timed; empty: not measured."""
-    train_steps: int = 20
-    """Timed training steps per batch size (after 5 untimed ones)."""
-    compile: bool = False
-    """Also time a regionally compiled copy (each transformer block torch.compile'd) at every batch size."""
-    compile_backend: str = "inductor"
-    cuda_graphs: bool = False
-    """Also time CUDA-graph replay of the whole forward (of the compiled copy too with `compile`); skipped off CUDA."""
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["device"] = str(self.device)
-        return data
-
-
-@dataclass
-class CellRecord:
-    """One cell's measurements; the JSON file is a list of these as dicts."""
-
-    cell: str
-    backbone: str
-    neck: str
-    status: str
-    error: Optional[str] = None
-    traceback: Optional[str] = None
-    expected: Optional[dict[str, str]] = None
-    notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    feature_dim: Optional[int] = None
-    weights: Optional[dict[str, Any]] = None
-    """Which checkpoint filled the backbone (path, SHA-256, what was loaded, new, ignored); None: random init."""
-    params: dict[str, int] = field(default_factory=dict)
-    gmacs: Optional[float] = None
-    gflops: Optional[float] = None
-    flops: dict[str, Any] = field(default_factory=dict)
-    latency: list[dict[str, Any]] = field(default_factory=list)
-    """Per batch size and mode (eager, graph, compiled, compiled+graph); eager is the headline."""
-    compile: dict[str, Any] = field(default_factory=dict)
-    """What --compile compiled (backend, block class, how many blocks) and its total compile seconds; {} without."""
-    memory: dict[str, Any] = field(default_factory=dict)
-    reference: list[dict[str, Any]] = field(default_factory=list)
-    train_throughput: list[dict[str, Any]] = field(default_factory=list)
-    """Harness training img/s per batch size and mode, with the bare loop's beside it under --reference."""
-    measure_seconds: dict[str, float] = field(default_factory=dict)
-    """Wall seconds of each measurement, in order, under the message that announced it ("latency at batch 256": 4.2)."""
-    settings: dict[str, Any] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
-    environment: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def bench_grid(
@@ -101,8 +37,8 @@ def bench_grid(
 ) -> list[CellRecord]:
     """`weights` maps a backbone name to a local checkpoint (grid [weights] and --weights merged)."""
     if options.device.type == "cuda":
-        # Fixed shapes: let cuDNN pick its fastest algorithm per shape. Without it the
-        # ms neck's whole-grid 16x8 convolution ran slower at batch 64 than at 256 (H200).
+        # Fixed shapes: let cuDNN pick its fastest algorithm per shape (its default pick can be
+        # far off for the patch embedding's strides); recorded with the numbers.
         torch.backends.cudnn.benchmark = options.cudnn_benchmark
     environment = collect_environment(options.device, options.dtype)
     records = []
@@ -121,44 +57,23 @@ def bench_grid(
 def bench_cell(cell: Cell, settings: VariantSettings, options: BenchOptions, log: Log, weights: Optional[str] = None) -> CellRecord:
     """Probe the cell, then count, time and measure it; an exception anywhere marks it failed, keeping what was measured."""
     probe = probe_cell(cell, lambda: create_variant(cell, weights=weights, settings=settings), torch.device("cpu"))
-    record = new_record(cell, probe, settings, options)
-    if probe.status == DONE and probe.model is not None:
-        measure_model(probe.model, record, settings, options, log)
+    record = probe.record(cell, settings)
+    if probe.status == CellState.DONE and probe.model is not None:
+        measure_model(probe.model, record, options, log)
     return record
 
 
-def new_record(cell: Cell, probe: Probe, settings: VariantSettings, options: BenchOptions) -> CellRecord:
-    """The record of a probed cell: status, error, and what a built model tells without running (notes, parameters)."""
-    record = CellRecord(
-        cell=cell.id,
-        backbone=cell.backbone,
-        neck=cell.neck,
-        status=probe.status,
-        error=probe.error,
-        traceback=probe.traceback,
-        expected=None if cell.expect is None else vars(cell.expect),
-        settings=settings.to_dict(),
-        options=options.to_dict(),
-    )
-    if probe.model is not None:
-        record.notes = probe.model.notes
-        record.params = count_parameters(probe.model)
-        record.feature_dim = probe.model.feature_dim
-        if probe.model.weights_report is not None:
-            record.weights = probe.model.weights_report.to_dict()
-    return record
-
-
-def measure_model(model: ReidModel, record: CellRecord, settings: VariantSettings, options: BenchOptions, log: Log) -> None:
+def measure_model(model: ReidModel, record: CellRecord, options: BenchOptions, log: Log) -> None:
     """FLOPs, latency, memory (and the bare loop) into `record`; a failure marks the record failed.
 
     The measured training step updates the weights: measure after saving a trained model.
     """
+    record.options = options.to_dict()
     stopwatch = Stopwatch(record.measure_seconds, log)
     try:
-        _measure(model, record, settings, options, stopwatch)
+        _measure(model, record, options, stopwatch)
     except Exception as exc:  # noqa: BLE001 - a failing measurement fails the cell, not the grid
-        record.status = FAILED
+        record.status = CellState.FAILED
         record.error = f"measurement failed: {type(exc).__name__}: {exc}"
         record.traceback = traceback.format_exc()
     finally:
@@ -190,7 +105,8 @@ class Stopwatch:
             self.current = None
 
 
-def _measure(model: ReidModel, record: CellRecord, settings: VariantSettings, options: BenchOptions, log: Log) -> None:
+def _measure(model: ReidModel, record: CellRecord, options: BenchOptions, log: Log) -> None:
+    settings = model.settings
     if uncompile_model(model):  # compiled for training: the headline numbers are eager, compiled ones say so
         record.notes.append("blocks compiled for training were measured eager; compiled numbers carry mode 'compiled'")
     log("    counting FLOPs")
@@ -203,14 +119,15 @@ def _measure(model: ReidModel, record: CellRecord, settings: VariantSettings, op
     for batch_size in options.batch_sizes:
         log(f"    latency at batch {batch_size}")
         record.latency.append(_latency(model, batch_size, options))
-    largest = max((e for e in record.latency if "median_ms" in e and entry_mode(e) == EAGER), key=lambda e: e["batch_size"], default=None)
+    eager = [e for e in record.latency if "median_ms" in e and MeasureMode.parse(e.get("mode")) == MeasureMode.EAGER]
+    largest = max(eager, key=lambda e: e["batch_size"], default=None)
     if largest is not None:
         record.memory["inference"] = _inference_memory(model, largest["batch_size"], options)
     log(f"    one training step at batch {options.train_batch_size}")
     record.memory["train_step"] = _train_step_memory(model, options)
     if options.reference and settings.stride == PATCH_SIZE and bare_reference(record.backbone, record.neck):
         for entry in record.latency:
-            if "median_ms" not in entry or entry_mode(entry) != EAGER:
+            if "median_ms" not in entry or MeasureMode.parse(entry.get("mode")) != MeasureMode.EAGER:
                 continue
             log(f"    bare reference loop at batch {entry['batch_size']}")
             bare = bare_inference_loop(
@@ -223,14 +140,14 @@ def _measure(model: ReidModel, record: CellRecord, settings: VariantSettings, op
         modes, record.compile = measure_modes(model, options, log)
         record.latency.extend(modes)
     for batch_size in options.train_batch_sizes:
-        record.train_throughput.extend(_train_throughput(model, batch_size, record, settings, options, log))
+        record.train_throughput.extend(_train_throughput(model, batch_size, record, options, log))
 
 
 def _train_throughput(
-    model: ReidModel, batch_size: int, record: CellRecord, settings: VariantSettings, options: BenchOptions, log: Log
+    model: ReidModel, batch_size: int, record: CellRecord, options: BenchOptions, log: Log
 ) -> list[dict[str, Any]]:
     """The harness's training img/s at `batch_size` (eager, then compiled and graph-replayed if asked), and the bare loop's."""
-    bare = None
+    settings, bare = model.settings, None
     if options.reference and settings.stride == PATCH_SIZE and bare_reference(record.backbone, record.neck):
         log(f"    bare training loop at batch {batch_size}")
         bare = bare_train_loop(record.backbone, settings, batch_size, options.device, options.dtype, options.train_steps)
@@ -252,7 +169,7 @@ def _harness_train_entry(
     model: ReidModel, batch_size: int, compiled: bool, graphed: bool, options: BenchOptions, log: Log
 ) -> dict[str, Any]:
     """One mode's training img/s; a mode that cannot run here, or fails, is an entry saying why, not a crash."""
-    mode = train_mode(compiled, graphed)
+    mode = MeasureMode.of(compiled, graphed).value
     if graphed and (reason := cuda_graph_unavailable(options.device)) is not None:
         return {"mode": mode, "batch_size": batch_size, "skipped": reason}
     log(f"    harness training step at batch {batch_size}" + (f" ({mode})" if mode != "eager" else ""))
@@ -277,8 +194,8 @@ def _latency(model: ReidModel, batch_size: int, options: BenchOptions) -> dict[s
             timing = time_callable(lambda: model(images), options.device, options.warmup, options.repeats, options.max_seconds)
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()
-        return {"batch_size": batch_size, "mode": EAGER, "error": "CUDA out of memory at this batch size"}
-    entry = {"batch_size": batch_size, "mode": EAGER, **timing.to_dict()}
+        return {"batch_size": batch_size, "mode": MeasureMode.EAGER.value, "error": "CUDA out of memory at this batch size"}
+    entry = {"batch_size": batch_size, "mode": MeasureMode.EAGER.value, **timing.to_dict()}
     entry["img_per_s"] = batch_size / timing.median_ms * 1e3
     return entry
 
@@ -317,3 +234,13 @@ def _train_step_memory(model: ReidModel, options: BenchOptions) -> dict[str, Any
     finally:
         optimizer.zero_grad(set_to_none=True)  # frees the gradients; the optimizer state goes with this frame
         model.eval()
+
+
+def run_measurer(measure: MeasureConfig, device: torch.device, dtype: str) -> Callable[[ReidModel, CellRecord, Log], None]:
+    """How a run measures each trained cell: its profile's [measure] table, on the run's device and dtype.
+
+    The grid runner calls what this returns; it knows nothing of bench, which the
+    command line hands it (`reidbench.harness.runner`).
+    """
+    options = BenchOptions(device=device, dtype=dtype, measure=measure)
+    return lambda model, record, log: measure_model(model, record, options, log)

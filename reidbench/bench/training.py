@@ -17,11 +17,14 @@ from typing import Any, Iterator, Optional
 
 import torch
 
+from reidbench.runtime.compile import compile_model
+from reidbench.runtime.device import synchronize
 from reidbench.runtime.dispatch import count_dispatches, total
 from reidbench.data.images import ImageSet, LabelledBatch
 from reidbench.profiles import TrainConfig
+from reidbench.schema import MeasureMode
 from reidbench.training.sampler import PKSampler
-from reidbench.training.step import TrainStep, build_optimizer, epoch_batches
+from reidbench.training.step import StepOptions, TrainStep, build_optimizer, epoch_batches
 from reidbench.training.graph_step import WARMUP_STEPS, GraphedTrainStep
 from reidbench.variants.model import ReidModel
 
@@ -61,14 +64,6 @@ class NextStep:
         return self.step(*next(self.batches))
 
 
-TRAIN_MODES = ("eager", "compiled", "graphed", "compiled+graphed")
-"""How `harness_train_throughput` can run the harness's step; the first is the one the others are compared with."""
-
-
-def train_mode(compiled: bool, graphed: bool) -> str:
-    return TRAIN_MODES[int(compiled) + 2 * int(graphed)]
-
-
 def harness_train_step(
     model: ReidModel,
     batch_size: int,
@@ -93,8 +88,6 @@ def harness_train_step(
     cfg = train_config_for(batch_size)
     work = copy.deepcopy(model).to(device)
     if compile_backend is not None:
-        from reidbench.runtime.compile import compile_model
-
         compile_model(work, compile_backend)
     classes = work.settings.num_classes
     if classes < cfg.p:
@@ -104,8 +97,8 @@ def harness_train_step(
     optimizer = build_optimizer(work, cfg, graph_safe_on=device if cuda_graph else None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     step: TrainStep | GraphedTrainStep = TrainStep(
-        work, cfg, optimizer, scheduler, torch.Generator().manual_seed(0), device, dtype, compile_backend,
-        augment_method=augment_method, regions=regions,
+        work, cfg, optimizer, scheduler, torch.Generator().manual_seed(0),
+        StepOptions(device, dtype, compile_backend, augment_method=augment_method, regions=regions),
     )
     if cuda_graph:
         step = GraphedTrainStep(step)
@@ -138,13 +131,13 @@ def harness_train_throughput(
     started = time.perf_counter()
     for _ in range(warmup):
         step()
-    _sync(device)
+    synchronize(device)
     warm_seconds = time.perf_counter() - started
     start = time.perf_counter()
     for _ in range(steps):
         step()
     queued = time.perf_counter() - start
-    _sync(device)
+    synchronize(device)
     seconds = time.perf_counter() - start
     capture_seconds = getattr(step.step, "capture_seconds", None)
     if compiled:
@@ -155,7 +148,7 @@ def harness_train_throughput(
         ops_per_step = total(count_dispatches(step)[1])
     del step
     return {
-        "mode": train_mode(compiled, cuda_graph),
+        "mode": MeasureMode.of(compiled, cuda_graph).value,
         "batch_size": batch_size,
         "steps": steps,
         "warmup": warmup,
@@ -183,8 +176,3 @@ def _endless(sampler: PKSampler, step: TrainStep, train_set: ImageSet) -> Iterat
         step.begin_epoch(batches)
         yield from enumerate(train_set.batches(batches))
         epoch += 1
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

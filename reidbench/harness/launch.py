@@ -24,12 +24,17 @@ from typing import Any, Callable, Optional
 import submitit
 import torch
 
-import reidbench
 from reidbench.errors import UsageError
-from reidbench.harness import runner
-from reidbench.runtime.distributed import World
+from reidbench.harness.cell import MeasureFactory
+from reidbench.harness.console import summary_line
+from reidbench.harness.plan import RunPlan, read_meta, resolve_settings
 from reidbench.harness.rundir import RunDir
+from reidbench.harness.runner import JOB_FILE, run_one
+from reidbench.runtime.device import resolve_device
+from reidbench.runtime.distributed import World
 from reidbench.runtime.files import now_utc, read_json, write_json
+from reidbench.runtime.text import first_line
+from reidbench.schema import ACTIVE, CellState, RunState
 
 LOCAL, SUBMITIT_LOCAL, SLURM = "local", "submitit-local", "slurm"
 LAUNCHERS = (LOCAL, SUBMITIT_LOCAL, SLURM)
@@ -41,6 +46,10 @@ RUNNING_JOB, QUEUED_JOB, ENDED_JOB = "running", "queued", "ended"
 """What a scheduler says about a job; None where it cannot be asked (no sacct, another host)."""
 SLURM_QUEUED = {"PENDING", "REQUEUED", "CONFIGURING", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
 SLURM_RUNNING = {"RUNNING", "COMPLETING", "SUSPENDED", "RESIZING", "STAGE_OUT", "SIGNALING"}
+FAILED_JOB_DIED = "job ended without a final record"
+"""A status row's `reason` when its job is gone and its record never said how the cell ended."""
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+"""Where the reidbench that runs here is installed or checked out: the jobs import the same one."""
 
 
 @dataclass(frozen=True)
@@ -107,8 +116,6 @@ def parse_time(text: str) -> int:
 
 def check_launch(options: LaunchOptions, device: str) -> LaunchPlan:
     """Every launch option checked before a run directory exists; raises UsageError naming the bad one."""
-    from reidbench.runtime.device import resolve_device
-
     o = options
     if o.launcher not in LAUNCHERS:
         raise UsageError(f"unknown launcher {o.launcher!r}; choose {', '.join(LAUNCHERS)} (--launcher local runs the cells in this process).")
@@ -183,7 +190,7 @@ def executor_parameters(plan: LaunchPlan, run: RunDir) -> dict[str, Any]:
     """submitit AutoExecutor parameters: one process per GPU of a cell (DDP), all on one node."""
     tasks = max(plan.gpus_per_cell, 1)
     # The jobs import the reidbench this process runs, wherever it is installed (or checked out).
-    package_root = shlex.quote(str(Path(reidbench.__file__).resolve().parents[1]))
+    package_root = shlex.quote(str(PACKAGE_ROOT))
     setup = [f'export PYTHONPATH={package_root}"${{PYTHONPATH:+:$PYTHONPATH}}"']
     params: dict[str, Any] = {
         "name": f"reidbench-{run.root.name}",
@@ -209,11 +216,11 @@ class CellJob(submitit.helpers.Checkpointable):
     """The callable each job runs. Checkpointable: on a timeout or preemption submitit requeues
     the same call, and `runner.run_one` continues the cell from its last epoch checkpoint."""
 
-    def __call__(self, run_root: str, cell_id: str, seed: int, threads: Optional[int] = None) -> dict[str, Any]:
-        return run_cell_job(run_root, cell_id, seed, threads)
+    def __call__(self, run_root: str, cell_id: str, seed: int, measurer: MeasureFactory, threads: Optional[int] = None) -> dict[str, Any]:
+        return run_cell_job(run_root, cell_id, seed, measurer, threads)
 
 
-def run_cell_job(run_root: str, cell_id: str, seed: int, threads: Optional[int] = None) -> dict[str, Any]:
+def run_cell_job(run_root: str, cell_id: str, seed: int, measurer: MeasureFactory, threads: Optional[int] = None) -> dict[str, Any]:
     """One (cell, seed) inside a submitit job; with several tasks (GPUs) per job, each task is one DDP rank.
 
     The torchrun variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) are exported
@@ -227,8 +234,8 @@ def run_cell_job(run_root: str, cell_id: str, seed: int, threads: Optional[int] 
         torch.set_num_threads(threads)
     job = {"launcher": SLURM if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" else SUBMITIT_LOCAL,
            "job_id": env.job_id, "host": env.hostname}
-    record = runner.run_one(run_root, cell_id, seed, job=job)
-    return {"cell": cell_id, "seed": seed, "status": record["status"], "error": record.get("error")}
+    record = run_one(run_root, cell_id, seed, measurer, job=job)
+    return {"cell": cell_id, "seed": seed, "status": record.status.value, "error": record.error}
 
 
 class Fanout:
@@ -236,8 +243,10 @@ class Fanout:
     throttle), or --max-parallel at a time for submitit-local, where the waiting process starts
     each next one. Every submission is recorded in launch.json before anything waits on it."""
 
-    def __init__(self, run: RunDir, plan: LaunchPlan, slots: list[tuple[str, int]], log: Callable[[str], None]) -> None:
-        self.run, self.plan, self.log = run, plan, log
+    def __init__(
+        self, run: RunDir, plan: LaunchPlan, slots: list[tuple[str, int]], measurer: MeasureFactory, log: Callable[[str], None],
+    ) -> None:
+        self.run, self.plan, self.log, self.measurer = run, plan, log, measurer
         self.parameters = executor_parameters(plan, run)
         self.executor = submitit.AutoExecutor(folder=run.root / JOBS_DIR, cluster="slurm" if plan.launcher == SLURM else "local")
         self.executor.update_parameters(**self.parameters)
@@ -260,11 +269,12 @@ class Fanout:
         root = str(self.run.root.resolve())
         try:
             jobs = self.executor.map_array(
-                CellJob(), [root] * len(batch), [c for c, _ in batch], [s for _, s in batch], [self.plan.cpus_per_cell] * len(batch)
+                CellJob(), [root] * len(batch), [c for c, _ in batch], [s for _, s in batch], [self.measurer] * len(batch),
+                [self.plan.cpus_per_cell] * len(batch),
             )
         except submitit.core.utils.FailedJobError as exc:
             raise UsageError(
-                f"the scheduler refused the jobs of {self.run.root} ({_first_line(str(exc)) or 'no message'}); check the "
+                f"the scheduler refused the jobs of {self.run.root} ({first_line(str(exc)) or 'no message'}); check the "
                 "--slurm-* options, --time and --gpus-per-cell against what the cluster offers (sinfo), then run again."
             ) from None
         stamp = now_utc()
@@ -282,9 +292,9 @@ class Fanout:
         while True:
             ended = {slot for slot, job in self.jobs.items() if job.done()}
             for cell, seed in sorted(ended - reported):
-                record = self.run.read_record(cell, seed) or {}
-                ended_well = record.get("status") not in (None, runner.RUNNING)
-                self.log(f"{cell} seed {seed}: {runner.summary_line(record) if ended_well else 'job ended without a final record'}")
+                record = _readable_record(self.run, cell, seed)
+                ended_well = record is not None and record.status != CellState.RUNNING
+                self.log(f"{cell} seed {seed}: {summary_line(record.to_dict()) if ended_well else FAILED_JOB_DIED}")
             reported |= ended
             self.submit()
             if not self.queue and len(reported) == len(self.jobs):
@@ -292,8 +302,11 @@ class Fanout:
             time.sleep(poll_s)
 
 
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else ""
+def _readable_record(run: RunDir, cell: str, seed: int) -> Any:
+    try:
+        return run.read_record(cell, seed)
+    except UsageError:
+        return None
 
 
 def read_launch(run: RunDir) -> Optional[dict[str, Any]]:
@@ -372,27 +385,26 @@ def finalize(run: RunDir, rows: list[Any]) -> list[str]:
     run.json says finished. A file is written only when it changes: `report` takes the run whose
     run.json or results.csv changed last as the latest, and looking must not make a run latest.
     """
-    from reidbench.harness.status import ACTIVE, FAILED, FAILED_JOB_DIED
-
     changes = []
     for row in rows:
-        if row.reason == FAILED_JOB_DIED and (record := run.read_record(row.cell, row.seed)) is not None:
-            run.write_record({**record, "status": FAILED, "error": row.detail, "finished": now_utc()})
+        if row.reason == FAILED_JOB_DIED and (record := _readable_record(run, row.cell, row.seed)) is not None:
+            record.status, record.error, record.finished = CellState.FAILED, row.detail, now_utc()
+            run.write_record(record)
             changes.append(f"{row.cell} seed {row.seed} recorded as failed")
-    meta = read_json(run.run_json)
-    before = dict(meta)
-    cells = meta["grid"]["cells"]
-    job = next((j for c in cells for s in meta["seeds"] if (j := read_json(run.cell_dir(c, s) / runner.JOB_FILE))), None)
+    meta = read_meta(run)
+    before = meta.to_dict()
+    cells = meta.grid.cells
+    job = next((j for c in cells for s in meta.seeds if (j := read_json(run.cell_dir(c, s) / JOB_FILE))), None)
     if job is not None and not run.environment_json.exists():
         write_json(run.environment_json, {**job["environment"], "fanned_out": True})
         changes.append("environment.json written")
-    if job is not None and "counts" not in meta.get("dataset", {}):
-        meta["dataset"] = job["dataset"]
-    if meta.get("status") != "finished" and not any(row.state in ACTIVE for row in rows):
-        meta.update({"status": "finished", "finished": now_utc()})
+    if job is not None and "counts" not in meta.dataset:
+        meta.dataset = job["dataset"]
+    if meta.status != RunState.FINISHED and not any(row.state in ACTIVE for row in rows):
+        meta.status, meta.finished = RunState.FINISHED, now_utc()
         changes.append("run.json says finished")
-    if meta != before:
-        write_json(run.run_json, meta)
+    if meta.to_dict() != before:
+        write_json(run.run_json, meta.to_dict())
     csv = run.results_csv
     if not csv.exists() or any(r.stat().st_mtime >= csv.stat().st_mtime for r in run.root.glob("cells/*/seed*/record.json")):
         run.write_results(cells)
@@ -400,15 +412,17 @@ def finalize(run: RunDir, rows: list[Any]) -> list[str]:
     return changes
 
 
-def fan_out(run: RunDir, plan: runner.RunPlan, dataset: Any, launch_plan: LaunchPlan, log: Callable[[str], None]) -> Fanout:
+def fan_out(
+    run: RunDir, plan: RunPlan, dataset: Any, launch_plan: LaunchPlan, measurer: MeasureFactory, log: Callable[[str], None],
+) -> Fanout:
     """Submit one job per (cell, seed) of a freshly started run directory; returns the Fanout (to wait on).
 
     The settings go into run.json now (they cost nothing to resolve); the dataset facts and the
     environment need the images decoded and the job's own machine, so `finalize` adds them later.
     """
-    meta = read_json(run.run_json)
-    meta["settings"] = runner.resolve_settings(plan, dataset).to_dict()
-    write_json(run.run_json, meta)
-    fanout = Fanout(run, launch_plan, [(c.id, s) for c in plan.cells for s in range(plan.seeds)], log)
+    meta = read_meta(run)
+    meta.settings = resolve_settings(plan, dataset).to_dict()
+    write_json(run.run_json, meta.to_dict())
+    fanout = Fanout(run, launch_plan, [(c.id, s) for c in plan.cells for s in range(plan.seeds)], measurer, log)
     fanout.submit()
     return fanout

@@ -19,24 +19,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Iterable, Optional
 
+from reidbench.errors import UsageError
 from reidbench.runtime.files import read_json, write_atomic, write_json
-
-RESULT_COLUMNS = [
-    "cell", "backbone", "neck", "seed", "status", "error",
-    "mAP", "rank1", "rank5", "rank10", "mINP",
-    "params", "params_backbone", "params_neck", "params_head", "gmacs", "gflops",
-    "train_seconds", "train_img_per_s", "train_img_per_s_steady", "epochs",
-]
-
-
-def phase_breakdown(phases: dict[str, float]) -> str:
-    """A record's `phase_seconds` as ' (probe 1 s, train 31 s, evaluate 2 s, measure 18 s)'; '' when it has none."""
-    if not phases:
-        return ""
-    return " (" + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in phases.items()) + ")"
-
+from reidbench.schema import RESULT_COLUMN_NAMES, CellRecord, results_row
 
 def new_run_dir(parent: Path, grid_name: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -71,48 +58,30 @@ class RunDir:
     def record_path(self, cell_id: str, seed: int) -> Path:
         return self.cell_dir(cell_id, seed) / "record.json"
 
-    def read_record(self, cell_id: str, seed: int) -> Optional[dict[str, Any]]:
-        return read_json(self.record_path(cell_id, seed))
+    def read_record(self, cell_id: str, seed: int) -> Optional[CellRecord]:
+        """The cell's record, None before it has one; a damaged or wrongly shaped file raises UsageError naming it."""
+        path = self.record_path(cell_id, seed)
+        data = read_json(path)
+        return None if data is None else CellRecord.from_dict(data, str(path))
 
-    def write_record(self, record: dict[str, Any]) -> None:
-        write_json(self.record_path(record["cell"], record["seed"]), record)
+    def write_record(self, record: CellRecord) -> None:
+        write_json(self.record_path(record.cell, record.seed or 0), record.to_dict())
 
-    def records(self) -> list[dict[str, Any]]:
-        return [r for path in sorted(self.root.glob("cells/*/seed*/record.json")) if (r := read_json(path)) is not None]
+    def records(self) -> list[CellRecord]:
+        """Every readable record on disk (`status` and `report` say which are not)."""
+        found = []
+        for path in sorted(self.root.glob("cells/*/seed*/record.json")):
+            try:
+                data = read_json(path)
+                if data is not None:
+                    found.append(CellRecord.from_dict(data, str(path)))
+            except UsageError:
+                continue
+        return found
 
     def write_results(self, cell_order: Iterable[str]) -> None:
         import pandas as pd
 
         order = {cell: i for i, cell in enumerate(cell_order)}
-        rows = sorted((flatten_record(r) for r in self.records()), key=lambda r: (order.get(r["cell"], len(order)), r["seed"]))
-        write_atomic(self.results_csv, pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(index=False))
-
-
-def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
-    """One results.csv row from one cell record: the single definition of that file's columns."""
-    metrics = record.get("metrics") or {}
-    params = record.get("params") or {}
-    training = record.get("training") or {}
-    return {
-        "cell": record["cell"],
-        "backbone": record["backbone"],
-        "neck": record["neck"],
-        "seed": record.get("seed"),
-        "status": record["status"],
-        "error": record.get("error"),
-        "mAP": metrics.get("mAP"),
-        "rank1": metrics.get("rank1"),
-        "rank5": metrics.get("rank5"),
-        "rank10": metrics.get("rank10"),
-        "mINP": metrics.get("mINP"),
-        "params": params.get("total"),
-        "params_backbone": params.get("backbone"),
-        "params_neck": params.get("neck"),
-        "params_head": params.get("head"),
-        "gmacs": record.get("gmacs"),
-        "gflops": record.get("gflops"),
-        "train_seconds": training.get("seconds"),
-        "train_img_per_s": training.get("img_per_s"),
-        "train_img_per_s_steady": training.get("steady_img_per_s"),
-        "epochs": training.get("epochs_done"),
-    }
+        rows = sorted((results_row(r) for r in self.records()), key=lambda r: (order.get(r["cell"], len(order)), r["seed"]))
+        write_atomic(self.results_csv, pd.DataFrame(rows, columns=RESULT_COLUMN_NAMES).to_csv(index=False))

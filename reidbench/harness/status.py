@@ -12,20 +12,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from reidbench.variants.probe import DONE, FAILED, XFAIL, XPASS
 from reidbench.errors import UsageError
 from reidbench.harness import launch
+from reidbench.harness.launch import FAILED_JOB_DIED
+from reidbench.harness.plan import read_meta
 from reidbench.harness.rundir import RunDir
-from reidbench.runtime.files import read_json
-from reidbench.harness.runner import INTERRUPTED, RUNNING
+from reidbench.runtime.text import first_line
+from reidbench.schema import CellRecord, CellState, RunMeta
 
-PENDING = "pending"
-"""Planned, no record yet: queued, not submitted, or (for a local run) not reached."""
+DONE, XFAIL, XPASS, FAILED = CellState.DONE, CellState.XFAIL, CellState.XPASS, CellState.FAILED
+INTERRUPTED, RUNNING, PENDING = CellState.INTERRUPTED, CellState.RUNNING, CellState.PENDING
 STATES = (DONE, XFAIL, XPASS, FAILED, INTERRUPTED, RUNNING, PENDING)
 """Every state a (cell, seed) can be in, in the order the summary counts them."""
-ACTIVE = (PENDING, RUNNING)
-FAILED_JOB_DIED = "job ended without a final record"
-"""A row's `reason` when its job is gone and its record never said how the cell ended."""
 
 
 @dataclass
@@ -34,7 +32,7 @@ class SlotStatus:
 
     cell: str
     seed: int
-    state: str
+    state: CellState
     detail: str = ""
     job_id: Optional[str] = None
     log: Optional[str] = None
@@ -45,50 +43,48 @@ class SlotStatus:
 @dataclass
 class RunStatus:
     root: Path
-    meta: dict[str, Any]
+    meta: RunMeta
     launch: Optional[dict[str, Any]]
     rows: list[SlotStatus] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        return {state: n for state in STATES if (n := sum(r.state == state for r in self.rows))}
+        return {state.value: n for state in STATES if (n := sum(r.state == state for r in self.rows))}
 
     def summary(self) -> str:
         cells = len({r.cell for r in self.rows})
-        seeds = len(self.meta.get("seeds") or [])
         how = f" ({self.launch['launcher']} jobs)" if self.launch else ""
         counts = ", ".join(f"{n} {state}" for state, n in self.counts().items())
-        return f"{self.root}: {cells} cell(s) x {seeds} seed(s){how}: {counts}"
+        return f"{self.root}: {cells} cell(s) x {len(self.meta.seeds)} seed(s){how}: {counts}"
 
     def table(self) -> str:
         header = ("cell", "seed", "state", "job", "detail")
-        lines = [(r.cell, str(r.seed), r.state, r.job_id or "-", r.detail) for r in self.rows]
+        lines = [(r.cell, str(r.seed), str(r.state), r.job_id or "-", r.detail) for r in self.rows]
         widths = [max(len(line[i]) for line in [header, *lines]) for i in range(4)]
         return "\n".join("  ".join(v.ljust(w) for v, w in zip(line[:4], widths)) + "  " + line[4] for line in [header, *lines]).rstrip()
 
     def to_json(self) -> str:
         return json.dumps({
             "run": str(self.root), "launcher": (self.launch or {}).get("launcher", launch.LOCAL),
-            "status": self.meta.get("status"), "counts": self.counts(), "cells": [asdict(r) for r in self.rows],
-        }, indent=2)
+            "status": self.meta.status.value, "counts": self.counts(), "cells": [asdict(r) for r in self.rows],
+        }, indent=2, default=str)
 
 
 def collect(root: Path) -> RunStatus:
     """The state of every planned (cell, seed) of the run directory `root`."""
     run = RunDir(root)
-    meta = read_json(run.run_json) if root.is_dir() else None
-    cells = ((meta or {}).get("grid") or {}).get("cells") if isinstance(meta, dict) else None
-    if not cells or not isinstance(meta.get("seeds"), list):
+    if not root.is_dir() or not run.run_json.exists():
         raise UsageError(
-            f"{root} is not a reidbench run directory: it has no readable run.json listing the grid's cells and seeds. "
+            f"{root} is not a reidbench run directory: it has no run.json listing the grid's cells and seeds. "
             "Name a folder that `reidbench run` created (it prints it, e.g. runs/<time>-<grid>/), or check the path."
         )
+    meta = read_meta(run)
     fanout = launch.read_launch(run)
     entries = {(e["cell"], e["seed"]): e for e in (fanout or {}).get("jobs", [])}
     states = launch.job_states(run, fanout) if fanout else {}
-    epochs = ((meta.get("profile") or {}).get("train") or {}).get("epochs")
+    epochs = (meta.profile.get("train") or {}).get("epochs")
     status = RunStatus(root, meta, fanout)
-    for cell in cells:
-        for seed in meta["seeds"]:
+    for cell in meta.grid.cells:
+        for seed in meta.seeds:
             job_id = (entries.get((cell, seed)) or {}).get("job_id")
             status.rows.append(slot_status(run, cell, seed, epochs, fanout, job_id, *states.get(job_id, (None, None))))
     return status
@@ -103,10 +99,10 @@ def slot_status(
     row = SlotStatus(cell, seed, PENDING, job_id=job_id, log=log)
     try:
         record = run.read_record(cell, seed)
-    except UsageError:
-        row.state, row.detail = FAILED, f"{run.record_path(cell, seed).relative_to(run.root)} is damaged (not JSON)"
+    except UsageError as exc:
+        row.state, row.detail = FAILED, f"{run.record_path(cell, seed).relative_to(run.root)} is damaged ({exc})"
         return row
-    status = (record or {}).get("status")
+    status = record.status if record is not None else None
     scheduler = f" (Slurm: {slurm_word})" if slurm_word else ""
     if status in (DONE, XFAIL, XPASS, FAILED):
         row.state, row.detail = status, _outcome(record)
@@ -119,21 +115,17 @@ def slot_status(
     elif status == RUNNING or job_state == launch.RUNNING_JOB:
         row.state, row.detail = RUNNING, _progress(run, cell, seed, epochs) if status == RUNNING else "job started, cell not yet"
     elif status == INTERRUPTED:
-        row.state, row.detail = INTERRUPTED, _first_line(record.get("error"))
+        row.state, row.detail = INTERRUPTED, first_line(record.error)
     elif fanout is not None:
         row.detail = "not submitted (waits for a free --max-parallel slot)" if job_id is None else "submitted; its queue state cannot be asked from here"
     return row
 
 
-def _outcome(record: dict[str, Any]) -> str:
-    metrics = record.get("metrics") or {}
-    if record["status"] == DONE and "mAP" in metrics:
+def _outcome(record: CellRecord) -> str:
+    metrics = record.metrics or {}
+    if record.status == DONE and metrics.get("mAP") is not None:
         return f"mAP {metrics['mAP']:.1%}, rank-1 {metrics['rank1']:.1%}"
-    return _first_line(record.get("error"))
-
-
-def _first_line(text: Optional[str]) -> str:
-    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return first_line(record.error)
 
 
 def _progress(run: RunDir, cell: str, seed: int, epochs: Optional[int]) -> str:

@@ -1,40 +1,52 @@
-"""The ReID training loop: PK batches, ID cross-entropy + batch-hard triplet, warm-up + cosine.
+"""Train one cell: the recipe's step in `Trainer`'s epoch loop, with the hooks a run needs, and the summary it records.
 
-Resumable at epoch granularity: the checkpoint holds model, optimizer,
-scheduler, the augmentation generator and torch's RNG state, so a run
-interrupted after epoch e and resumed gives the same numbers as one that never
-stopped (on the CPU, where kernels are deterministic).
+Under DDP (`world.distributed`) every rank calls `train_model` with the same
+seed: the PK sampler gives each rank P / world_size distinct identities per
+step, every rank loads the checkpoint, and only rank 0 writes the log and
+checkpoints. Augmentation draws differ per rank (the generator is seeded with
+the rank) so that two ranks never crop their images alike.
 """
 from __future__ import annotations
 
 import json
 import math
 import statistics
-import time
-from time import monotonic
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from reidbench.data.stream import AnyImageSet
-from reidbench.errors import ReidbenchError, UsageError
+from reidbench.harness.checkpoints import Checkpointer, ResumeFromCheckpoint
+from reidbench.harness.trainer import DivergenceGuard, EpochCallback, TrainContext, Trainer, TrainHook
 from reidbench.profiles import TrainConfig
-from reidbench.runtime.distributed import World, all_reduce_mean, any_rank
-from reidbench.runtime.files import append_line, save_torch_atomic, write_atomic
+from reidbench.runtime.compile import compile_model
+from reidbench.runtime.distributed import World
+from reidbench.runtime.files import append_line, write_atomic
 from reidbench.runtime.progress import Progress
+from reidbench.training.graph_step import GraphedTrainStep
 from reidbench.training.sampler import PKSampler
-from reidbench.training.step import TrainStep, build_optimizer, epoch_batches, lr_factor, ranks_batch
+from reidbench.training.step import StepOptions, TrainStep, build_optimizer, lr_factor, ranks_batch
 from reidbench.variants.model import ReidModel
 
+LOG_FILE = "train_log.jsonl"
 
-class TrainingDiverged(ReidbenchError):
-    """The loss became NaN or infinite; the cell is failed with the epoch and step."""
 
-    exit_code = 1
+@dataclass(frozen=True)
+class TrainOptions:
+    """How a cell trains beyond its recipe: the seed, where, in what precision, and in which mode."""
+
+    seed: int
+    device: torch.device
+    dtype: str
+    world: World = field(default_factory=World)
+    sync_bn: bool = False
+    compile: bool = False
+    """The backbone's transformer blocks and the losses compiled (`reidbench.runtime.compile`)."""
+    cuda_graphs: bool = False
+    """Steps after the first few replayed as CUDA graphs (`reidbench.training.graph_step`)."""
 
 
 @dataclass
@@ -47,7 +59,6 @@ class TrainSummary:
     resumed_from_epoch: int
     compiled: bool = False
     graphed: bool = False
-    """Steps after the first few replayed as CUDA graphs (`reidbench.training.graph_step`)."""
     graph_replayed_steps: int = 0
     """How many of this process's steps were graph replays."""
     world_size: int = 1
@@ -66,6 +77,86 @@ class TrainSummary:
         return {**vars(self), "warnings": list(self.warnings)}
 
 
+class EpochLog(TrainHook):
+    """train_log.jsonl, one line per epoch (rewritten to the checkpoint's epochs on resume), and the console line."""
+
+    def __init__(self, cell_dir: Path, log: Callable[[str], None]) -> None:
+        self.path, self.log = cell_dir / LOG_FILE, log
+
+    def on_start(self, ctx: TrainContext) -> None:
+        # Epochs trained after the last checkpoint were not saved: the log drops them too.
+        write_atomic(self.path, "".join(json.dumps(e) + "\n" for e in ctx.log))
+
+    def on_epoch(self, ctx: TrainContext, entry: dict[str, Any]) -> None:
+        append_line(self.path, entry)
+        done = entry["epoch"] - ctx.start_epoch
+        remaining = (ctx.cfg.epochs - entry["epoch"]) * ctx.wall_seconds / done
+        self.log(
+            f"    epoch {entry['epoch']}/{ctx.cfg.epochs}: loss {entry['loss']:.3f} (id {entry['id_loss']:.3f}, "
+            f"triplet {entry['triplet_loss']:.3f}), train acc {entry['accuracy']:.3f}, {entry['img_per_s']:.0f} img/s, "
+            f"training ETA {duration(remaining)}"
+        )
+
+
+def train_model(
+    model: ReidModel, train_set: AnyImageSet, cfg: TrainConfig, options: TrainOptions, cell_dir: Path,
+    progress: Progress, on_epoch: Optional[Callable[[int], None]] = None,
+) -> TrainSummary:
+    """Train `model` in place, continuing from `cell_dir`'s checkpoint when there is one; the summary to record."""
+    world, device = options.world, options.device
+    sampler = PKSampler(train_set.pids, p=ranks_batch(cfg, world), k=cfg.k, seed=options.seed, rank=world.rank, world_size=world.world_size)
+    if options.compile:
+        compile_model(model)
+    trained: torch.nn.Module = model
+    if world.distributed:
+        if options.sync_bn:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = build_optimizer(model, cfg, graph_safe_on=device if options.cuda_graphs else None)
+    steps = len(sampler)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps, cfg))
+    generator = torch.Generator().manual_seed(options.seed + 1_000_003 * world.rank)
+    torch.manual_seed(options.seed)
+    ctx = TrainContext(model, cfg, optimizer, scheduler, generator, device, world, cell_dir)
+    step: TrainStep | GraphedTrainStep = TrainStep(
+        trained, cfg, optimizer, scheduler, generator,
+        StepOptions(device, options.dtype, compile_backend="inductor" if options.compile else None),
+    )
+    if options.cuda_graphs:
+        step = GraphedTrainStep(step)
+    hooks: list[TrainHook] = [ResumeFromCheckpoint(cell_dir), DivergenceGuard()]
+    hooks += [EpochLog(cell_dir, progress.log)] if world.is_main else []
+    hooks += [Checkpointer(cell_dir)] + ([EpochCallback(on_epoch)] if on_epoch is not None else [])
+    trained.train()
+    Trainer(ctx, step, sampler, train_set, progress, hooks).fit()
+    trained.eval()
+    return summarize(ctx, options, step, train_set, steps)
+
+
+def summarize(ctx: TrainContext, options: TrainOptions, step: Any, train_set: AnyImageSet, steps_per_epoch: int) -> TrainSummary:
+    log, cfg = ctx.log, ctx.cfg
+    mine = log[ctx.start_epoch:]
+    seen = len(mine) * steps_per_epoch * cfg.batch_size
+    later = [e["img_per_s"] for e in mine[1:]]
+    return TrainSummary(
+        epochs_done=cfg.epochs,
+        seconds=sum(e["seconds"] for e in log),
+        images=len(log) * steps_per_epoch * cfg.batch_size,
+        img_per_s=(seen / ctx.wall_seconds) if ctx.wall_seconds else (log[-1]["img_per_s"] if log else 0.0),
+        final_loss=log[-1]["loss"] if log else float("nan"),
+        resumed_from_epoch=ctx.start_epoch,
+        compiled=options.compile,
+        graphed=options.cuda_graphs,
+        graph_replayed_steps=getattr(step, "replays", 0),
+        world_size=ctx.world.world_size,
+        image_cache=train_set.location,
+        warnings=loss_rise_warnings(log),
+        first_epoch_seconds=mine[0]["seconds"] if mine else None,
+        steady_img_per_s=statistics.median(later) if later else None,
+        capture_seconds=getattr(step, "capture_seconds", None),
+    )
+
+
 #: A loss that ends this many times above its lowest epoch value went back up, not down ...
 LOSS_RISE_FACTOR = 2.0
 #: ... by at least this much (a soft-margin triplet loss near 0.01 may double without meaning anything).
@@ -75,9 +166,9 @@ LOSS_RISE_MIN = 0.5
 def loss_rise_warnings(log: list[dict]) -> list[str]:
     """One warning per loss (total, ID, triplet) whose last epoch ended far above its best epoch.
 
-    Such a cell finished and has an accuracy, but not the recipe's: on an H200 the
-    vit768-ms cell's triplet loss climbed from 0.99 to 8.4 and its mAP fell from
-    71 % to 13 % (docs/benchmarks). NaN fails a cell; this marks the quieter case.
+    Such a cell finished and has an accuracy, but not the recipe's: a partly
+    diverged triplet loss can cost most of the mAP while the cell still counts
+    as done. NaN fails a cell; this marks the quieter case.
     """
     warnings = []
     for key, name in (("loss", "training loss"), ("id_loss", "ID loss"), ("triplet_loss", "triplet loss")):
@@ -94,183 +185,6 @@ def loss_rise_warnings(log: list[dict]) -> list[str]:
     return warnings
 
 
-def train_model(
-    model: ReidModel,
-    train_set: AnyImageSet,
-    cfg: TrainConfig,
-    *,
-    seed: int,
-    device: torch.device,
-    dtype: str,
-    cell_dir: Path,
-    progress: Progress,
-    on_epoch: Optional[Callable[[int], None]] = None,
-    world: World = World(),
-    sync_bn: bool = False,
-    compile: bool = False,
-    cuda_graphs: bool = False,
-) -> TrainSummary:
-    """Train `model` in place; resumes from `cell_dir/checkpoint.pt` when it exists.
-
-    Under DDP (`world.distributed`) every rank calls this with the same seed:
-    the PK sampler gives each rank P / world_size distinct identities per step,
-    every rank loads the checkpoint, and only rank 0 writes the log and
-    checkpoints. Augmentation draws differ per rank (the generator is seeded
-    with the rank) so that two ranks never crop their images alike.
-    """
-    checkpoint_path, log_path = cell_dir / "checkpoint.pt", cell_dir / "train_log.jsonl"
-    sampler = PKSampler(train_set.pids, p=ranks_batch(cfg, world), k=cfg.k, seed=seed, rank=world.rank, world_size=world.world_size)
-    steps_per_epoch = len(sampler)
-    if compile:
-        from reidbench.runtime.compile import compile_model
-
-        compile_model(model)
-    trained: torch.nn.Module = model
-    if world.distributed:
-        if sync_bn:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = build_optimizer(model, cfg, graph_safe_on=device if cuda_graphs else None)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps_per_epoch, cfg))
-    generator = torch.Generator().manual_seed(seed + 1_000_003 * world.rank)
-    torch.manual_seed(seed)
-    start_epoch, log = 0, []
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        if state.get("world_size", 1) != world.world_size:
-            raise UsageError(
-                f"{checkpoint_path} was written by {state.get('world_size', 1)} process(es) and this run has "
-                f"{world.world_size}; resume with the same number of processes (torchrun --nproc-per-node)."
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        # map_location put every tensor on the training device; random-generator states must be CPU byte tensors.
-        generator.set_state((state["generator"][world.rank] if world.distributed else state["generator"]).cpu())
-        torch.set_rng_state(state["torch_rng"].cpu())
-        if state.get("cuda_rng") is not None and device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
-        start_epoch, log = state["epoch"], state["log"]
-    if world.is_main:
-        _rewrite_log(log_path, log)
-
-    step = TrainStep(trained, cfg, optimizer, scheduler, generator, device, dtype, "inductor" if compile else None)
-    if cuda_graphs:
-        from reidbench.training.graph_step import GraphedTrainStep  # it builds on this module
-
-        step = GraphedTrainStep(step)
-    trained.train()
-    seen, wall = 0, 0.0
-    last_checkpoint = monotonic()
-    for epoch in range(start_epoch, cfg.epochs):
-        sampler.set_epoch(epoch)
-        sums = torch.zeros(4, device=device)  # loss, id, triplet, accuracy: summed on device, read once per epoch
-        started = time.perf_counter()
-        with progress.task(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", "batch") as advance:
-            previous = None
-            batches = epoch_batches(sampler, train_set.index_device)
-            step.begin_epoch(batches)
-            for number, batch in enumerate(train_set.batches(batches)):
-                stats = step(number, batch)
-                sums += stats
-                if progress.bars:
-                    # The bar shows the previous step's loss: reading this step's would make the
-                    # host wait for the GPU before queueing the next step.
-                    advance(**({"loss": f"{float(previous[0]):.3f}"} if previous is not None else {}))
-                    previous = stats
-        totals = all_reduce_mean(sums / steps_per_epoch, world).tolist()
-        if not all(math.isfinite(v) for v in totals[:3]):
-            raise TrainingDiverged(
-                f"the loss became {totals[0]} during epoch {epoch + 1}; lower the learning rate (train.lr) "
-                "or check the data"
-            )
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - started
-        epoch_images = steps_per_epoch * cfg.batch_size
-        seen, wall = seen + epoch_images, wall + seconds
-        entry = {
-            "epoch": epoch + 1,
-            **dict(zip(("loss", "id_loss", "triplet_loss", "accuracy"), totals)),
-            "lr": float(optimizer.param_groups[0]["lr"]),
-            "seconds": seconds,
-            "img_per_s": epoch_images / seconds,
-        }
-        log.append(entry)
-        # Every rank must take the same branch (saving gathers the ranks' generator states).
-        checkpoint = any_rank(cfg.checkpoint_due(epoch + 1, (monotonic() - last_checkpoint) / 60), world)
-        generators = _gather_states(generator.get_state(), world) if checkpoint else None
-        if world.is_main:
-            append_line(log_path, entry)
-            remaining = (cfg.epochs - epoch - 1) * wall / (epoch + 1 - start_epoch)
-            progress.log(
-                f"    epoch {epoch + 1}/{cfg.epochs}: loss {entry['loss']:.3f} (id {entry['id_loss']:.3f}, "
-                f"triplet {entry['triplet_loss']:.3f}), train acc {entry['accuracy']:.3f}, {entry['img_per_s']:.0f} img/s, "
-                f"training ETA {_duration(remaining)}"
-            )
-            if checkpoint:
-                save_torch_atomic(
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "generator": generators,
-                        "torch_rng": torch.get_rng_state(),
-                        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                        "epoch": epoch + 1,
-                        "log": log,
-                        "world_size": world.world_size,
-                    },
-                    checkpoint_path,
-                )
-        if checkpoint:
-            last_checkpoint = monotonic()
-        if world.distributed:
-            dist.barrier()  # no rank starts the next epoch (or reads the checkpoint) before it is written
-        if on_epoch is not None:
-            on_epoch(epoch + 1)
-    trained.eval()
-    return TrainSummary(
-        epochs_done=cfg.epochs,
-        seconds=sum(e["seconds"] for e in log),
-        images=len(log) * steps_per_epoch * cfg.batch_size,
-        img_per_s=(seen / wall) if wall else (log[-1]["img_per_s"] if log else 0.0),
-        final_loss=log[-1]["loss"] if log else float("nan"),
-        resumed_from_epoch=start_epoch,
-        compiled=compile,
-        graphed=cuda_graphs,
-        graph_replayed_steps=getattr(step, "replays", 0),
-        world_size=world.world_size,
-        image_cache=train_set.location,
-        warnings=loss_rise_warnings(log),
-        **_first_epoch_and_after(log[start_epoch:]),
-        capture_seconds=getattr(step, "capture_seconds", None),
-    )
-
-
-def _first_epoch_and_after(epochs: list[dict]) -> dict[str, Optional[float]]:
-    """Split this process's epochs into the first (compile, capture, warm-up) and the median speed of the rest."""
-    later = [e["img_per_s"] for e in epochs[1:]]
-    return {
-        "first_epoch_seconds": epochs[0]["seconds"] if epochs else None,
-        "steady_img_per_s": statistics.median(later) if later else None,
-    }
-
-
-def _gather_states(state: torch.Tensor, world: World) -> torch.Tensor | list[torch.Tensor]:
-    """The augmentation generator's state: this process's, or every rank's (for rank 0 to save)."""
-    if not world.distributed:
-        return state
-    states: list[Any] = [None] * world.world_size
-    dist.all_gather_object(states, state)
-    return states
-
-
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-def _rewrite_log(path: Path, log: list[dict]) -> None:
-    """Make the log match the checkpoint: epochs after it (trained but not saved) are dropped."""
-    write_atomic(path, "".join(json.dumps(e) + "\n" for e in log))

@@ -15,13 +15,13 @@ import torch
 
 from reidbench.config import from_mapping
 from reidbench.errors import UsageError
+from reidbench.schema import DISTANCES
 from reidbench.variants.grid import tomllib
 from reidbench.variants.settings import VariantSettings
 
 PROFILES_DIR = Path(__file__).parent
 OPTIMIZERS = ("sgd", "adamw")
 TRIPLETS = ("soft", "margin", "none")
-METRICS = ("euclidean", "cosine")
 
 
 @dataclass(frozen=True)
@@ -80,8 +80,9 @@ class TrainConfig:
         """Whether to write a resumable checkpoint after `epochs_done` epochs.
 
         By time rather than every epoch: a checkpoint holds the model and the
-        optimizer's state (1.7 GB for a full-size ms cell with SGD momentum), and
-        written after every epoch it took a fifth of a quick CPU ms cell's wall time (20 of 99 s).
+        optimizer's state (gigabytes for a full-size ms cell with SGD momentum), and
+        writing one after every short epoch costs a sizeable share of a cell's wall
+        time (docs/benchmarks, checkpoint cost).
         """
         if epochs_done >= self.epochs or minutes_since_checkpoint >= self.checkpoint_minutes:
             return True
@@ -98,8 +99,8 @@ class EvalConfig:
     batch_size: int = 256
 
     def __post_init__(self) -> None:
-        if self.metric not in METRICS:
-            raise UsageError(f"metric {self.metric!r} is unknown; choose one of {', '.join(METRICS)}.")
+        if self.metric not in DISTANCES:
+            raise UsageError(f"metric {self.metric!r} is unknown; choose one of {', '.join(DISTANCES)}.")
         if self.batch_size < 1:
             raise UsageError("eval batch_size must be >= 1.")
 
@@ -119,8 +120,23 @@ class MeasureConfig:
     """Also time the bare library network at each eager batch size (`*-none` cells at stride 16), as `bench --reference`."""
 
     def __post_init__(self) -> None:
-        if not self.batch_sizes or min(self.batch_sizes) < 1 or self.train_batch_size < 2 or self.repeats < 1:
-            raise UsageError("measure: batch_sizes must be positive, train_batch_size >= 2, repeats >= 1.")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise UsageError(f"measure batch_sizes {list(self.batch_sizes)} must be a non-empty list of positive batch sizes.")
+        if self.train_batch_size < 2:
+            raise UsageError(
+                f"measure train_batch_size {self.train_batch_size} must be at least 2: the BNNeck's batch norm needs two "
+                "samples in training mode."
+            )
+        if self.repeats < 1 or self.warmup < 0 or not self.max_seconds > 0:
+            raise UsageError(
+                f"measure repeats {self.repeats}, warmup {self.warmup}, max_seconds {self.max_seconds}: repeats must be >= 1, "
+                "warmup >= 0 and max_seconds > 0."
+            )
+
+    @classmethod
+    def for_device(cls, device: torch.device) -> "MeasureConfig":
+        """`bench`'s defaults: these field defaults on a GPU; small batches on a CPU, where batch 256 takes minutes."""
+        return cls() if device.type == "cuda" else cls(batch_sizes=(1, 8), train_batch_size=4)
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Optional
 
 from reidbench.errors import UsageError
-from reidbench.harness.rundir import phase_breakdown
+from reidbench.harness.console import phase_breakdown
 from reidbench.runtime.files import write_atomic
 from reidbench.reports.compare import Comparison, Crossing, Threshold, compare, gate
-from reidbench.reports.load import LoadedRun, is_number, load_run
+from reidbench.reports.load import LoadedRun, load_run
+from reidbench.schema import is_number
 from reidbench.reports.plots import all_plots
 from reidbench.reports.render import BETTER, WORSE, ReportDoc, Section, table_markdown, to_html, to_markdown
 from reidbench.reports.summary import CellSummary, summarize
@@ -180,7 +181,7 @@ def _profile_item(run: LoadedRun) -> Item:
 
 
 def _training_item(run: LoadedRun) -> Item:
-    """How the cells were trained: their train img/s (1.4-1.7x apart on an H200) and drop-path draws depend on it."""
+    """How the cells were trained (eager, graph-replayed, compiled): their train img/s and drop-path draws depend on it."""
     ways: dict[str, int] = {}
     for record in run.records:
         training = record.get("training")

@@ -9,7 +9,6 @@ The format itself (paths, results.csv columns) is `reidbench.harness.rundir`'s.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -17,15 +16,15 @@ from typing import Any, Optional
 import pandas as pd
 
 from reidbench.errors import UsageError
-from reidbench.harness.rundir import RESULT_COLUMNS, RunDir, flatten_record
-from reidbench.runtime.files import read_json
+from reidbench.harness.rundir import RunDir
 from reidbench.reports.quantities import COMPILE_SECONDS, MODE_COST
+from reidbench.runtime.files import read_json
+from reidbench.schema import RESULT_COLUMN_NAMES, CellRecord, CellState, MeasureMode, SchemaError, is_number, results_row
 
-MISSING, DAMAGED = "missing", "damaged"
+MISSING, DAMAGED = CellState.MISSING.value, CellState.DAMAGED.value
 """Statuses of cells the report names although they have no readable record."""
 RUNS_PARENT = Path("runs")
 """Where `reidbench run` creates run directories by default; `report` looks there for the latest."""
-REQUIRED_KEYS = ("cell", "backbone", "neck", "status")
 
 
 @dataclass
@@ -63,12 +62,12 @@ class LoadedRun:
         Unreadable cells get a row too (status `missing` / `damaged`, the reason in `error`), so a
         pandas user sees the same holes as the report's reader.
         """
-        rows = [{**flatten_record(r), **measurement_columns(r)} for r in self.records]
+        rows = [{**results_row(CellRecord.from_dict(r)), **measurement_columns(r)} for r in self.records]
         rows += [{"cell": i.cell, "seed": i.seed, "status": i.kind, "error": i.detail,
                   "backbone": i.cell.split("-", 1)[0], "neck": i.cell.split("-", 1)[-1]} for i in self.issues]
         frame = pd.DataFrame(rows)
-        extra = sorted((c for c in frame.columns if c not in RESULT_COLUMNS), key=_extra_column_order)
-        frame = frame.reindex(columns=RESULT_COLUMNS + extra)
+        extra = sorted((c for c in frame.columns if c not in RESULT_COLUMN_NAMES), key=_extra_column_order)
+        frame = frame.reindex(columns=RESULT_COLUMN_NAMES + extra)
         order = {cell: i for i, cell in enumerate(self.cell_order)}
         frame["_order"] = frame["cell"].map(lambda c: order.get(c, len(order)))
         frame["_seed"] = frame["seed"].fillna(-1)
@@ -90,8 +89,8 @@ def measurement_columns(record: dict[str, Any]) -> dict[str, Any]:
         b = entry.get("batch_size")
         if b is None:
             continue
-        mode = entry.get("mode", "eager")
-        if mode == "eager":
+        mode = MeasureMode.parse(entry.get("mode")).value
+        if mode == MeasureMode.EAGER:
             out[f"latency_ms@{b}"] = entry.get("median_ms")
             out[f"latency_p90_ms@{b}"] = entry.get("p90_ms")
             out[f"img_per_s@{b}"] = entry.get("img_per_s")
@@ -159,34 +158,42 @@ def load_run(root: Path) -> LoadedRun:
     )
     records, issues, logs = [], [], {}
     for cell, seed in slots:
-        path = run.record_path(cell, seed)
-        try:
-            record = read_json(path)
-        except UsageError:
-            issues.append(CellIssue(cell, seed, DAMAGED, f"{path.relative_to(root)} does not parse as JSON"))
-            continue
-        if record is None:
-            where = "its folder has no record.json" if path.parent.is_dir() else "not started"
-            issues.append(CellIssue(cell, seed, MISSING, f"{path.relative_to(root)} is missing ({where})"))
-            continue
-        lacking = [k for k in REQUIRED_KEYS if not isinstance(record, dict) or k not in record]
-        if lacking:
-            issues.append(CellIssue(cell, seed, DAMAGED, f"{path.relative_to(root)} lacks {', '.join(lacking)}"))
-            continue
-        record.setdefault("seed", seed)
-        try:  # the fields the report reads must have the types the runner writes
-            flatten_record(record), measurement_columns(record)
-        except (AttributeError, TypeError, KeyError, ValueError) as exc:
-            issues.append(CellIssue(cell, seed, DAMAGED, f"{path.relative_to(root)} has a malformed field ({type(exc).__name__}: {exc})"))
-            continue
-        records.append(record)
-        logs[(cell, seed)] = _read_log(run.cell_dir(cell, seed) / "train_log.jsonl", root, warnings)
+        record = _read_record(run, cell, seed, issues)
+        if record is not None:
+            records.append(record)
+            logs[(cell, seed)] = _read_log(run.cell_dir(cell, seed) / "train_log.jsonl", root, warnings)
     if not records:
         named = "; ".join(f"{i.cell} seed {i.seed}: {i.kind}" for i in issues) or "no cells/<cell>/seed<k>/record.json"
         raise UsageError(f"{root} holds no readable cell record ({named}); nothing to report. Is it a reidbench run directory?")
     if meta.get("status") not in (None, "finished"):
         warnings.append(f"the run's status is {meta['status']!r}: it did not finish, the report shows what it wrote")
     return LoadedRun(root, meta, environment, records, logs, issues, warnings, cell_order)
+
+
+def _read_record(run: RunDir, cell: str, seed: int, issues: list[CellIssue]) -> Optional[dict[str, Any]]:
+    """The record of (cell, seed) parsed through its schema, or None with the reason appended to `issues`."""
+    path = run.record_path(cell, seed)
+    where = str(path.relative_to(run.root))
+    try:
+        data = read_json(path)
+    except UsageError:
+        issues.append(CellIssue(cell, seed, DAMAGED, f"{where} does not parse as JSON"))
+        return None
+    if data is None:
+        started = "its folder has no record.json" if path.parent.is_dir() else "not started"
+        issues.append(CellIssue(cell, seed, MISSING, f"{where} is missing ({started})"))
+        return None
+    try:
+        record = CellRecord.from_dict(data, where)
+        if record.seed is None:
+            record.seed = seed
+        parsed = record.to_dict()
+        measurement_columns(parsed)
+    except (SchemaError, AttributeError, TypeError, KeyError, ValueError) as exc:
+        detail = str(exc).removeprefix(f"{where}: ").removeprefix(where + " ")
+        issues.append(CellIssue(cell, seed, DAMAGED, f"{where} has a malformed field: {detail}"))
+        return None
+    return parsed
 
 
 def _read_optional(path: Path, warnings: list[str], cost: str) -> dict[str, Any]:
@@ -226,8 +233,3 @@ def _read_log(path: Path, root: Path, warnings: list[str]) -> list[dict[str, Any
     if bad:
         warnings.append(f"{path.relative_to(root)}: {bad} line(s) are not JSON and were skipped")
     return entries
-
-
-def is_number(value: Any) -> bool:
-    """A finite float or int (pandas turns missing values into NaN, JSON into None)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogFormatter, MaxNLocator, NullLocator
 
-from reidbench.reports.load import is_number
+from reidbench.schema import is_number
 from reidbench.reports.quantities import QUANTITIES
 from reidbench.reports.summary import CellSummary, short_reason
 

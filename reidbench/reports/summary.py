@@ -13,7 +13,8 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from reidbench.reports.load import DAMAGED, MISSING, LoadedRun, is_number
+from reidbench.reports.load import DAMAGED, MISSING, LoadedRun
+from reidbench.schema import is_number
 from reidbench.reports.quantities import Quantity
 
 SEVERITY = ["failed", "xpass", DAMAGED, MISSING, "interrupted", "running", "xfail", "done"]

@@ -138,8 +138,8 @@ class BatchAugmentation:
     erased rows and columns are precomputed for the epoch on the device.
 
     ``method`` picks how a batch is transformed; both give identical pixels.
-    ``"loop"``: one strided copy per sample at plain-int offsets -- on a 2-core
-    CPU ~15x faster than a gather through a [B, 3, H, W] index. ``"gather"``:
+    ``"loop"``: one strided copy per sample at plain-int offsets -- on a CPU
+    much faster than a gather through a [B, 3, H, W] index. ``"gather"``:
     the whole batch in a handful of kernels whatever B. ``"auto"``: loop on the
     CPU, gather elsewhere.
     """

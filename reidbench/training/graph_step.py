@@ -1,9 +1,9 @@
 """Training steps replayed as one CUDA graph: forward, losses, backward and update for one host launch.
 
-Why: a ViT-B training step launches a few thousand kernels. At batch 64 on an
-H200 the host needs longer to queue them (27-36 ms, docs/benchmarks) than the
-GPU needs to run them, so eager img/s measures Python and launch overhead, not
-the network. Captured once and replayed, a step costs the host one launch plus
+Why: a ViT-B training step launches a few thousand kernels. At batch 64 on a
+fast GPU the host needs longer to queue them than the GPU needs to run them
+(docs/benchmarks), so eager img/s measures Python and launch overhead, not the
+network. Captured once and replayed, a step costs the host one launch plus
 the eager augmentation of its batch and three copies into static buffers.
 
 What capture requires, and how it is met:
@@ -24,7 +24,7 @@ Random numbers (drop path) are drawn by the graph from the CUDA generator's
 graph-safe state, so they differ from an eager run with the same seed. Not for
 DDP (the all-reduce would have to be captured too). Compiled blocks and losses
 are compiled during the warm-up steps; the graph then records their kernels like
-eager ones (`bench --compile --cuda-graphs` times that as `compiled+graphed`; `run --compile`
+eager ones (`bench --compile --cuda-graphs` times that as mode `compiled+graph`; `run --compile`
 trains that way on CUDA).
 """
 from __future__ import annotations
@@ -37,6 +37,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from reidbench.errors import ReidbenchError, UsageError
+from reidbench.runtime.device import synchronize
+from reidbench.runtime.text import first_line
 from reidbench.data.images import LabelledBatch
 from reidbench.training.step import TrainStep
 
@@ -116,7 +118,7 @@ class GraphedTrainStep:
     def _capture(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         started = time.perf_counter()
         device = self.step.device
-        torch.cuda.synchronize(device)
+        synchronize(device)
         self.static = tuple(t.clone() for t in inputs)
         self.step.optimizer.zero_grad(set_to_none=True)  # the captured backward allocates the gradients it then overwrites
         self.graph = torch.cuda.CUDAGraph()
@@ -128,13 +130,12 @@ class GraphedTrainStep:
         except torch.cuda.OutOfMemoryError:
             raise  # the run's own advice for that (a smaller batch) applies, not graph-specific advice
         except RuntimeError as error:  # e.g. an operation that syncs with the host, which a graph cannot hold
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise GraphCaptureFailed(
-                f"recording this cell's training step as a CUDA graph failed ({first_line}); its modules may do "
+                f"recording this cell's training step as a CUDA graph failed ({first_line(str(error), type(error).__name__)}); its modules may do "
                 "host work inside the step. Train eagerly instead: start the run with --no-cuda-graphs."
             ) from error
         self.graph.replay()  # capture only records: this call's step runs now
         self.replays += 1
-        torch.cuda.synchronize(device)
+        synchronize(device)
         self.capture_seconds = time.perf_counter() - started
         return self.static_stats.clone()

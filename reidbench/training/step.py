@@ -7,17 +7,17 @@ optimizer and learning-rate schedule are here too, since a step is defined by th
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from reidbench.data.images import LabelledBatch
 from reidbench.errors import UsageError
 from reidbench.profiles import TrainConfig
 from reidbench.runtime.device import autocast
 from reidbench.runtime.dispatch import labeller
-from reidbench.runtime.distributed import World
+from reidbench.runtime.distributed import World, unwrap
 from reidbench.training.augment import AugmentConfig, BatchAugmentation, normalize, to_device_async
 from reidbench.training.losses import batch_accuracy, batch_hard_triplet, id_loss
 from reidbench.training.sampler import PKSampler
@@ -76,6 +76,21 @@ def step_losses(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor, torch
     return losses
 
 
+@dataclass(frozen=True)
+class StepOptions:
+    """Where and how a step runs (the recipe itself is the `TrainConfig`)."""
+
+    device: torch.device
+    dtype: str
+    """fp32, or bf16 autocast."""
+    compile_backend: Optional[str] = None
+    """Also compile the losses with it (the model's blocks are `compile_model`'s job)."""
+    augment_method: str = "auto"
+    """See `BatchAugmentation` (auto: a per-sample loop on the CPU, one gather elsewhere)."""
+    regions: bool = False
+    """Label the step's phases for torch.profiler (see `reidbench.runtime.dispatch.labeller`)."""
+
+
 class TrainStep:
     """One optimisation step of the harness -- augment, forward, losses, update -- as `train_model` runs it.
 
@@ -85,8 +100,8 @@ class TrainStep:
     non-blocking copies, the triplet loss masks invalid anchors out instead of
     dropping them by boolean indexing, and the step's statistics stay on the
     device. The host can therefore queue step n+1 while the GPU runs step n;
-    where queueing a step takes longer than running it (ViT-B at batch 64 on an
-    H200: ~27-36 ms of host time), every operation the step dispatches counts.
+    where queueing a step takes longer than running it (ViT-B at batch 64 on a
+    fast GPU, docs/performance.md), every operation the step dispatches counts.
     """
 
     def __init__(
@@ -96,27 +111,21 @@ class TrainStep:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         generator: torch.Generator,
-        device: torch.device,
-        dtype: str,
-        compile_backend: Optional[str] = None,
-        augment_method: str = "auto",
-        regions: bool = False,
+        options: StepOptions,
     ) -> None:
-        """`compile_backend`: also compile the losses with it (the model's blocks are `compile_model`'s job).
-        `augment_method`: see `BatchAugmentation` (auto: a per-sample loop on the CPU, one gather elsewhere).
-        `regions`: label the step's phases for torch.profiler (see `reidbench.runtime.dispatch.labeller`)."""
-        module = model.module if isinstance(model, DistributedDataParallel) else model
+        """`model` may be wrapped in DDP; `generator` draws the augmentation."""
+        module = unwrap(model)
         self.model, self.cfg, self.optimizer, self.scheduler = model, cfg, optimizer, scheduler
-        self.generator, self.device, self.dtype = generator, device, dtype
+        self.generator, self.device, self.dtype = generator, options.device, options.dtype
         self.mean, self.std = module.backbone.pixel_mean, module.backbone.pixel_std
         self.image_size = module.settings.img_size
         self.augment = AugmentConfig(pad=augment_padding(self.image_size), erase_p=cfg.erase_p) if cfg.augment else None
         self.augmentation: Optional[BatchAugmentation] = None
-        self.augment_method = augment_method
+        self.augment_method = options.augment_method
         self.losses = step_losses(cfg)
-        self.region = labeller(regions)
-        if compile_backend is not None:
-            self.losses = torch.compile(self.losses, backend=compile_backend, dynamic=False)
+        self.region = labeller(options.regions)
+        if options.compile_backend is not None:
+            self.losses = torch.compile(self.losses, backend=options.compile_backend, dynamic=False)
 
     def begin_epoch(self, batches: torch.Tensor) -> None:
         """Draw the augmentation of all of an epoch's batches ([steps, batch] indices) at once."""

@@ -1,0 +1,57 @@
+"""What a run says on the console: its header, its data line, one line per finished cell."""
+from __future__ import annotations
+
+from typing import Any
+
+from reidbench.harness.placement import RunData
+from reidbench.harness.plan import RunPlan
+from reidbench.runtime.distributed import World
+from reidbench.schema import CellState
+
+
+def run_header(plan: RunPlan, root: Any, world: World) -> str:
+    return (
+        f"run {root}: grid {plan.grid.name}, {len(plan.cells)} cell(s) x {plan.seeds} seed(s), profile {plan.profile.name}, "
+        f"device {plan.device}, dtype {plan.dtype}"
+        + (f", {world.world_size} processes (DDP)" if world.distributed else "")
+        + (", transformer blocks compiled" if plan.compile else "")
+        + (", training steps replayed as CUDA graphs (--no-cuda-graphs: eager)" if plan.cuda_graphs else "")
+    )
+
+
+def data_line(data: RunData) -> str:
+    info = data.info
+    return (
+        f"data: {data.dataset.name} — train {len(data.train)} images / {data.dataset.num_train_pids} ids, "
+        f"query {len(data.query)}, gallery {len(data.gallery)}, {data.dataset.num_cameras} cameras "
+        f"(images from {info['cache']['location']}: {info['cache']['why']}); "
+        f"chance level: mAP {info['chance']['mAP']:.1%}, rank-1 {info['chance']['rank1']:.1%} (random features)"
+    )
+
+
+def phase_breakdown(phases: dict[str, float]) -> str:
+    """A record's `phase_seconds` as ' (probe 1 s, train 31 s, evaluate 2 s, measure 18 s)'; '' when it has none."""
+    if not phases:
+        return ""
+    return " (" + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in phases.items()) + ")"
+
+
+def _after_first_epoch(training: dict[str, Any]) -> str:
+    """With a compile or a capture in the first epoch, the later epochs' speed is the one to compare."""
+    steady = training.get("steady_img_per_s")
+    if steady is None or not (training.get("compiled") or training.get("graphed")):
+        return ""
+    return f" ({steady:.0f} img/s after a first epoch of {training.get('first_epoch_seconds', 0):.0f} s)"
+
+
+def summary_line(record: dict[str, Any]) -> str:
+    """How a cell ended, in one line: its metrics, training speed and where its time went, or its error."""
+    status = record["status"]
+    if status == CellState.DONE and record.get("metrics"):
+        m, t = record["metrics"], record.get("training") or {}
+        return (
+            f"done — mAP {m['mAP']:.1%}, rank-1 {m['rank1']:.1%}, mINP {m['mINP']:.1%}; "
+            f"trained {t.get('seconds', 0):.0f} s at {t.get('img_per_s', 0):.0f} img/s" + _after_first_epoch(t)
+            + f"; cell {record['wall_seconds']:.0f} s" + phase_breakdown(record.get("phase_seconds", {}))
+        )
+    return f"{status}" + (f" — {record['error']}" if record.get("error") else "")

@@ -1,0 +1,268 @@
+"""The run plan: everything that defines a run, built from the command line, checked, saved to run.json, read back.
+
+A new run's plan comes from `RunRequest` (the options as given) with the
+defaults filled in; `--resume` reads the plan from the run directory and
+refuses any option that would change it, naming the option.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from reidbench.data import ReidDataset, load_dataset
+from reidbench.errors import UsageError
+from reidbench.harness.placement import check_cache_policy
+from reidbench.harness.rundir import RunDir, new_run_dir
+from reidbench.profiles import PROFILES_DIR, Profile, load_profile, resolve_profile_name
+from reidbench.runtime.device import resolve_dtype
+from reidbench.runtime.distributed import World
+from reidbench.runtime.files import now_utc, read_json, write_atomic, write_json
+from reidbench.schema import GridRef, RunMeta, RunState, SchemaError
+from reidbench.training.step import ranks_batch
+from reidbench.variants.factory import parse_weights_options
+from reidbench.variants.grid import GRIDS_DIR, Cell, Grid, load_grid, parse_grid, tomllib
+from reidbench.variants.settings import VariantSettings
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """`reidbench run`'s options as the user gave them; None (or empty) where not given."""
+
+    grid: Optional[str] = None
+    data: Optional[str] = None
+    profile: Optional[str] = None
+    dtype: Optional[str] = None
+    seeds: Optional[int] = None
+    only: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+    weights: tuple[str, ...] = ()
+    compile: Optional[bool] = None
+    data_cache: Optional[str] = None
+    sync_bn: Optional[bool] = None
+    cuda_graphs: Optional[bool] = None
+
+    def given(self) -> list[str]:
+        """The options given, as typed on the command line."""
+        flags = {"overrides": "--set", "data_cache": "--data-cache", "sync_bn": "--sync-bn"}
+        return [flags.get(f.name, f"--{f.name.replace('_', '-')}") for f in fields(self) if getattr(self, f.name) not in (None, ())]
+
+
+@dataclass
+class RunPlan:
+    """Everything that defines a run; written to run.json, read back by --resume."""
+
+    grid: Grid
+    grid_text: str
+    profile: Profile
+    profile_text: str
+    dataset: str
+    device: torch.device
+    dtype: str
+    seeds: int
+    only: list[str] = field(default_factory=list)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, str] = field(default_factory=dict)
+    """Backbone name -> local checkpoint (the grid's [weights] table, then --weights)."""
+    compile: bool = False
+    """Train with the backbone's transformer blocks compiled (torch.compile, regional)."""
+    data_cache: str = "auto"
+    """Where the decoded uint8 images live: auto, device, host, or stream (see `harness.placement`)."""
+    sync_bn: bool = False
+    """Under torchrun, batch norm with statistics over all ranks (SyncBatchNorm; CUDA only)."""
+    cuda_graphs: bool = False
+    """Train with each step after the first few replayed as a CUDA graph (`reidbench.training.graph_step`)."""
+    now_only: list[str] = field(default_factory=list)
+    """This invocation runs only these of the planned cells (`--resume --only`); not saved."""
+
+    @property
+    def cells(self) -> list[Cell]:
+        return self.grid.select(self.only)
+
+    @property
+    def cells_now(self) -> list[Cell]:
+        return [c for c in self.cells if not self.now_only or c.id in self.now_only]
+
+
+def new_plan(request: RunRequest, device: torch.device, cell_world: World) -> RunPlan:
+    """The plan of a new run: the request with every default filled in."""
+    if request.seeds is not None and request.seeds < 1:
+        raise UsageError(f"--seeds must be at least 1 (got {request.seeds}).")
+    grid = load_grid(request.grid or "default")
+    profile = load_profile(resolve_profile_name(request.profile or "auto", device))
+    return RunPlan(
+        grid=grid, grid_text=source_text(grid.source, GRIDS_DIR), profile=profile,
+        profile_text=source_text(profile.source, PROFILES_DIR), dataset=request.data or "synthetic", device=device,
+        dtype=resolve_dtype(request.dtype or "auto", device), seeds=request.seeds or 1, only=list(request.only),
+        overrides=parse_overrides(request.overrides), weights=merged_weights(grid, request.weights),
+        compile=bool(request.compile), data_cache=request.data_cache or "auto", sync_bn=bool(request.sync_bn),
+        cuda_graphs=request.cuda_graphs if request.cuda_graphs is not None else default_cuda_graphs(device, cell_world),
+    )
+
+
+def resume_plan(run: RunDir, request: RunRequest, device: Optional[torch.device]) -> RunPlan:
+    """The plan stored in `run`, for --resume; an option that would change it is refused by name.
+
+    `--only` is safe: it narrows what this invocation runs (to cells the run
+    planned) and leaves the plan as it is.
+    """
+    plan = load_plan(run, device)
+    conflicting = [flag for flag in request.given() if flag not in ("--only", "--cuda-graphs")]
+    if conflicting:
+        raise UsageError(
+            f"--resume {run.root} continues the run as it was planned (run.json); {', '.join(conflicting)} would change it. "
+            f"Drop {'it' if len(conflicting) == 1 else 'them'}, or start a new run with --out."
+        )
+    if request.cuda_graphs is not None and request.cuda_graphs != plan.cuda_graphs:
+        raise UsageError(
+            f"--resume {run.root} continues the run as it was started, with training steps "
+            f"{'replayed as CUDA graphs' if plan.cuda_graphs else 'run eagerly'} (its checkpoints hold that optimizer); "
+            f"drop {'--no-cuda-graphs' if plan.cuda_graphs else '--cuda-graphs'}, or start a new run with it."
+        )
+    planned = [c.id for c in plan.cells]
+    unknown = [c for c in request.only if c not in planned]
+    if unknown:
+        raise UsageError(f"--resume {run.root} --only {', '.join(unknown)}: the run plans no such cell; its cells are {', '.join(planned)}.")
+    return replace(plan, now_only=list(request.only))
+
+
+def source_text(source: str, builtin_dir: Path) -> str:
+    """The TOML text behind a grid or profile, copied into the run directory so --resume needs nothing else."""
+    if source.startswith("builtin:"):
+        return (builtin_dir / f"{source.split(':', 1)[1]}.toml").read_text()
+    return Path(source).read_text()
+
+
+def parse_overrides(assignments: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """`--set depth=2 --set img_size=[128,64]`: values are TOML literals."""
+    out: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r} must look like key=value, e.g. --set depth=2 or --set img_size=[128,64].")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            raise UsageError(f"--set {item!r}: {value!r} is not a TOML value (numbers, true/false, \"strings\", [lists]).") from None
+    return out
+
+
+def merged_weights(grid: Grid, options: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """The grid file's [weights], overridden per backbone by --weights."""
+    return {**grid.weights, **{k: str(v) for k, v in parse_weights_options(list(options)).items()}}
+
+
+def default_cuda_graphs(device: torch.device, world: World) -> bool:
+    """Whether a run replays its training steps as CUDA graphs when neither --cuda-graphs nor --no-cuda-graphs is given.
+
+    On wherever it can be (a CUDA device, one process per cell): replayed steps
+    remove the host's launch cost, which bounds a ViT-B step at batch 64 on a
+    fast GPU, and replaying compiled steps is what makes --compile pay
+    (docs/benchmarks). Off under DDP, whose all-reduce a graph would have to capture.
+    """
+    return device.type == "cuda" and world.world_size == 1
+
+
+def check_plan(plan: RunPlan, world: World = World()) -> ReidDataset:
+    """Everything that can be wrong with the input, found before a run directory is created."""
+    plan.cells  # noqa: B018 - raises for an unknown --only cell
+    if plan.sync_bn and plan.device.type != "cuda":
+        raise UsageError(
+            f"--sync-bn needs CUDA devices: PyTorch's SyncBatchNorm refuses {plan.device.type} tensors (the gloo "
+            "backend has no synchronized batch norm); drop --sync-bn, or run on GPUs with --device cuda."
+        )
+    if plan.cuda_graphs:
+        check_cuda_graphs(plan, world)
+    ranks_batch(plan.profile.train, world)  # raises when P does not split over the ranks
+    check_cache_policy(plan.data_cache)
+    dataset = load_dataset(plan.dataset)
+    resolve_settings(plan, dataset)
+    return dataset
+
+
+def check_cuda_graphs(plan: RunPlan, world: World) -> None:
+    """--cuda-graphs trains one network in one process on a GPU; anything else is named before the run starts."""
+    if world.world_size > 1:
+        raise UsageError(
+            f"--cuda-graphs does not capture DDP's all-reduce: train each cell in one process (this run has "
+            f"{world.world_size}: torchrun --nproc-per-node or --gpus-per-cell > 1), or leave --cuda-graphs off."
+        )
+    if plan.device.type != "cuda":
+        raise UsageError(f"--cuda-graphs needs a CUDA device; this run is on {plan.device.type}. Drop --cuda-graphs, or run with --device cuda.")
+
+
+def resolve_settings(plan: RunPlan, dataset: ReidDataset) -> VariantSettings:
+    """Grid settings, then the profile's model overrides, then --set, then what the dataset dictates."""
+    settings = plan.grid.settings.with_overrides(plan.profile.model, f"profile {plan.profile.name} [model]")
+    settings = settings.with_overrides(plan.overrides, "--set")
+    return settings.with_overrides({"num_classes": dataset.num_train_pids, "num_cameras": dataset.num_cameras}, "dataset")
+
+
+def create_run_dir(out: Optional[Path], grid_name: str) -> RunDir:
+    """`--out` (new, or an empty folder) or a fresh runs/<time>-<grid>/."""
+    if out is None:
+        return RunDir(new_run_dir(Path("runs"), grid_name))
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a folder for the run directory.")
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"--out {out} already exists and is not empty; choose a new folder, or continue it with --resume {out}.")
+    out.mkdir(parents=True, exist_ok=True)
+    return RunDir(out)
+
+
+def start_run(plan: RunPlan, run: RunDir) -> RunDir:
+    """Write what defines the run into its directory: the grid and profile files and run.json."""
+    write_atomic(run.root / "grid.toml", plan.grid_text)
+    write_atomic(run.root / "profile.toml", plan.profile_text)
+    meta = RunMeta(
+        status=RunState.RUNNING, grid=GridRef(plan.grid.name, plan.grid.source, [c.id for c in plan.cells]),
+        seeds=list(range(plan.seeds)), device=str(plan.device), dtype=plan.dtype,
+        profile={"name": plan.profile.name, "source": plan.profile.source, **plan.profile.to_dict()},
+        dataset={"spec": plan.dataset}, started=now_utc(), command=" ".join(sys.argv), only=plan.only,
+        overrides=plan.overrides, weights=plan.weights, compile=plan.compile, data_cache=plan.data_cache,
+        sync_bn=plan.sync_bn, cuda_graphs=plan.cuda_graphs,
+    )
+    write_json(run.run_json, meta.to_dict())
+    return run
+
+
+def read_meta(run: RunDir) -> RunMeta:
+    """run.json, checked against its schema; a damaged one is named with the way on, never a traceback."""
+    try:
+        data = read_json(run.run_json)
+    except UsageError:
+        raise UsageError(
+            f"{run.run_json} is damaged (not JSON); the run cannot be resumed or reported from it. Restore it from a "
+            "backup if you have one; the cell folders under cells/ are intact and `reidbench report` still reads them."
+        ) from None
+    if data is None:
+        raise UsageError(f"{run.root} is not a reidbench run directory (it has no run.json).")
+    try:
+        return RunMeta.from_dict(data, str(run.run_json))
+    except SchemaError as exc:
+        raise SchemaError(f"{exc} It is not a run.json that reidbench wrote; restore it, or start a new run.") from None
+
+
+def load_plan(run: RunDir, device: Optional[torch.device] = None) -> RunPlan:
+    """The plan of an existing run directory, for --resume and for the jobs of a fanned-out run."""
+    meta = read_meta(run)
+    if not (run.root / "grid.toml").exists() or not (run.root / "profile.toml").exists():
+        raise UsageError(f"{run.root} is not a reidbench run directory (grid.toml or profile.toml is missing).")
+    grid_text, profile_text = (run.root / "grid.toml").read_text(), (run.root / "profile.toml").read_text()
+    grid = parse_grid(grid_text.encode(), source=meta.grid.source, name=meta.grid.name)
+    profile = replace(load_profile(str(run.root / "profile.toml")), name=meta.profile.get("name", "stored"),
+                      source=meta.profile.get("source", str(run.root / "profile.toml")))
+    stored = torch.device(meta.device)
+    if device is not None and device.type != stored.type:
+        raise UsageError(f"{run.root} was run on {stored}; resuming on {device} would mix numbers from two devices.")
+    if stored.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"{run.root} was run on CUDA and no CUDA device is visible now; resume it on a GPU machine.")
+    return RunPlan(
+        grid=grid, grid_text=grid_text, profile=profile, profile_text=profile_text, dataset=meta.dataset.get("spec", "synthetic"),
+        device=stored, dtype=meta.dtype, seeds=len(meta.seeds), only=meta.only, overrides=meta.overrides,
+        weights=meta.weights, compile=meta.compile, data_cache=meta.data_cache, sync_bn=meta.sync_bn,
+        cuda_graphs=meta.cuda_graphs,
+    )

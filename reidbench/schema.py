@@ -1,0 +1,410 @@
+"""What a run writes, and how every reader parses it back: one definition of each file's shape.
+
+- run.json: `RunMeta` (the plan, the dataset facts, where the run stands, who owns it);
+- cells/<cell>/seed<k>/record.json: `CellRecord` (one cell and seed: status, metrics, costs, notes);
+- train_log.jsonl: one `EpochEntry` per line;
+- results.csv: `RESULT_COLUMNS`, one row per `CellRecord`.
+
+Writers (the grid runner, `bench`) build these records and write `to_dict()`;
+readers (`report`, `status`, `--resume`) parse through `from_dict`, which
+refuses a file of the wrong shape with a `SchemaError` naming the file and the
+field, instead of a traceback somewhere downstream. The states a cell can be
+in and the modes a measurement can run in are the enums below, and nothing
+else spells them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable, Optional, TypeVar, Union
+
+from reidbench.errors import UsageError
+
+T = TypeVar("T")
+
+
+class SchemaError(UsageError):
+    """A run file that parses as JSON but does not hold what reidbench writes there."""
+
+
+class Text(str, Enum):
+    """An enum whose members are their text: in JSON, f-strings and comparisons with plain strings."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return self.value.__format__(spec)
+
+
+class CellState(Text):
+    """Where one (cell, seed) stands. The runner writes the first six into records; readers derive the rest."""
+
+    DONE = "done"
+    XFAIL = "xfail"
+    """Failed as the grid expected (e.g. clip512-ms's channel mismatch)."""
+    XPASS = "xpass"
+    """Expected to fail but ran: the command exits non-zero."""
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    RUNNING = "running"
+    PENDING = "pending"
+    """Planned, no record yet (`status`)."""
+    MISSING = "missing"
+    """Planned or started, but its record.json is absent (`report`)."""
+    DAMAGED = "damaged"
+    """Its record.json cannot be read (`report`, `status`)."""
+
+    @property
+    def finished(self) -> bool:
+        """`--resume` leaves it alone; failed and interrupted cells run again."""
+        return self in FINISHED
+
+    @property
+    def ok(self) -> bool:
+        """A run whose cells all end so exits 0."""
+        return self in OK
+
+
+FINISHED = frozenset({CellState.DONE, CellState.XFAIL, CellState.XPASS})
+OK = frozenset({CellState.DONE, CellState.XFAIL})
+ACTIVE = frozenset({CellState.PENDING, CellState.RUNNING})
+WRITTEN = (CellState.DONE, CellState.XFAIL, CellState.XPASS, CellState.FAILED, CellState.INTERRUPTED, CellState.RUNNING)
+"""The states a record.json may hold."""
+
+
+class RunState(Text):
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"
+    FINISHED = "finished"
+    FAILED = "failed"
+    """Stopped by bad input or an error after its run directory existed."""
+
+
+class MeasureMode(Text):
+    """How a forward pass or a training step was run when it was timed; eager is the headline everywhere."""
+
+    EAGER = "eager"
+    COMPILED = "compiled"
+    GRAPH = "graph"
+    """Replayed as one CUDA graph."""
+    COMPILED_GRAPH = "compiled+graph"
+
+    @classmethod
+    def of(cls, compiled: bool, graphed: bool) -> "MeasureMode":
+        return (cls.EAGER, cls.COMPILED, cls.GRAPH, cls.COMPILED_GRAPH)[int(compiled) + 2 * int(graphed)]
+
+    @classmethod
+    def parse(cls, value: Any) -> "MeasureMode":
+        """A mode as written: entries without one are eager, and training entries once said 'graphed'."""
+        legacy = {None: cls.EAGER, "graphed": cls.GRAPH, "compiled+graphed": cls.COMPILED_GRAPH}
+        return legacy[value] if value in legacy else cls(value)
+
+
+DISTANCES = ("euclidean", "cosine")
+"""Distances the evaluation can rank by (recorded with every metric)."""
+
+
+# --------------------------------------------------------------------------- checking values against annotations
+
+
+def check_value(value: Any, kind: Any, where: str) -> Any:
+    """`value` checked against the annotation `kind` and converted (enums, nested records); SchemaError otherwise."""
+    origin = typing.get_origin(kind)
+    if kind is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        return check_value(value, next(k for k in options if k is not type(None)), where)
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        try:
+            return kind.parse(value) if hasattr(kind, "parse") else kind(value)
+        except (ValueError, KeyError, TypeError):
+            raise SchemaError(f"{where} is {value!r}; expected one of {', '.join(m.value for m in kind)}.") from None
+    if dataclasses.is_dataclass(kind):
+        return from_mapping(kind, value, where)
+    if origin in (list, tuple):
+        _expect(isinstance(value, list), value, "a list", where)
+        (item,) = typing.get_args(kind)[:1] or (Any,)
+        return [check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _expect(isinstance(value, dict), value, "a table", where)
+        _, item = typing.get_args(kind)
+        return {k: check_value(v, item, f"{where}.{k}") for k, v in value.items()}
+    return _check_scalar(value, kind, where)
+
+
+def _check_scalar(value: Any, kind: type, where: str) -> Any:
+    if kind is bool:
+        _expect(isinstance(value, bool), value, "true or false", where)
+    elif kind is int:
+        _expect(isinstance(value, int) and not isinstance(value, bool), value, "a whole number", where)
+    elif kind is float:
+        _expect(isinstance(value, (int, float)) and not isinstance(value, bool), value, "a number", where)
+        return float(value)
+    elif kind is str:
+        _expect(isinstance(value, str), value, "text", where)
+    elif kind is dict:
+        _expect(isinstance(value, dict), value, "a table", where)
+    elif kind is list:
+        _expect(isinstance(value, list), value, "a list", where)
+    return value
+
+
+def _expect(ok: bool, value: Any, what: str, where: str) -> None:
+    if not ok:
+        shown = repr(value) if len(repr(value)) <= 40 else f"{type(value).__name__} ({repr(value)[:37]}...)"
+        raise SchemaError(f"{where} is {shown}; expected {what}.")
+
+
+def from_mapping(cls: type[T], data: Any, where: str) -> T:
+    """A record dataclass from parsed JSON: every declared field type-checked, missing ones defaulted.
+
+    Required fields (no default) must be present; keys the dataclass does not
+    declare are kept in its `extra` field where it has one, and refused otherwise.
+    """
+    _expect(isinstance(data, dict), data, "a JSON object", where)
+    hints = typing.get_type_hints(cls)
+    declared = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for name, spec in declared.items():
+        if name == "extra":
+            continue
+        if name not in data:
+            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+                raise SchemaError(f"{where} lacks the field {name!r}.")
+            continue
+        values[name] = check_value(data[name], hints[name], f"{where}: {name}")
+    unknown = {k: v for k, v in data.items() if k not in declared}
+    if "extra" in declared:
+        values["extra"] = unknown
+    elif unknown:
+        raise SchemaError(f"{where} has unknown field(s) {', '.join(sorted(unknown))}.")
+    return cls(**values)
+
+
+def to_plain(record: Any) -> dict[str, Any]:
+    """A record dataclass as JSON-ready data (enums as text, `extra` merged back in)."""
+    data = {f.name: getattr(record, f.name) for f in dataclasses.fields(record) if f.name != "extra"}
+    return {**_plain(data), **getattr(record, "extra", {})}
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return to_plain(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------- the records
+
+
+NUMERIC = {
+    "metrics": ("mAP", "rank1", "rank5", "rank10", "mINP"),
+    "training": ("seconds", "img_per_s", "steady_img_per_s", "first_epoch_seconds", "epochs_done"),
+    "params": ("total", "backbone", "neck", "head"),
+}
+"""Nested values the readers compute with: checked as numbers (or absent, or null) when a record is read."""
+
+
+@dataclass
+class CellRecord:
+    """One (cell, seed): how it ended, what it scored, what it costs, and what a reader must know about it.
+
+    `bench` writes the same record without training (seed, metrics and training stay empty).
+    """
+
+    cell: str
+    backbone: str
+    neck: str
+    status: CellState
+    seed: Optional[int] = None
+    error: Optional[str] = None
+    traceback: Optional[str] = None
+    expected: Optional[dict[str, Any]] = None
+    """The grid's expectation for this cell (status, match, reason), if it has one."""
+    notes: list[str] = field(default_factory=list)
+    """Facts about the variant a reader of its numbers must know (clamped windows, projections, weights)."""
+    warnings: list[str] = field(default_factory=list)
+    feature_dim: Optional[int] = None
+    weights: Optional[dict[str, Any]] = None
+    """Which checkpoint filled the backbone (path, SHA-256, loaded, new, ignored); None: random initialisation."""
+    params: dict[str, int] = field(default_factory=dict)
+    gmacs: Optional[float] = None
+    gflops: Optional[float] = None
+    flops: dict[str, Any] = field(default_factory=dict)
+    latency: list[dict[str, Any]] = field(default_factory=list)
+    """Per batch size and `MeasureMode`; eager is the headline."""
+    compile: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
+    reference: list[dict[str, Any]] = field(default_factory=list)
+    """The bare library loop beside the eager latency (`--reference`)."""
+    train_throughput: list[dict[str, Any]] = field(default_factory=list)
+    measure_seconds: dict[str, float] = field(default_factory=dict)
+    """Wall seconds of each measurement, in the order they ran, under the message that announced it."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    training: Optional[dict[str, Any]] = None
+    metrics: Optional[dict[str, Any]] = None
+    distributed: Optional[dict[str, Any]] = None
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    """Wall seconds of probe, train, evaluate and measure."""
+    started: Optional[str] = None
+    finished: Optional[str] = None
+    wall_seconds: Optional[float] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Fields written by other versions of reidbench, kept as they are."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "record") -> "CellRecord":
+        record = from_mapping(cls, data, where)
+        if record.status not in WRITTEN:
+            raise SchemaError(f"{where}: status is {record.status.value!r}, which no run writes.")
+        for part, keys in NUMERIC.items():
+            values = getattr(record, part) or {}
+            for key in keys:
+                if values.get(key) is not None:
+                    check_value(values[key], float, f"{where}: {part}.{key}")
+        for name in ("latency", "train_throughput"):
+            for i, entry in enumerate(getattr(record, name)):
+                check_value(entry.get("batch_size"), int, f"{where}: {name}[{i}].batch_size")
+                entry["mode"] = MeasureMode.parse(entry.get("mode")).value
+        return record
+
+    def merge_failure(self, status: CellState, error: str, trace: Optional[str] = None) -> None:
+        self.status, self.error = status, error
+        if trace is not None:
+            self.traceback = trace
+
+
+@dataclass
+class GridRef:
+    name: str
+    source: str
+    cells: list[str]
+
+
+@dataclass
+class Owner:
+    """The process that holds a run directory: `status` tells a live owner from a dead one by these."""
+
+    pid: int
+    host: str
+    started: str
+    started_unix: float
+
+
+@dataclass
+class RunMeta:
+    """run.json: what defines a run (so --resume needs nothing else), and where it stands."""
+
+    status: RunState
+    grid: GridRef
+    seeds: list[int]
+    device: str
+    dtype: str
+    profile: dict[str, Any] = field(default_factory=dict)
+    dataset: dict[str, Any] = field(default_factory=dict)
+    started: Optional[str] = None
+    command: Optional[str] = None
+    only: list[str] = field(default_factory=list)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, str] = field(default_factory=dict)
+    compile: bool = False
+    data_cache: str = "auto"
+    sync_bn: bool = False
+    cuda_graphs: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
+    owner: Optional[Owner] = None
+    finished: Optional[str] = None
+    interrupted: Optional[str] = None
+    error: Optional[str] = None
+    """Why the run stopped, when it failed before its cells ended."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "run.json") -> "RunMeta":
+        return from_mapping(cls, data, where)
+
+
+@dataclass
+class EpochEntry:
+    """One line of train_log.jsonl."""
+
+    epoch: int
+    loss: float
+    id_loss: Optional[float] = None
+    triplet_loss: Optional[float] = None
+    accuracy: Optional[float] = None
+    lr: Optional[float] = None
+    seconds: Optional[float] = None
+    img_per_s: Optional[float] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "train_log.jsonl") -> "EpochEntry":
+        return from_mapping(cls, data, where)
+
+
+# --------------------------------------------------------------------------- results.csv
+
+
+def _part(name: str, key: str) -> Callable[[CellRecord], Any]:
+    return lambda record: (getattr(record, name) or {}).get(key)
+
+
+RESULT_COLUMNS: tuple[tuple[str, Callable[[CellRecord], Any]], ...] = (
+    ("cell", lambda r: r.cell),
+    ("backbone", lambda r: r.backbone),
+    ("neck", lambda r: r.neck),
+    ("seed", lambda r: r.seed),
+    ("status", lambda r: r.status.value),
+    ("error", lambda r: r.error),
+    ("mAP", _part("metrics", "mAP")),
+    ("rank1", _part("metrics", "rank1")),
+    ("rank5", _part("metrics", "rank5")),
+    ("rank10", _part("metrics", "rank10")),
+    ("mINP", _part("metrics", "mINP")),
+    ("params", _part("params", "total")),
+    ("params_backbone", _part("params", "backbone")),
+    ("params_neck", _part("params", "neck")),
+    ("params_head", _part("params", "head")),
+    ("gmacs", lambda r: r.gmacs),
+    ("gflops", lambda r: r.gflops),
+    ("train_seconds", _part("training", "seconds")),
+    ("train_img_per_s", _part("training", "img_per_s")),
+    ("train_img_per_s_steady", _part("training", "steady_img_per_s")),
+    ("epochs", _part("training", "epochs_done")),
+)
+"""results.csv, column by column: its name and how a record gives its value (the one definition of that file)."""
+RESULT_COLUMN_NAMES = [name for name, _ in RESULT_COLUMNS]
+
+
+def results_row(record: CellRecord) -> dict[str, Any]:
+    return {name: value(record) for name, value in RESULT_COLUMNS}
+
+
+def is_number(value: Any) -> bool:
+    """A finite float or int (pandas turns missing values into NaN, JSON into None)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
