@@ -381,120 +381,180 @@ def _pattern(ident: _Identity, view: str, top: float, cx: float, u: float, hw: f
     return shade
 
 
-def _draw_person(
-    cv: _Canvas, ident: _Identity, view: str, facing: int, cx: float, feet: float, u: float,
-    stride: float, swing: float,
-) -> None:
-    """Draw one pedestrian of height ``u`` whose feet touch ``feet``, back to front."""
+_FAR_LIGHT = 0.72
+"""Brightness factor of the far arm and leg in side view: the body shades them."""
+
+
+@dataclass(frozen=True)
+class _Figure:
+    """Where the parts of one drawn pedestrian go, in pixels, shared by the steps of :func:`_draw_person`."""
+
+    view: str  # front | back | side
+    facing: int  # +1: walks towards image right
+    cx: float  # x of the body's centre line
+    feet: float  # y where the feet touch the ground
+    u: float  # height of the person
+    stride: float  # -1..1: where the feet are in the step
+    swing: float  # -1..1: where the hands are in the arm swing
+    hry: float  # head half-height
+    hrx: float  # head half-width
+    head_cy: float  # y of the head's centre
+    shoulder: float  # y of the shoulders
+    hip: float  # y of the hips
+    knee: float  # y of the knees
+    sw: float  # half shoulder width
+    tw_top: float  # torso half-width at the shoulders, as seen from this view
+    tw_bot: float  # torso half-width at the hips, as seen from this view
+    leg_r: float  # leg radius
+    arm_r: float  # arm radius
+
+    @property
+    def side(self) -> bool:
+        return self.view == "side"
+
+
+def _figure(
+    ident: _Identity, view: str, facing: int, cx: float, feet: float, u: float, stride: float, swing: float
+) -> _Figure:
+    """Lay out the body of ``ident`` from its proportions; a side view shows a narrower torso and wider legs."""
     side = view == "side"
-    f = facing
     hry = u * ident.head
-    hrx = hry * 0.8
     top = feet - u
-    head_cy = top + hry
-    shoulder = top + 2 * hry + 0.02 * u
     hip = feet - u * ident.leg
-    knee = (hip + feet) / 2
     sw = u * ident.width
     tw_top, tw_bot = (sw * 0.6, sw * 0.55) if side else (sw, sw * 0.8)
-    leg_r, arm_r = sw * (0.36 if side else 0.3), sw * 0.2
-    long_hair = ident.hair_style == "long"
+    return _Figure(
+        view=view, facing=facing, cx=cx, feet=feet, u=u, stride=stride, swing=swing,
+        hry=hry, hrx=hry * 0.8, head_cy=top + hry, shoulder=top + 2 * hry + 0.02 * u, hip=hip,
+        knee=(hip + feet) / 2, sw=sw, tw_top=tw_top, tw_bot=tw_bot,
+        leg_r=sw * (0.36 if side else 0.3), arm_r=sw * 0.2,
+    )
 
-    cv.blob(_DARK, feet, cx, 0.025 * u, sw * 1.5, opacity=0.35)  # ground shadow
 
-    # What is behind the body.
-    if long_hair and view == "front":
-        cv.blob(ident.hair, shoulder, cx, hry * 1.5, hrx * 1.15, p=4)
+def _draw_behind_body(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
+    """What the body covers: long hair seen from the front; in side view the far arm and the bags behind."""
+    f, cx, u, sw, shoulder, hip, arm_r = fig.facing, fig.cx, fig.u, fig.sw, fig.shoulder, fig.hip, fig.arm_r
+    if ident.hair_style == "long" and fig.view == "front":
+        cv.blob(ident.hair, shoulder, cx, fig.hry * 1.5, fig.hrx * 1.15, p=4)
+    if not fig.side:
+        return
+    far, swing = _FAR_LIGHT, fig.swing
+    cv.capsule(ident.upper * far, shoulder + arm_r, cx, hip, cx - f * swing * u * 0.1, arm_r)
+    cv.capsule(ident.skin * far, hip, cx - f * swing * u * 0.1, hip + 0.02 * u, cx - f * swing * u * 0.11,
+               arm_r * 1.1)
+    if ident.bag == "backpack":
+        cv.blob(ident.bag_colour, shoulder + 0.12 * u, cx - f * fig.tw_top * 1.05, 0.12 * u, sw * 0.45, p=4)
+    if ident.bag == "shoulder" and ident.bag_side != f:  # on the hidden side: only a sliver shows
+        cv.blob(ident.bag_colour * 0.8, hip, cx - f * sw * 0.35, 0.055 * u, sw * 0.55, p=4)
+
+
+def _draw_leg(cv: _Canvas, ident: _Identity, fig: _Figure, s: int, light: float) -> None:
+    """One leg on side ``s`` (-1 or +1 in image x) with its shoe, darkened by ``light``."""
+    side, cx, u, sw, hip, feet, leg_r = fig.side, fig.cx, fig.u, fig.sw, fig.hip, fig.feet, fig.leg_r
+    stride = fig.stride
     if side:
-        far = 0.72  # the far limbs are in shadow
-        cv.capsule(ident.upper * far, shoulder + arm_r, cx, hip, cx - f * swing * u * 0.1, arm_r)
-        cv.capsule(ident.skin * far, hip, cx - f * swing * u * 0.1, hip + 0.02 * u, cx - f * swing * u * 0.11,
-                   arm_r * 1.1)
-        if ident.bag == "backpack":
-            cv.blob(ident.bag_colour, shoulder + 0.12 * u, cx - f * tw_top * 1.05, 0.12 * u, sw * 0.45, p=4)
-        if ident.bag == "shoulder" and ident.bag_side != f:  # on the hidden side: only a sliver shows
-            cv.blob(ident.bag_colour * 0.8, hip, cx - f * sw * 0.35, 0.055 * u, sw * 0.55, p=4)
+        hx, fx = cx, cx + s * stride * u * 0.13
+    else:
+        hx, fx = cx + s * sw * 0.42, cx + s * sw * (0.48 + 0.05 * stride * s)
+    lower = ident.lower * light
+    skin = ident.skin * light
+    if ident.lower_kind == "trousers":
+        cv.capsule(lower, hip, hx, feet - leg_r * 0.6, fx, leg_r * 1.1, leg_r * 0.85)
+    else:
+        cv.capsule(skin, hip, hx, feet - leg_r * 0.6, fx, leg_r * 0.95, leg_r * 0.7)
+        if ident.lower_kind == "shorts":
+            kx = (hx + fx) / 2
+            cv.capsule(lower, hip, hx, fig.knee - 0.02 * u, hx + (kx - hx) * 0.8, leg_r * 1.2)
+    sx = fx + (fig.facing * leg_r * 0.6 if side else 0.0)
+    cv.blob(ident.shoes * light, feet - leg_r * 0.55, sx, leg_r * 0.6, leg_r * (1.5 if side else 1.1))
 
-    # Legs and shoes.
-    legs = ((-1, 1), (1, 1)) if not side else ((-f, far), (f, 1.0))
+
+def _draw_legs(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
+    """Both legs (the far one first, in shadow, in side view), then the waistband or the skirt over them."""
+    f, cx, u, hip, tw_bot = fig.facing, fig.cx, fig.u, fig.hip, fig.tw_bot
+    legs = ((-1, 1), (1, 1)) if not fig.side else ((-f, _FAR_LIGHT), (f, 1.0))
     for s, light in legs:
-        if side:
-            hx, fx = cx, cx + s * stride * u * 0.13
-        else:
-            hx, fx = cx + s * sw * 0.42, cx + s * sw * (0.48 + 0.05 * stride * s)
-        lower = ident.lower * light
-        skin = ident.skin * light
-        if ident.lower_kind == "trousers":
-            cv.capsule(lower, hip, hx, feet - leg_r * 0.6, fx, leg_r * 1.1, leg_r * 0.85)
-        else:
-            cv.capsule(skin, hip, hx, feet - leg_r * 0.6, fx, leg_r * 0.95, leg_r * 0.7)
-            if ident.lower_kind == "shorts":
-                kx = (hx + fx) / 2
-                cv.capsule(lower, hip, hx, knee - 0.02 * u, hx + (kx - hx) * 0.8, leg_r * 1.2)
-        sx = fx + (f * leg_r * 0.6 if side else 0.0)
-        cv.blob(ident.shoes * light, feet - leg_r * 0.55, sx, leg_r * 0.6, leg_r * (1.5 if side else 1.1))
+        _draw_leg(cv, ident, fig, s, light)
     if ident.lower_kind != "skirt":
         cv.trapezoid(ident.lower, hip - 0.02 * u, hip + 0.05 * u, cx, tw_bot, tw_bot * 1.02)
     else:
-        cv.trapezoid(ident.lower, hip - 0.02 * u, knee + 0.02 * u, cx, tw_bot, tw_bot * 1.6,
+        cv.trapezoid(ident.lower, hip - 0.02 * u, fig.knee + 0.02 * u, cx, tw_bot, tw_bot * 1.6,
                      shade=_cylinder(cx, tw_bot * 1.6))
 
-    # Arms beside the torso (front and back views).
-    if not side:
-        for s in (-1, 1):
-            sx, hx = cx + s * tw_top * 0.9, cx + s * (tw_top * 1.05 + swing * s * sw * 0.15)
-            sleeve = ident.upper if ident.sleeves == "long" else ident.skin
-            cv.capsule(sleeve, shoulder + arm_r, sx, hip + 0.01 * u, hx, arm_r * 1.1, arm_r)
-            if ident.sleeves == "short":
-                cv.capsule(ident.upper, shoulder + arm_r, sx, shoulder + 0.12 * u, sx + s * sw * 0.05, arm_r * 1.3)
-            cv.blob(ident.skin, hip + 0.03 * u, hx, arm_r * 1.1, arm_r * 1.0)
 
-    # Torso, with the pattern; neck.
-    cv.trapezoid(ident.upper, shoulder, hip + 0.01 * u, cx, tw_top, tw_bot,
+def _draw_arms_beside_torso(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
+    """Both arms of a front or back view, drawn before the torso so it covers their inner edge."""
+    cx, u, sw, tw_top, shoulder, hip, arm_r = fig.cx, fig.u, fig.sw, fig.tw_top, fig.shoulder, fig.hip, fig.arm_r
+    for s in (-1, 1):
+        sx, hx = cx + s * tw_top * 0.9, cx + s * (tw_top * 1.05 + fig.swing * s * sw * 0.15)
+        sleeve = ident.upper if ident.sleeves == "long" else ident.skin
+        cv.capsule(sleeve, shoulder + arm_r, sx, hip + 0.01 * u, hx, arm_r * 1.1, arm_r)
+        if ident.sleeves == "short":
+            cv.capsule(ident.upper, shoulder + arm_r, sx, shoulder + 0.12 * u, sx + s * sw * 0.05, arm_r * 1.3)
+        cv.blob(ident.skin, hip + 0.03 * u, hx, arm_r * 1.1, arm_r * 1.0)
+
+
+def _draw_torso(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
+    """Torso with the clothing pattern, the neck, and a chest logo when seen from the front."""
+    cx, u, sw, tw_top, shoulder, hry, hrx = fig.cx, fig.u, fig.sw, fig.tw_top, fig.shoulder, fig.hry, fig.hrx
+    view = fig.view
+    cv.trapezoid(ident.upper, shoulder, fig.hip + 0.01 * u, cx, tw_top, fig.tw_bot,
                  shade=_pattern(ident, view, shoulder, cx, u, tw_top))
     cv.blob(ident.upper, shoulder + sw * 0.2, cx, sw * 0.25, tw_top, p=2.5,
             shade=_pattern(ident, view, shoulder, cx, u, tw_top))
-    cv.trapezoid(ident.skin, head_cy + hry * 0.5, shoulder + 0.01 * u, cx, hrx * 0.42, hrx * 0.5)
+    cv.trapezoid(ident.skin, fig.head_cy + hry * 0.5, shoulder + 0.01 * u, cx, hrx * 0.42, hrx * 0.5)
     if view == "front" and ident.pattern == "logo":
         cv.blob(ident.upper2, shoulder + 0.11 * u, cx, sw * 0.28, sw * 0.28, p=1.3)
 
-    # Bags over the torso.
-    if ident.bag == "backpack":
-        if view == "back":
-            cv.blob(ident.bag_colour, shoulder + 0.15 * u, cx, 0.13 * u, tw_top * 0.78, p=4)
-            cv.blob(ident.bag_colour * 0.75, shoulder + 0.22 * u, cx, 0.04 * u, tw_top * 0.5, p=4)
-        elif view == "front":
-            for s in (-1, 1):
-                cv.capsule(ident.bag_colour * 0.6, shoulder, cx + s * tw_top * 0.55, shoulder + 0.2 * u,
-                           cx + s * tw_top * 0.62, sw * 0.09)
-        else:
-            cv.capsule(ident.bag_colour * 0.6, shoulder, cx, shoulder + 0.2 * u, cx - f * sw * 0.15, sw * 0.09)
-    if ident.bag == "shoulder":
-        if side and ident.bag_side == f:
-            cv.capsule(ident.bag_colour * 0.7, shoulder, cx, hip - 0.02 * u, cx - f * sw * 0.1, sw * 0.07)
-            cv.blob(ident.bag_colour, hip, cx - f * sw * 0.1, 0.06 * u, sw * 0.6, p=4)
-        elif not side:
-            s = ident.bag_side if view == "front" else -ident.bag_side  # the person's left is image right
-            cv.capsule(ident.bag_colour * 0.7, shoulder, cx - s * tw_top * 0.6, hip - 0.02 * u,
-                       cx + s * (tw_bot + sw * 0.2), sw * 0.07)
-            cv.blob(ident.bag_colour, hip, cx + s * (tw_bot + sw * 0.25), 0.06 * u, sw * 0.35, p=4)
 
-    # The near arm in side view.
-    if side:
-        sleeve = ident.upper if ident.sleeves == "long" else ident.skin
-        hx = cx + f * swing * u * 0.1
-        cv.capsule(sleeve, shoulder + arm_r, cx, hip, hx, arm_r * 1.15, arm_r)
-        if ident.sleeves == "short":
-            cv.capsule(ident.upper, shoulder + arm_r, cx, shoulder + 0.12 * u, cx + (hx - cx) * 0.4, arm_r * 1.35)
-        cv.blob(ident.skin, hip + 0.02 * u, hx + f * u * 0.005, arm_r * 1.1, arm_r)
+def _draw_backpack(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
+    """The part of a backpack that is in front of the torso: the pack from the back, else its straps."""
+    f, cx, u, sw, tw_top, shoulder = fig.facing, fig.cx, fig.u, fig.sw, fig.tw_top, fig.shoulder
+    if fig.view == "back":
+        cv.blob(ident.bag_colour, shoulder + 0.15 * u, cx, 0.13 * u, tw_top * 0.78, p=4)
+        cv.blob(ident.bag_colour * 0.75, shoulder + 0.22 * u, cx, 0.04 * u, tw_top * 0.5, p=4)
+    elif fig.view == "front":
+        for s in (-1, 1):
+            cv.capsule(ident.bag_colour * 0.6, shoulder, cx + s * tw_top * 0.55, shoulder + 0.2 * u,
+                       cx + s * tw_top * 0.62, sw * 0.09)
+    else:
+        cv.capsule(ident.bag_colour * 0.6, shoulder, cx, shoulder + 0.2 * u, cx - f * sw * 0.15, sw * 0.09)
 
-    # Head.
+
+def _draw_shoulder_bag(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
+    """A shoulder bag and its strap across the torso; from the side only when it hangs on the visible side."""
+    f, cx, u, sw, shoulder, hip = fig.facing, fig.cx, fig.u, fig.sw, fig.shoulder, fig.hip
+    if fig.side and ident.bag_side == f:
+        cv.capsule(ident.bag_colour * 0.7, shoulder, cx, hip - 0.02 * u, cx - f * sw * 0.1, sw * 0.07)
+        cv.blob(ident.bag_colour, hip, cx - f * sw * 0.1, 0.06 * u, sw * 0.6, p=4)
+    elif not fig.side:
+        s = ident.bag_side if fig.view == "front" else -ident.bag_side  # the person's left is image right
+        cv.capsule(ident.bag_colour * 0.7, shoulder, cx - s * fig.tw_top * 0.6, hip - 0.02 * u,
+                   cx + s * (fig.tw_bot + sw * 0.2), sw * 0.07)
+        cv.blob(ident.bag_colour, hip, cx + s * (fig.tw_bot + sw * 0.25), 0.06 * u, sw * 0.35, p=4)
+
+
+def _draw_near_arm(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
+    """The arm nearer the camera in side view, drawn over the torso and any bag."""
+    f, cx, u, shoulder, hip, arm_r = fig.facing, fig.cx, fig.u, fig.shoulder, fig.hip, fig.arm_r
+    sleeve = ident.upper if ident.sleeves == "long" else ident.skin
+    hx = cx + f * fig.swing * u * 0.1
+    cv.capsule(sleeve, shoulder + arm_r, cx, hip, hx, arm_r * 1.15, arm_r)
+    if ident.sleeves == "short":
+        cv.capsule(ident.upper, shoulder + arm_r, cx, shoulder + 0.12 * u, cx + (hx - cx) * 0.4, arm_r * 1.35)
+    cv.blob(ident.skin, hip + 0.02 * u, hx + f * u * 0.005, arm_r * 1.1, arm_r)
+
+
+def _draw_head(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
+    """Face and hair as seen from ``fig.view``: hair only from the back, eyes from the front or side."""
+    f, cx, u, shoulder, head_cy, hry, hrx = fig.facing, fig.cx, fig.u, fig.shoulder, fig.head_cy, fig.hry, fig.hrx
     hair = ident.hair
-    if view == "back":
+    long_hair = ident.hair_style == "long"
+    if fig.view == "back":
         cv.blob(ident.skin if ident.hair_style == "bald" else hair, head_cy, cx, hry, hrx)
         if long_hair:
             cv.blob(hair, shoulder + 0.02 * u, cx, hry * 1.2, hrx * 0.95, p=4)
-    elif view == "front":
+    elif fig.view == "front":
         if ident.hair_style != "bald":
             cv.blob(hair, head_cy - hry * 0.1, cx, hry * 0.95, hrx * 1.08)
         cv.blob(ident.skin, head_cy + hry * 0.15, cx, hry * 0.82, hrx * 0.86)
@@ -507,10 +567,37 @@ def _draw_person(
         if ident.hair_style != "bald":
             cv.blob(hair, head_cy - hry * 0.25, cx - f * hrx * 0.2, hry * 0.8, hrx * 0.9)
         cv.blob(_DARK + 0.1, head_cy + hry * 0.05, cx + f * hrx * 0.6, max(hry * 0.1, 0.6), max(hrx * 0.12, 0.6))
+
+
+def _draw_hat(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
+    """A cap in the identity's second colour, its peak pointing the way the person faces in side view."""
+    f, cx, side, head_cy, hry, hrx = fig.facing, fig.cx, fig.side, fig.head_cy, fig.hry, fig.hrx
+    cv.blob(ident.upper2, head_cy - hry * 0.55, cx, hry * 0.5, hrx * 1.05, p=3)
+    cv.blob(ident.upper2 * 0.8, head_cy - hry * 0.2, cx + (f * hrx * 0.4 if side else 0), hry * 0.12,
+            hrx * (1.2 if not side else 1.0))
+
+
+def _draw_person(
+    cv: _Canvas, ident: _Identity, view: str, facing: int, cx: float, feet: float, u: float,
+    stride: float, swing: float,
+) -> None:
+    """Draw one pedestrian of height ``u`` whose feet touch ``feet``, back to front."""
+    fig = _figure(ident, view, facing, cx, feet, u, stride, swing)
+    cv.blob(_DARK, feet, cx, 0.025 * u, fig.sw * 1.5, opacity=0.35)  # ground shadow
+    _draw_behind_body(cv, ident, fig)
+    _draw_legs(cv, ident, fig)
+    if not fig.side:
+        _draw_arms_beside_torso(cv, ident, fig)
+    _draw_torso(cv, ident, fig)
+    if ident.bag == "backpack":
+        _draw_backpack(cv, ident, fig)
+    if ident.bag == "shoulder":
+        _draw_shoulder_bag(cv, ident, fig)
+    if fig.side:
+        _draw_near_arm(cv, ident, fig)
+    _draw_head(cv, ident, fig)
     if ident.hair_style == "hat":
-        cv.blob(ident.upper2, head_cy - hry * 0.55, cx, hry * 0.5, hrx * 1.05, p=3)
-        cv.blob(ident.upper2 * 0.8, head_cy - hry * 0.2, cx + (f * hrx * 0.4 if side else 0), hry * 0.12,
-                hrx * (1.2 if not side else 1.0))
+        _draw_hat(cv, ident, fig)
 
 
 def _occlude(cv: _Canvas, rng: np.random.Generator, cam: _Camera) -> None:

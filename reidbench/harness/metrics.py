@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from reidbench.errors import UsageError
+from reidbench.schema import DISTANCES
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
-METRICS = ("euclidean", "cosine")
 
 #: Gallery identity that marks an unusable ("junk") image in Market-1501 and DukeMTMC-reID.
 JUNK_PID = -1
@@ -137,9 +137,40 @@ def evaluate_rank(
     a time (default: as many as fit in about 256 MB); ``device=None`` uses
     ``qf``'s device when it is a tensor, else the CPU.
     """
-    if metric not in METRICS:
+    _check_settings(metric, max_rank, chunk_size)
+    if device is None:
+        device = qf.device if isinstance(qf, torch.Tensor) else torch.device("cpu")
+    device = torch.device(device)
+    qf_t, gf_t, q_pids_t, q_cams_t, g_pids_t, g_cams_t = _checked_inputs(
+        qf, gf, q_pids, g_pids, q_camids, g_camids
+    )
+    num_q = qf_t.shape[0]
+
+    dtype = torch.float64 if torch.float64 in (qf_t.dtype, gf_t.dtype) else torch.float32
+    with torch.inference_mode():
+        qf_t = qf_t.to(device=device, dtype=dtype)
+        gf_t = gf_t.to(device=device, dtype=dtype)
+        q_pids_t, q_cams_t, g_pids_t, g_cams_t = (
+            t.to(device=device, dtype=torch.int64)
+            for t in (q_pids_t, q_cams_t, g_pids_t, g_cams_t)
+        )
+        gf_t, g_pids_t, g_cams_t = _drop_junk(gf_t, g_pids_t, g_cams_t)
+        num_g = gf_t.shape[0]
+        if chunk_size is None:
+            chunk_size = _default_chunk_size(num_g, dtype)
+
+        scores = _score_all(
+            qf_t, gf_t, q_pids_t, q_cams_t, g_pids_t, g_cams_t, metric, chunk_size
+        )
+
+    return _summarize(scores, num_q, num_g, max_rank, metric)
+
+
+def _check_settings(metric: str, max_rank: int, chunk_size: int | None) -> None:
+    """Reject a bad ``metric``, ``max_rank`` or ``chunk_size`` before any work is done."""
+    if metric not in DISTANCES:
         raise UsageError(
-            f"unknown metric {metric!r}; choose one of: {', '.join(repr(m) for m in METRICS)}"
+            f"unknown metric {metric!r}; choose one of: {', '.join(repr(m) for m in DISTANCES)}"
         )
     if isinstance(max_rank, bool) or not isinstance(max_rank, int) or max_rank < 1:
         raise UsageError(f"max_rank must be a positive integer, got {max_rank!r}")
@@ -147,10 +178,17 @@ def evaluate_rank(
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
     ):
         raise UsageError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
-    if device is None:
-        device = qf.device if isinstance(qf, torch.Tensor) else torch.device("cpu")
-    device = torch.device(device)
 
+
+def _checked_inputs(
+    qf: ArrayLike,
+    gf: ArrayLike,
+    q_pids: ArrayLike,
+    g_pids: ArrayLike,
+    q_camids: ArrayLike,
+    g_camids: ArrayLike,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The inputs as tensors, in the order (qf, gf, q_pids, q_camids, g_pids, g_camids), checked to fit together."""
     qf_t = _features("qf", qf)
     gf_t = _features("gf", gf)
     if qf_t.shape[1] != gf_t.shape[1]:
@@ -163,29 +201,33 @@ def evaluate_rank(
     q_cams_t = _ids("q_camids", q_camids, num_q, "qf")
     g_pids_t = _ids("g_pids", g_pids, num_g, "gf")
     g_cams_t = _ids("g_camids", g_camids, num_g, "gf")
+    return qf_t, gf_t, q_pids_t, q_cams_t, g_pids_t, g_cams_t
 
-    dtype = torch.float64 if torch.float64 in (qf_t.dtype, gf_t.dtype) else torch.float32
-    with torch.inference_mode():
-        qf_t = qf_t.to(device=device, dtype=dtype)
-        gf_t = gf_t.to(device=device, dtype=dtype)
-        q_pids_t, q_cams_t, g_pids_t, g_cams_t = (
-            t.to(device=device, dtype=torch.int64)
-            for t in (q_pids_t, q_cams_t, g_pids_t, g_cams_t)
-        )
 
-        keep = g_pids_t != JUNK_PID
-        if not bool(keep.all()):
-            gf_t, g_pids_t, g_cams_t = gf_t[keep], g_pids_t[keep], g_cams_t[keep]
-            num_g = gf_t.shape[0]
+def _drop_junk(
+    gf: torch.Tensor, g_pids: torch.Tensor, g_cams: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The gallery without its junk images; returned as is, not copied, when it has none."""
+    keep = g_pids != JUNK_PID
+    if not bool(keep.all()):
+        gf, g_pids, g_cams = gf[keep], g_pids[keep], g_cams[keep]
+    return gf, g_pids, g_cams
 
-        if chunk_size is None:
-            per_row = max(num_g, 1) * (dtype.itemsize + torch.int64.itemsize)
-            chunk_size = max(1, CHUNK_BUDGET_BYTES // per_row)
 
-        scores = _score_all(
-            qf_t, gf_t, q_pids_t, q_cams_t, g_pids_t, g_cams_t, metric, chunk_size
-        )
+def _default_chunk_size(num_g: int, dtype: torch.dtype) -> int:
+    """Queries per chunk within :data:`CHUNK_BUDGET_BYTES`: a distance and a bucket index per gallery image each."""
+    per_row = max(num_g, 1) * (dtype.itemsize + torch.int64.itemsize)
+    return max(1, CHUNK_BUDGET_BYTES // per_row)
 
+
+def _summarize(
+    scores: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    num_q: int,
+    num_g: int,
+    max_rank: int,
+    metric: str,
+) -> RankResult:
+    """Average the per-query scores of :func:`_score_all` over the queries that have a correct match."""
     num_matches, ap, inp, first_rank = scores
     valid = num_matches > 0
     num_valid = int(valid.sum())
@@ -209,6 +251,17 @@ def evaluate_rank(
     )
 
 
+@dataclass(frozen=True, eq=False)
+class _Gallery:
+    """The gallery side of the scoring, prepared once and shared by every chunk of queries."""
+
+    features_t: torch.Tensor  # [D, G]; L2-normalized for cosine
+    bias: torch.Tensor  # distance = bias + alpha * q·g
+    alpha: float
+    cams: torch.Tensor  # [G]
+    id_order: torch.Tensor  # [G] gallery indices sorted (stably) by identity
+
+
 def _score_all(
     qf: torch.Tensor,
     gf: torch.Tensor,
@@ -226,21 +279,9 @@ def _score_all(
     """
     device = qf.device
     num_q = qf.shape[0]
-    if metric == "cosine":
-        qf = F.normalize(qf, dim=1)
-        gf = F.normalize(gf, dim=1)
-        # 1 - q·g, as one fused addmm per chunk.
-        bias, alpha = torch.ones((), dtype=qf.dtype, device=device), -1.0
-    else:
-        # |g|^2 - 2 q·g: the squared distance minus the per-query constant |q|^2.
-        bias, alpha = (gf * gf).sum(dim=1), -2.0
-    gf_t = gf.t()
-
-    # Gallery indices grouped by identity: a query's same-id images are the
-    # slice [id_start, id_end) of id_order, found without any [Q, G] mask.
-    g_pids_sorted, id_order = torch.sort(g_pids, stable=True)
-    id_start = torch.searchsorted(g_pids_sorted, q_pids)
-    id_count = torch.searchsorted(g_pids_sorted, q_pids, right=True) - id_start
+    qf, gf_t, bias, alpha = _distance_operands(qf, gf, metric)
+    id_order, id_start, id_count = _group_by_identity(g_pids, q_pids)
+    gallery = _Gallery(features_t=gf_t, bias=bias, alpha=alpha, cams=g_cams, id_order=id_order)
 
     num_matches = torch.zeros(num_q, dtype=torch.int64, device=device)
     ap = torch.zeros(num_q, dtype=torch.float64, device=device)
@@ -249,55 +290,135 @@ def _score_all(
 
     for start in range(0, num_q, chunk_size):
         stop = min(start + chunk_size, num_q)
-        rows_in_chunk = stop - start
-        dist = torch.addmm(bias, qf[start:stop], gf_t, alpha=alpha)
-
-        # Every (query, gallery image) pair with the same id, flattened.
-        counts = id_count[start:stop]
-        row = torch.repeat_interleave(torch.arange(rows_in_chunk, device=device), counts)
-        offset_in_row = torch.arange(row.numel(), device=device) - (counts.cumsum(0) - counts)[row]
-        col = id_order[id_start[start:stop][row] + offset_in_row]
-        is_match = g_cams[col] != q_cams[start:stop][row]
-        match_dist = dist[row, col][is_match]
-        match_row = row[is_match]
-        # Same-id images are either correct matches (ranked separately below) or
-        # same-camera images the protocol removes: neither competes as a wrong answer.
-        dist[row, col] = math.inf
-
-        n_match = torch.bincount(match_row, minlength=rows_in_chunk)
+        n_match, rank = _rank_matches(
+            qf[start:stop], q_cams[start:stop], id_start[start:stop], id_count[start:stop], gallery
+        )
         num_matches[start:stop] = n_match
-        width = int(n_match.max()) if match_row.numel() else 0
-        if width == 0:
+        if rank is None:
             continue
-
-        # [chunk, width] table of each query's match distances, ascending, padded with inf.
-        slot = torch.arange(match_row.numel(), device=device) - (n_match.cumsum(0) - n_match)[match_row]
-        match_table = torch.full((rows_in_chunk, width), math.inf, dtype=dist.dtype, device=device)
-        match_table[match_row, slot] = match_dist
-        match_table = match_table.sort(dim=1).values
-
-        # Bucket j of a wrong answer = how many matches are strictly closer, so
-        # the wrong answers ranked before match k are those in buckets 0..k
-        # (ties go before the match: the pessimistic rule). Removed entries sit
-        # at inf and land in a bucket past the last real match.
-        bucket = torch.searchsorted(match_table, dist)
-        del dist
-        per_bucket = torch.zeros(rows_in_chunk, width + 1, dtype=torch.int64, device=device)
-        per_bucket.scatter_add_(1, bucket, torch.ones((), dtype=torch.int64, device=device).expand_as(bucket))
-        del bucket
-        wrong_before = per_bucket[:, :width].cumsum(dim=1)
-
-        k = torch.arange(width, device=device)
-        rank = k + wrong_before  # 0-based rank of match k among the kept gallery
-        is_real = k < n_match[:, None]
-        precision = (k + 1).to(torch.float64) / (rank + 1).to(torch.float64)
-        denom = n_match.clamp(min=1).to(torch.float64)
-        ap[start:stop] = (precision * is_real).sum(dim=1) / denom
-        last_rank = rank.gather(1, (n_match - 1).clamp(min=0)[:, None]).squeeze(1)
-        inp[start:stop] = n_match.to(torch.float64) / (last_rank + 1).to(torch.float64)
-        first_rank[start:stop] = rank[:, 0]
+        ap[start:stop], inp[start:stop], first_rank[start:stop] = _query_scores(n_match, rank)
 
     return num_matches, ap, inp, first_rank
+
+
+def _distance_operands(
+    qf: torch.Tensor, gf: torch.Tensor, metric: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """(qf, gf transposed, bias, alpha) such that ``addmm(bias, q, gf_t, alpha=alpha)`` ranks the gallery."""
+    if metric == "cosine":
+        qf = F.normalize(qf, dim=1)
+        gf = F.normalize(gf, dim=1)
+        # 1 - q·g, as one fused addmm per chunk.
+        bias, alpha = torch.ones((), dtype=qf.dtype, device=qf.device), -1.0
+    else:
+        # |g|^2 - 2 q·g: the squared distance minus the per-query constant |q|^2.
+        bias, alpha = (gf * gf).sum(dim=1), -2.0
+    return qf, gf.t(), bias, alpha
+
+
+def _group_by_identity(
+    g_pids: torch.Tensor, q_pids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(id_order, id_start, id_count): gallery indices grouped by identity, and where each query's group is.
+
+    A query's same-id images are the slice [id_start, id_start + id_count) of
+    id_order, found without any [Q, G] mask.
+    """
+    g_pids_sorted, id_order = torch.sort(g_pids, stable=True)
+    id_start = torch.searchsorted(g_pids_sorted, q_pids)
+    id_count = torch.searchsorted(g_pids_sorted, q_pids, right=True) - id_start
+    return id_order, id_start, id_count
+
+
+def _rank_matches(
+    qf: torch.Tensor,
+    q_cams: torch.Tensor,
+    id_start: torch.Tensor,
+    id_count: torch.Tensor,
+    gallery: _Gallery,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """For one chunk of queries: (number of correct matches, [chunk, width] 0-based rank of each match).
+
+    Column k of the rank table is the rank of each query's (k + 1)-th closest
+    correct match among the kept gallery; columns past a query's number of
+    matches are padding. The table is None when no query of the chunk has a
+    match. The [chunk, G] distances and bucket indices are freed as soon as
+    they have been used, which keeps a chunk within the memory that
+    :func:`_default_chunk_size` planned for.
+    """
+    rows_in_chunk = qf.shape[0]
+    device = qf.device
+    dist = torch.addmm(gallery.bias, qf, gallery.features_t, alpha=gallery.alpha)
+    match_row, match_dist = _take_same_id(dist, q_cams, id_start, id_count, gallery)
+
+    n_match = torch.bincount(match_row, minlength=rows_in_chunk)
+    width = int(n_match.max()) if match_row.numel() else 0
+    if width == 0:
+        return n_match, None
+    match_table = _match_table(match_row, match_dist, n_match, width)
+
+    # Bucket j of a wrong answer = how many matches are strictly closer, so
+    # the wrong answers ranked before match k are those in buckets 0..k
+    # (ties go before the match: the pessimistic rule). Removed entries sit
+    # at inf and land in a bucket past the last real match.
+    bucket = torch.searchsorted(match_table, dist)
+    del dist
+    per_bucket = torch.zeros(rows_in_chunk, width + 1, dtype=torch.int64, device=device)
+    per_bucket.scatter_add_(1, bucket, torch.ones((), dtype=torch.int64, device=device).expand_as(bucket))
+    del bucket
+    wrong_before = per_bucket[:, :width].cumsum(dim=1)
+
+    k = torch.arange(width, device=device)
+    return n_match, k + wrong_before  # 0-based rank of match k among the kept gallery
+
+
+def _take_same_id(
+    dist: torch.Tensor,
+    q_cams: torch.Tensor,
+    id_start: torch.Tensor,
+    id_count: torch.Tensor,
+    gallery: _Gallery,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, distance) of every correct match in ``dist``, a [chunk, G] slab; all same-id entries become inf.
+
+    Same-id images are either correct matches (ranked separately) or
+    same-camera images the protocol removes: neither competes as a wrong answer.
+    """
+    device = dist.device
+    # Every (query, gallery image) pair with the same id, flattened.
+    row = torch.repeat_interleave(torch.arange(dist.shape[0], device=device), id_count)
+    offset_in_row = torch.arange(row.numel(), device=device) - (id_count.cumsum(0) - id_count)[row]
+    col = gallery.id_order[id_start[row] + offset_in_row]
+    is_match = gallery.cams[col] != q_cams[row]
+    match_dist = dist[row, col][is_match]
+    match_row = row[is_match]
+    dist[row, col] = math.inf
+    return match_row, match_dist
+
+
+def _match_table(
+    match_row: torch.Tensor, match_dist: torch.Tensor, n_match: torch.Tensor, width: int
+) -> torch.Tensor:
+    """[chunk, width] table of each query's match distances, ascending, padded with inf."""
+    device = match_dist.device
+    slot = torch.arange(match_row.numel(), device=device) - (n_match.cumsum(0) - n_match)[match_row]
+    table = torch.full((n_match.shape[0], width), math.inf, dtype=match_dist.dtype, device=device)
+    table[match_row, slot] = match_dist
+    return table.sort(dim=1).values
+
+
+def _query_scores(
+    n_match: torch.Tensor, rank: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(AP, INP, 0-based rank of the first match) per query, from the rank table of :func:`_rank_matches`."""
+    k = torch.arange(rank.shape[1], device=rank.device)
+    is_real = k < n_match[:, None]
+    precision = (k + 1).to(torch.float64) / (rank + 1).to(torch.float64)
+    denom = n_match.clamp(min=1).to(torch.float64)
+    ap = (precision * is_real).sum(dim=1) / denom
+    last_rank = rank.gather(1, (n_match - 1).clamp(min=0)[:, None]).squeeze(1)
+    inp = n_match.to(torch.float64) / (last_rank + 1).to(torch.float64)
+    return ap, inp, rank[:, 0]
 
 
 def _as_tensor(name: str, value: object) -> torch.Tensor:
