@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The GPU measurements behind docs/benchmarks/, for one call of the device tool.
-# Run from the repository root with the wheels of ../shared/device/prepare-wheels.sh in .whl/:
-#   (plus, for `reidbench run`'s launcher module: python3 -m pip download -q --no-deps -d .whl submitit==1.5.4 cloudpickle)
-#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
-#   PYTHONPATH=/tmp/site:$PWD bash scripts/gpu_check.sh [PART...]
-# PARTs (default: train infer run, issue 6's demonstration in one device call -- about 5.5 min from the
-# parts' measured times, not yet timed together; `tests profile` in a second call. The times below come from
-# the H200 runs of 2026-11-27, docs/benchmarks):
+# The GPU checks and measurements behind docs/benchmarks/, run on a machine with an NVIDIA GPU.
+# From the repository root, with reidbench importable (python3 -m pip install -e ".[dev]", or PYTHONPATH=$PWD
+# with torch, timm, open_clip, fvcore, pytest and, for `reidbench run`'s launcher module, submitit and cloudpickle
+# installed):
+#   bash scripts/gpu_check.sh [PART...]
+# PARTs (default: train infer run -- about 5.5 min from the parts' measured times, not yet timed together;
+# `tests profile` on request. The times below were measured on one NVIDIA H200 on 2026-11-27,
+# docs/benchmarks/README.md):
 #   tests  CUDA-only tests: no host sync in a training step, host cache == device cache,
 #          GPU augmentation == CPU, CUDA-graph replay == eager, graphed resume and streaming,
 #          compiled runs replaying graphs, every runnable grid cell's graph replay == eager (142 s measured
@@ -17,9 +17,8 @@
 #   profile  torch.profiler of the harness's step and the bare loop's at batch 64, phase by phase
 #          (host and device ms), for vit768 and clip512: where the harness / bare gap comes from (55 s measured)
 #   infer  inference of the other cells at batch 1 and 256: eager, compiled, CUDA graph (63 s
-#          measured for these four cells with 2-second windows, before the ms windows became GEMMs;
-#          now 1-second windows. A profile's [measure] compile / cuda_graphs / reference would make
-#          a run time the same modes per cell.)
+#          measured for these four cells with 2-second windows; this part uses 1-second windows.
+#          A profile's [measure] compile / cuda_graphs / reference would make a run time the same modes per cell.)
 #   run    the full profile's default grid on the synthetic data, as `reidbench run` trains on CUDA by
 #          default: graph-replayed steps (159 s measured on a fresh machine, synthetic set generated)
 #   runeager  the same grid with --no-cuda-graphs, eager training steps (213 s measured)
@@ -52,8 +51,7 @@ if want train; then
 fi
 
 if want profile; then
-  # Two files come back (the device tool returns at most 8 in all): the phase tables and the operator tables;
-  # the Chrome traces stay in /tmp/profile_* on the machine.
+  # Two files go to $OUT: the phase tables and the operator tables; the Chrome traces stay in /tmp/profile_*.
   : > "$OUT/profile_ops.txt"
   for backbone in vit768 clip512; do
     python3 scripts/profile_train_step.py --backbone "$backbone" --batch 64 --out "/tmp/profile_$backbone" 2>&1 \
@@ -78,7 +76,7 @@ if want run; then
   echo "[$SECONDS s] run exit code: $?"
   grep -E "^\[|^data:" "$OUT/run_full.log" | tail -14
   cp /tmp/run-full/results.csv /tmp/run-full/run.json /tmp/run-full/environment.json "$OUT/" 2>/dev/null
-  # Every cell's record (latency per batch, memory, training epochs), as one file: the tool returns at most 8.
+  # Every cell's record (latency per batch, memory, training epochs), as one archive in $OUT.
   (cd /tmp/run-full && tar czf "$OUT/run_records.tgz" cells/*/seed*/record.json)
 fi
 if want runeager; then
