@@ -1,6 +1,7 @@
 """The `reidbench` command line: thin wrappers that parse, call the library, and map errors to exit codes."""
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import sys
@@ -29,15 +30,39 @@ def _user_errors(command: Callable) -> Callable:
         except ReidbenchError as exc:
             rank = _rank_reporting(exc)
             if rank is not None:
-                typer.echo(f"error: {f'(rank {rank}) ' if rank else ''}{exc}", err=True)
+                typer.echo(_printable(f"error: {f'(rank {rank}) ' if rank else ''}{exc}"), err=True)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:
+            if exc.errno not in FILE_SYSTEM_ERRORS:
+                raise
+            typer.echo(f"error: {exc.filename or 'a file'}: {exc.strerror}. {FILE_SYSTEM_ERRORS[exc.errno]}", err=True)
+            raise typer.Exit(2) from None
 
     return wrapper
 
 
+FILE_SYSTEM_ERRORS = {
+    errno.ENOSPC: "The disk is full: free space (or choose --out on another disk), then run again; an interrupted run continues with --resume.",
+    errno.EDQUOT: "The disk quota is used up: free space (or choose --out on another disk), then run again.",
+    errno.EROFS: "That file system is read-only: choose a writable folder (--out), then run again.",
+    errno.EACCES: "reidbench may not write there: choose a folder you may write (--out), or fix the permissions.",
+    errno.EPERM: "reidbench may not write there: choose a folder you may write (--out), or fix the permissions.",
+    errno.EISDIR: "That is a folder where a file was expected: give a file path.",
+    errno.ENOTDIR: "A part of that path is a file, not a folder: fix the path.",
+    errno.ENAMETOOLONG: "The name is too long for the file system: choose a shorter path.",
+}
+"""File-system errors a user fixes by changing the disk or the path: one paragraph and exit 2, not a traceback."""
+
+
 def _log(message: str) -> None:
     if _on_main_rank():
-        typer.echo(message, err=True)
+        typer.echo(_printable(message), err=True)
+
+
+def _printable(text: str) -> str:
+    from reidbench.runtime.text import printable
+
+    return printable(text)
 
 
 def _rank_reporting(exc: ReidbenchError) -> Optional[int]:
@@ -139,10 +164,10 @@ def bench(
          f"depth {settings.depth}, {settings.img_size[0]}x{settings.img_size[1]}, stride {settings.stride}"
          + (f", compiled ({compile_backend})" if compile_ else "") + (", CUDA graphs" if options.cuda_graphs else ""))
     records = [r.to_dict() for r in bench_grid(loaded, cells, options, settings, _log, merged_weights(loaded, weights or []))]
+    typer.echo(bench_table(records))  # first: a file that can no longer be written costs the JSON, not the table
     if json_path is not None:
         write_json(json_path, records)
         _log(f"wrote {json_path}")
-    typer.echo(bench_table(records))
     _exit_unless_ok(records)
 
 
@@ -198,8 +223,10 @@ def run(
     """
     from reidbench.harness.launch import LaunchOptions, check_launch
     from reidbench.harness.plan import RunRequest
+    from reidbench.harness.runner import prepare_run
     from reidbench.runtime.distributed import world_from_env
     from reidbench.runtime.progress import Progress
+    from reidbench.runtime.signals import interrupt_on_sigterm
 
     world = world_from_env()
     launch_plan = check_launch(LaunchOptions(
@@ -209,13 +236,19 @@ def run(
         raise UsageError(f"--launcher {launcher} starts its own jobs; under torchrun use --launcher local (the default).")
     request = RunRequest(grid, data, profile, dtype, seeds, tuple(only or ()), tuple(overrides or ()), tuple(weights or ()),
                          compile_, data_cache, sync_bn, cuda_graphs)
+    progress = Progress(_log, bars if world.is_main else False)
+    interrupt_on_sigterm()
     if resume is not None:
         plan, run_dir, dataset = _resume_run(resume, request, device, launch_plan, world)
+        prepared = None
     else:
-        plan, run_dir, dataset = _new_run(out, request, launch_plan, world)
+        plan, dataset = _new_plan(request, launch_plan, world)
+        # Decoded before the run directory exists: input found bad now leaves nothing behind.
+        prepared = None if launch_plan.fanned_out else prepare_run(plan, progress, dataset, world)
+        run_dir = _new_run_dir(out, plan, world)
     if launch_plan.fanned_out:
         return _fan_out(plan, run_dir, dataset, launch_plan)
-    _execute(plan, run_dir, dataset, Progress(_log, bars if world.is_main else False), world)
+    _execute(plan, run_dir, prepared, dataset, progress, world)
 
 
 def _resume_run(resume: Path, request: Any, device: str, launch_plan: Any, world: Any) -> tuple[Any, Any, Any]:
@@ -239,12 +272,11 @@ def _resume_run(resume: Path, request: Any, device: str, launch_plan: Any, world
     return plan, run_dir, dataset
 
 
-def _new_run(out: Optional[Path], request: Any, launch_plan: Any, world: Any) -> tuple[Any, Any, Any]:
+def _new_plan(request: Any, launch_plan: Any, world: Any) -> tuple[Any, Any]:
     from dataclasses import replace
 
-    from reidbench.harness.console import run_header
-    from reidbench.harness.plan import check_plan, create_run_dir, new_plan, start_run
-    from reidbench.runtime.distributed import from_main, init_distributed, main_first
+    from reidbench.harness.plan import check_plan, new_plan
+    from reidbench.runtime.distributed import init_distributed, main_first
 
     plan = new_plan(request, launch_plan.device, launch_plan.cell_world(world))
     if (request.profile or "auto") == "auto":
@@ -252,22 +284,30 @@ def _new_run(out: Optional[Path], request: Any, launch_plan: Any, world: Any) ->
     # Connect the ranks once the arguments are known good on every rank (each rank reads them alike).
     plan = replace(plan, device=init_distributed(world, plan.device))
     # Rank 0 first: it may generate the synthetic set into the cache that the others then read.
-    dataset = main_first(world, lambda: check_plan(plan, launch_plan.cell_world(world)))
+    return plan, main_first(world, lambda: check_plan(plan, launch_plan.cell_world(world)))
+
+
+def _new_run_dir(out: Optional[Path], plan: Any, world: Any) -> Any:
+    from reidbench.harness.console import run_header
+    from reidbench.harness.plan import create_run_dir, start_run
+    from reidbench.runtime.distributed import from_main
+
     run_dir = from_main(world, lambda: start_run(plan, create_run_dir(out, plan.grid.name)))  # one directory, named by rank 0
     _log(run_header(plan, run_dir.root, world))
-    return plan, run_dir, dataset
+    return run_dir
 
 
-def _execute(plan: Any, run_dir: Any, dataset: Any, progress: Any, world: Any) -> None:
+def _execute(plan: Any, run_dir: Any, prepared: Any, dataset: Any, progress: Any, world: Any) -> None:
     from reidbench.bench.suite import run_measurer
     from reidbench.harness import runner
+    from reidbench.runtime.signals import exit_code
 
     measure = run_measurer(plan.profile.measure, plan.device, plan.dtype)
     try:
-        records = runner.execute(plan, run_dir, progress, measure, dataset=dataset, world=world)
-    except KeyboardInterrupt:
+        records = runner.execute(plan, run_dir, progress, measure, prepared=prepared, dataset=dataset, world=world)
+    except KeyboardInterrupt as stop:
         _log(f"interrupted: finished cells and the last checkpoint are saved in {run_dir.root}; continue with\n  reidbench run --resume {run_dir.root}")
-        raise typer.Exit(130)
+        raise typer.Exit(exit_code(stop))
     _log(f"results: {run_dir.results_csv}")
     _exit_unless_ok([r.to_dict() for r in records])
 
@@ -346,11 +386,11 @@ def report(
         run_dir = latest_run()
         _log(f"report on the latest run: {run_dir}")
     result = make_report(run_dir, out=out, baseline_root=baseline, thresholds=thresholds)
-    typer.echo(result.markdown_table)
+    typer.echo(_printable(result.markdown_table))
     for line in summary_lines(result):
         _log(line)
     for line in gate_lines(result, fail_on or ""):
-        typer.echo(line)
+        typer.echo(_printable(line))
     if result.crossings:
         raise typer.Exit(1)
 
@@ -424,10 +464,18 @@ def list_(
 
 
 def _check_writable(path: Path) -> None:
+    """Refuse an output file that cannot be written before minutes of measuring, not after."""
+    import tempfile
+
     if path.is_dir():
         raise UsageError(f"--json {path} is a directory; give a file path such as {path / 'bench.json'}.")
-    if not path.parent.exists():
+    if not path.parent.is_dir():
         raise UsageError(f"--json {path}: the folder {path.parent} does not exist.")
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.tmp-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--json {path} cannot be written ({exc.strerror}); choose a file in a folder you may write.") from None
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ those declarations, so every config file gets the same messages.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import MISSING, fields, replace
 from typing import Any, Iterator, Mapping, Optional, TypeVar
 
@@ -24,6 +25,8 @@ def from_mapping(cls: type[T], values: Mapping[str, Any], source: str, base: Opt
             raise UsageError(f"{source}: unknown setting {key!r}; valid settings are: {', '.join(declared)}.")
         spec = declared[key]
         default = spec.default if spec.default is not MISSING else spec.default_factory()  # type: ignore[misc]
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{source}: setting {key!r} = {value} is not a finite number; give a real value, e.g. {_example(default)}.")
         try:
             coerced[key] = _coerce(value, default)
             length = spec.metadata.get("length")

@@ -307,6 +307,11 @@ class Owner:
     host: str
     started: str
     started_unix: float
+    start_ticks: Optional[int] = None
+    """When the process started (clock ticks since boot): with the pid, it names one process for good."""
+
+
+OWNER_FIELDS = ("pid", "host", "started", "started_unix", "start_ticks")
 
 
 @dataclass

@@ -38,8 +38,8 @@ def test_a_done_cell_has_params_flops_latency_and_memory(shallow_settings) -> No
         assert entry["img_per_s"] == pytest.approx(entry["batch_size"] / entry["median_ms"] * 1e3)
         assert entry["timer"] == "perf_counter" and entry["repeats"] >= 3
     assert record["memory"]["inference"]["batch_size"] == 2
-    assert record["memory"]["inference"]["peak_rss_mib"] > 0
-    assert record["memory"]["train_step"]["peak_rss_mib"] > 0
+    assert record["memory"]["inference"]["peak_rss_delta_mib"] >= 0 and record["memory"]["inference"]["peak_rss_mib"] > 0
+    assert record["memory"]["train_step"]["peak_rss_delta_mib"] > 0
     assert any("clamped" in n for n in record["notes"])
     assert record["settings"]["depth"] == 1
 
@@ -78,11 +78,24 @@ def test_timing_takes_median_and_p90_of_the_repeats() -> None:
     assert 0 <= timing.median_ms <= timing.p90_ms
 
 
-def test_peak_rss_sees_a_large_allocation() -> None:
-    def allocate() -> None:
-        block = torch.ones(64 * 1024 * 1024 // 4)  # 64 MiB
-        block.add_(1)
+def test_a_regions_cpu_peak_is_its_own_increase_over_where_it_started() -> None:
+    """Two regions, one allocating 500 MiB more than the other, read at least 500 MiB apart: the process's
+    resident baseline (models, images) is not what a region is charged with."""
+    resident = torch.ones(300 * 2**20 // 4)  # already resident before either region: counts for neither
 
-    result = measure_peak_memory(allocate, CPU)
-    assert result["kind"] in ("peak-rss", "peak-rss-since-process-start")
-    assert result["peak_rss_mib"] > 64
+    def allocate(mib: int) -> None:
+        torch.ones(mib * 2**20 // 4).add_(1)
+
+    small, large = measure_peak_memory(lambda: allocate(16), CPU), measure_peak_memory(lambda: allocate(516), CPU)
+    assert small["kind"] == large["kind"] == "peak-rss-delta"
+    assert large["peak_rss_delta_mib"] - small["peak_rss_delta_mib"] >= 500 * 0.98
+    assert small["peak_rss_delta_mib"] < 300 and large["start_rss_mib"] >= 300
+    del resident
+
+
+def test_without_a_resettable_high_water_mark_the_region_is_sampled(monkeypatch) -> None:
+    from reidbench.bench import memory
+
+    monkeypatch.setattr(memory, "reset_peak_rss", lambda: False)
+    result = measure_peak_memory(lambda: torch.ones(256 * 2**20 // 4).add_(1), CPU)
+    assert result["how"].startswith("resident size sampled") and result["peak_rss_delta_mib"] >= 200

@@ -370,11 +370,11 @@ def test_a_killed_torchrun_run_resumes_under_torchrun_from_its_checkpoint(inputs
     process = start_torchrun(run_args(inputs, "--out", str(out), profile="long"), cwd=tmp_path)
     checkpoint = out / "cells/vit768-none/seed0/checkpoint.pt"
     wait_for(checkpoint, process, RUN_TIMEOUT_S)
-    output = stop(process)  # as a scheduler ends a job: SIGTERM, workers die where they are
+    output = stop(process)  # as a scheduler ends a job: SIGTERM, which the ranks handle like Ctrl-C
     assert checkpoint.exists(), output
     epochs_before = torch.load(checkpoint, weights_only=True)["epoch"]
     run = RunDir(out)
-    assert run.read_record("vit768-none", 0).status == "running"
+    assert run.read_record("vit768-none", 0).status == "interrupted"
     # Shorten the remaining work: resume reads the profile stored in the run directory.
     shorten_long_profile(out, epochs_before + 1)
 

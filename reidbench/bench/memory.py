@@ -1,14 +1,18 @@
-"""Peak memory of a region: CUDA allocator peaks on GPU, peak resident set size on CPU.
+"""Peak memory of a region: CUDA allocator peaks on GPU, the region's own resident-memory increase on CPU.
 
 On CUDA the peaks are reset right before the region, so they belong to it
 alone (weights that are already resident count, as they do for a user). On
-CPU, Linux lets a process reset its own high-water mark by writing 5 to
-/proc/self/clear_refs; where that is refused, the process-lifetime peak is
-reported and marked as such, never passed off as the region's.
+CPU a process's resident set holds everything it ever loaded (the decoded
+images, every model so far), so its peak says little about one region: the
+region's number is its peak resident size minus the resident size it started
+from (`peak_rss_delta_mib`). The peak comes from the kernel's high-water mark,
+reset before the region by writing 5 to /proc/self/clear_refs; where that is
+refused, a thread samples the resident size while the region runs.
 """
 from __future__ import annotations
 
 import resource
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -47,9 +51,47 @@ def measure_peak_memory(region: Callable[[], Any], device: torch.device) -> dict
             "peak_reserved_mib": torch.cuda.max_memory_reserved(device) / MiB,
             "kind": "cuda-allocator",
         }
-    was_reset = reset_peak_rss()
-    region()
+    before = rss_bytes()
+    if reset_peak_rss():
+        region()
+        peak, how = peak_rss_bytes(), "high-water mark reset before the region"
+    else:
+        with RssSampler() as sampler:
+            region()
+        peak, how = max(sampler.peak, rss_bytes()), "resident size sampled every millisecond"
     return {
-        "peak_rss_mib": peak_rss_bytes() / MiB,
-        "kind": "peak-rss" if was_reset else "peak-rss-since-process-start",
+        "peak_rss_delta_mib": max(peak - before, 0) / MiB,
+        "peak_rss_mib": peak / MiB,
+        "start_rss_mib": before / MiB,
+        "kind": "peak-rss-delta",
+        "how": how,
     }
+
+
+def rss_bytes() -> int:
+    """This process's resident set size now."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class RssSampler:
+    """The largest resident size seen while the `with` block runs, read in a thread every millisecond."""
+
+    def __init__(self, interval_s: float = 0.001) -> None:
+        self.interval_s, self.peak = interval_s, rss_bytes()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self.stop.wait(self.interval_s):
+            self.peak = max(self.peak, rss_bytes())
+
+    def __enter__(self) -> "RssSampler":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        self.thread.join()

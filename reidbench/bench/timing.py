@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
+
+
+NOISY_SPREAD = 1.5
+"""A timing whose p90 exceeds this multiple of its median was disturbed (a busy machine, frequency changes)."""
+MIN_TRUSTED_REPEATS = 5
+"""Fewer repeats than this cannot tell a typical call from an outlier."""
 
 
 @dataclass
@@ -23,8 +29,17 @@ class Timing:
     warmup: int
     timer: str
 
+    @property
+    def noise(self) -> Optional[str]:
+        """Why this timing cannot be trusted, or None: reports mark it and the CI gate skips it."""
+        if self.repeats < MIN_TRUSTED_REPEATS:
+            return f"only {self.repeats} repeat(s), fewer than {MIN_TRUSTED_REPEATS}"
+        if self.p90_ms > NOISY_SPREAD * self.median_ms:
+            return f"p90 {self.p90_ms:.3g} ms is {self.p90_ms / self.median_ms:.1f}x the median {self.median_ms:.3g} ms"
+        return None
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "noisy": self.noise}
 
 
 def time_callable(

@@ -47,6 +47,7 @@ import numpy as np
 from PIL import Image
 
 from reidbench.errors import UsageError
+from reidbench.runtime.files import TEMPORARY, pid_alive
 
 #: Bump when the same settings would draw different images.
 GENERATOR_VERSION = 1
@@ -769,7 +770,7 @@ def _is_empty_dir(path: Path) -> bool:
 def _publish(tmp: Path, out: Path) -> None:
     """Move a finished set into place; an old *synthetic* set there is replaced."""
     if out.exists() and not _is_empty_dir(out):
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-old-", dir=out.parent))
         os.replace(out, old / out.name)
         try:
             os.replace(tmp, out)
@@ -777,6 +778,14 @@ def _publish(tmp: Path, out: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, out)
+
+
+def _remove_stale_builds(out: Path) -> None:
+    """Half-built sets beside `out` whose process is gone (killed while generating): they only take space."""
+    for path in out.parent.glob(f".{out.name}.tmp-*"):
+        match = TEMPORARY.match(path.name)
+        if match is not None and not pid_alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _generate(out: Path, p: SyntheticParams, replace_synthetic: bool) -> Path:
@@ -789,7 +798,8 @@ def _generate(out: Path, p: SyntheticParams, replace_synthetic: bool) -> Path:
         if not replace_synthetic:
             raise UsageError(f"{out} already holds a synthetic dataset; choose a new folder or remove it.")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    _remove_stale_builds(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         counts = _write(tmp, p)
         (tmp / MANIFEST_NAME).write_text(json.dumps(_manifest(p, counts), indent=2) + "\n")

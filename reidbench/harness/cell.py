@@ -12,23 +12,24 @@ from __future__ import annotations
 
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
 
+from reidbench.errors import ReidbenchError
 from reidbench.harness.checkpoints import CHECKPOINT
 from reidbench.harness.evaluate import evaluate_model
+from reidbench.harness.lock import DirectoryLock
 from reidbench.harness.placement import RunData
 from reidbench.harness.plan import RunPlan
 from reidbench.harness.rundir import RunDir
 from reidbench.harness.train import TrainOptions, train_model
-from reidbench.harness.trainer import TrainingDiverged
 from reidbench.runtime.distributed import World, batchnorm_kinds, broadcast_object, gather_objects, revert_sync_batchnorm
-from reidbench.runtime.files import now_utc, save_torch_atomic
+from reidbench.runtime.files import now_utc, remove_stale_temporaries, save_torch_atomic
 from reidbench.runtime.progress import Progress
 from reidbench.schema import CellRecord, CellState
-from reidbench.training.graph_step import GraphCaptureFailed
 from reidbench.variants.factory import create_variant
 from reidbench.variants.grid import Cell
 from reidbench.variants.model import ReidModel
@@ -61,18 +62,34 @@ class RunContext:
 def run_cell(cell: Cell, seed: int, ctx: RunContext) -> CellRecord:
     """Probe, train, evaluate, save and measure one cell; the record (rank 0's, on every rank under torchrun).
 
-    Each step ends with the ranks agreeing on its outcome (see `_agreed`), so a
+    Each step ends with the ranks agreeing on its outcome (see `_agree_and_apply`), so a
     step that fails on any rank fails the cell on all of them and they move to
     the next cell together. Saving and measuring run on rank 0 while the
     others wait in that agreement.
     """
+    cell_dir = ctx.run.cell_dir(cell.id, seed)
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    with DirectoryLock(cell_dir, "cell") if ctx.world.is_main else nullcontext():
+        if ctx.world.is_main:
+            remove_stale_temporaries(cell_dir)
+        return _run_locked_cell(cell, seed, ctx)
+
+
+def _run_locked_cell(cell: Cell, seed: int, ctx: RunContext) -> CellRecord:
     plan, world, run = ctx.plan, ctx.world, ctx.run
     started, stamp = time.perf_counter(), now_utc()
+    record = CellRecord(cell.id, cell.backbone, cell.neck, CellState.RUNNING, seed=seed, started=stamp)
     if world.is_main:
-        run.write_record(CellRecord(cell.id, cell.backbone, cell.neck, CellState.RUNNING, seed=seed, started=stamp))
+        run.write_record(record)
     torch.manual_seed(seed)
     build = lambda: create_variant(cell, weights=plan.weights.get(cell.backbone), settings=ctx.settings)  # noqa: E731
-    probe = probe_cell(cell, build, plan.device)
+    try:
+        probe = probe_cell(cell, build, plan.device)
+    except ReidbenchError as exc:  # bad input (a weights file that does not fit): the cell and the command stop
+        if world.is_main:
+            record.status, record.error, record.finished = CellState.FAILED, str(exc), now_utc()
+            run.write_record(record)
+        raise
     record = probe.record(cell, ctx.settings, seed)
     record.started, record.phase_seconds = stamp, {"probe": time.perf_counter() - started}
     record.environment = {"commit": ctx.environment.get("git_commit"), "device_name": ctx.environment.get("device_name")}
@@ -142,7 +159,7 @@ def _agree_and_apply(record: CellRecord, world: World, step: Callable[[], None])
     failure: dict[str, Any] = {}
     try:
         step()
-    except (TrainingDiverged, GraphCaptureFailed) as exc:  # the message says what to do; a traceback would not help
+    except ReidbenchError as exc:  # diverged, a capture refused, a damaged checkpoint: the message says what to do
         failure = {"error": str(exc)}
     except torch.cuda.OutOfMemoryError as exc:
         failure = {"error": f"CUDA out of memory ({exc}); lower train.p or the measure batch sizes"}

@@ -20,7 +20,6 @@ from reidbench.errors import UsageError
 from reidbench.harness.trainer import TrainContext, TrainHook
 from reidbench.runtime.distributed import any_rank
 from reidbench.runtime.files import save_torch_atomic
-from reidbench.runtime.text import first_line
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -35,7 +34,7 @@ def read_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
         state = torch.load(path, map_location=device, weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as exc:
         raise CheckpointDamaged(
-            f"{path} is damaged and cannot be read ({first_line(str(exc), type(exc).__name__)[:160]}); the cell cannot continue from it. Delete that file to "
+            f"{path} is damaged and cannot be read (torch.load: {type(exc).__name__}); the cell cannot continue from it. Delete that file to "
             "train the cell again from its first epoch (reidbench run --resume RUN_DIR then restarts it), or restore "
             "the file from a backup."
         ) from None

@@ -20,10 +20,19 @@ def run_header(plan: RunPlan, root: Any, world: World) -> str:
 
 
 def data_line(data: RunData) -> str:
+    """The images each split really uses, what was skipped and why, and the chance level."""
     info = data.info
+    skipped = info.get("unreadable", {})
+
+    def split(name: str, images: Any) -> str:
+        lost = f" ({skipped[name]} unreadable, skipped)" if skipped.get(name) else ""
+        return f"{name} {len(images)} images{lost}"
+
+    unmatched = info.get("queries_without_match") or 0
+    scored = f" — {len(data.query) - unmatched} of them scored, {unmatched} without a match in the gallery" if unmatched else ""
     return (
-        f"data: {data.dataset.name} — train {len(data.train)} images / {data.dataset.num_train_pids} ids, "
-        f"query {len(data.query)}, gallery {len(data.gallery)}, {data.dataset.num_cameras} cameras "
+        f"data: {data.dataset.name} — {split('train', data.train)} / {info['used']['train']['ids']} ids, "
+        f"{split('query', data.query)}{scored}, {split('gallery', data.gallery)}, {data.dataset.num_cameras} cameras "
         f"(images from {info['cache']['location']}: {info['cache']['why']}); "
         f"chance level: mAP {info['chance']['mAP']:.1%}, rank-1 {info['chance']['rank1']:.1%} (random features)"
     )

@@ -67,9 +67,31 @@ def prepare_data(
         "resized": {s: v.resized for s, v in sets.items()},
         "decoded_mib": sum(v.decoded_nbytes for v in sets.values()) / 2**20,
         "cache": {"location": location, "policy": policy, "why": why},
-        "chance": chance_level(sets["query"], sets["gallery"]),
+        "used": used_counts(sets),
+        **scored_queries(sets["query"], sets["gallery"], dataset.name),
     }
     return RunData(dataset, sets["train"], sets["query"], sets["gallery"], info)
+
+
+def used_counts(sets: dict[str, AnyImageSet]) -> dict[str, dict[str, int]]:
+    """Images and identities per split after unreadable files were skipped: what training and evaluation see."""
+    return {split: {"images": len(images), "ids": len(set(images.pids.tolist()))} for split, images in sets.items()}
+
+
+def scored_queries(query: AnyImageSet, gallery: AnyImageSet, name: str) -> dict[str, Any]:
+    """The chance level, and how many queries the protocol can score; a test split that can score none is refused.
+
+    A query counts only when its gallery holds the same identity from another
+    camera; with none, every metric would be the average of nothing.
+    """
+    try:
+        chance = chance_level(query, gallery)
+    except UsageError as exc:
+        raise UsageError(
+            f"{name}: no query can be scored ({exc}). Every query needs an image of its identity from another camera in "
+            "the gallery: check the dataset's query and gallery folders (or what was skipped as unreadable)."
+        ) from None
+    return {"chance": {"mAP": chance["mAP"], "rank1": chance["rank1"]}, "queries_without_match": chance["skipped"]}
 
 
 DEVICE, HOST, STREAM = "device", "host", "stream"
@@ -146,4 +168,4 @@ def chance_level(query: AnyImageSet, gallery: AnyImageSet, seed: int = 0) -> dic
     qf = torch.randn(len(query), 64, generator=generator)
     gf = torch.randn(len(gallery), 64, generator=generator)
     result = evaluate_rank(qf, gf, query.pids.cpu(), gallery.pids.cpu(), query.camids.cpu(), gallery.camids.cpu())
-    return {"mAP": result.mAP, "rank1": result.rank1}
+    return {"mAP": result.mAP, "rank1": result.rank1, "skipped": result.num_skipped_queries}

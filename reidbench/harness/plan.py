@@ -145,8 +145,9 @@ def parse_overrides(assignments: tuple[str, ...] | list[str]) -> dict[str, Any]:
             raise UsageError(f"--set {item!r} must look like key=value, e.g. --set depth=2 or --set img_size=[128,64].")
         try:
             out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            raise UsageError(f"--set {item!r}: {value!r} is not a TOML value (numbers, true/false, \"strings\", [lists]).") from None
+        except (tomllib.TOMLDecodeError, RecursionError):
+            shown = value if len(value) <= 60 else value[:57] + "..."
+            raise UsageError(f"--set {key.strip()}: {shown!r} is not a TOML value (numbers, true/false, \"strings\", [lists]).") from None
     return out
 
 
@@ -179,8 +180,21 @@ def check_plan(plan: RunPlan, world: World = World()) -> ReidDataset:
     ranks_batch(plan.profile.train, world)  # raises when P does not split over the ranks
     check_cache_policy(plan.data_cache)
     dataset = load_dataset(plan.dataset)
+    check_identities(dataset, plan.profile.train.p, world)
     resolve_settings(plan, dataset)
     return dataset
+
+
+def check_identities(dataset: ReidDataset, p: int, world: World) -> None:
+    """A PK batch draws P identities (per rank, P / ranks); ID and triplet losses need at least two."""
+    ids, needed = dataset.num_train_pids, max(2, p)
+    if ids < needed:
+        raise UsageError(
+            f"{dataset.name} has {ids} training identit{'y' if ids == 1 else 'ies'} and needs at least {needed}: every "
+            f"batch draws P = {p} distinct identities (train.p{f', over {world.world_size} processes' if world.distributed else ''}), "
+            "and the ID and triplet losses compare identities, so P >= 2. Use a dataset with more identities, or a profile "
+            f"with train.p between 2 and {max(ids, 2)}."
+        )
 
 
 def check_cuda_graphs(plan: RunPlan, world: World) -> None:

@@ -7,27 +7,28 @@ needs is written to the run directory; the lifecycle of one cell is
 """
 from __future__ import annotations
 
-import os
 import sys
-import time
-from dataclasses import replace
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 
 from reidbench.data import ReidDataset, load_dataset
-from reidbench.errors import UsageError
+from reidbench.errors import ReidbenchError, UsageError
 from reidbench.harness.cell import Measure, MeasureFactory, RunContext, run_cell
 from reidbench.harness.console import data_line, summary_line
-from reidbench.harness.placement import prepare_data
+from reidbench.harness.lock import DirectoryLock, this_process
+from reidbench.harness.placement import RunData, prepare_data
 from reidbench.harness.plan import RunPlan, load_plan, read_meta, resolve_settings
 from reidbench.harness.rundir import RunDir
 from reidbench.runtime.distributed import World, describe_world, from_main, init_distributed, world_from_env
 from reidbench.runtime.environment import collect_environment
-from reidbench.runtime.files import now_utc, write_json
+from reidbench.runtime.files import now_utc, remove_stale_temporaries, write_json
 from reidbench.runtime.progress import Progress
-from reidbench.schema import CellRecord, RunState
+from reidbench.schema import OWNER_FIELDS, CellRecord, Owner, RunMeta, RunState
+from reidbench.variants.settings import VariantSettings
 
 JOB_FILE = "job.json"
 """In a cell folder of a fanned-out run: where its job ran, with what `execute` would write to
@@ -62,40 +63,66 @@ def parallelism(plan: RunPlan, world: World) -> dict[str, Any]:
     }
 
 
-def prepare_run(
-    plan: RunPlan, run: RunDir, progress: Progress, measure: Measure, dataset: Optional[ReidDataset], world: World,
-) -> RunContext:
-    """Decode the images and describe the environment, once for every cell."""
+@dataclass
+class Prepared:
+    """What every cell of a run shares and that is known before the run directory exists."""
+
+    settings: VariantSettings
+    data: RunData
+    environment: dict[str, Any]
+
+
+def prepare_run(plan: RunPlan, progress: Progress, dataset: Optional[ReidDataset] = None, world: World = World()) -> Prepared:
+    """Decode the images and describe the environment, once for every cell.
+
+    Done before a new run's directory is created, so that input found bad only
+    now (no readable image, no query with a match) leaves nothing behind.
+    """
     dataset = dataset or load_dataset(plan.dataset)
     settings = resolve_settings(plan, dataset)
     data = prepare_data(plan.dataset, dataset, settings, plan.device, plan.data_cache, progress)
-    return RunContext(plan, settings, data, run, cell_environment(plan, world), progress, measure, world)
+    return Prepared(settings, data, cell_environment(plan, world))
 
 
 def execute(
-    plan: RunPlan, run: RunDir, progress: Progress, measure: Measure, *,
+    plan: RunPlan, run: RunDir, progress: Progress, measure: Measure, *, prepared: Optional[Prepared] = None,
     dataset: Optional[ReidDataset] = None, world: World = World(), on_epoch: Optional[Callable[[str, int, int], None]] = None,
 ) -> list[CellRecord]:
     """Run (or continue) every cell and seed of the plan; returns the records. Re-raises KeyboardInterrupt.
 
     Under torchrun every rank calls this with the same plan and runs the same
     cells in the same order; rank 0 alone writes the run directory and decides
-    which cells are finished, and every rank returns rank 0's records.
+    which cells are finished, and every rank returns rank 0's records. Rank 0
+    holds the run directory's lock throughout.
     """
-    ctx = replace(prepare_run(plan, run, progress, measure, dataset, world), on_epoch=on_epoch)
-    meta = read_meta(run)
-    if world.is_main:
-        write_json(run.environment_json, ctx.environment)
+    with (DirectoryLock(run.root, "run") if world.is_main else nullcontext()):
+        prepared = prepared or prepare_run(plan, progress, dataset, world)
+        ctx = RunContext(plan, prepared.settings, prepared.data, run, prepared.environment, progress, measure, world, on_epoch)
+        meta = _start(ctx)
+        progress.log(data_line(ctx.data))
+        try:
+            records = _run_cells(ctx)
+        except KeyboardInterrupt:
+            _end_run(ctx, meta, RunState.INTERRUPTED)
+            raise
+        except BaseException as exc:
+            _end_run(ctx, meta, RunState.FAILED, f"{type(exc).__name__}: {exc}" if not isinstance(exc, ReidbenchError) else str(exc))
+            raise
+        _end_run(ctx, meta, RunState.FINISHED)
+        return records
+
+
+def _start(ctx: RunContext) -> RunMeta:
+    """run.json says who runs it now; what a killed process left half-written goes."""
+    meta = read_meta(ctx.run)
+    if ctx.world.is_main:
+        for path in remove_stale_temporaries(ctx.run.root):
+            ctx.progress.log(f"removed {path.relative_to(ctx.run.root)}, left by a process that is gone")
+        write_json(ctx.run.environment_json, ctx.environment)
         meta.status, meta.settings, meta.dataset = RunState.RUNNING, ctx.settings.to_dict(), ctx.data.info
-        write_json(run.run_json, meta.to_dict())
-    progress.log(data_line(ctx.data))
-    try:
-        records = _run_cells(ctx)
-    except KeyboardInterrupt:
-        _end_run(ctx, meta, RunState.INTERRUPTED)
-        raise
-    _end_run(ctx, meta, RunState.FINISHED)
-    return records
+        meta.owner, meta.error = Owner(**{k: v for k, v in this_process().items() if k in OWNER_FIELDS}), None
+        write_json(ctx.run.run_json, meta.to_dict())
+    return meta
 
 
 def _run_cells(ctx: RunContext) -> list[CellRecord]:
@@ -103,8 +130,8 @@ def _run_cells(ctx: RunContext) -> list[CellRecord]:
     jobs = [(cell, seed) for cell in plan.cells_now for seed in range(plan.seeds)]
     records = []
     for index, (cell, seed) in enumerate(jobs, 1):
-        existing = from_main(ctx.world, lambda: run.read_record(cell.id, seed))
-        if existing is not None and existing.status.finished:
+        existing = from_main(ctx.world, lambda: _finished_record(run, cell.id, seed, log))
+        if existing is not None:
             log(f"[{index}/{len(jobs)}] {cell.id} seed {seed}: {existing.status} already, skipped")
             records.append(existing)
             continue
@@ -117,16 +144,31 @@ def _run_cells(ctx: RunContext) -> list[CellRecord]:
     return records
 
 
-def _end_run(ctx: RunContext, meta: Any, state: RunState) -> None:
+def _finished_record(run: RunDir, cell: str, seed: int, log: Callable[[str], None]) -> Optional[CellRecord]:
+    """The cell's record if it finished; a damaged record means the cell runs again."""
+    try:
+        record = run.read_record(cell, seed)
+    except UsageError as exc:
+        log(f"    {exc} The cell runs again.")
+        return None
+    return record if record is not None and record.status.finished else None
+
+
+def _end_run(ctx: RunContext, meta: RunMeta, state: RunState, error: Optional[str] = None) -> None:
+    """run.json and results.csv say how the run ended; on a disk that refuses writes, the error that stopped it stands."""
     if not ctx.world.is_main:
         return
-    meta.status = state
+    meta.status, meta.error = state, error
     if state == RunState.FINISHED:
         meta.finished = now_utc()
-    else:
+    elif state == RunState.INTERRUPTED:
         meta.interrupted = now_utc()
-    write_json(ctx.run.run_json, meta.to_dict())
-    ctx.run.write_results(c.id for c in ctx.plan.cells)
+    try:
+        write_json(ctx.run.run_json, meta.to_dict())
+        ctx.run.write_results(c.id for c in ctx.plan.cells)
+    except OSError:
+        if state == RunState.FINISHED:
+            raise
 
 
 def run_one(run_root: str, cell_id: str, seed: int, measurer: MeasureFactory, job: Optional[dict[str, Any]] = None) -> CellRecord:
@@ -149,10 +191,12 @@ def run_one(run_root: str, cell_id: str, seed: int, measurer: MeasureFactory, jo
     if existing is not None and existing.status.finished:
         return existing
     progress = Progress(lambda message: print(message, file=sys.stderr, flush=True), bars=False)
-    ctx = prepare_run(plan, run, progress, measurer(plan.profile.measure, plan.device, plan.dtype), None, world)
+    prepared = prepare_run(plan, progress, None, world)
+    measure = measurer(plan.profile.measure, plan.device, plan.dtype)
+    ctx = RunContext(plan, prepared.settings, prepared.data, run, prepared.environment, progress, measure, world)
     if world.is_main:
         write_json(run.cell_dir(cell.id, seed) / JOB_FILE, {
-            **(job or {}), "pid": os.getpid(), "started": now_utc(), "started_unix": time.time(),
+            **(job or {}), **this_process(),
             "environment": ctx.environment, "dataset": ctx.data.info, "settings": ctx.settings.to_dict(),
         })
     return run_cell(cell, seed, ctx)

@@ -185,6 +185,8 @@ def load_profile(name_or_path: str) -> Profile:
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"profile file {source} is not valid TOML: {exc}.") from None
+    except RecursionError:
+        raise UsageError(f"profile file {source} nests its tables or lists too deeply to read; a profile needs two levels.") from None
     unknown = sorted(set(raw) - {"description", "model", *SECTIONS})
     if unknown:
         raise UsageError(f"profile file {source}: unknown key(s) {', '.join(unknown)}; valid: description, model, {', '.join(SECTIONS)}.")

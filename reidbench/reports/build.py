@@ -13,6 +13,7 @@ from typing import Optional
 from reidbench.errors import UsageError
 from reidbench.harness.console import phase_breakdown
 from reidbench.runtime.files import write_atomic
+from reidbench.runtime.text import printable
 from reidbench.reports.compare import Comparison, Crossing, Threshold, compare, gate
 from reidbench.reports.load import LoadedRun, load_run
 from reidbench.schema import is_number
@@ -44,6 +45,7 @@ def make_report(
     thresholds: Optional[list[Threshold]] = None,
 ) -> ReportResult:
     """Read, summarize, compare, plot, render and write; returns what was written and the gate's crossings."""
+    out = check_out(out if out is not None else run_root / "report")
     run = load_run(run_root)
     summaries = summarize(run)
     comparison = None
@@ -64,14 +66,23 @@ def make_report(
         plots=plots,
         after_plots=[_notes_section(summaries)] + [s for s in [_time_section(run)] if s.items],
     )
-    out = out if out is not None else run.root / "report"
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; name a folder for report.md, report.html, results.csv and the PNGs.")
     try:
         files = write_report(doc, run, out)
     except OSError as exc:
         raise UsageError(f"cannot write the report into {out}: {exc.strerror or exc}.") from None
     return ReportResult(out, files, table, run, crossings, gate_notes, gated=bool(comparison and thresholds))
+
+
+def check_out(out: Path) -> Path:
+    """A report's folder: never a file, and never a run directory, whose results.csv the report's own would replace."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; name a folder for report.md, report.html, results.csv and the PNGs.")
+    if (out / "run.json").exists() or (out / "cells").is_dir():
+        raise UsageError(
+            f"--out {out} is a run directory: the report's results.csv would replace the run's own. Name another folder, "
+            f"e.g. {out / 'report'} (the default for a run is RUN_DIR/report)."
+        )
+    return out
 
 
 def write_report(doc: ReportDoc, run: LoadedRun, out: Path) -> list[Path]:
@@ -82,7 +93,7 @@ def write_report(doc: ReportDoc, run: LoadedRun, out: Path) -> list[Path]:
         files.append(out / plot.filename)
     for name, text in (("report.md", to_markdown(doc)), ("report.html", to_html(doc)),
                        ("results.csv", run.frame().to_csv(index=False))):
-        write_atomic(out / name, text)
+        write_atomic(out / name, printable(text))
         files.append(out / name)
     return files
 
@@ -158,13 +169,23 @@ def _input_item(run: LoadedRun) -> Item:
 
 
 def _dataset_item(run: LoadedRun) -> Item:
+    """The images each split really used (unreadable files skipped) and the queries the protocol could score."""
     dataset = run.meta.get("dataset") or {}
     if not dataset.get("counts"):
         return ("Dataset", str(dataset["spec"])) if dataset.get("spec") else None
-    train, query, gallery = (dataset["counts"][split] for split in ("train", "query", "gallery"))
-    text = (f"{dataset.get('name')} {dataset.get('version') or ''} — train {train['ids']} ids / {train['images']} images, "
-            f"query {query['ids']} ids / {query['images']} images, gallery {gallery['images']} images "
-            f"({gallery.get('distractors', 0)} distractors), {train.get('cameras')} cameras")
+    counts, used, skipped = dataset["counts"], dataset.get("used") or {}, dataset.get("unreadable") or {}
+
+    def split(name: str) -> str:
+        found = counts[name]["images"]
+        images = (used.get(name) or {}).get("images", found)
+        ids = (used.get(name) or {}).get("ids", counts[name]["ids"])
+        lost = f" of {found} ({skipped[name]} unreadable, skipped)" if skipped.get(name) else ""
+        return f"{name} {ids} ids / {images}{lost} images"
+
+    unmatched = dataset.get("queries_without_match") or 0
+    scored = f", {unmatched} queries without a gallery match (not scored)" if unmatched else ""
+    text = (f"{dataset.get('name')} {dataset.get('version') or ''} — {split('train')}, {split('query')}{scored}, "
+            f"{split('gallery')} ({counts['gallery'].get('distractors', 0)} distractors), {counts['train'].get('cameras')} cameras")
     chance = dataset.get("chance") or {}
     if is_number(chance.get("mAP")) and is_number(chance.get("rank1")):
         text += f"; chance level (random features) mAP {chance['mAP']:.1%}, rank-1 {chance['rank1']:.1%}"

@@ -54,6 +54,8 @@ def parse_fail_on(spec: str) -> list[Threshold]:
         if quantity is None:
             raise UsageError(f"--fail-on {item!r}: unknown metric {match['name']!r}. {fail_on_help()}")
         batch = int(match["batch"]) if match["batch"] else None
+        if batch == 0:
+            raise UsageError(f"--fail-on {item!r}: batch 0 is not a batch size; give one the runs measured, e.g. @1.")
         if batch is not None and not quantity.per_batch:
             raise UsageError(f"--fail-on {item!r}: {quantity.name} has no batch size; only "
                              f"{', '.join(q.name for q in QUANTITIES.values() if q.per_batch)} take @BATCH. {fail_on_help()}")
@@ -121,6 +123,15 @@ class Comparison:
             return None
         return Delta(old, new, quantity.higher_is_better)
 
+    def noisy(self, summary: CellSummary, quantity: Quantity, batch: Optional[int]) -> str:
+        """Why a latency pair cannot be trusted ('' when it can): either run's timing marked noisy at this batch."""
+        if not quantity.timed or batch is None:
+            return ""
+        base = self.cells.get(summary.cell)
+        reasons = [f"{where}: {why}" for where, s in (("baseline", base), ("this run", summary))
+                   if s is not None and (why := s.noise.get(batch))]
+        return "noisy latency (" + "; ".join(reasons) + ")" if reasons else ""
+
 
 def compare(run: LoadedRun, summaries: list[CellSummary], baseline: LoadedRun, base_summaries: list[CellSummary]) -> Comparison:
     ours = {s.cell: s for s in summaries}
@@ -178,39 +189,58 @@ def resolve_batch(threshold: Threshold, comparison: Comparison) -> Optional[int]
 
 
 def gate(summaries: list[CellSummary], comparison: Comparison, thresholds: list[Threshold]) -> tuple[list[Crossing], list[str]]:
-    """Crossings, and notes on thresholds that could not be checked (so a gate never passes by checking nothing)."""
-    crossings: list[Crossing] = []
+    """Crossings, and notes on pairs left out as noisy; a threshold that can check nothing is an error, not a pass."""
+    crossings = [
+        Crossing(s.cell, f"status {base.status} in the baseline, {s.status} now" + (f" ({s.message})" if s.message else ""))
+        for s in summaries if (base := comparison.cells.get(s.cell)) is not None and status_regressed(base.status, s.status)
+    ]
     notes: list[str] = []
-    for summary in summaries:
-        base = comparison.cells.get(summary.cell)
-        if base is None:
-            continue
-        if status_regressed(base.status, summary.status):
-            reason = f" ({summary.message})" if summary.message else ""
-            crossings.append(Crossing(summary.cell, f"status {base.status} in the baseline, {summary.status} now{reason}"))
     for threshold in thresholds:
-        quantity = threshold.quantity
-        batch = resolve_batch(threshold, comparison)
-        if quantity.per_batch and batch is None:
-            notes.append(f"{threshold.text}: not checked, the runs measured no inference batch size in common")
-            continue
+        batch = _checked_batch(threshold, comparison)
         checked = 0
         for summary in summaries:
-            delta = comparison.delta(summary, quantity, batch)
+            delta = comparison.delta(summary, threshold.quantity, batch)
             if delta is None:
                 continue
+            noisy = comparison.noisy(summary, threshold.quantity, batch)
+            if noisy:
+                notes.append(f"{threshold.text}: {summary.cell} not checked, {noisy}")
+                continue
             checked += 1
-            change = delta.relative if threshold.relative else delta.diff
-            crossed = change > threshold.amount if threshold.sign == "+" else change < -threshold.amount
-            if crossed:
-                at = f" at batch {batch}" if batch is not None else ""
-                crossings.append(Crossing(summary.cell, (
-                    f"{quantity.name}{at} {format_number(delta.base, quantity.digits)} → {format_number(delta.new, quantity.digits)} "
-                    f"({format_change(delta, quantity)}); threshold {threshold.text}"
-                )))
-        if checked == 0:
-            notes.append(f"{threshold.text}: not checked, no cell has {quantity.name} in both runs")
+            crossing = _crossing(threshold, summary.cell, delta, batch)
+            if crossing is not None:
+                crossings.append(crossing)
+        if checked == 0 and not any(note.startswith(f"{threshold.text}:") for note in notes):
+            raise UsageError(
+                f"--fail-on {threshold.text} checks nothing: no cell has {threshold.quantity.name} in both runs. "
+                "Gate on a quantity both runs measured."
+            )
     return crossings, notes
+
+
+def _checked_batch(threshold: Threshold, comparison: Comparison) -> Optional[int]:
+    """The batch a per-batch threshold checks; an explicit batch the runs did not both measure is refused."""
+    batch = resolve_batch(threshold, comparison)
+    if threshold.quantity.per_batch and (batch is None or batch not in comparison.batches):
+        measured = ", ".join(map(str, comparison.batches)) or "none"
+        raise UsageError(
+            f"--fail-on {threshold.text}: {'batch ' + str(batch) + ' was not' if batch is not None else 'no batch size was'} "
+            f"measured in both runs (batch sizes measured in both: {measured}); gate at one of those, e.g. "
+            f"{threshold.quantity.name}@{comparison.batches[0] if comparison.batches else 1}."
+        )
+    return batch
+
+
+def _crossing(threshold: Threshold, cell: str, delta: Delta, batch: Optional[int]) -> Optional[Crossing]:
+    quantity = threshold.quantity
+    change = delta.relative if threshold.relative else delta.diff
+    if not (change > threshold.amount if threshold.sign == "+" else change < -threshold.amount):
+        return None
+    at = f" at batch {batch}" if batch is not None else ""
+    return Crossing(cell, (
+        f"{quantity.name}{at} {format_number(delta.base, quantity.digits)} → {format_number(delta.new, quantity.digits)} "
+        f"({format_change(delta, quantity)}); threshold {threshold.text}"
+    ))
 
 
 def status_regressed(before: str, after: str) -> bool:

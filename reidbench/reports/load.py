@@ -19,7 +19,9 @@ from reidbench.errors import UsageError
 from reidbench.harness.rundir import RunDir
 from reidbench.reports.quantities import COMPILE_SECONDS, MODE_COST
 from reidbench.runtime.files import read_json
-from reidbench.schema import RESULT_COLUMN_NAMES, CellRecord, CellState, MeasureMode, SchemaError, is_number, results_row
+from reidbench.schema import (
+    RESULT_COLUMN_NAMES, CellRecord, CellState, MeasureMode, RunMeta, SchemaError, check_value, is_number, results_row,
+)
 
 MISSING, DAMAGED = CellState.MISSING.value, CellState.DAMAGED.value
 """Statuses of cells the report names although they have no readable record."""
@@ -104,7 +106,7 @@ def measurement_columns(record: dict[str, Any]) -> dict[str, Any]:
     memory = record.get("memory") or {}
     for kind, column in (("inference", "peak_infer_mib"), ("train_step", "peak_train_mib")):
         m = memory.get(kind) or {}
-        value = m.get("peak_allocated_mib", m.get("peak_rss_mib"))
+        value = m.get("peak_allocated_mib", m.get("peak_rss_delta_mib", m.get("peak_rss_mib")))
         if value is not None:
             out[column] = value
             out[f"{column}_batch"] = m.get("batch_size")
@@ -146,7 +148,7 @@ def load_run(root: Path) -> LoadedRun:
         raise UsageError(f"{root} is not a directory; name a run directory made by `reidbench run`.")
     run = RunDir(root)
     warnings: list[str] = []
-    meta = _read_optional(run.run_json, warnings, "the header lacks the grid, profile and dataset")
+    meta = _read_optional(run.run_json, warnings, "the header lacks the grid, profile and dataset", RunMeta)
     environment = _read_optional(run.environment_json, warnings, "the header lacks versions and device flags")
     planned_cells = list((meta.get("grid") or {}).get("cells") or [])
     planned_seeds = [s for s in meta.get("seeds") or [] if isinstance(s, int)]
@@ -163,7 +165,7 @@ def load_run(root: Path) -> LoadedRun:
             records.append(record)
             logs[(cell, seed)] = _read_log(run.cell_dir(cell, seed) / "train_log.jsonl", root, warnings)
     if not records:
-        named = "; ".join(f"{i.cell} seed {i.seed}: {i.kind}" for i in issues) or "no cells/<cell>/seed<k>/record.json"
+        named = "; ".join(f"{i.cell} seed {i.seed}: {i.kind}, {i.detail}" for i in issues) or "no cells/<cell>/seed<k>/record.json"
         raise UsageError(f"{root} holds no readable cell record ({named}); nothing to report. Is it a reidbench run directory?")
     if meta.get("status") not in (None, "finished"):
         warnings.append(f"the run's status is {meta['status']!r}: it did not finish, the report shows what it wrote")
@@ -196,7 +198,8 @@ def _read_record(run: RunDir, cell: str, seed: int, issues: list[CellIssue]) -> 
     return parsed
 
 
-def _read_optional(path: Path, warnings: list[str], cost: str) -> dict[str, Any]:
+def _read_optional(path: Path, warnings: list[str], cost: str, schema: Any = None) -> dict[str, Any]:
+    """A run-level JSON file as a dict (through `schema` where it has one); {} and a warning when it cannot serve."""
     try:
         data = read_json(path)
     except UsageError:
@@ -205,7 +208,11 @@ def _read_optional(path: Path, warnings: list[str], cost: str) -> dict[str, Any]
     if data is None:
         warnings.append(f"{path.name} is missing; {cost}")
         return {}
-    return data if isinstance(data, dict) else {}
+    try:
+        return schema.from_dict(data, path.name).to_dict() if schema is not None else check_value(data, dict, path.name)
+    except SchemaError as exc:
+        warnings.append(f"{exc} {cost}")
+        return {}
 
 
 def _cells_on_disk(root: Path) -> list[tuple[str, int]]:

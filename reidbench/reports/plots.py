@@ -275,6 +275,8 @@ def _memory_kind_label(summaries: list[CellSummary]) -> str:
         return "peak CUDA memory allocated (MiB)"
     if kinds == {"peak-rss"}:
         return "peak resident set size of the process (MiB)"
+    if kinds == {"peak-rss-delta"}:
+        return "peak resident memory added by the region (MiB)"
     return "peak memory (MiB)"
 
 

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from reidbench.reports.load import DAMAGED, MISSING, LoadedRun
-from reidbench.schema import is_number
+from reidbench.schema import MeasureMode, is_number
 from reidbench.reports.quantities import Quantity
 
 SEVERITY = ["failed", "xpass", DAMAGED, MISSING, "interrupted", "running", "xfail", "done"]
@@ -51,6 +51,8 @@ class CellSummary:
     warnings: list[str] = field(default_factory=list)
     memory_kind: Optional[str] = None
     """'peak-rss' (CPU process) or 'cuda-allocator'."""
+    noise: dict[int, str] = field(default_factory=dict)
+    """Batch size -> why an eager latency measured there cannot be trusted (any seed's)."""
 
     @property
     def seeds(self) -> int:
@@ -99,8 +101,19 @@ def summarize(run: LoadedRun) -> list[CellSummary]:
             notes=list(record.get("notes") or []),
             warnings=list(record.get("warnings") or []),
             memory_kind=next((k for k in rows["memory_kind"] if isinstance(k, str)), None) if "memory_kind" in rows else None,
+            noise=latency_noise([r for r in run.records if r["cell"] == cell]),
         ))
     return summaries
+
+
+def latency_noise(records: list[dict[str, Any]]) -> dict[int, str]:
+    """Batch size -> why the eager latency there is noisy, from every seed's record."""
+    noise: dict[int, str] = {}
+    for record in records:
+        for entry in record.get("latency") or []:
+            if entry.get("mode") in (None, MeasureMode.EAGER) and entry.get("noisy") and isinstance(entry.get("batch_size"), int):
+                noise.setdefault(entry["batch_size"], entry["noisy"])
+    return noise
 
 
 def _severity(status: str) -> int:

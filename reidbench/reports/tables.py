@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import pandas as pd
 
@@ -49,7 +49,7 @@ def bench_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
         memory = r.get("memory") or {}
         for kind in ("inference", "train_step"):
             m = memory.get(kind) or {}
-            value = m.get("peak_allocated_mib", m.get("peak_rss_mib"))
+            value = m.get("peak_allocated_mib", m.get("peak_rss_delta_mib", m.get("peak_rss_mib")))
             label = "alloc" if "peak_allocated_mib" in m else "rss"
             if value is not None:
                 row[f"{kind} MiB ({label}, bs{m['batch_size']})"] = f"{value:.0f}"
@@ -164,6 +164,8 @@ class Table:
 
 
 NOISE_MARK = "≈"
+NOISY_TIMING_MARK = "(noisy)"
+"""After a latency whose p90 / median or repeat count says the machine disturbed it (`reidbench.bench.timing`)."""
 MISSING_VALUE = "—"
 
 
@@ -211,11 +213,7 @@ def report_table(
             params.text += " (" + " / ".join(format_number(p.mean * 1e-6) for p in parts) + ")"
         row += [params, value(s, "gmacs"), value(s, "gflops")]
         for b in batch_sizes:
-            latency = value(s, "latency_ms", b)
-            p90 = s.stat(QUANTITIES["latency_p90_ms"], b)
-            if p90 is not None:
-                latency.text += " / " + _stat_text(p90, QUANTITIES["latency_p90_ms"])
-            row += [latency, value(s, "img_per_s", b)]
+            row += _latency_cells(s, b, value)
         row += [value(s, q.name, b) for q, b in modes]
         row += [value(s, "peak_infer_mib"), value(s, "peak_train_mib"), value(s, "train_seconds")]
         rows.append(row)
@@ -227,7 +225,19 @@ def report_table(
                 footnotes.append(f"{NOISE_MARK} {q.label}: " + "; ".join(f"{a} vs {b}" for a, b in pairs[q.name]))
         if not any(pairs.values()):
             footnotes.append("No two cells are within seed noise of each other on any accuracy metric.")
+    footnotes += [f"{NOISY_TIMING_MARK} {s.cell} bs{b}: {why}; the CI gate skips this latency" for s in summaries for b, why in s.noise.items()]
     return Table(columns, rows, [s.cell for s in summaries], footnotes)
+
+
+def _latency_cells(s: CellSummary, batch: int, value: Callable[..., TableCell]) -> list[TableCell]:
+    """Median / p90 and img/s at one batch size; a timing that cannot be trusted is marked, its reason footnoted."""
+    latency = value(s, "latency_ms", batch)
+    p90 = s.stat(QUANTITIES["latency_p90_ms"], batch)
+    if p90 is not None:
+        latency.text += " / " + _stat_text(p90, QUANTITIES["latency_p90_ms"])
+    if batch in s.noise:
+        latency.text += " " + NOISY_TIMING_MARK
+    return [latency, value(s, "img_per_s", batch)]
 
 
 def _mode_quantities(summaries: list[CellSummary], batch_sizes: list[int]) -> list[tuple[Quantity, Optional[int]]]:
@@ -255,7 +265,7 @@ def _stat_text(stat: Optional[Stat], q: Quantity) -> str:
 def _memory_header(summaries: list[CellSummary], which: str) -> str:
     """'peak infer MiB (RSS, bs 8)': what kind of peak it is, and at which batch, when all cells agree."""
     kinds = {s.memory_kind for s in summaries if s.memory_kind}
-    kind = {"peak-rss": "process RSS", "cuda-allocator": "allocated"}.get(next(iter(kinds)), "") if len(kinds) == 1 else ""
+    kind = {"peak-rss": "process RSS", "peak-rss-delta": "RSS increase", "cuda-allocator": "allocated"}.get(next(iter(kinds)), "") if len(kinds) == 1 else ""
     batches = {int(st.mean) for s in summaries if (st := s.values.get(f"peak_{which}_mib_batch"))}
     detail = ", ".join(x for x in (kind, f"bs {next(iter(batches))}" if len(batches) == 1 else "") if x)
     return f"peak {which} MiB" + (f" ({detail})" if detail else "")

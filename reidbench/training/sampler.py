@@ -63,11 +63,11 @@ class PKSampler:
             raise UsageError("PK sampler: " + "; ".join(problems) + ".")
 
         ids, inverse = np.unique(labels, return_inverse=True)
-        if len(ids) < p * world_size:
+        if len(ids) < max(p * world_size, 2):
             ranks = f" x {world_size} ranks" if world_size > 1 else ""
+            fix = f"use 2 <= P <= {len(ids) // world_size}" if len(ids) // world_size >= 2 else "use a training set with at least 2 identities per rank"
             raise UsageError(
-                f"PK sampler: a batch needs P={p} distinct identities{ranks}, but the training set has "
-                f"only {len(ids)}; use P <= {len(ids) // world_size}."
+                f"PK sampler: a batch needs P={p} distinct identities{ranks}, but the training set has only {len(ids)}; {fix}."
             )
         order = np.argsort(inverse, kind="stable")
         bounds = np.cumsum(np.bincount(inverse, minlength=len(ids)))[:-1]

@@ -1,0 +1,356 @@
+"""Faults and bad input as an adversarial user meets them: each one's exit code and message, and what is left on disk.
+
+`CATALOGUE` is also the source of docs/faults.md: `python tests/test_faults.py` rewrites that page,
+and `test_the_catalogue_in_the_docs_is_this_one` fails when the two differ.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from reidbench.cli import app
+from reidbench.harness import cell as cell_module
+from reidbench.harness import runner as runner_module
+from reidbench.harness.lock import DirectoryLock
+from reidbench.harness.rundir import RunDir
+from tiny_run import run_args, shorten_long_profile, start_interruptible, wait_for, write_inputs
+
+cli = CliRunner()
+DOC = Path(__file__).resolve().parents[1] / "docs" / "faults.md"
+
+
+@dataclass(frozen=True)
+class Fault:
+    key: str
+    what: str
+    """The input or fault, in a user's words."""
+    how: str
+    """The command that meets it (RUN, A, B: run directories)."""
+    exit_code: int
+    message: str
+    """What reidbench says (a part of its one paragraph)."""
+
+
+CATALOGUE = [
+    Fault("report-out-is-a-run", "a report's --out is another run's directory", "reidbench report A --out B", 2,
+          "is a run directory: the report's results.csv would replace the run's own"),
+    Fault("out-is-a-file", "--out names an existing file", "reidbench run --out FILE", 2, "is a file; give a folder"),
+    Fault("out-not-writable", "--out on a file system that refuses writes", "reidbench run --out /sys/run", 2,
+          "may not write there: choose a folder you may write (--out)"),
+    Fault("bench-json-not-writable", "bench --json to a path that cannot be written", "reidbench bench --json /sys/b.json", 2,
+          "cannot be written"),
+    Fault("run-json-wrong-shape", "run.json is valid JSON of the wrong shape ({})", "reidbench status RUN / run --resume RUN", 2,
+          "run.json lacks the field 'status'"),
+    Fault("record-wrong-shape", "a cell record of the wrong shape ([1], a seed \"zero\", notes 5)", "reidbench status RUN", 0,
+          "is damaged"),
+    Fault("run-in-use", "a second process continues a run another one is writing", "reidbench run --resume RUN (twice)", 2,
+          "is in use by process"),
+    Fault("resume-changes-plan", "--resume with an option that would change the run", "reidbench run --resume RUN --seeds 3", 2,
+          "--seeds would change it"),
+    Fault("deep-toml", "a --set value nested a thousand levels deep", "reidbench run --set depth=[[[...]]]", 2,
+          "is not a TOML value"),
+    Fault("non-finite-setting", "a setting that is not a finite number", "reidbench run --set sie_xishu=nan", 2,
+          "is not a finite number"),
+    Fault("no-readable-image", "a dataset whose training images are all unreadable", "reidbench run --data market1501:DIR", 2,
+          "could be read"),
+    Fault("no-query-match", "a test split in which no query has a match in its gallery", "reidbench run --data market1501:DIR", 2,
+          "no query can be scored"),
+    Fault("one-identity", "a training split with a single identity", "reidbench run --data market1501:DIR", 2,
+          "needs at least 4"),
+    Fault("wrong-weights", "a weights file for another network, found when its cell is built", "reidbench run --weights vit768=F",
+          2, "does not fit"),
+    Fault("sigterm", "SIGTERM while a cell trains (kill, a scheduler's stop)", "kill -TERM PID", 143, "--resume"),
+    Fault("corrupt-checkpoint", "a damaged checkpoint.pt", "reidbench run --resume RUN", 1,
+          "is damaged and cannot be read"),
+    Fault("disk-full", "the disk fills up while a checkpoint is written", "reidbench run", 1, "No space left on device"),
+    Fault("gate-batch-not-measured", "a gate on a batch size neither run measured", "reidbench report A --baseline B "
+          "--fail-on img_per_s@999:-5%", 2, "batch 999 was not measured in both runs"),
+    Fault("gate-batch-zero", "a gate on batch size 0", "reidbench report A --baseline B --fail-on latency_ms@0:+10%", 2,
+          "batch 0 is not a batch size"),
+]
+FAULTS = {fault.key: fault for fault in CATALOGUE}
+
+
+def render_catalogue() -> str:
+    lines = [
+        "# Faults and bad input: exit codes and messages",
+        "",
+        "Every row is a test in `tests/test_faults.py` (this page is generated from it:",
+        "`python tests/test_faults.py`). Exit codes: 0 fine, 1 a cell failed or passed unexpectedly, 2 bad input,",
+        "130 Ctrl-C, 143 SIGTERM. A message is one paragraph that names the bad input and the fix, never a traceback.",
+        "",
+        "| input or fault | met by | exit | reidbench says (part) |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {f.what} | `{f.how}` | {f.exit_code} | {f.message} |" for f in CATALOGUE]
+    return "\n".join(lines) + "\n"
+
+
+def expect(result, key: str) -> None:
+    fault = FAULTS[key]
+    assert result.exit_code == fault.exit_code, result.output
+    assert fault.message in result.output and "Traceback" not in result.output, result.output
+
+
+def test_the_catalogue_in_the_docs_is_this_one() -> None:
+    assert DOC.read_text() == render_catalogue(), "docs/faults.md is stale: run `python tests/test_faults.py`"
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory, tiny_synthetic: Path) -> dict[str, Path]:
+    return write_inputs(tmp_path_factory.mktemp("fault-inputs"), tiny_synthetic)
+
+
+@pytest.fixture(scope="module")
+def finished_run(inputs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fault-runs") / "finished"
+    result = cli.invoke(app, run_args(inputs, out, "--device", "cpu", "--only", "vit768-none"))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def copy_run(run: Path, to: Path) -> Path:
+    return Path(shutil.copytree(run, to))
+
+
+def test_a_report_never_writes_into_another_run(finished_run: Path, tmp_path: Path) -> None:
+    other = copy_run(finished_run, tmp_path / "B")
+    before = (other / "results.csv").read_bytes()
+    expect(cli.invoke(app, ["report", str(finished_run), "--out", str(other)]), "report-out-is-a-run")
+    assert (other / "results.csv").read_bytes() == before and not (other / "report.md").exists()
+
+
+def test_out_that_is_a_file_or_cannot_be_written(inputs, tmp_path: Path) -> None:
+    file = tmp_path / "file"
+    file.write_text("x")
+    expect(cli.invoke(app, run_args(inputs, file, "--device", "cpu")), "out-is-a-file")
+    expect(cli.invoke(app, run_args(inputs, Path("/sys/reidbench-run"), "--device", "cpu")), "out-not-writable")
+
+
+def test_bench_json_is_checked_before_anything_is_measured(monkeypatch) -> None:
+    from reidbench.bench import suite
+
+    monkeypatch.setattr(suite, "bench_cell", lambda *a, **k: pytest.fail("measured before checking --json"))
+    expect(cli.invoke(app, ["bench", "--only", "vit768-none", "--device", "cpu", "--json", "/sys/bench.json"]), "bench-json-not-writable")
+
+
+def test_run_json_of_the_wrong_shape(finished_run: Path, tmp_path: Path) -> None:
+    run = copy_run(finished_run, tmp_path / "run")
+    (run / "run.json").write_text("{}")
+    expect(cli.invoke(app, ["status", str(run)]), "run-json-wrong-shape")
+    expect(cli.invoke(app, ["run", "--resume", str(run)]), "run-json-wrong-shape")
+    reported = cli.invoke(app, ["report", str(run), "--out", str(tmp_path / "r")])
+    assert reported.exit_code == 0 and "run.json lacks the field 'status'" in reported.output, reported.output
+
+
+@pytest.mark.parametrize("content, field", [("[1]", "expected a JSON object"), ("seed", "seed is 'zero'"), ("notes", "notes is 5")])
+def test_records_of_the_wrong_shape_are_named_by_status_report_and_resume(
+    finished_run: Path, tmp_path: Path, content: str, field: str,
+) -> None:
+    run = copy_run(finished_run, tmp_path / "run")
+    path = RunDir(run).record_path("vit768-none", 0)
+    record = json.loads(path.read_text())
+    path.write_text("[1]" if content == "[1]" else json.dumps({**record, content: "zero" if content == "seed" else 5}))
+    status = cli.invoke(app, ["status", str(run)])
+    expect(status, "record-wrong-shape")
+    assert field in status.output
+    reported = cli.invoke(app, ["report", str(run), "--out", str(tmp_path / "r")])
+    assert reported.exit_code == 2 and "holds no readable cell record" in reported.output and field in reported.output
+    resumed = cli.invoke(app, ["run", "--resume", str(run), "--no-progress"])
+    assert resumed.exit_code == 0 and "The cell runs again" in resumed.output, resumed.output
+    assert RunDir(run).read_record("vit768-none", 0).status == "done"
+
+
+def test_a_run_that_another_process_writes_is_refused_naming_it(finished_run: Path, tmp_path: Path) -> None:
+    run = copy_run(finished_run, tmp_path / "run")
+    with DirectoryLock(run, "run"):
+        result = cli.invoke(app, ["run", "--resume", str(run), "--no-progress"])
+    expect(result, "run-in-use")
+    assert f"process {os.getpid()}" in result.output
+
+
+def test_resume_refuses_what_would_change_the_run_and_narrows_with_only(inputs, tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "planned"
+    with monkeypatch.context() as patch:
+        patch.setattr(runner_module, "execute", lambda *args, **kwargs: [])  # create the run directory, run nothing
+        assert cli.invoke(app, run_args(inputs, out, "--device", "cpu", "--only", "vit768-none", "--only", "clip512-ms")).exit_code == 0
+    expect(cli.invoke(app, ["run", "--resume", str(out), "--seeds", "3"]), "resume-changes-plan")
+    unknown = cli.invoke(app, ["run", "--resume", str(out), "--only", "vit768-ms"])
+    assert unknown.exit_code == 2 and "the run plans no such cell" in unknown.output
+    narrowed = cli.invoke(app, ["run", "--resume", str(out), "--only", "clip512-ms", "--no-progress"])
+    assert narrowed.exit_code == 0 and "only clip512-ms this time" in narrowed.output, narrowed.output
+    assert RunDir(out).read_record("clip512-ms", 0).status == "xfail" and RunDir(out).read_record("vit768-none", 0) is None
+
+
+def test_deeply_nested_or_non_finite_settings(inputs, tmp_path: Path) -> None:
+    deep = "[" * 1000 + "]" * 1000
+    expect(cli.invoke(app, run_args(inputs, tmp_path / "a", "--device", "cpu", "--set", f"depth={deep}")), "deep-toml")
+    expect(cli.invoke(app, run_args(inputs, tmp_path / "b", "--device", "cpu", "--set", "sie_xishu=nan")), "non-finite-setting")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def market_copy(source: Path, to: Path) -> Path:
+    """The synthetic set's images as a plain Market-1501 folder, for a test to break."""
+    for split in ("bounding_box_train", "query", "bounding_box_test"):
+        shutil.copytree(source / split, to / split)
+    return to
+
+
+def test_bad_data_found_while_decoding_leaves_no_run_directory(inputs, tiny_synthetic: Path, tmp_path: Path) -> None:
+    unreadable = market_copy(tiny_synthetic, tmp_path / "unreadable")
+    for image in (unreadable / "bounding_box_train").iterdir():
+        image.write_bytes(b"not a jpeg")
+    expect(cli.invoke(app, market_args(inputs, unreadable, tmp_path / "r1")), "no-readable-image")
+    unmatched = market_copy(tiny_synthetic, tmp_path / "unmatched")
+    query_ids = {p.name.split("_")[0] for p in (unmatched / "query").iterdir()}
+    for image in (unmatched / "bounding_box_test").iterdir():
+        if image.name.split("_")[0] in query_ids:
+            image.unlink()
+    result = cli.invoke(app, market_args(inputs, unmatched, tmp_path / "r2"))
+    expect(result, "no-query-match")
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
+
+def market_args(inputs: dict[str, Path], data: Path, out: Path, *extra: str) -> list[str]:
+    return [a if not a.startswith("synthetic:") else f"market1501:{data}" for a in run_args(inputs, out, "--device", "cpu", *extra)]
+
+
+def test_a_single_training_identity_is_refused_with_the_real_minimum(inputs, tiny_synthetic: Path, tmp_path: Path) -> None:
+    data = market_copy(tiny_synthetic, tmp_path / "one-id")
+    keep = sorted(p.name.split("_")[0] for p in (data / "bounding_box_train").iterdir())[0]
+    for image in (data / "bounding_box_train").iterdir():
+        if image.name.split("_")[0] != keep:
+            image.unlink()
+    result = cli.invoke(app, market_args(inputs, data, tmp_path / "run"))
+    expect(result, "one-identity")
+    assert "P >= 2" in result.output and not (tmp_path / "run").exists()
+
+
+def test_weights_for_another_network_fail_the_run_and_its_cell(inputs, tmp_path: Path) -> None:
+    import timm
+
+    weights = tmp_path / "deeper.pth"
+    torch.save(timm.create_model("vit_base_patch16_224", pretrained=False, depth=2).state_dict(), weights)
+    out = tmp_path / "run"
+    result = cli.invoke(app, run_args(inputs, out, "--device", "cpu", "--only", "vit768-none", "--weights", f"vit768={weights}"))
+    expect(result, "wrong-weights")
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "failed" and "does not fit" in meta["error"]
+    assert RunDir(out).read_record("vit768-none", 0).status == "failed"
+
+
+def test_sigterm_records_the_run_interrupted_and_status_agrees(inputs, tmp_path: Path) -> None:
+    out = tmp_path / "terminated"
+    process = start_interruptible([sys.executable, "-m", "reidbench", *run_args(inputs, out, "--device", "cpu", "--only", "vit768-none", profile="long")])
+    wait_for(out / "cells/vit768-none/seed0/checkpoint.pt", process)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == FAULTS["sigterm"].exit_code and FAULTS["sigterm"].message in output, output
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    assert RunDir(out).read_record("vit768-none", 0).status == "interrupted"
+    assert "interrupted" in cli.invoke(app, ["status", str(out)]).output
+
+
+def test_after_sigkill_status_tells_the_process_is_gone(inputs, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    process = start_interruptible([sys.executable, "-m", "reidbench", *run_args(inputs, out, "--device", "cpu", "--only", "vit768-none", profile="long")])
+    wait_for(out / "cells/vit768-none/seed0/checkpoint.pt", process)
+    process.kill()
+    process.communicate(timeout=60)
+    result = cli.invoke(app, ["status", str(out)])
+    assert result.exit_code == 0 and f"its process {process.pid}" in result.output and "is gone" in result.output, result.output
+    rows = json.loads(cli.invoke(app, ["status", str(out), "--json"]).stdout)["cells"]
+    assert rows[0]["state"] == "interrupted" and "--resume" in rows[0]["detail"]
+    # What the killed process left half-written goes when the run is continued; another process's file stays.
+    stale, live = out / "cells/vit768-none/seed0/.checkpoint.pt.tmp-999999", out / ".grid.toml.tmp-1"  # pid 1 always lives
+    stale.write_bytes(b"partial"), live.write_bytes(b"partial")
+    shorten_long_profile(out, torch.load(out / "cells/vit768-none/seed0/checkpoint.pt", weights_only=True)["epoch"] + 1)
+    resumed = cli.invoke(app, ["run", "--resume", str(out), "--no-progress"])
+    assert resumed.exit_code == 0, resumed.output
+    assert not stale.exists() and live.exists()
+
+
+def test_a_damaged_checkpoint_is_named_with_the_way_on(inputs, tmp_path: Path) -> None:
+    out = tmp_path / "damaged"
+    process = start_interruptible([sys.executable, "-m", "reidbench", *run_args(inputs, out, "--device", "cpu", "--only", "vit768-none", profile="long")])
+    checkpoint = out / "cells/vit768-none/seed0/checkpoint.pt"
+    wait_for(checkpoint, process)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    checkpoint.write_bytes(b"\x00" * 100)
+    result = cli.invoke(app, ["run", "--resume", str(out), "--no-progress"])
+    expect(result, "corrupt-checkpoint")
+    error = RunDir(out).read_record("vit768-none", 0).error
+    assert str(checkpoint) in error and "Delete that file" in error and "weights_only" not in error
+
+
+def test_a_full_disk_fails_the_cell_and_leaves_no_partial_file(inputs, tmp_path: Path, monkeypatch) -> None:
+    from reidbench.runtime import files
+
+    def fill_the_disk(obj, path) -> None:
+        Path(path).write_bytes(b"partial checkpoint")
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(files.torch, "save", fill_the_disk)
+    out = tmp_path / "full"
+    result = cli.invoke(app, run_args(inputs, out, "--device", "cpu", "--only", "vit768-none", "--only", "clip512-ms"))
+    expect(result, "disk-full")
+    assert RunDir(out).read_record("vit768-none", 0).status == "failed"
+    assert RunDir(out).read_record("clip512-ms", 0).status == "xfail"  # the grid went on
+    assert not list(out.rglob(".*.tmp-*"))
+
+
+def test_ctrl_c_while_measuring_keeps_the_training(inputs, finished_run: Path, tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "measuring"
+    original = cell_module.RunContext.__init__
+
+    def measure_interrupted(self, *args, **kwargs) -> None:
+        original(self, *args, **kwargs)
+        self.measure = lambda model, record, log: (_ for _ in ()).throw(KeyboardInterrupt())
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cell_module.RunContext, "__init__", measure_interrupted)
+        assert cli.invoke(app, run_args(inputs, out, "--device", "cpu", "--only", "vit768-none")).exit_code == 130
+    assert (RunDir(out).cell_dir("vit768-none", 0) / "checkpoint.pt").exists()
+    resumed = cli.invoke(app, ["run", "--resume", str(out), "--no-progress"])
+    assert resumed.exit_code == 0, resumed.output
+    record, reference = RunDir(out).read_record("vit768-none", 0), RunDir(finished_run).read_record("vit768-none", 0)
+    assert record.training["resumed_from_epoch"] == record.training["epochs_done"] == 3  # no epoch trained again
+    assert record.metrics["mAP"] == reference.metrics["mAP"]
+    assert not (RunDir(out).cell_dir("vit768-none", 0) / "checkpoint.pt").exists()
+
+
+def test_a_gate_that_would_check_nothing_is_an_error(finished_run: Path, tmp_path: Path) -> None:
+    for key, spec in (("gate-batch-not-measured", "img_per_s@999:-5%"), ("gate-batch-zero", "latency_ms@0:+10%")):
+        expect(cli.invoke(app, ["report", str(finished_run), "--baseline", str(finished_run), "--out", str(tmp_path / key),
+                                "--fail-on", spec]), key)
+
+
+def test_noisy_latencies_are_marked_and_the_gate_skips_them(finished_run: Path, tmp_path: Path) -> None:
+    """The tiny profile times one repeat per batch size: too few to trust, so the report says so and the gate does not judge it."""
+    result = cli.invoke(app, ["report", str(finished_run), "--baseline", str(finished_run), "--out", str(tmp_path / "r"),
+                              "--fail-on", "latency_ms@2:+1%"])
+    assert result.exit_code == 0, result.output
+    assert "vit768-none not checked, noisy latency" in result.output and "only 1 repeat(s)" in result.output
+    assert "(noisy)" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_a_run_directory_whose_name_is_not_utf8_still_reports(finished_run: Path, tmp_path: Path) -> None:
+    odd = copy_run(finished_run, Path(os.fsdecode(bytes(tmp_path) + b"/run-\xff")))
+    result = cli.invoke(app, ["report", str(odd)])
+    assert result.exit_code == 0, result.output
+    assert "run-\ufffd" in (odd / "report" / "report.md").read_text()
+
+
+if __name__ == "__main__":
+    DOC.write_text(render_catalogue())
+    print(f"wrote {DOC}")
