@@ -25,6 +25,8 @@ def from_mapping(cls: type[T], values: Mapping[str, Any], source: str, base: Opt
             raise UsageError(f"{source}: unknown setting {key!r}; valid settings are: {', '.join(declared)}.")
         spec = declared[key]
         default = spec.default if spec.default is not MISSING else spec.default_factory()  # type: ignore[misc]
+        if default is None and "type" in spec.metadata:  # an optional setting: None until given, then of this type
+            default = spec.metadata["type"]()
         if isinstance(value, float) and not math.isfinite(value):
             raise UsageError(f"{source}: setting {key!r} = {value} is not a finite number; give a real value, e.g. {_example(default)}.")
         try:

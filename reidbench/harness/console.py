@@ -10,9 +10,11 @@ from reidbench.schema import CellState
 
 
 def run_header(plan: RunPlan, root: Any, world: World) -> str:
+    profile = plan.profile
+    follows = f" (follows {profile.follows}" + (f"; departs in {len(profile.departures)} ways, listed in the report)" if profile.departures else ")")
     return (
-        f"run {root}: grid {plan.grid.name}, {len(plan.cells)} cell(s) x {plan.seeds} seed(s), profile {plan.profile.name}, "
-        f"device {plan.device}, dtype {plan.dtype}"
+        f"run {root}: grid {plan.grid.name}, {len(plan.cells)} cell(s) x {plan.seeds} seed(s), profile {profile.name}"
+        f"{follows if profile.follows else ''}, device {plan.device}, dtype {plan.dtype}"
         + (f", {world.world_size} processes (DDP)" if world.distributed else "")
         + (", transformer blocks compiled" if plan.compile else "")
         + (", training steps replayed as CUDA graphs (--no-cuda-graphs: eager)" if plan.cuda_graphs else "")

@@ -104,7 +104,10 @@ def train_model(
 ) -> TrainSummary:
     """Train `model` in place, continuing from `cell_dir`'s checkpoint when there is one; the summary to record."""
     world, device = options.world, options.device
-    sampler = PKSampler(train_set.pids, p=ranks_batch(cfg, world), k=cfg.k, seed=options.seed, rank=world.rank, world_size=world.world_size)
+    sampler = PKSampler(
+        train_set.pids, p=ranks_batch(cfg, world), k=cfg.k, seed=options.seed, rank=world.rank, world_size=world.world_size,
+        covers=cfg.epoch_covers,
+    )
     if options.compile:
         compile_model(model)
     trained: torch.nn.Module = model

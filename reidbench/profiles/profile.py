@@ -7,9 +7,9 @@ recipe, the evaluation protocol and the measurement settings. `auto` picks
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -20,7 +20,10 @@ from reidbench.variants.grid import tomllib
 from reidbench.variants.settings import VariantSettings
 
 PROFILES_DIR = Path(__file__).parent
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = ("sgd", "adamw", "adam")
+SCHEDULES = ("cosine", "multistep")
+SCHEDULE_UNITS = ("step", "epoch")
+EPOCH_COVERS = ("identities", "images")
 TRIPLETS = ("soft", "margin", "none")
 
 
@@ -32,11 +35,28 @@ class TrainConfig:
     k: int = 4
     """Images per identity per batch."""
     optimizer: str = "sgd"
+    """sgd (with momentum), adamw, or adam (L2 weight decay, as CLIP-ReID's Adam)."""
     lr: float = 0.008
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    bias_lr_factor: float = 1.0
+    """Bias parameters train at lr x this (TransReID's and CLIP-ReID's BIAS_LR_FACTOR: 2)."""
+    weight_decay_bias: Optional[float] = field(default=None, metadata={"type": float})
+    """Weight decay of bias parameters; None: weight_decay."""
+    epoch_covers: str = "identities"
+    """What an epoch covers: 'identities' (one PK pass over the training identities) or 'images' (every identity's
+    images in chunks of K, as TransReID's RandomIdentitySampler: about one pass over the images)."""
     warmup_epochs: int = 5
-    """Linear warm-up, then cosine decay to zero at the last epoch."""
+    """Linear warm-up from warmup_from x lr, then `schedule`."""
+    warmup_from: float = 0.01
+    schedule: str = "cosine"
+    """'cosine' (down to lr_floor x lr at the last epoch) or 'multistep' (x gamma at each of `milestones`)."""
+    schedule_unit: str = "step"
+    """'step': the learning rate changes every step; 'epoch': it is set at the start of each epoch from the
+    1-based epoch number and held through it, as TransReID's and CLIP-ReID's schedulers are stepped."""
+    lr_floor: float = 0.0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
     label_smoothing: float = 0.0
     triplet: str = "soft"
     """'soft' (soft-margin), 'margin' (hinge with triplet_margin) or 'none'."""
@@ -58,6 +78,7 @@ class TrainConfig:
             raise UsageError("epochs must be >= 1, p >= 2 and k >= 2 (the triplet loss needs 2 ids x 2 images).")
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"optimizer {self.optimizer!r} is unknown; choose one of {', '.join(OPTIMIZERS)}.")
+        self._check_schedule()
         if self.triplet not in TRIPLETS:
             raise UsageError(f"triplet {self.triplet!r} is unknown; choose one of {', '.join(TRIPLETS)}.")
         if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
@@ -71,6 +92,21 @@ class TrainConfig:
                 f"checkpoint_minutes {self.checkpoint_minutes} and checkpoint_every {self.checkpoint_every} must be >= 0 "
                 "(checkpoint_minutes = 0 saves every epoch)."
             )
+
+    def _check_schedule(self) -> None:
+        for name, value, choices in (("schedule", self.schedule, SCHEDULES), ("schedule_unit", self.schedule_unit, SCHEDULE_UNITS),
+                                     ("epoch_covers", self.epoch_covers, EPOCH_COVERS)):
+            if value not in choices:
+                raise UsageError(f"{name} {value!r} is unknown; choose one of {', '.join(choices)}.")
+        if not 0 <= self.warmup_from <= 1 or not 0 <= self.lr_floor < 1 or not 0 < self.gamma <= 1 or self.bias_lr_factor <= 0:
+            raise UsageError(
+                f"warmup_from {self.warmup_from} and lr_floor {self.lr_floor} must lie in [0, 1) (fractions of lr), "
+                f"gamma {self.gamma} in (0, 1], bias_lr_factor {self.bias_lr_factor} above 0."
+            )
+        if list(self.milestones) != sorted(set(self.milestones)) or any(not 0 < m < self.epochs for m in self.milestones):
+            raise UsageError(f"milestones {list(self.milestones)} must be increasing epochs between 1 and epochs - 1 = {self.epochs - 1}.")
+        if self.weight_decay_bias is not None and self.weight_decay_bias < 0:
+            raise UsageError(f"weight_decay_bias {self.weight_decay_bias} must be >= 0.")
 
     @property
     def batch_size(self) -> int:
@@ -145,6 +181,10 @@ class Profile:
     source: str
     description: str
     model: dict[str, Any]
+    follows: str = ""
+    """The upstream recipe the profile follows, e.g. TransReID's config it was read from ('' for none)."""
+    departures: tuple[str, ...] = ()
+    """Where a run with it departs from that recipe, and why: shown in the run header and the report."""
     """Overrides of the grid's variant settings (checked against VariantSettings on load)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -187,10 +227,63 @@ def load_profile(name_or_path: str) -> Profile:
         raise UsageError(f"profile file {source} is not valid TOML: {exc}.") from None
     except RecursionError:
         raise UsageError(f"profile file {source} nests its tables or lists too deeply to read; a profile needs two levels.") from None
-    unknown = sorted(set(raw) - {"description", "model", *SECTIONS})
+    unknown = sorted(set(raw) - {"description", "follows", "departures", "model", *SECTIONS})
     if unknown:
-        raise UsageError(f"profile file {source}: unknown key(s) {', '.join(unknown)}; valid: description, model, {', '.join(SECTIONS)}.")
+        raise UsageError(
+            f"profile file {source}: unknown key(s) {', '.join(unknown)}; valid: description, follows, departures, model, "
+            f"{', '.join(SECTIONS)}."
+        )
+    departures = raw.get("departures", [])
+    if not isinstance(departures, list) or not all(isinstance(d, str) for d in departures):
+        raise UsageError(f"profile file {source}: departures must be a list of sentences (strings).")
     model = raw.get("model", {})
     VariantSettings().with_overrides(model, f"profile file {source} [model]")  # names and types checked now
     sections = {key: from_mapping(cls, raw.get(key, {}), f"profile file {source} [{key}]") for key, cls in SECTIONS.items()}
-    return Profile(name=name, source=source, description=str(raw.get("description", "")), model=dict(model), **sections)
+    return Profile(
+        name=name, source=source, description=str(raw.get("description", "")), model=dict(model),
+        follows=str(raw.get("follows", "")), departures=tuple(departures), **sections,
+    )
+
+
+RECIPES_DIR = PROFILES_DIR / "recipes"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named training recipe laid over a profile for some cells: [train] and [model] overrides, with what it follows."""
+
+    name: str
+    source: str
+    follows: str
+    departures: tuple[str, ...]
+    model: dict[str, Any]
+    train: dict[str, Any]
+
+
+def builtin_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.toml"))
+
+
+def load_recipe(name: str) -> Recipe:
+    """A built-in recipe by name (reidbench/profiles/recipes/NAME.toml), checked against the settings it overrides."""
+    path = RECIPES_DIR / f"{name}.toml"
+    if not path.is_file():
+        raise UsageError(f"unknown recipe {name!r}; built-in recipes are: {', '.join(builtin_recipes()) or 'none'}.")
+    raw = tomllib.loads(path.read_text())
+    unknown = sorted(set(raw) - {"follows", "departures", "model", "train"})
+    if unknown:
+        raise UsageError(f"recipe {path}: unknown key(s) {', '.join(unknown)}; valid: follows, departures, model, train.")
+    source = f"builtin-recipe:{name}"
+    VariantSettings().with_overrides(raw.get("model", {}), f"recipe {name} [model]")
+    from_mapping(TrainConfig, raw.get("train", {}), f"recipe {name} [train]")
+    return Recipe(name, source, str(raw.get("follows", "")), tuple(raw.get("departures", [])),
+                  dict(raw.get("model", {})), dict(raw.get("train", {})))
+
+
+def with_recipe(profile: Profile, recipe: Recipe) -> Profile:
+    """`profile` with `recipe` laid over its [train] and [model] tables; it follows the recipe's upstream instead."""
+    train = from_mapping(TrainConfig, recipe.train, f"recipe {recipe.name} [train] over profile {profile.name}", base=profile.train)
+    return replace(
+        profile, name=f"{profile.name}+{recipe.name}", model={**profile.model, **recipe.model}, train=train,
+        follows=recipe.follows, departures=recipe.departures,
+    )

@@ -197,8 +197,13 @@ def _profile_item(run: LoadedRun) -> Item:
     if not profile:
         return None
     train = profile.get("train") or {}
-    return "Profile", (f"{profile.get('name')} — {profile.get('description', '')}; {train.get('epochs')} epoch(s), "
-                       f"batch {train.get('p')}×{train.get('k')} (P×K), {train.get('optimizer')} lr {train.get('lr')}")
+    text = (f"{profile.get('name')} — {profile.get('description', '')}; {train.get('epochs')} epoch(s), "
+            f"batch {train.get('p')}×{train.get('k')} (P×K), {train.get('optimizer')} lr {train.get('lr')}")
+    if profile.get("follows"):
+        text += f". Follows {profile['follows']}"
+        departures = profile.get("departures") or []
+        text += (", departing from it in these ways: " + "; ".join(departures)) if departures else ", with no departure"
+    return "Profile", text
 
 
 def _training_item(run: LoadedRun) -> Item:

@@ -13,13 +13,24 @@ their epoch length depends on the draw. Here an epoch is a pure function of
    of the same global order, so within one step the W ranks hold W*P distinct
    identities between them.
 
-Padding rule (what the lead asked to be told): the identities are consumed one
+Padding rule: the identities are consumed one
 *step* (W batches, W*P identities) at a time. The last step, if incomplete, is
 filled up with identities chosen at random among those not already in that
 step, i.e. repeats of identities seen earlier in the epoch. With W = 1 this is
 "the last incomplete group of P is topped up with other ids"; with W > 1 it
 also gives every rank the same number of batches, ``ceil(M / (P * W))`` for M
 identities, without any identity appearing twice in one step.
+
+With ``covers="images"`` an epoch is TransReID's (datasets/sampler.py,
+RandomIdentitySampler): every identity's images, shuffled, are cut into chunks
+of K (an identity with fewer than K images gives one chunk, drawn with
+replacement); batches take one chunk from each of P identities drawn at random
+among those with chunks left, until fewer than P have any. That covers about
+every image once per epoch. Its number of batches depends on the draw; here
+the epoch has a fixed number of steps, the chunks divided by P (and by the
+ranks), topping up with the identities-style batches above where the draw ran
+out early and dropping batches beyond it, so a learning-rate schedule knows
+the epoch's length.
 """
 from __future__ import annotations
 
@@ -48,6 +59,7 @@ class PKSampler:
         seed: int,
         rank: int = 0,
         world_size: int = 1,
+        covers: str = "identities",
     ) -> None:
         if isinstance(pids, torch.Tensor):
             pids = pids.detach().cpu().numpy()
@@ -59,8 +71,11 @@ class PKSampler:
             problems.append(f"seed must be non-negative (got {seed})")
         if world_size < 1 or not 0 <= rank < world_size:
             problems.append(f"rank must be in 0..world_size-1 (got rank={rank}, world_size={world_size})")
+        if covers not in ("identities", "images"):
+            problems.append(f"covers must be 'identities' or 'images' (got {covers!r})")
         if problems:
             raise UsageError("PK sampler: " + "; ".join(problems) + ".")
+        self.covers = covers
 
         ids, inverse = np.unique(labels, return_inverse=True)
         if len(ids) < max(p * world_size, 2):
@@ -89,16 +104,50 @@ class PKSampler:
 
     def __len__(self) -> int:
         """Batches per epoch on this rank (the same on every rank and in every epoch)."""
+        if self.covers == "images":
+            chunks = sum(max(len(m), self.k) // self.k for m in self._members)
+            return max(chunks // (self.p * self.world_size), 1)
         return math.ceil(self.num_ids / (self.p * self.world_size))
 
     def _global_batches(self) -> list[list[int]]:
         """All ranks' batches of the current epoch, in global order."""
-        rng = np.random.default_rng((self.seed, self.epoch))
+        if self.covers == "images":
+            return self._image_batches()
+        return self._identity_batches(np.random.default_rng((self.seed, self.epoch)))
+
+    def _image_batches(self) -> list[list[int]]:
+        """TransReID's epoch: one chunk of K images from each of P identities with chunks left, until too few have any."""
+        rng = np.random.default_rng((self.seed, self.epoch, 1))
+        chunks = [self._chunks(members, rng) for members in self._members]
+        batches: list[list[int]] = []
+        available = [i for i, c in enumerate(chunks) if c]
+        while len(available) >= self.p:
+            picked = rng.choice(len(available), size=self.p, replace=False)
+            batch: list[int] = []
+            for identity in [available[j] for j in picked]:
+                batch.extend(chunks[identity].pop())
+            batches.append(batch)
+            available = [i for i in available if chunks[i]]
+        wanted = len(self) * self.world_size
+        while len(batches) < wanted:
+            batches.extend(self._identity_batches(rng))
+        return batches[:wanted]
+
+    def _chunks(self, members: np.ndarray, rng: np.random.Generator) -> list[list[int]]:
+        """An identity's images shuffled and cut into chunks of K; fewer than K images: one chunk drawn with replacement."""
+        if len(members) < self.k:
+            return [rng.choice(members, size=self.k, replace=True).tolist()]
+        order = rng.permutation(members)
+        return [order[i : i + self.k].tolist() for i in range(0, len(order) - self.k + 1, self.k)][::-1]
+
+    def _identity_batches(self, rng: np.random.Generator) -> list[list[int]]:
+        """Every identity once, P at a time (the last step topped up with others), K images each."""
         step_ids = self.p * self.world_size
+        steps = math.ceil(self.num_ids / step_ids)
         order = rng.permutation(self.num_ids)
-        short = len(self) * step_ids - self.num_ids
+        short = steps * step_ids - self.num_ids
         if short:
-            last_step = order[(len(self) - 1) * step_ids :]
+            last_step = order[(steps - 1) * step_ids :]
             others = np.setdiff1d(np.arange(self.num_ids), last_step, assume_unique=True)
             order = np.concatenate([order, rng.choice(others, size=short, replace=False)])
 

@@ -27,30 +27,65 @@ from reidbench.variants.model import ReidModel
 def build_optimizer(model: ReidModel, cfg: TrainConfig, graph_safe_on: Optional[torch.device] = None) -> torch.optim.Optimizer:
     """The recipe's optimizer. `graph_safe_on`: a variant whose step can be captured in a CUDA graph on that device.
 
-    A captured step replays its kernels as recorded, so the learning rate must be
-    read from device memory (a tensor the scheduler fills in place) rather than
-    baked in as a number, and the update must not read state on the host: fused
-    SGD, and AdamW with `capturable`. Same update rule, other kernels.
+    Bias parameters form a group of their own where the recipe trains them
+    otherwise (TransReID and CLIP-ReID: twice the learning rate). A captured
+    step replays its kernels as recorded, so the learning rate must be read
+    from device memory (a tensor the scheduler fills in place) rather than
+    baked in as a number, and the update must not read state on the host:
+    fused SGD, and Adam(W) with `capturable`. Same update rule, other kernels.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    sgd = cfg.optimizer == "sgd"
-    if graph_safe_on is not None:
-        lr = torch.tensor(cfg.lr, device=graph_safe_on)
-        if sgd:
-            return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=True)
-        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, capturable=graph_safe_on.type == "cuda")
-    if sgd:
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def lr(value: float) -> float | torch.Tensor:
+        return torch.tensor(value, device=graph_safe_on) if graph_safe_on is not None else value
+
+    groups = [{**group, "lr": lr(group["lr"])} for group in parameter_groups(model, cfg)]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=cfg.momentum, fused=True if graph_safe_on is not None else None)
+    capturable = {"capturable": True} if graph_safe_on is not None and graph_safe_on.type == "cuda" else {}
+    optimizer = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return optimizer(groups, **capturable)
+
+
+def parameter_groups(model: ReidModel, cfg: TrainConfig) -> list[dict]:
+    """One group, or weights and biases apart when the recipe treats biases otherwise."""
+    bias_decay = cfg.weight_decay if cfg.weight_decay_bias is None else cfg.weight_decay_bias
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if cfg.bias_lr_factor == 1 and bias_decay == cfg.weight_decay:
+        return [{"params": [p for _, p in named], "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
+    biases = [p for name, p in named if name.endswith("bias")]
+    weights = [p for name, p in named if not name.endswith("bias")]
+    return [
+        {"params": weights, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+        {"params": biases, "lr": cfg.lr * cfg.bias_lr_factor, "weight_decay": bias_decay},
+    ]
 
 
 def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
-    """Linear warm-up from 1 % over `warmup_epochs`, then cosine decay to 0 at the last step."""
-    epoch = step / steps_per_epoch
+    """The learning rate at `step`, as a fraction of each group's own: linear warm-up from `warmup_from`, then the schedule.
+
+    With `schedule_unit = "epoch"` the factor is computed from the 1-based
+    number of the epoch the step belongs to and held through it: TransReID
+    (solver/cosine_lr.py, `scheduler.step(epoch)` before each epoch) and
+    CLIP-ReID (solver/lr_scheduler.py's WarmupMultiStepLR, stepped once per
+    epoch) both do so. Their cosine is not shifted by the warm-up
+    (cos(pi * e / epochs)) and their last epoch trains at the floor; the
+    per-step cosine runs from the end of the warm-up to the last step.
+    """
+    if cfg.schedule_unit == "epoch":
+        epoch = float(step // steps_per_epoch + 1)
+        warmed = 1.0 if epoch >= cfg.warmup_epochs else cfg.warmup_from + (1 - cfg.warmup_from) * epoch / cfg.warmup_epochs
+    else:
+        epoch = step / steps_per_epoch
+        warmed = 1.0 if epoch >= cfg.warmup_epochs else cfg.warmup_from + (1 - cfg.warmup_from) * epoch / cfg.warmup_epochs
+    if cfg.schedule == "multistep":
+        return warmed * cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
     if epoch < cfg.warmup_epochs:
-        return 0.01 + 0.99 * epoch / cfg.warmup_epochs
-    span = max(cfg.epochs - cfg.warmup_epochs, 1e-9)
-    return 0.5 * (1 + math.cos(math.pi * min((epoch - cfg.warmup_epochs) / span, 1.0)))
+        return warmed
+    if cfg.schedule_unit == "epoch":
+        position = min(epoch / cfg.epochs, 1.0)
+    else:
+        position = min((epoch - cfg.warmup_epochs) / max(cfg.epochs - cfg.warmup_epochs, 1e-9), 1.0)
+    return cfg.lr_floor + (1 - cfg.lr_floor) * 0.5 * (1 + math.cos(math.pi * position))
 
 
 def augment_padding(img_size: tuple[int, int]) -> int:
