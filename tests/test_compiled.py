@@ -32,12 +32,26 @@ def entry_mode(entry: dict) -> str:
 
 SMALL = {"img_size": (64, 32)}
 BACKBONE_NAMES = [entry.name for entry in BACKBONES]
-# Every cell a built-in grid expects to run; 128x64 images give the ms neck an 8x4 token grid, on which
-# its 4/8/16 windows are 4x4, 8x4 and 8x4 (clamped) GEMMs; at 64x32 all three would be one 4x2 window.
-RUNNABLE_CELLS = [
-    pytest.param(grid, cell.id, id=f"{grid}:{cell.id}")
-    for grid in builtin_grids() for cell in load_grid(grid).cells if cell.expect is None
-]
+# 128x64 images give the ms neck an 8x4 token grid, on which its 4/8/16 windows are 4x4, 8x4 and 8x4
+# (clamped) GEMMs; at 64x32 all three would be one 4x2 window.
+def covering_cells() -> list:
+    """Runnable cells of the built-in grids until every backbone and every neck has been seen once.
+
+    Compilation covers the backbone's blocks and leaves the neck eager, and a CUDA
+    graph records whatever both run: a part proven in one cell is proven for the
+    others, and a cell per pair would cost minutes for no new evidence.
+    """
+    seen: set[str] = set()
+    chosen = []
+    for grid in builtin_grids():
+        for cell in load_grid(grid).cells:
+            if cell.expect is None and not {f"b:{cell.backbone}", f"n:{cell.neck}"} <= seen:
+                seen |= {f"b:{cell.backbone}", f"n:{cell.neck}"}
+                chosen.append(pytest.param(grid, cell.id, id=f"{grid}:{cell.id}"))
+    return chosen
+
+
+RUNNABLE_CELLS = covering_cells()
 CELL_IMAGES = {"img_size": (128, 64)}
 CUDA = torch.cuda.is_available()
 
@@ -88,6 +102,7 @@ def test_every_runnable_grid_cell_compiles_to_eagers_outputs_and_gradients(grid:
         with torch.inference_mode():
             features.append(net(images, cams))
         net.train()
+        torch.manual_seed(0)  # the same dropout masks (ms1d fuses its scales through Dropout) in both runs
         out = net(images, cams)
         (torch.nn.functional.cross_entropy(out.logits, labels) + out.features.square().mean()).backward()
     torch.testing.assert_close(features[1], features[0], rtol=1e-5, atol=1e-5)

@@ -49,8 +49,10 @@ def test_vit768_at_stride_12_counts_211_tokens() -> None:
     assert count.gflops * 1e9 == pytest.approx(2 * vit_macs(12, 21, 10), rel=1e-6)
 
 
-@pytest.mark.parametrize("cell, extra_per_token", [("clip512-none", 768 * 512), ("clip512proj-none", 768 * 512 + 512 * 768)])
-def test_clip_towers_include_the_projection_of_every_token(cell: str, extra_per_token: int) -> None:
+@pytest.mark.parametrize(
+    "cell, extra_per_token", [("clip512-none", 768 * 512), ("clip512proj-none", 768 * 512 + 512 * 768), ("clip768-none", 0)]
+)
+def test_clip_towers_count_the_projections_of_every_token_they_apply(cell: str, extra_per_token: int) -> None:
     model = create_variant(cell, depth=2)
     count = count_flops(model, model.example_input(1))
     expected = vit_macs(2, 16, 8) + 129 * extra_per_token

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from reidbench import create_variant
 from reidbench.variants.params import count_parameters
+from reidbench.variants import VariantSettings
 from reidbench.variants.necks import MultiScaleWindowNeck, TiledConv2d, clamp_window
 
 
@@ -21,13 +22,35 @@ def test_windows_larger_than_the_grid_are_clamped_per_axis(grid, expected) -> No
     assert [tuple(c.stride) for c in neck.convs] == expected
 
 
-def test_notes_say_what_was_clamped_and_what_is_left_uncovered() -> None:
+def test_notes_say_what_each_window_covered() -> None:
     at16 = MultiScaleWindowNeck((4, 8, 16), (16, 8), width=8).notes
-    assert at16 == ["ms neck: window 16x16 clamped per axis to 16x8 on the 16x8 grid"]
-    at12 = " | ".join(MultiScaleWindowNeck((4, 8, 16), (21, 10), width=8).notes)
-    assert "window 16x16 clamped per axis to 16x10 on the 21x10 grid" in at12
-    assert "window 4x4 leaves the last 1 row(s) and 2 column(s) uncovered" in at12
-    assert "window 16x10 leaves the last 5 row(s) and 0 column(s) uncovered" in at12
+    assert at16 == [
+        "ms neck: window 4x4 on the 16x8 grid: 4x2 position(s), every token covered",
+        "ms neck: window 8x8 on the 16x8 grid: 2x1 position(s), every token covered",
+        "ms neck: window 16x16 clamped per axis to 16x8 on the 16x8 grid: 1x1 position(s), every token covered"
+        " -- a whole-grid readout (one position-specific linear map of every token)",
+    ]
+    at12 = MultiScaleWindowNeck((4, 8, 16), (21, 10), width=8).notes
+    assert at12[0] == "ms neck: window 4x4 on the 21x10 grid: 5x2 position(s), leaves the last 1 row(s) and 2 column(s) uncovered"
+    assert at12[2].startswith("ms neck: window 16x16 clamped per axis to 16x10 on the 21x10 grid: 1x1 position(s), "
+                              "leaves the last 5 row(s) and 0 column(s) uncovered -- one position")
+    assert "whole-grid readout" not in " | ".join(at12)
+
+
+def test_quick_profile_windows_stay_distinct_where_the_full_size_ones_collapse() -> None:
+    """At 64x32 (a 4x2 grid) the full-size 4/8/16 are one window three times; the quick profile's scales are not."""
+    from reidbench.profiles import load_profile
+
+    quick = load_profile("quick").model
+    settings = VariantSettings().with_overrides(quick)
+    assert settings.grid_size == (4, 2) and settings.neck_scales == (1, 2, 4)
+    neck = MultiScaleWindowNeck(settings.neck_scales, settings.grid_size, width=8)
+    assert neck.windows == [(1, 1), (2, 2), (4, 2)]
+    assert [n.split(": ", 2)[2].split(",")[0] for n in neck.notes] == ["4x2 position(s)", "2x1 position(s)", "1x1 position(s)"]
+    assert "whole-grid readout" in neck.notes[2] and not any("copies of one window" in n for n in neck.notes)
+    collapsed = MultiScaleWindowNeck((4, 8, 16), (4, 2), width=8)
+    assert collapsed.windows == [(4, 2)] * 3
+    assert collapsed.notes[-1] == "ms neck: scales 4, 8, 16 all give the 4x2 window: 3 copies of one window, not distinct scales"
 
 
 @pytest.mark.parametrize("stride, grid", [(16, (16, 8)), (12, (21, 10))])

@@ -26,9 +26,18 @@ from torch import nn
 
 from reidbench import create_variant
 from reidbench.errors import UsageError
-from reidbench.variants import load_grid
+from reidbench.variants import BACKBONES, Backbone, VariantSettings, factory, load_grid
 from reidbench.variants.factory import parse_weights_options
-from reidbench.variants.weights import WeightsMismatchError, compact_keys, load_weights, resize_position_embedding
+from reidbench.variants.registry import Registry
+from reidbench.variants.weights import (
+    PositionTable,
+    PretrainedSpec,
+    WeightsMismatchError,
+    compact_keys,
+    load_weights,
+    resize_position_embedding,
+    take_prefix,
+)
 
 DEPTH = 2
 VARIANT = dict(depth=DEPTH, num_cameras=0, num_classes=10)
@@ -203,6 +212,30 @@ def test_clip512_from_every_format_equals_open_clip(clip_files: dict[str, Path],
         assert report.format.startswith("TorchScript") and any("float16" in n for n in report.notes)
     if fmt == "train":
         assert any("'module.' prefix" in n for n in report.notes)
+
+
+@pytest.mark.parametrize("fmt", ["openai", "bin", "safetensors", "train"])
+def test_clip768_takes_clip512s_files_leaves_proj_and_equals_open_clip_before_proj(clip_files: dict[str, Path], fmt: str) -> None:
+    path = clip_files[fmt]
+    model = create_variant("clip768-none", weights=path, **VARIANT).eval()
+    reference = _open_clip_reference(path)
+    reference.visual.proj = None  # open_clip's forward stopped after ln_post
+    with torch.no_grad():
+        pooled, tokens = reference.visual(_images())
+        torch.testing.assert_close(model.backbone(_images()), torch.cat([pooled[:, None], tokens], dim=1), atol=ATOL, rtol=0)
+    report = model.weights_report
+    assert report.loaded == 7 + 12 * DEPTH  # clip512's tensors less proj
+    assert report.ignored["visual.proj"] == "CLIP's 768->512 image projection: clip768 takes the tokens before it"
+    assert [k for k in report.ignored if k.startswith("visual.")] == ["visual.proj"]
+    assert "CLIP's 768->512 image projection" in report.summary()
+
+
+def test_clip768_takes_a_visual_tower_saved_on_its_own(clip_files: dict[str, Path], tmp_path: Path) -> None:
+    state = torch.load(clip_files["bin"], weights_only=True)
+    path = tmp_path / "visual.pth"
+    torch.save({k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}, path)
+    report = create_variant("clip768-none", weights=path, **VARIANT).weights_report
+    assert report.loaded == 7 + 12 * DEPTH and set(report.ignored) == {"proj"}
 
 
 def test_clip512proj_lists_its_projection_and_camera_embedding_as_new(clip_files: dict[str, Path]) -> None:
@@ -509,3 +542,67 @@ def test_report_is_json_with_path_and_sha256(vit_files: dict[str, Path]) -> None
 def test_compact_keys_folds_block_numbers() -> None:
     keys = [f"blocks.{i}.norm1.weight" for i in (0, 1, 2, 3, 5)] + ["cls_token", "Transformer/encoderblock_7/LayerNorm_0/scale"]
     assert compact_keys(keys) == ["blocks.{0-3,5}.norm1.weight", "cls_token", "Transformer/encoderblock_7/LayerNorm_0/scale"]
+
+
+# --------------------------------------------------------------------------- a backbone declares how it takes weights
+
+
+class _TinyViT(Backbone):
+    """A backbone the loader knows nothing of: a small timm ViT as `encoder`, saved as `trunk.*` beside a decoder."""
+
+    pretrained_spec = PretrainedSpec(
+        network="tiny timm ViT",
+        attribute="encoder",
+        formats=("torch", "safetensors"),
+        split=take_prefix("trunk.", lambda key, value: "decoder"),
+        position=PositionTable("pos_embed", batch_axis=True),
+    )
+
+    def __init__(self, settings: VariantSettings) -> None:
+        super().__init__()
+        self.encoder = VisionTransformer(img_size=settings.img_size, embed_dim=64, depth=settings.depth, num_heads=2, num_classes=0)
+        self.grid_size, self.embed_dim, self.notes = settings.grid_size, 64, []
+        self.pixel_mean = self.pixel_std = (0.5, 0.5, 0.5)
+
+    def forward(self, images: torch.Tensor, cam_ids=None) -> torch.Tensor:
+        return self.encoder.forward_features(images)
+
+
+class _NoSpec(_TinyViT):
+    pretrained_spec = None
+
+
+@pytest.fixture
+def own_backbones(monkeypatch: pytest.MonkeyPatch) -> Registry:
+    """create_variant sees a registry of the two test backbones for one test; the global BACKBONES is not touched."""
+    registry = Registry("backbone")
+    registry.register("tiny", "small timm ViT declaring its own PretrainedSpec")(_TinyViT)
+    registry.register("nospec", "the same backbone without a spec")(_NoSpec)
+    monkeypatch.setattr(factory, "BACKBONES", registry)
+    return registry
+
+
+def test_a_new_backbone_takes_weights_through_its_own_spec(own_backbones: Registry, tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    state = _perturb(VisionTransformer(img_size=224, embed_dim=64, depth=1, num_heads=2, num_classes=0)).state_dict()
+    path = tmp_path / "tiny.pth"
+    torch.save({**{f"trunk.{k}": v for k, v in state.items()}, "decoder.weight": torch.ones(3)}, path)
+    model = create_variant("tiny-none", weights=path, depth=1, num_cameras=0, num_classes=10)
+    loaded = model.backbone.encoder.state_dict()
+    assert loaded.keys() == state.keys()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items() if k != "pos_embed")
+    torch.testing.assert_close(loaded["pos_embed"], resample_abs_pos_embed(state["pos_embed"], [16, 8]), atol=1e-6, rtol=0)
+    report = model.weights_report
+    assert report.loaded == len(state) and report.ignored == {"decoder.weight": "decoder"}
+    assert report.resized["backbone.encoder.pos_embed"]["grid_from"] == [14, 14]
+    assert report.new and not any(k.startswith("backbone.encoder.") for k in report.new)
+    with pytest.raises(WeightsMismatchError, match="does not fit tiny's tiny timm ViT .*set depth = 1") as info:
+        create_variant("tiny-none", weights=path, depth=2, num_cameras=0, num_classes=10)
+    assert "backbone.encoder.blocks.1.norm1.weight" in info.value.missing
+    assert "tiny" not in BACKBONES
+
+
+def test_a_backbone_without_a_spec_takes_no_weights(own_backbones: Registry, vit_files: dict[str, Path]) -> None:
+    with pytest.raises(UsageError, match=r"backbone 'nospec' \(_NoSpec\) takes no pretrained weights") as info:
+        create_variant("nospec-none", weights=vit_files["pth"], depth=1, num_cameras=0, num_classes=10)
+    assert "\n" not in str(info.value)

@@ -116,7 +116,7 @@ def bench_table(records: list[dict[str, Any]]) -> str:
             )
     for r in records:
         lines.extend(f"{r['cell']} {_train_line(t)}" for t in r.get("train_throughput", []))
-    notes = sorted({n for r in records for n in r.get("notes", []) if n.startswith("ms neck")})
+    notes = sorted({n for r in records for n in r.get("notes", []) if " neck: " in n})
     notes += sorted({w for r in records for w in r.get("warnings", [])})
     lines.extend(f"note: {n}" for n in notes)
     return "\n".join(lines)

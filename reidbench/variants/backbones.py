@@ -7,6 +7,7 @@ patch embedding, camera embedding, token projection).
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 import torch
@@ -14,6 +15,8 @@ from torch import nn
 
 from reidbench.variants.registry import Registry
 from reidbench.variants.settings import PATCH_SIZE, VariantSettings
+from reidbench.variants.weights.filters import clip_activation, clip_outside_visual, drop_prefixes, take_prefix
+from reidbench.variants.weights.spec import Misfit, PositionTable, PretrainedSpec
 
 
 TRANSREID_PIXEL_MEAN = TRANSREID_PIXEL_STD = (0.5, 0.5, 0.5)
@@ -35,16 +38,18 @@ class Backbone(nn.Module):
     notes: list[str]
     pixel_mean: tuple[float, float, float]
     pixel_std: tuple[float, float, float]
+    pretrained_spec: Optional[PretrainedSpec] = None
+    """Which submodule is a pretrained network and how checkpoint files map onto it; None: no weights are taken."""
 
     def forward(self, images: torch.Tensor, cam_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         raise NotImplementedError
 
     def blocks(self) -> list[nn.Module]:
-        """The repeated transformer blocks, in order: the regions `reidbench.bench.compiled` compiles once for all."""
+        """The repeated transformer blocks, in order: the regions `reidbench.runtime.compile` compiles once for all."""
         raise NotImplementedError(f"{type(self).__name__} does not name its repeated blocks")
 
 
-BACKBONES: Registry = Registry("backbone")
+BACKBONES: Registry = Registry("backbone", forbid="-", why="cell ids are '<backbone>-<neck>', split at the first '-'")
 
 
 def _patch_conv(width: int, stride: int, bias: bool) -> nn.Conv2d:
@@ -62,6 +67,17 @@ def _camera_embedding(settings: VariantSettings, shape: tuple[int, ...]) -> Opti
 
 class TransReIDViT(Backbone):
     """TransReID-style ViT-B/16: timm's ViT, overlapping patch embedding, SIE on every token."""
+
+    pretrained_spec = PretrainedSpec(
+        network="timm ViT-B/16",
+        attribute="vit",
+        formats=("torch", "safetensors", "npz"),
+        split=drop_prefixes(("head.", "pre_logits."), "ImageNet classifier head"),
+        position=PositionTable("pos_embed", batch_axis=True),
+        misfits=(
+            Misfit(("visual.", "conv1.", "transformer.resblocks."), "The file looks like a CLIP checkpoint: load it into clip512, clip512proj or clip768."),
+        ),
+    )
 
     def __init__(self, settings: VariantSettings) -> None:
         super().__init__()
@@ -117,6 +133,20 @@ class CLIPReIDViT(Backbone):
     `project_to`, a learned linear layer maps the tokens on to that width (clip512proj).
     """
 
+    label = "clip512"
+    """How the notes name the tower."""
+    applies_proj = True
+    """Whether CLIP's `proj` maps every token to 512-d; `CLIPReIDViTBeforeProj` stops before it."""
+    pretrained_spec = PretrainedSpec(
+        network="open_clip ViT-B-16 visual tower",
+        attribute="visual",
+        formats=("torch", "safetensors", "torchscript"),
+        split=take_prefix("visual.", clip_outside_visual),
+        position=PositionTable("positional_embedding", batch_axis=False),
+        activation=clip_activation,
+        misfits=(Misfit(("blocks.", "patch_embed."), "The file looks like a timm ViT checkpoint: load it into vit768."),),
+    )
+
     def __init__(self, settings: VariantSettings, project_to: Optional[int] = None) -> None:
         super().__init__()
         import open_clip
@@ -141,20 +171,27 @@ class CLIPReIDViT(Backbone):
             self.visual.conv1 = _patch_conv(width, settings.stride, bias=False)
             self.visual.grid_size = self.grid_size
             self.visual.positional_embedding = nn.Parameter(width**-0.5 * torch.randn(num_tokens, width))
+        if not self.applies_proj:
+            self.visual.proj = None  # no parameter, no state-dict key: open_clip's own way to drop the head
         self.cv_embed = _camera_embedding(settings, (width,))
         self.sie_xishu = settings.sie_xishu
-        clip_dim = config["embed_dim"]
-        self.token_proj = nn.Linear(clip_dim, project_to) if project_to else None
-        self.embed_dim = project_to or clip_dim
+        tower_dim = config["embed_dim"] if self.applies_proj else width
+        self.token_proj = nn.Linear(tower_dim, project_to) if project_to else None
+        self.embed_dim = project_to or tower_dim
         self.pixel_mean, self.pixel_std = CLIP_PIXEL_MEAN, CLIP_PIXEL_STD
+        self.notes = [self._note(settings, tower_dim, project_to)]
+
+    def _note(self, settings: VariantSettings, tower_dim: int, project_to: Optional[int]) -> str:
         act = "QuickGELU" if settings.clip_quick_gelu else "GELU"
-        self.notes = [
-            f"clip512: open_clip ViT-B-16 visual, depth {settings.depth}, {act}, "
+        rows, cols = self.grid_size
+        tokens = "ln_post + proj" if self.applies_proj else "ln_post (before proj)"
+        return (
+            f"{self.label}: open_clip ViT-B-16 visual, depth {settings.depth}, {act}, "
             f"{settings.img_size[0]}x{settings.img_size[1]}, stride {settings.stride} -> "
-            f"{self.grid_size[0]}x{self.grid_size[1]} grid, {num_tokens} tokens; all tokens ln_post + proj -> {clip_dim}-d; "
+            f"{rows}x{cols} grid, {1 + rows * cols} tokens; all tokens {tokens} -> {tower_dim}-d; "
             + (f"cv_embed {settings.sie_xishu} x E[cam] on the CLS token" if self.cv_embed is not None else "no camera embedding")
-            + (f"; learned {clip_dim}->{project_to} token projection" if project_to else "")
-        ]
+            + (f"; learned {tower_dim}->{project_to} token projection" if project_to else "")
+        )
 
     def forward(self, images: torch.Tensor, cam_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         v = self.visual
@@ -168,11 +205,40 @@ class CLIPReIDViT(Backbone):
         x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
         x = v.ln_pre(v.patch_dropout(x))
         x = v.ln_post(v.transformer(x))
-        x = x @ v.proj
+        if v.proj is not None:
+            x = x @ v.proj
         return self.token_proj(x) if self.token_proj is not None else x
 
     def blocks(self) -> list[nn.Module]:
         return list(self.visual.transformer.resblocks)
+
+
+CLIP_PROJ_IGNORED = "CLIP's 768->512 image projection: clip768 takes the tokens before it"
+"""Why clip768 leaves a file's `proj` unused, as its weights report says."""
+
+
+class CLIPReIDViTBeforeProj(CLIPReIDViT):
+    """The CLIP-ReID tower with its tokens taken after `ln_post` and before `proj`: 768-d, every token.
+
+    CLIP-ReID's visual tower (Syliz517/CLIP-ReID, model/clip/model.py,
+    VisionTransformer.forward, as model/make_model_clipreid.py uses it) returns,
+    besides the 11th block's tokens, the last block's tokens after `ln_post` (768-d)
+    and the same tokens times `proj` (512-d); the CLS of the first is CLIP-ReID's 768-d
+    image feature, with a BNNeck and classifier of its own. clip512 passes on the
+    projected tokens; this tower passes on the 768-d ones, so a neck built for 768-d
+    tokens takes CLIP without a learned projection. It is the sequence open_clip's
+    VisionTransformer (mlfoundations/open_clip, src/open_clip/transformer.py) computes before `proj`: with
+    `output_tokens=True` its patch tokens, and its pooled CLS once `proj` is None, the
+    way its `prune_intermediate_layers(prune_head=True)` drops the head.
+
+    It loads the same files as clip512; the file's `proj` is listed as ignored.
+    """
+
+    label = "clip768"
+    applies_proj = False
+    pretrained_spec = replace(
+        CLIPReIDViT.pretrained_spec, split=take_prefix("visual.", clip_outside_visual, skip={"proj": CLIP_PROJ_IGNORED})
+    )
 
 
 @BACKBONES.register("vit768", "TransReID-style timm ViT-B/16, 768-d tokens, overlapping patches, SIE camera embedding")
@@ -188,3 +254,8 @@ def clip512(settings: VariantSettings) -> Backbone:
 @BACKBONES.register("clip512proj", "clip512 followed by a learned 512->768 projection of every token")
 def clip512proj(settings: VariantSettings) -> Backbone:
     return CLIPReIDViT(settings, project_to=768)
+
+
+@BACKBONES.register("clip768", "CLIP-ReID's open_clip ViT-B/16 visual tower, every token after ln_post and before proj (768-d)")
+def clip768(settings: VariantSettings) -> Backbone:
+    return CLIPReIDViTBeforeProj(settings)

@@ -16,7 +16,11 @@ from reidbench.variants.weights import load_weights, resolve_weights_path
 
 
 def split_cell_id(cell_id: str) -> tuple[str, str]:
-    """'clip512proj-ms' -> ('clip512proj', 'ms'), checked against the registries."""
+    """'clip512proj-ms' -> ('clip512proj', 'ms'), checked against the registries.
+
+    The id is split at its first '-': backbone names contain none (their registry
+    refuses it), so a neck name may ('clip768-ms-auto' -> ('clip768', 'ms-auto')).
+    """
     backbone, sep, neck = cell_id.partition("-")
     if not sep:
         raise UsageError(

@@ -24,13 +24,17 @@ class Entry(Generic[BuilderT]):
 class Registry(Generic[BuilderT]):
     """A mapping from component name to builder, filled by the `register` decorator."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, forbid: str = "", why: str = "") -> None:
+        """`forbid`: characters a name may not contain, and `why` (backbones: '-', at which cell ids are split)."""
         self.kind = kind
+        self.forbid = forbid
+        self.why = why
         self._entries: dict[str, Entry[BuilderT]] = {}
 
     def register(self, name: str, description: str) -> Callable[[BuilderT], BuilderT]:
-        if "-" in name:
-            raise ValueError(f"{self.kind} name {name!r} may not contain '-': cell ids are '<backbone>-<neck>'")
+        bad = sorted({c for c in name if c in self.forbid})
+        if bad:
+            raise ValueError(f"{self.kind} name {name!r} may not contain {', '.join(map(repr, bad))}: {self.why}")
 
         def decorate(builder: BuilderT) -> BuilderT:
             if name in self._entries:

@@ -15,17 +15,18 @@ import torch
 from reidbench.variants.necks import TiledConv2d, clamp_window
 
 SHAPES = {
-    # (grid, batch): the quick profile's 64x32 input at its training batch; the full 256x128 input at batch 16.
-    "quick-4x2-bs64": ((4, 2), 64),
-    "full-16x8-bs16": ((16, 8), 16),
+    # (grid, batch, windows): the quick profile's 64x32 input at its training batch, with its neck_scales;
+    # the full 256x128 input at batch 16 with the design's 4/8/16.
+    "quick-4x2-bs64": ((4, 2), 64, (1, 2, 4)),
+    "full-16x8-bs16": ((16, 8), 16, (4, 8, 16)),
 }
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("kind", ["tiled", "conv2d"])
 def test_bench_ms_windows_forward_backward(benchmark, shape: str, kind: str) -> None:
-    grid, batch = SHAPES[shape]
-    windows = [clamp_window(s, grid) for s in (4, 8, 16)]
+    grid, batch, scales = SHAPES[shape]
+    windows = [clamp_window(s, grid) for s in scales]
     if kind == "tiled":
         convs = [TiledConv2d(768, 768, w) for w in windows]
     else:

@@ -1,0 +1,58 @@
+"""Which local file a weights value names, and its hash: reidbench reads local files and never downloads."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Optional
+
+from reidbench.errors import UsageError
+from reidbench.variants.weights.messages import DOWNLOAD_HINT
+
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".npz", ".ckpt")
+"""File endings read as checkpoints; a value without one that is not a file is taken for a hub tag."""
+
+
+def resolve_weights_path(value: str | os.PathLike, backbone: str, where: str = "weights", base_dir: Optional[Path] = None) -> Path:
+    """The absolute path of an existing local file; hub tags and missing files are refused.
+
+    `where` names the origin of the value in messages (--weights, a grid file);
+    relative paths are taken from `base_dir` when given.
+    """
+    text = os.fspath(value)
+    path = Path(text).expanduser()
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    if path.is_file():
+        return Path(os.path.abspath(path))  # absolute, `..` folded; symlinks kept as the user named them
+    if path.is_dir():
+        raise UsageError(f"{where}: weights for {backbone}, {path}, is a folder; pass the checkpoint file inside it.")
+    if _looks_like_hub_tag(text):
+        raise UsageError(
+            f"{where}: weights for {backbone} {text!r} look like a model-hub tag or URL, not a local file. "
+            f"reidbench never downloads: {DOWNLOAD_HINT}."
+        )
+    raise UsageError(f"{where}: weights file {path} for {backbone} does not exist; pass the path of a local checkpoint file.")
+
+
+def _looks_like_hub_tag(text: str) -> bool:
+    if re.match(r"^[a-z][a-z0-9+.-]*://", text) or text.startswith(("hf-hub:", "hf:", "timm/")):
+        return True
+    return not text.lower().endswith(WEIGHT_SUFFIXES)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, cached while the file's size and mtime stay the same."""
+    stat = path.stat()
+    return _sha256_cached(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
