@@ -214,6 +214,7 @@ def run(
     max_parallel: Optional[int] = typer.Option(None, "--max-parallel", help="At most this many jobs at once (default: all)."),
     wait: Optional[bool] = typer.Option(None, "--wait/--no-wait", help="Wait for the jobs, then write results.csv and exit like local (default: wait for submitit-local, not for slurm)."),
     sync_bn: Optional[bool] = typer.Option(None, "--sync-bn", help="Under torchrun, batch norm over the whole global batch (SyncBatchNorm; CUDA only; recorded)."),
+    test_data: Optional[List[str]] = typer.Option(None, "--test-data", help="Also evaluate every trained cell on this dataset's query and gallery (repeatable; cross-domain), e.g. dukemtmc:PATH or synthetic:seed=1 (another synthetic world)."),
     cuda_graphs: Optional[bool] = typer.Option(None, "--cuda-graphs/--no-cuda-graphs", help="Train with every step after three eager ones replayed as one CUDA graph (fused SGD / capturable AdamW; recorded per cell). With --compile the compiled blocks are what the graph records. Default: on for a CUDA device with one process per cell, else off; asking for it elsewhere is an error."),
 ) -> None:
     """Train, evaluate and measure every cell of a grid; write a run directory.
@@ -235,7 +236,7 @@ def run(
     if world.distributed and launch_plan.fanned_out:
         raise UsageError(f"--launcher {launcher} starts its own jobs; under torchrun use --launcher local (the default).")
     request = RunRequest(grid, data, profile, dtype, seeds, tuple(only or ()), tuple(overrides or ()), tuple(weights or ()),
-                         compile_, data_cache, sync_bn, cuda_graphs)
+                         compile_, data_cache, sync_bn, cuda_graphs, tuple(test_data or ()))
     progress = Progress(_log, bars if world.is_main else False)
     interrupt_on_sigterm()
     if resume is not None:

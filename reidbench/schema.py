@@ -211,7 +211,7 @@ def _plain(value: Any) -> Any:
 
 
 NUMERIC = {
-    "metrics": ("mAP", "rank1", "rank5", "rank10", "mINP"),
+    "metrics": ("mAP", "rank1", "rank5", "rank10", "mINP", "mAP_rr", "rank1_rr", "rank5_rr", "rank10_rr", "mINP_rr"),
     "training": ("seconds", "img_per_s", "steady_img_per_s", "first_epoch_seconds", "epochs_done"),
     "params": ("total", "backbone", "neck", "head"),
 }
@@ -258,6 +258,8 @@ class CellRecord:
     environment: dict[str, Any] = field(default_factory=dict)
     training: Optional[dict[str, Any]] = None
     metrics: Optional[dict[str, Any]] = None
+    cross_domain: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Test set spec -> its metrics and protocol, for runs with --test-data (trained on the run's dataset)."""
     distributed: Optional[dict[str, Any]] = None
     phase_seconds: dict[str, float] = field(default_factory=dict)
     """Wall seconds of probe, train, evaluate and measure."""
@@ -334,6 +336,9 @@ class RunMeta:
     data_cache: str = "auto"
     sync_bn: bool = False
     cuda_graphs: bool = False
+    test_data: list[str] = field(default_factory=list)
+    test_sets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """--test-data spec -> that set's facts (counts, skipped images, queries without a match, chance level)."""
     settings: dict[str, Any] = field(default_factory=dict)
     owner: Optional[Owner] = None
     finished: Optional[str] = None
@@ -391,6 +396,11 @@ RESULT_COLUMNS: tuple[tuple[str, Callable[[CellRecord], Any]], ...] = (
     ("rank5", _part("metrics", "rank5")),
     ("rank10", _part("metrics", "rank10")),
     ("mINP", _part("metrics", "mINP")),
+    ("mAP_rr", _part("metrics", "mAP_rr")),
+    ("rank1_rr", _part("metrics", "rank1_rr")),
+    ("rank5_rr", _part("metrics", "rank5_rr")),
+    ("rank10_rr", _part("metrics", "rank10_rr")),
+    ("mINP_rr", _part("metrics", "mINP_rr")),
     ("params", _part("params", "total")),
     ("params_backbone", _part("params", "backbone")),
     ("params_neck", _part("params", "neck")),

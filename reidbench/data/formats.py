@@ -15,7 +15,7 @@ from typing import Callable
 
 from reidbench.errors import UsageError
 from reidbench.data.records import DISTRACTOR_PID, JUNK_PID, ImageRecord, ReidDataset
-from reidbench.data.synthetic import ensure_synthetic, read_manifest, synthetic_version
+from reidbench.data.synthetic import default_synthetic_root, ensure_synthetic, read_manifest, synthetic_version
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -257,7 +257,8 @@ DATASET_KINDS = ("synthetic", *LOADERS)
 def parse_dataset_spec(spec: str) -> tuple[str, Path | None]:
     """``'synthetic'`` -> ``('synthetic', None)``; ``'market1501:/data/m'`` -> ``('market1501', Path('/data/m'))``.
 
-    ``synthetic:PATH`` is accepted too (a synthetic set in a chosen folder). The
+    ``synthetic:PATH`` is accepted too (a synthetic set in a chosen folder), and
+    ``synthetic:seed=N`` (the default set generated with another seed). The
     kind is case-insensitive; the path is split at the first ``:``.
     """
     kind, sep, path = spec.strip().partition(":")
@@ -272,6 +273,12 @@ def parse_dataset_spec(spec: str) -> tuple[str, Path | None]:
     return kind, Path(path.strip()).expanduser() if sep else None
 
 
+def synthetic_seed(spec: str) -> int | None:
+    """N for ``synthetic:seed=N`` (the default set's settings with another seed), else None."""
+    match = re.fullmatch(r"\s*synthetic\s*:\s*seed\s*=\s*(\d+)\s*", spec, flags=re.IGNORECASE)
+    return int(match.group(1)) if match else None
+
+
 def load_dataset(spec: str, synthetic_root: Path | None = None) -> ReidDataset:
     """Load the dataset a spec names (see :func:`parse_dataset_spec`).
 
@@ -284,6 +291,9 @@ def load_dataset(spec: str, synthetic_root: Path | None = None) -> ReidDataset:
     kind, path = parse_dataset_spec(spec)
     if kind != "synthetic":
         return LOADERS[kind](path)
+    seed = synthetic_seed(spec)
+    if seed is not None:  # another synthetic world: other identities, backgrounds and cameras
+        return load_synthetic(ensure_synthetic(default_synthetic_root(seed), seed=seed))
     root = path if path is not None else synthetic_root
     if root is not None and read_manifest(root) is not None:
         return load_synthetic(root)

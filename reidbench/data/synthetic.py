@@ -837,10 +837,10 @@ def generate_synthetic(
     return _generate(out, params, replace_synthetic=overwrite)
 
 
-def default_synthetic_root() -> Path:
-    """Where the default set is cached: ``$REIDBENCH_CACHE`` or ``~/.cache/reidbench``, then ``synthetic-v1-seed0``."""
+def default_synthetic_root(seed: int = DEFAULT_PARAMS.seed) -> Path:
+    """Where the default set (with `seed`) is cached: ``$REIDBENCH_CACHE`` or ``~/.cache/reidbench``, then ``synthetic-v1-seed0``."""
     cache = os.environ.get("REIDBENCH_CACHE") or Path.home() / ".cache" / "reidbench"
-    return Path(cache).expanduser() / f"synthetic-v{GENERATOR_VERSION}-seed{DEFAULT_PARAMS.seed}"
+    return Path(cache).expanduser() / f"synthetic-v{GENERATOR_VERSION}-seed{seed}"
 
 
 def ensure_synthetic(root: Path | None = None, **params) -> Path:

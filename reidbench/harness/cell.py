@@ -22,7 +22,7 @@ from reidbench.errors import ReidbenchError
 from reidbench.harness.checkpoints import CHECKPOINT
 from reidbench.harness.evaluate import evaluate_model
 from reidbench.harness.lock import DirectoryLock
-from reidbench.harness.placement import RunData
+from reidbench.harness.placement import RunData, TestData
 from reidbench.harness.plan import RunPlan
 from reidbench.harness.rundir import RunDir
 from reidbench.harness.train import TrainOptions, train_model
@@ -57,6 +57,8 @@ class RunContext:
     world: World = field(default_factory=World)
     on_epoch: Optional[Callable[[str, int, int], None]] = None
     """Told (cell, seed, epoch) after every epoch; tests interrupt runs with it."""
+    tests: list[TestData] = field(default_factory=list)
+    """Other datasets' test splits each trained cell is also evaluated on."""
 
 
 def run_cell(cell: Cell, seed: int, ctx: RunContext) -> CellRecord:
@@ -125,7 +127,11 @@ def _train_evaluate_measure(model: ReidModel, cell: Cell, seed: int, record: Cel
             ctx.progress.log(f"    warning: {warning}")
 
     def evaluate() -> None:
-        record.metrics = evaluate_model(model, ctx.data.query, ctx.data.gallery, plan.profile.eval, plan.device, plan.dtype, ctx.progress, world)
+        cfg = plan.profile.eval
+        record.metrics = evaluate_model(model, ctx.data.query, ctx.data.gallery, cfg, plan.device, plan.dtype, ctx.progress, world)
+        for test in ctx.tests:
+            metrics = evaluate_model(model, test.query, test.gallery, cfg, plan.device, plan.dtype, ctx.progress, world)
+            record.cross_domain[test.spec] = {**metrics, "dataset": test.name}
 
     def keep_and_measure() -> None:
         if world.is_main:

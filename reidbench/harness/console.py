@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reidbench.harness.placement import RunData
+from reidbench.harness.placement import RunData, TestData
 from reidbench.harness.plan import RunPlan
 from reidbench.runtime.distributed import World
 from reidbench.schema import CellState
@@ -38,6 +38,14 @@ def data_line(data: RunData) -> str:
         f"(images from {info['cache']['location']}: {info['cache']['why']}); "
         f"chance level: mAP {info['chance']['mAP']:.1%}, rank-1 {info['chance']['rank1']:.1%} (random features)"
     )
+
+
+def test_data_line(test: TestData) -> str:
+    """A cross-domain test set: what it holds and what a random model scores on it."""
+    info, unmatched = test.info, test.info.get("queries_without_match") or 0
+    scored = f" ({unmatched} without a match in the gallery)" if unmatched else ""
+    return (f"test set {test.spec}: {test.name} — query {len(test.query)} images{scored}, gallery {len(test.gallery)}; "
+            f"chance level: mAP {info['chance']['mAP']:.1%}, rank-1 {info['chance']['rank1']:.1%}")
 
 
 def phase_breakdown(phases: dict[str, float]) -> str:

@@ -19,7 +19,8 @@ from reidbench.runtime.device import autocast
 from reidbench.training.augment import normalize
 from reidbench.runtime.distributed import World, from_main, gather_rows, shard, unwrap
 from reidbench.data.stream import AnyImageSet
-from reidbench.harness.metrics import evaluate_rank
+from reidbench.harness.metrics import evaluate_distances, evaluate_rank
+from reidbench.harness.rerank import rerank
 from reidbench.profiles import EvalConfig
 from reidbench.runtime.progress import Progress
 from reidbench.variants.model import ReidModel
@@ -69,11 +70,9 @@ def _metrics(
 ) -> dict[str, Any]:
     if cfg.normalize:
         qf, gf = F.normalize(qf, dim=1), F.normalize(gf, dim=1)
-    result = evaluate_rank(
-        qf, gf, query.pids.to(device), gallery.pids.to(device), query.camids.to(device), gallery.camids.to(device),
-        metric=cfg.metric,
-    )
-    return {
+    ids = (query.pids.to(device), gallery.pids.to(device), query.camids.to(device), gallery.camids.to(device))
+    result = evaluate_rank(qf, gf, *ids, metric=cfg.metric)
+    metrics = {
         **result.to_dict(),
         "protocol": {
             "split": "query vs gallery (test split); no checkpoint selection: the last epoch is evaluated",
@@ -86,3 +85,17 @@ def _metrics(
             "num_gallery": len(gallery),
         },
     }
+    if cfg.rerank:
+        metrics.update(reranked_metrics(qf, gf, ids, cfg))
+        metrics["protocol"]["rerank"] = {
+            "k1": cfg.rerank_k1, "k2": cfg.rerank_k2, "lambda": cfg.rerank_lambda, "standard": cfg.standard_rerank,
+            "distance": "euclidean on the features" + (" (L2-normalised)" if cfg.normalize else " as extracted"),
+        }
+    return metrics
+
+
+def reranked_metrics(qf: torch.Tensor, gf: torch.Tensor, ids: tuple[torch.Tensor, ...], cfg: EvalConfig) -> dict[str, Any]:
+    """mAP, CMC and mINP of the k-reciprocal re-ranked distances, each key with the suffix _rr."""
+    distances = rerank(qf, gf, cfg.rerank_k1, cfg.rerank_k2, cfg.rerank_lambda)
+    scored = evaluate_distances(distances, *ids, metric="k-reciprocal re-ranking").to_dict()
+    return {f"{key}_rr": scored[key] for key in ("mAP", "rank1", "rank5", "rank10", "mINP", "cmc")}

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Union
+from typing import Callable, Union
 
 import numpy as np
 import torch
@@ -159,11 +159,52 @@ def evaluate_rank(
         if chunk_size is None:
             chunk_size = _default_chunk_size(num_g, dtype)
 
+        qf_t, gf_rows, bias, alpha = _distance_operands(qf_t, gf_t, metric)
         scores = _score_all(
-            qf_t, gf_t, q_pids_t, q_cams_t, g_pids_t, g_cams_t, metric, chunk_size
+            lambda start, stop: torch.addmm(bias, qf_t[start:stop], gf_rows, alpha=alpha),
+            num_q, q_pids_t, q_cams_t, g_pids_t, g_cams_t, chunk_size,
         )
 
     return _summarize(scores, num_q, num_g, max_rank, metric)
+
+
+def evaluate_distances(
+    dist: ArrayLike,
+    q_pids: ArrayLike,
+    g_pids: ArrayLike,
+    q_camids: ArrayLike,
+    g_camids: ArrayLike,
+    max_rank: int = 50,
+    chunk_size: int | None = None,
+    metric: str = "distance matrix",
+) -> RankResult:
+    """Score a ready [q, g] distance matrix (e.g. re-ranked) with the same protocol as :func:`evaluate_rank`.
+
+    Smaller is closer. The matrix is read, never changed; it is scored a chunk
+    of query rows at a time on its own device. ``metric`` names what the
+    distances are, for the record.
+    """
+    _check_settings("euclidean", max_rank, chunk_size)
+    dist_t = _as_tensor("dist", dist)
+    if dist_t.ndim != 2 or not dist_t.is_floating_point():
+        raise UsageError(f"dist must be a [q, g] matrix of floating-point distances, got shape {tuple(dist_t.shape)}")
+    num_q, num_g = dist_t.shape
+    with torch.inference_mode():
+        device = dist_t.device
+        q_pids_t, q_cams_t = (_ids(n, v, num_q, "dist rows").to(device) for n, v in (("q_pids", q_pids), ("q_camids", q_camids)))
+        g_pids_t, g_cams_t = (_ids(n, v, num_g, "dist columns").to(device) for n, v in (("g_pids", g_pids), ("g_camids", g_camids)))
+        keep = g_pids_t != JUNK_PID
+        columns = None if bool(keep.all()) else keep
+        if columns is not None:
+            g_pids_t, g_cams_t = g_pids_t[keep], g_cams_t[keep]
+        chunk_size = chunk_size or _default_chunk_size(int(g_pids_t.numel()), dist_t.dtype)
+
+        def rows(start: int, stop: int) -> torch.Tensor:
+            block = dist_t[start:stop]
+            return (block[:, columns] if columns is not None else block).clone()  # the scoring writes into its slab
+
+        scores = _score_all(rows, num_q, q_pids_t, q_cams_t, g_pids_t, g_cams_t, chunk_size)
+    return _summarize(scores, num_q, int(g_pids_t.numel()), max_rank, metric)
 
 
 def _check_settings(metric: str, max_rank: int, chunk_size: int | None) -> None:
@@ -255,33 +296,29 @@ def _summarize(
 class _Gallery:
     """The gallery side of the scoring, prepared once and shared by every chunk of queries."""
 
-    features_t: torch.Tensor  # [D, G]; L2-normalized for cosine
-    bias: torch.Tensor  # distance = bias + alpha * q·g
-    alpha: float
     cams: torch.Tensor  # [G]
     id_order: torch.Tensor  # [G] gallery indices sorted (stably) by identity
 
 
 def _score_all(
-    qf: torch.Tensor,
-    gf: torch.Tensor,
+    rows: Callable[[int, int], torch.Tensor],
+    num_q: int,
     q_pids: torch.Tensor,
     q_cams: torch.Tensor,
     g_pids: torch.Tensor,
     g_cams: torch.Tensor,
-    metric: str,
     chunk_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-query (number of correct matches, AP, INP, 0-based rank of the first match).
 
-    Per-query values are kept (Q floats, negligible) and averaged once at the
-    end, so the result does not depend on where the chunk boundaries fall.
+    `rows(start, stop)` gives the [stop - start, G] distances of those queries,
+    a slab the scoring may write into. Per-query values are kept (Q floats,
+    negligible) and averaged once at the end, so the result does not depend on
+    where the chunk boundaries fall.
     """
-    device = qf.device
-    num_q = qf.shape[0]
-    qf, gf_t, bias, alpha = _distance_operands(qf, gf, metric)
+    device = q_pids.device
     id_order, id_start, id_count = _group_by_identity(g_pids, q_pids)
-    gallery = _Gallery(features_t=gf_t, bias=bias, alpha=alpha, cams=g_cams, id_order=id_order)
+    gallery = _Gallery(cams=g_cams, id_order=id_order)
 
     num_matches = torch.zeros(num_q, dtype=torch.int64, device=device)
     ap = torch.zeros(num_q, dtype=torch.float64, device=device)
@@ -290,9 +327,7 @@ def _score_all(
 
     for start in range(0, num_q, chunk_size):
         stop = min(start + chunk_size, num_q)
-        n_match, rank = _rank_matches(
-            qf[start:stop], q_cams[start:stop], id_start[start:stop], id_count[start:stop], gallery
-        )
+        n_match, rank = _rank_matches(rows(start, stop), q_cams[start:stop], id_start[start:stop], id_count[start:stop], gallery)
         num_matches[start:stop] = n_match
         if rank is None:
             continue
@@ -331,7 +366,7 @@ def _group_by_identity(
 
 
 def _rank_matches(
-    qf: torch.Tensor,
+    dist: torch.Tensor,
     q_cams: torch.Tensor,
     id_start: torch.Tensor,
     id_count: torch.Tensor,
@@ -346,9 +381,8 @@ def _rank_matches(
     they have been used, which keeps a chunk within the memory that
     :func:`_default_chunk_size` planned for.
     """
-    rows_in_chunk = qf.shape[0]
-    device = qf.device
-    dist = torch.addmm(gallery.bias, qf, gallery.features_t, alpha=gallery.alpha)
+    rows_in_chunk = dist.shape[0]
+    device = dist.device
     match_row, match_dist = _take_same_id(dist, q_cams, id_start, id_count, gallery)
 
     n_match = torch.bincount(match_row, minlength=rows_in_chunk)

@@ -39,20 +39,7 @@ def prepare_data(
     pixels are decoded per batch during training and evaluation.
     """
     where, why = cache_location(decoded_size(dataset, settings), device, policy, _available_memory())
-    streamed = where == STREAM
-    sets: dict[str, AnyImageSet] = {}
-    for split in ("train", "query", "gallery"):
-        records = getattr(dataset, split)
-        with progress.task(len(records), f"{'reading headers of' if streamed else 'decoding'} {split}", "img") as advance:
-            done = [0]
-
-            def report(n: int, total: int) -> None:
-                advance(n - done[0])
-                done[0] = n
-
-            loaded = (stream_images if streamed else load_images)(records, settings.img_size, progress=report)
-        # A streamed set only learns whether to pin its batches for the device.
-        sets[split] = loaded.to(torch.device("cpu") if where == HOST else device)
+    sets = decode_splits(dataset, ("train", "query", "gallery"), settings, where, device, progress)
     location = sets["train"].location
     info = {
         "spec": spec,
@@ -71,6 +58,56 @@ def prepare_data(
         **scored_queries(sets["query"], sets["gallery"], dataset.name),
     }
     return RunData(dataset, sets["train"], sets["query"], sets["gallery"], info)
+
+
+def decode_splits(
+    dataset: ReidDataset, splits: tuple[str, ...], settings: VariantSettings, where: str, device: torch.device,
+    progress: Progress,
+) -> dict[str, AnyImageSet]:
+    """Each split decoded (or, streamed, its headers read) and placed where `cache_location` said."""
+    streamed = where == STREAM
+    sets: dict[str, AnyImageSet] = {}
+    for split in splits:
+        records = getattr(dataset, split)
+        with progress.task(len(records), f"{'reading headers of' if streamed else 'decoding'} {split}", "img") as advance:
+            done = [0]
+
+            def report(n: int, total: int) -> None:
+                advance(n - done[0])
+                done[0] = n
+
+            loaded = (stream_images if streamed else load_images)(records, settings.img_size, progress=report)
+        # A streamed set only learns whether to pin its batches for the device.
+        sets[split] = loaded.to(torch.device("cpu") if where == HOST else device)
+    return sets
+
+
+@dataclass
+class TestData:
+    """Another dataset's query and gallery, on which every trained cell is also evaluated (cross-domain)."""
+
+    spec: str
+    name: str
+    query: AnyImageSet
+    gallery: AnyImageSet
+    info: dict[str, Any]
+
+
+def prepare_test_data(
+    spec: str, dataset: ReidDataset, settings: VariantSettings, device: torch.device, policy: str, progress: Progress,
+) -> TestData:
+    """Decode a test set's query and gallery at the variant's size; a test set that can score no query is refused."""
+    h, w = settings.img_size
+    size = (len(dataset.query) + len(dataset.gallery)) * 3 * h * w
+    where, why = cache_location(size, device, policy, _available_memory())
+    sets = decode_splits(dataset, ("query", "gallery"), settings, where, device, progress)
+    info = {
+        "spec": spec, "name": dataset.name, "version": dataset.version, "counts": dataset.counts(),
+        "unreadable": {s: len(v.skipped) for s, v in sets.items()}, "used": used_counts(sets),
+        "cache": {"location": sets["query"].location, "policy": policy, "why": why},
+        **scored_queries(sets["query"], sets["gallery"], f"test set {spec}"),
+    }
+    return TestData(spec, dataset.name, sets["query"], sets["gallery"], info)
 
 
 def used_counts(sets: dict[str, AnyImageSet]) -> dict[str, dict[str, int]]:

@@ -44,10 +44,11 @@ class RunRequest:
     data_cache: Optional[str] = None
     sync_bn: Optional[bool] = None
     cuda_graphs: Optional[bool] = None
+    test_data: tuple[str, ...] = ()
 
     def given(self) -> list[str]:
         """The options given, as typed on the command line."""
-        flags = {"overrides": "--set", "data_cache": "--data-cache", "sync_bn": "--sync-bn"}
+        flags = {"overrides": "--set", "data_cache": "--data-cache", "sync_bn": "--sync-bn", "test_data": "--test-data"}
         return [flags.get(f.name, f"--{f.name.replace('_', '-')}") for f in fields(self) if getattr(self, f.name) not in (None, ())]
 
 
@@ -75,6 +76,8 @@ class RunPlan:
     """Under torchrun, batch norm with statistics over all ranks (SyncBatchNorm; CUDA only)."""
     cuda_graphs: bool = False
     """Train with each step after the first few replayed as a CUDA graph (`reidbench.training.graph_step`)."""
+    test_data: list[str] = field(default_factory=list)
+    """More test sets every trained cell is also evaluated on (cross-domain), each with its own protocol."""
     now_only: list[str] = field(default_factory=list)
     """This invocation runs only these of the planned cells (`--resume --only`); not saved."""
 
@@ -100,6 +103,7 @@ def new_plan(request: RunRequest, device: torch.device, cell_world: World) -> Ru
         overrides=parse_overrides(request.overrides), weights=merged_weights(grid, request.weights),
         compile=bool(request.compile), data_cache=request.data_cache or "auto", sync_bn=bool(request.sync_bn),
         cuda_graphs=request.cuda_graphs if request.cuda_graphs is not None else default_cuda_graphs(device, cell_world),
+        test_data=list(request.test_data),
     )
 
 
@@ -181,6 +185,8 @@ def check_plan(plan: RunPlan, world: World = World()) -> ReidDataset:
     check_cache_policy(plan.data_cache)
     dataset = load_dataset(plan.dataset)
     check_identities(dataset, plan.profile.train.p, world)
+    for spec in plan.test_data:
+        load_dataset(spec)  # a test set that cannot be loaded is named before anything runs
     resolve_settings(plan, dataset)
     return dataset
 
@@ -237,7 +243,7 @@ def start_run(plan: RunPlan, run: RunDir) -> RunDir:
         profile={"name": plan.profile.name, "source": plan.profile.source, **plan.profile.to_dict()},
         dataset={"spec": plan.dataset}, started=now_utc(), command=" ".join(sys.argv), only=plan.only,
         overrides=plan.overrides, weights=plan.weights, compile=plan.compile, data_cache=plan.data_cache,
-        sync_bn=plan.sync_bn, cuda_graphs=plan.cuda_graphs,
+        sync_bn=plan.sync_bn, cuda_graphs=plan.cuda_graphs, test_data=plan.test_data,
     )
     write_json(run.run_json, meta.to_dict())
     return run
@@ -278,5 +284,5 @@ def load_plan(run: RunDir, device: Optional[torch.device] = None) -> RunPlan:
         grid=grid, grid_text=grid_text, profile=profile, profile_text=profile_text, dataset=meta.dataset.get("spec", "synthetic"),
         device=stored, dtype=meta.dtype, seeds=len(meta.seeds), only=meta.only, overrides=meta.overrides,
         weights=meta.weights, compile=meta.compile, data_cache=meta.data_cache, sync_bn=meta.sync_bn,
-        cuda_graphs=meta.cuda_graphs,
+        cuda_graphs=meta.cuda_graphs, test_data=meta.test_data,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -18,9 +18,9 @@ import torch
 from reidbench.data import ReidDataset, load_dataset
 from reidbench.errors import ReidbenchError, UsageError
 from reidbench.harness.cell import Measure, MeasureFactory, RunContext, run_cell
-from reidbench.harness.console import data_line, summary_line
+from reidbench.harness.console import data_line, summary_line, test_data_line
 from reidbench.harness.lock import DirectoryLock, this_process
-from reidbench.harness.placement import RunData, prepare_data
+from reidbench.harness.placement import RunData, TestData, prepare_data, prepare_test_data
 from reidbench.harness.plan import RunPlan, load_plan, read_meta, resolve_settings
 from reidbench.harness.rundir import RunDir
 from reidbench.runtime.distributed import World, describe_world, from_main, init_distributed, world_from_env
@@ -70,6 +70,7 @@ class Prepared:
     settings: VariantSettings
     data: RunData
     environment: dict[str, Any]
+    tests: list[TestData] = field(default_factory=list)
 
 
 def prepare_run(plan: RunPlan, progress: Progress, dataset: Optional[ReidDataset] = None, world: World = World()) -> Prepared:
@@ -81,7 +82,8 @@ def prepare_run(plan: RunPlan, progress: Progress, dataset: Optional[ReidDataset
     dataset = dataset or load_dataset(plan.dataset)
     settings = resolve_settings(plan, dataset)
     data = prepare_data(plan.dataset, dataset, settings, plan.device, plan.data_cache, progress)
-    return Prepared(settings, data, cell_environment(plan, world))
+    tests = [prepare_test_data(spec, load_dataset(spec), settings, plan.device, plan.data_cache, progress) for spec in plan.test_data]
+    return Prepared(settings, data, cell_environment(plan, world), tests)
 
 
 def execute(
@@ -97,9 +99,12 @@ def execute(
     """
     with (DirectoryLock(run.root, "run") if world.is_main else nullcontext()):
         prepared = prepared or prepare_run(plan, progress, dataset, world)
-        ctx = RunContext(plan, prepared.settings, prepared.data, run, prepared.environment, progress, measure, world, on_epoch)
+        ctx = RunContext(plan, prepared.settings, prepared.data, run, prepared.environment, progress, measure, world, on_epoch,
+                         prepared.tests)
         meta = _start(ctx)
         progress.log(data_line(ctx.data))
+        for test in ctx.tests:
+            progress.log(test_data_line(test))
         try:
             records = _run_cells(ctx)
         except KeyboardInterrupt:
@@ -120,6 +125,7 @@ def _start(ctx: RunContext) -> RunMeta:
             ctx.progress.log(f"removed {path.relative_to(ctx.run.root)}, left by a process that is gone")
         write_json(ctx.run.environment_json, ctx.environment)
         meta.status, meta.settings, meta.dataset = RunState.RUNNING, ctx.settings.to_dict(), ctx.data.info
+        meta.test_sets = {test.spec: test.info for test in ctx.tests}
         meta.owner, meta.error = Owner(**{k: v for k, v in this_process().items() if k in OWNER_FIELDS}), None
         write_json(ctx.run.run_json, meta.to_dict())
     return meta
@@ -193,7 +199,8 @@ def run_one(run_root: str, cell_id: str, seed: int, measurer: MeasureFactory, jo
     progress = Progress(lambda message: print(message, file=sys.stderr, flush=True), bars=False)
     prepared = prepare_run(plan, progress, None, world)
     measure = measurer(plan.profile.measure, plan.device, plan.dtype)
-    ctx = RunContext(plan, prepared.settings, prepared.data, run, prepared.environment, progress, measure, world)
+    ctx = RunContext(plan, prepared.settings, prepared.data, run, prepared.environment, progress, measure, world,
+                     tests=prepared.tests)
     if world.is_main:
         write_json(run.cell_dir(cell.id, seed) / JOB_FILE, {
             **(job or {}), **this_process(),

@@ -24,6 +24,8 @@ OPTIMIZERS = ("sgd", "adamw", "adam")
 SCHEDULES = ("cosine", "multistep")
 SCHEDULE_UNITS = ("step", "epoch")
 EPOCH_COVERS = ("identities", "images")
+STANDARD_RERANK = (20, 6, 0.3)
+"""k1, k2 and lambda of Zhong et al.'s paper, and the default of fast-reid and torchreid."""
 TRIPLETS = ("soft", "margin", "none")
 
 
@@ -133,12 +135,27 @@ class EvalConfig:
     flip: bool = False
     """Average each image's feature with its horizontal flip's."""
     batch_size: int = 256
+    rerank: bool = False
+    """Also score k-reciprocal re-ranked distances (Zhong et al., CVPR 2017): mAP_rr, rank1_rr, ... beside the plain ones."""
+    rerank_k1: int = 20
+    rerank_k2: int = 6
+    rerank_lambda: float = 0.3
+    """The standard setting is k1 20, k2 6, lambda 0.3; TransReID, CLIP-ReID and MambaPro use k1 50, k2 15."""
 
     def __post_init__(self) -> None:
         if self.metric not in DISTANCES:
             raise UsageError(f"metric {self.metric!r} is unknown; choose one of {', '.join(DISTANCES)}.")
         if self.batch_size < 1:
             raise UsageError("eval batch_size must be >= 1.")
+        if self.rerank_k1 < 1 or not 1 <= self.rerank_k2 <= self.rerank_k1 or not 0 <= self.rerank_lambda <= 1:
+            raise UsageError(
+                f"re-ranking needs rerank_k1 >= 1 (got {self.rerank_k1}), 1 <= rerank_k2 <= rerank_k1 (got {self.rerank_k2}) "
+                f"and rerank_lambda in [0, 1] (got {self.rerank_lambda}); the standard setting is 20, 6, 0.3."
+            )
+
+    @property
+    def standard_rerank(self) -> bool:
+        return (self.rerank_k1, self.rerank_k2, self.rerank_lambda) == STANDARD_RERANK
 
 
 @dataclass(frozen=True)

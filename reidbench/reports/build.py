@@ -12,6 +12,7 @@ from typing import Optional
 
 from reidbench.errors import UsageError
 from reidbench.harness.console import phase_breakdown
+from reidbench.profiles.profile import STANDARD_RERANK
 from reidbench.runtime.files import write_atomic
 from reidbench.runtime.text import printable
 from reidbench.reports.compare import Comparison, Crossing, Threshold, compare, gate
@@ -62,7 +63,8 @@ def make_report(
         header=header_items(run),
         table=table,
         warnings=run.warnings + [f"baseline {comparison.baseline.root}: {w}" for w in (comparison.baseline.warnings if comparison else [])],
-        before_plots=_sections(run, comparison, thresholds, crossings, gate_notes),
+        before_plots=_sections(run, comparison, thresholds, crossings, gate_notes) + [
+            section for section in [_cross_domain_section(run)] if section is not None],
         plots=plots,
         after_plots=[_notes_section(summaries)] + [s for s in [_time_section(run)] if s.items],
     )
@@ -229,8 +231,14 @@ def _evaluation_item(run: LoadedRun) -> Item:
     ev = (run.meta.get("profile") or {}).get("eval") or {}
     if not ev:
         return None
-    return "Evaluation", (f"{ev.get('metric')} distance, features {'L2-normalized' if ev.get('normalize') else 'not normalized'}, "
-                          f"flip test {'on' if ev.get('flip') else 'off'}")
+    text = (f"{ev.get('metric')} distance, features {'L2-normalized' if ev.get('normalize') else 'not normalized'}, "
+            f"flip test {'on' if ev.get('flip') else 'off'}")
+    if ev.get("rerank"):
+        setting = (ev.get("rerank_k1"), ev.get("rerank_k2"), ev.get("rerank_lambda"))
+        standard = "the standard setting" if setting == STANDARD_RERANK else (
+            "NOT the standard k1 20, k2 6, λ 0.3: re-ranked numbers are comparable only to runs with this setting")
+        text += f"; k-reciprocal re-ranking (columns 're-ranked') with k1 {setting[0]}, k2 {setting[1]}, λ {setting[2]} — {standard}"
+    return "Evaluation", text
 
 
 def _latency_item(run: LoadedRun) -> Item:
@@ -291,6 +299,25 @@ def _sections(
         sections.append(Section(f"Regression gate (--fail-on {spec}): {verdict}", rules + ". A cell done in the baseline "
                                 "and not done now is a regression too.", items, tone="bad" if crossings else "good"))
     return sections
+
+
+def _cross_domain_section(run: LoadedRun) -> Optional[Section]:
+    """Train -> test: each cell's accuracy on the other test sets (--test-data), mean over the seeds that have it."""
+    scores: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for record in run.records:
+        for spec, metrics in (record.get("cross_domain") or {}).items():
+            if is_number(metrics.get("mAP")) and is_number(metrics.get("rank1")):
+                scores.setdefault((record["cell"], spec), []).append((metrics["mAP"], metrics["rank1"]))
+    if not scores:
+        return None
+    trained_on = (run.meta.get("dataset") or {}).get("spec", "the run's dataset")
+    items = [
+        f"{cell} → {spec}: mAP {100 * sum(m for m, _ in v) / len(v):.1f} %, R-1 {100 * sum(r for _, r in v) / len(v):.1f} %"
+        + (f" (mean of {len(v)} seeds)" if len(v) > 1 else "")
+        for (cell, spec), v in scores.items()
+    ]
+    return Section(f"Cross-domain: trained on {trained_on}, tested on other sets",
+                   "Each test set under its own protocol (Market-1501 rules, its own query and gallery).", items)
 
 
 def _notes_section(summaries: list[CellSummary]) -> Section:

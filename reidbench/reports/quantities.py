@@ -41,6 +41,10 @@ ACCURACY = [
     Quantity("rank10", "rank10", "R-10 %", "pp", 100, True, digits=1),
     Quantity("mINP", "mINP", "mINP %", "pp", 100, True, digits=1),
 ]
+RERANKED = [
+    Quantity(f"{q.name}_rr", f"{q.column}_rr", f"{q.label} re-ranked", "pp", 100, True, digits=1) for q in ACCURACY
+]
+"""The same accuracy after k-reciprocal re-ranking ([eval] rerank = true): shown and gated where a run has it."""
 COST = [
     Quantity("params", "params", "params M", "M", 1e-6, False, deterministic=True),
     Quantity("gmacs", "gmacs", "GMACs", "GMACs", 1, False, deterministic=True),
@@ -69,7 +73,7 @@ MODE_COST = {mode: _mode_quantities(mode) for mode in ("graph", "compiled", "com
 """Latency mode (besides eager, the headline) -> its median-latency and throughput quantities."""
 COMPILE_SECONDS = Quantity("compile_seconds", "compile_seconds", "compile s", "s", 1, False)
 """Wall time the compiling first calls took beyond steady calls, summed over the batch sizes."""
-QUANTITIES = {q.name: q for q in ACCURACY + COST + [q for pair in MODE_COST.values() for q in pair] + [COMPILE_SECONDS]}
+QUANTITIES = {q.name: q for q in ACCURACY + RERANKED + COST + [q for pair in MODE_COST.values() for q in pair] + [COMPILE_SECONDS]}
 
 
 def format_number(value: float, digits: Optional[int] = None) -> str:

@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterable, Optional
 import pandas as pd
 
 from reidbench.reports.compare import Comparison, format_change
-from reidbench.reports.quantities import ACCURACY, COMPILE_SECONDS, MODE_COST, QUANTITIES, Quantity, format_number
+from reidbench.reports.quantities import ACCURACY, COMPILE_SECONDS, MODE_COST, QUANTITIES, RERANKED, Quantity, format_number
 from reidbench.reports.summary import NOISE_RULE, CellSummary, Stat, noise_pairs
 
 
@@ -179,10 +179,11 @@ def report_table(
     footnotes name the pairs and the rule.
     """
     several = any(s.seeds > 1 for s in summaries)
-    pairs = {q.name: noise_pairs(summaries, q) for q in ACCURACY}
+    accuracy = ACCURACY + [q for q in RERANKED if any(s.stat(q) is not None for s in summaries)]
+    pairs = {q.name: noise_pairs(summaries, q) for q in accuracy}
     noisy = {name: {c for pair in found for c in pair} for name, found in pairs.items()}
     columns = ["cell", "backbone", "neck", "status"] + (["seeds"] if several else [])
-    columns += [q.label for q in ACCURACY]
+    columns += [q.label for q in accuracy]
     columns += ["params M total (backbone / neck / head)", "GMACs", "GFLOPs"]
     for b in batch_sizes:
         columns += [f"bs{b} ms median / p90", f"bs{b} img/s"]
@@ -202,7 +203,7 @@ def report_table(
         row = [TableCell(s.cell), TableCell(s.backbone), TableCell(s.neck), TableCell(s.status, status=s.status, message=s.message)]
         if several:
             row.append(TableCell(str(s.seeds)))
-        for q in ACCURACY:
+        for q in accuracy:
             cell = value(s, q.name)
             if s.cell in noisy[q.name]:
                 cell.text += " " + NOISE_MARK
@@ -220,7 +221,7 @@ def report_table(
     footnotes = []
     if several:
         footnotes.append(f"Numbers are mean ± std over seeds. {NOISE_MARK}: within seed noise of another cell — {NOISE_RULE}.")
-        for q in ACCURACY:
+        for q in accuracy:
             if pairs[q.name]:
                 footnotes.append(f"{NOISE_MARK} {q.label}: " + "; ".join(f"{a} vs {b}" for a, b in pairs[q.name]))
         if not any(pairs.values()):
