@@ -126,6 +126,7 @@ def bench(
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a grid setting, e.g. --set depth=2 (repeatable)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the records as a JSON list to this file."),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help="BACKBONE=PATH: a local pretrained checkpoint for that backbone (repeatable; overrides the grid's [weights])."),
+    runtime: str = typer.Option("eager", "--runtime", help="eager, or onnxruntime: also export each cell to ONNX, check parity with PyTorch and time it under ONNX Runtime (CPU) beside eager."),
 ) -> None:
     """Measure parameters, FLOPs, latency and memory of every cell; no training."""
     from dataclasses import replace
@@ -146,11 +147,13 @@ def bench(
     torch_device = resolve_device(device)
     if train_steps < 1:
         raise UsageError(f"--train-steps {train_steps} must be at least 1.")
+    if runtime not in ("eager", "onnxruntime"):
+        raise UsageError(f"--runtime {runtime!r} is unknown; choose eager or onnxruntime.")
     if compile_:
         check_backend(compile_backend)
     given = {"batch_sizes": tuple(parse_int_list(batch_sizes, "--batch-sizes")) if batch_sizes else None,
              "train_batch_size": train_batch_size, "repeats": repeats, "warmup": warmup, "max_seconds": max_seconds,
-             "compile": compile_, "reference": reference,
+             "compile": compile_, "reference": reference, "onnx": True if runtime == "onnxruntime" else None,
              "cuda_graphs": torch_device.type == "cuda" if cuda_graphs is None else cuda_graphs}
     measure = replace(MeasureConfig.for_device(torch_device), **{k: v for k, v in given.items() if v is not None})
     options = BenchOptions(
@@ -256,7 +259,7 @@ def _resume_run(resume: Path, request: Any, device: str, launch_plan: Any, world
     from dataclasses import replace
 
     from reidbench.harness.plan import check_plan, resume_plan
-    from reidbench.harness.rundir import RunDir
+    from reidbench.rundir import RunDir
     from reidbench.runtime.device import resolve_device
     from reidbench.runtime.distributed import init_distributed, main_first
 
@@ -349,7 +352,7 @@ def status_(
     For a fanned-out run it also brings results.csv, environment.json and run.json up to date with what the jobs wrote, and records as failed a cell whose job ended without saying how it ended.
     """
     from reidbench.harness import launch, status
-    from reidbench.harness.rundir import RunDir
+    from reidbench.rundir import RunDir
 
     result = status.collect(run_dir)
     notes = []
@@ -393,6 +396,37 @@ def report(
     for line in gate_lines(result, fail_on or ""):
         typer.echo(_printable(line))
     if result.crossings:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_user_errors
+def export(
+    run_dir: Path = typer.Argument(..., help="A run directory whose done cells to export."),
+    only: Optional[List[str]] = typer.Option(None, "--only", help="Export only this cell (repeatable)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for <cell>-seed<k>.onnx and .json (default: RUN_DIR/onnx)."),
+    batch_sizes: str = typer.Option("1,8", "--batch-sizes", help="Batch sizes of the ONNX Runtime latency."),
+    exporter: str = typer.Option("dynamo", "--exporter", help="dynamo (torch.export, the default) or torchscript (the legacy tracer)."),
+) -> None:
+    """Export a run's done cells to ONNX (dynamic batch), check parity under ONNX Runtime and time them.
+
+    Expected failures and failed cells are skipped with their status; a cell whose export fails or whose features
+    differ from PyTorch's (min cosine below 0.9999) makes the command exit 1.
+    """
+    from reidbench.bench.export import export_missing, export_problems, export_run
+
+    if exporter not in ("dynamo", "torchscript"):
+        raise UsageError(f"--exporter {exporter!r} is unknown; choose dynamo or torchscript.")
+    if (missing := export_missing()) is not None:
+        raise UsageError(missing)
+    if not (run_dir / "cells").is_dir():
+        raise UsageError(f"{run_dir} is not a reidbench run directory (it has no cells/ folder).")
+    target = out if out is not None else run_dir / "onnx"
+    results = export_run(run_dir, target, parse_int_list(batch_sizes, "--batch-sizes"), only, _log, exporter=exporter)
+    problems = export_problems(results)
+    for line in problems:
+        typer.echo(_printable(f"problem: {line}"), err=True)
+    if problems:
         raise typer.Exit(1)
 
 

@@ -93,6 +93,8 @@ class MeasureMode(Text):
     GRAPH = "graph"
     """Replayed as one CUDA graph."""
     COMPILED_GRAPH = "compiled+graph"
+    ONNXRUNTIME = "onnxruntime"
+    """ONNX Runtime (CPU provider) running the exported graph; not a PyTorch mode."""
 
     @classmethod
     def of(cls, compiled: bool, graphed: bool) -> "MeasureMode":
@@ -259,6 +261,8 @@ class CellRecord:
     training: Optional[dict[str, Any]] = None
     metrics: Optional[dict[str, Any]] = None
     cross_domain: dict[str, dict[str, Any]] = field(default_factory=dict)
+    onnx: Optional[dict[str, Any]] = None
+    """The ONNX export's summary: exporter, opset, parity, error (`reidbench.bench.export`)."""
     """Test set spec -> its metrics and protocol, for runs with --test-data (trained on the run's dataset)."""
     distributed: Optional[dict[str, Any]] = None
     phase_seconds: dict[str, float] = field(default_factory=dict)

@@ -1,6 +1,8 @@
 """bench on shallow models on the CPU: a record holds parameters, FLOPs, latency and memory, with consistent numbers."""
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -97,5 +99,11 @@ def test_without_a_resettable_high_water_mark_the_region_is_sampled(monkeypatch)
     from reidbench.bench import memory
 
     monkeypatch.setattr(memory, "reset_peak_rss", lambda: False)
-    result = measure_peak_memory(lambda: torch.ones(256 * 2**20 // 4).add_(1), CPU)
+
+    def hold() -> None:  # sampling sees what stays a few milliseconds; a busy machine may delay the sampling thread
+        block = torch.ones(256 * 2**20 // 4).add_(1)
+        time.sleep(0.2)
+        del block
+
+    result = measure_peak_memory(hold, CPU)
     assert result["how"].startswith("resident size sampled") and result["peak_rss_delta_mib"] >= 200

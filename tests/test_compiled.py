@@ -23,7 +23,7 @@ from reidbench.errors import UsageError
 from reidbench.schema import CellRecord, MeasureMode
 from reidbench.variants import BACKBONES, ReidModel, builtin_grids, create_variant, load_grid
 
-EAGER, COMPILED, GRAPH, COMPILED_GRAPH = (m.value for m in MeasureMode)
+EAGER, COMPILED, GRAPH, COMPILED_GRAPH = (m.value for m in MeasureMode if m != MeasureMode.ONNXRUNTIME)
 
 
 def entry_mode(entry: dict) -> str:

@@ -32,7 +32,7 @@ from reidbench.runtime.distributed import (
     World, any_rank, batchnorm_kinds, broadcast_object, from_main, gather_rows, main_first, revert_sync_batchnorm, shard,
 )
 from reidbench.data.images import ImageSet
-from reidbench.harness.rundir import RunDir
+from reidbench.rundir import RunDir
 from tiny_run import ONE_CELL_GRID, shorten_long_profile, wait_for, write_inputs
 
 WORLD_SIZE = 2

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from reidbench.cli import app
 from reidbench.data import generate_synthetic
 from reidbench.data.formats import load_dataset, synthetic_seed
-from reidbench.harness.rundir import RunDir
+from reidbench.rundir import RunDir
 from tiny_run import ONE_CELL_GRID, run_args, write_inputs
 
 cli = CliRunner()

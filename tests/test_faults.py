@@ -21,7 +21,7 @@ from reidbench.cli import app
 from reidbench.harness import cell as cell_module
 from reidbench.harness import runner as runner_module
 from reidbench.harness.lock import DirectoryLock
-from reidbench.harness.rundir import RunDir
+from reidbench.rundir import RunDir
 from tiny_run import run_args, shorten_long_profile, start_interruptible, wait_for, write_inputs
 
 cli = CliRunner()

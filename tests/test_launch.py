@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from reidbench.cli import app
 from reidbench.harness import launch
 from reidbench.runtime.distributed import World, world_from_env
-from reidbench.harness.rundir import RunDir
+from reidbench.rundir import RunDir
 from reidbench.bench.suite import run_measurer
 from reidbench.schema import CellRecord, CellState
 from tiny_run import LONG_EPOCHS, run_args, write_inputs

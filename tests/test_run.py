@@ -18,7 +18,7 @@ from reidbench.cli import app
 from reidbench.harness import runner as runner_module
 from reidbench.harness import cell as cell_module
 from reidbench.harness.console import summary_line
-from reidbench.harness.rundir import RunDir
+from reidbench.rundir import RunDir
 from reidbench.schema import RESULT_COLUMN_NAMES as RESULT_COLUMNS
 from reidbench.harness.trainer import TrainingDiverged
 from tiny_run import run_args as tiny_run_args, shorten_long_profile, start_interruptible, wait_for, write_inputs

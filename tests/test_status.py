@@ -13,7 +13,7 @@ from reidbench.bench.suite import run_measurer
 from reidbench.harness import cell as cell_module
 from reidbench.harness import runner
 from reidbench.harness import status as status_module
-from reidbench.harness.rundir import RunDir
+from reidbench.rundir import RunDir
 from reidbench.harness.trainer import TrainingDiverged
 from tiny_run import run_args, write_inputs
 
@@ -30,12 +30,12 @@ TRAIN_MODEL = cell_module.train_model
 def stop_training_at_epoch_1(exception: type[BaseException]):
     original = TRAIN_MODEL
 
-    def train(model, train_set, cfg, options, cell_dir, progress, on_epoch=None):
+    def train(model, train_set, cfg, options, cell_dir, progress, on_epoch=None, **hooks):
         def stop(epoch: int) -> None:
             if epoch == 1:
                 raise exception
 
-        return original(model, train_set, cfg, options, cell_dir, progress, stop)
+        return original(model, train_set, cfg, options, cell_dir, progress, stop, **hooks)
 
     return train
 

@@ -214,7 +214,7 @@ def _replayed_training(out) -> dict:
     """The cell's training record, once the cell is known done with its steps replayed as graphs."""
     import json
 
-    from reidbench.harness.rundir import RunDir
+    from reidbench.rundir import RunDir
 
     record = RunDir(out).read_record("vit768-none", 0).to_dict()
     training = record["training"]

@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from reidbench.bench.export import measure_onnxruntime
 from reidbench.bench.flops import count_flops
 from reidbench.bench.graphs import cuda_graph_unavailable
 from reidbench.bench.memory import measure_peak_memory
@@ -141,6 +142,10 @@ def _measure(model: ReidModel, record: CellRecord, options: BenchOptions, log: L
         record.latency.extend(modes)
     for batch_size in options.train_batch_sizes:
         record.train_throughput.extend(_train_throughput(model, batch_size, record, options, log))
+    if options.measure.onnx:
+        log("    ONNX export, parity and onnxruntime latency")
+        entries, record.onnx = measure_onnxruntime(model, options)
+        record.latency.extend(entries)
 
 
 def _train_throughput(

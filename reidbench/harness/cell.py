@@ -24,8 +24,9 @@ from reidbench.harness.evaluate import evaluate_model
 from reidbench.harness.lock import DirectoryLock
 from reidbench.harness.placement import RunData, TestData
 from reidbench.harness.plan import RunPlan
-from reidbench.harness.rundir import RunDir
+from reidbench.harness.tensorboard import tensorboard_hook, train_hparams, write_cell_hparams
 from reidbench.harness.train import TrainOptions, train_model
+from reidbench.rundir import RunDir
 from reidbench.runtime.distributed import World, batchnorm_kinds, broadcast_object, gather_objects, revert_sync_batchnorm
 from reidbench.runtime.files import now_utc, remove_stale_temporaries, save_torch_atomic
 from reidbench.runtime.progress import Progress
@@ -119,7 +120,9 @@ def _train_evaluate_measure(model: ReidModel, cell: Cell, seed: int, record: Cel
         kinds = batchnorm_kinds(model)
         options = TrainOptions(seed, plan.device, plan.dtype, world, plan.sync_bn and world.distributed, plan.compile, plan.cuda_graphs)
         told = None if ctx.on_epoch is None else (lambda epoch: ctx.on_epoch(cell.id, seed, epoch))
-        summary = train_model(model, ctx.data.train, plan.profile.train, options, cell_dir, ctx.progress, told)
+        board = tensorboard_hook(ctx.run.root, cell.id, seed, ctx.progress.log) if world.is_main else None
+        summary = train_model(model, ctx.data.train, plan.profile.train, options, cell_dir, ctx.progress, told,
+                              extra_hooks=[board] if board is not None else [])
         revert_sync_batchnorm(model, kinds)  # no rank-0-only forward may all-reduce with the others
         record.training = summary.to_dict()
         record.warnings.extend(summary.warnings)
@@ -132,6 +135,8 @@ def _train_evaluate_measure(model: ReidModel, cell: Cell, seed: int, record: Cel
         for test in ctx.tests:
             metrics = evaluate_model(model, test.query, test.gallery, cfg, plan.device, plan.dtype, ctx.progress, world)
             record.cross_domain[test.spec] = {**metrics, "dataset": test.name}
+        if world.is_main:
+            write_cell_hparams(ctx.run.root, record, ctx.progress.log, extra=train_hparams(plan.profile.train, plan.profile.name))
 
     def keep_and_measure() -> None:
         if world.is_main:

@@ -28,7 +28,7 @@ from reidbench.errors import UsageError
 from reidbench.harness.cell import MeasureFactory
 from reidbench.harness.console import summary_line
 from reidbench.harness.plan import RunPlan, read_meta, resolve_settings
-from reidbench.harness.rundir import RunDir
+from reidbench.rundir import RunDir
 from reidbench.harness.runner import JOB_FILE, run_one
 from reidbench.runtime.device import resolve_device
 from reidbench.runtime.distributed import World

@@ -16,7 +16,7 @@ import torch
 from reidbench.data import ReidDataset, load_dataset
 from reidbench.errors import UsageError
 from reidbench.harness.placement import check_cache_policy
-from reidbench.harness.rundir import RunDir, new_run_dir
+from reidbench.rundir import RunDir, new_run_dir
 from reidbench.profiles import PROFILES_DIR, Profile, load_profile, resolve_profile_name
 from reidbench.runtime.device import resolve_dtype
 from reidbench.runtime.distributed import World

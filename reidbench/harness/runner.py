@@ -22,7 +22,7 @@ from reidbench.harness.console import data_line, summary_line, test_data_line
 from reidbench.harness.lock import DirectoryLock, this_process
 from reidbench.harness.placement import RunData, TestData, prepare_data, prepare_test_data
 from reidbench.harness.plan import RunPlan, load_plan, read_meta, resolve_settings
-from reidbench.harness.rundir import RunDir
+from reidbench.rundir import RunDir
 from reidbench.runtime.distributed import World, describe_world, from_main, init_distributed, world_from_env
 from reidbench.runtime.environment import collect_environment
 from reidbench.runtime.files import now_utc, remove_stale_temporaries, write_json

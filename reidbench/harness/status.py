@@ -17,7 +17,7 @@ from reidbench.harness import launch
 from reidbench.harness.launch import FAILED_JOB_DIED
 from reidbench.harness.lock import is_alive
 from reidbench.harness.plan import read_meta
-from reidbench.harness.rundir import RunDir
+from reidbench.rundir import RunDir
 from reidbench.runtime.text import first_line
 from reidbench.schema import CellRecord, CellState, RunMeta, RunState
 

@@ -13,7 +13,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -100,7 +100,7 @@ class EpochLog(TrainHook):
 
 def train_model(
     model: ReidModel, train_set: AnyImageSet, cfg: TrainConfig, options: TrainOptions, cell_dir: Path,
-    progress: Progress, on_epoch: Optional[Callable[[int], None]] = None,
+    progress: Progress, on_epoch: Optional[Callable[[int], None]] = None, extra_hooks: Sequence[TrainHook] = (),
 ) -> TrainSummary:
     """Train `model` in place, continuing from `cell_dir`'s checkpoint when there is one; the summary to record."""
     world, device = options.world, options.device
@@ -129,6 +129,7 @@ def train_model(
         step = GraphedTrainStep(step)
     hooks: list[TrainHook] = [ResumeFromCheckpoint(cell_dir), DivergenceGuard()]
     hooks += [EpochLog(cell_dir, progress.log)] if world.is_main else []
+    hooks += list(extra_hooks)  # after the resume (they read ctx.start_epoch), before the checkpoint
     hooks += [Checkpointer(cell_dir)] + ([EpochCallback(on_epoch)] if on_epoch is not None else [])
     trained.train()
     Trainer(ctx, step, sampler, train_set, progress, hooks).fit()

@@ -171,6 +171,8 @@ class MeasureConfig:
     """Also time CUDA-graph replay at every batch size, as `bench --cuda-graphs` (skipped, with the reason, off CUDA)."""
     reference: bool = False
     """Also time the bare library network at each eager batch size (`*-none` cells at stride 16), as `bench --reference`."""
+    onnx: bool = False
+    """Also export to ONNX, check parity with PyTorch and time it under ONNX Runtime (CPU) at every batch size."""
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or min(self.batch_sizes) < 1:

@@ -4,7 +4,7 @@ A report is most needed when a run went wrong, so nothing here assumes a run
 finished: a cell without its record is listed as missing, a record that does
 not parse is listed as damaged (with its file), a missing run.json costs the
 header, not the report. Only a directory with no record at all is an error.
-The format itself (paths, results.csv columns) is `reidbench.harness.rundir`'s.
+The format itself (paths, results.csv columns) is `reidbench.rundir`'s.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from reidbench.errors import UsageError
-from reidbench.harness.rundir import RunDir
+from reidbench.rundir import RunDir
 from reidbench.reports.quantities import COMPILE_SECONDS, MODE_COST
 from reidbench.runtime.files import read_json
 from reidbench.schema import (

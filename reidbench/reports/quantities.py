@@ -69,7 +69,7 @@ def _mode_quantities(mode: str) -> tuple[Quantity, Quantity]:
     )
 
 
-MODE_COST = {mode: _mode_quantities(mode) for mode in ("graph", "compiled", "compiled+graph")}
+MODE_COST = {mode: _mode_quantities(mode) for mode in ("graph", "compiled", "compiled+graph", "onnxruntime")}
 """Latency mode (besides eager, the headline) -> its median-latency and throughput quantities."""
 COMPILE_SECONDS = Quantity("compile_seconds", "compile_seconds", "compile s", "s", 1, False)
 """Wall time the compiling first calls took beyond steady calls, summed over the batch sizes."""

@@ -53,6 +53,8 @@ class CellSummary:
     """'peak-rss' (CPU process) or 'cuda-allocator'."""
     noise: dict[int, str] = field(default_factory=dict)
     """Batch size -> why an eager latency measured there cannot be trusted (any seed's)."""
+    onnx: Optional[dict[str, Any]] = None
+    """The ONNX export's summary (exported, parity, error) where the cell was measured with it."""
 
     @property
     def seeds(self) -> int:
@@ -102,6 +104,7 @@ def summarize(run: LoadedRun) -> list[CellSummary]:
             warnings=list(record.get("warnings") or []),
             memory_kind=next((k for k in rows["memory_kind"] if isinstance(k, str)), None) if "memory_kind" in rows else None,
             noise=latency_noise([r for r in run.records if r["cell"] == cell]),
+            onnx=record.get("onnx"),
         ))
     return summaries
 

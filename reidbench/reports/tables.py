@@ -7,6 +7,7 @@ from typing import Any, Callable, Iterable, Optional
 import pandas as pd
 
 from reidbench.reports.compare import Comparison, format_change
+from reidbench.bench.export import onnx_table_text
 from reidbench.reports.quantities import ACCURACY, COMPILE_SECONDS, MODE_COST, QUANTITIES, RERANKED, Quantity, format_number
 from reidbench.reports.summary import NOISE_RULE, CellSummary, Stat, noise_pairs
 
@@ -190,6 +191,8 @@ def report_table(
     modes = _mode_quantities(summaries, batch_sizes)
     columns += [q.label if b is None else f"bs{b} {q.label}" for q, b in modes]
     columns += [_memory_header(summaries, "infer"), _memory_header(summaries, "train"), "train s"]
+    exported = any(s.onnx for s in summaries)
+    columns += ["ONNX (export / parity)"] if exported else []
 
     def value(s: CellSummary, name: str, batch: Optional[int] = None) -> TableCell:
         q = QUANTITIES[name]
@@ -217,6 +220,7 @@ def report_table(
             row += _latency_cells(s, b, value)
         row += [value(s, q.name, b) for q, b in modes]
         row += [value(s, "peak_infer_mib"), value(s, "peak_train_mib"), value(s, "train_seconds")]
+        row += [TableCell(onnx_table_text(s.onnx) if s.onnx else MISSING_VALUE)] if exported else []
         rows.append(row)
     footnotes = []
     if several:

@@ -1,13 +1,19 @@
 """Short text from long: what a console line or a status row shows of an error."""
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 
-def first_line(text: Optional[str], fallback: str = "") -> str:
-    """The first non-empty line of `text`, stripped; `fallback` when there is none."""
-    lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
-    return lines[0] if lines else fallback
+ANSI_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def first_line(text: Optional[str], fallback: str = "", limit: Optional[int] = None) -> str:
+    """The first non-empty line of `text`, stripped of terminal colours and cut to `limit` characters; `fallback`
+    when there is none. Exporter and compiler errors run to pages; a record or a status row wants one line."""
+    lines = [line.strip() for line in ANSI_COLOURS.sub("", text or "").splitlines() if line.strip()]
+    line = lines[0] if lines else fallback
+    return line if limit is None or len(line) <= limit else line[: limit - 3] + "..."
 
 
 def printable(text: str) -> str:

@@ -1,4 +1,4 @@
-"""The run directory: the unit of truth that `report` and `--resume` read back.
+"""The run directory's layout: the unit of truth that `run` writes and `report`, `status`, `--resume` and `export` read.
 
 Layout:
 
