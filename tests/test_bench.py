@@ -1,7 +1,11 @@
 """bench on shallow models on the CPU: a record holds parameters, FLOPs, latency and memory, with consistent numbers."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -93,6 +97,26 @@ def test_a_regions_cpu_peak_is_its_own_increase_over_where_it_started() -> None:
     assert large["peak_rss_delta_mib"] - small["peak_rss_delta_mib"] >= 500 * 0.98
     assert small["peak_rss_delta_mib"] < 300 and large["start_rss_mib"] >= 300
     del resident
+
+
+_REUSE_FREED_HEAP = """
+import torch
+from reidbench.bench.memory import measure_peak_memory
+freed = torch.ones(600 * 2**20 // 4)
+del freed  # with these allocator settings it stays resident in the heap
+print(measure_peak_memory(lambda: torch.ones(516 * 2**20 // 4).add_(1), torch.device("cpu"))["peak_rss_delta_mib"])
+"""
+
+
+def test_a_region_reusing_freed_heap_memory_is_charged_for_it() -> None:
+    """glibc told never to mmap nor trim: a freed 600 MiB block stays resident, and a region that reuses it
+    raised neither the resident size nor its high-water mark -- it was charged 0 MiB until the free heap
+    was handed back before the region. A fresh process, so the allocator's state is the test's own."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**40), "MALLOC_TOP_PAD_": "0"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), env.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, "-c", _REUSE_FREED_HEAP], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout.split()[-1]) >= 516 * 0.98
 
 
 def test_without_a_resettable_high_water_mark_the_region_is_sampled(monkeypatch) -> None:
