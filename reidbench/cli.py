@@ -125,7 +125,8 @@ def bench(
     cuda_graphs: Optional[bool] = typer.Option(None, "--cuda-graphs/--no-cuda-graphs", help="Also time CUDA-graph replay of the whole forward at every batch size, and of whole training steps at every --train-batch-sizes, eager and with --compile compiled (default: on with CUDA, off on CPU; asked for on CPU, recorded as skipped)."),
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a grid setting, e.g. --set depth=2 (repeatable)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the records as a JSON list to this file."),
-    weights: Optional[List[str]] = typer.Option(None, "--weights", help="BACKBONE=PATH: a local pretrained checkpoint for that backbone (repeatable; overrides the grid's [weights])."),
+    weights: Optional[List[str]] = typer.Option(None, "--weights", help="BACKBONE=PATH: a local pretrained checkpoint for that backbone (repeatable; overrides the grid's \\[weights])."),
+    axis: Optional[List[str]] = typer.Option(None, "--axis", help="KEY=V1,V2: add an axis to the grid (any variant setting; repeatable), e.g. --axis stride=12,16."),
     runtime: str = typer.Option("eager", "--runtime", help="eager, or onnxruntime: also export each cell to ONNX, check parity with PyTorch and time it under ONNX Runtime (CPU) beside eager."),
 ) -> None:
     """Measure parameters, FLOPs, latency and memory of every cell; no training."""
@@ -133,7 +134,8 @@ def bench(
 
     from reidbench.bench.options import BenchOptions
     from reidbench.bench.suite import bench_grid
-    from reidbench.harness.plan import merged_weights, parse_overrides
+    from reidbench.harness.console import cells_line
+    from reidbench.harness.plan import check_axes, merged_weights, parse_axes, parse_overrides
     from reidbench.profiles import MeasureConfig
     from reidbench.reports.tables import bench_table
     from reidbench.runtime.compile import check_backend
@@ -142,8 +144,13 @@ def bench(
     from reidbench.variants.grid import load_grid
 
     loaded = load_grid(grid)
-    settings = loaded.settings.with_overrides(parse_overrides(overrides or []), "--set")
+    cli_axes = parse_axes(axis or [])
+    loaded = loaded.with_axes(cli_axes, "--axis") if cli_axes else loaded
+    check_axes(loaded)  # bench trains nothing, but a misspelled axis is still an error
+    given_settings = parse_overrides(overrides or [])
+    settings = loaded.settings.with_overrides(given_settings, "--set")
     cells = loaded.select(only)
+    _log(cells_line(loaded, cells, 1))
     torch_device = resolve_device(device)
     if train_steps < 1:
         raise UsageError(f"--train-steps {train_steps} must be at least 1.")
@@ -166,7 +173,7 @@ def bench(
     _log(f"bench: grid {loaded.name} ({loaded.source}), {len(cells)} cell(s), device {options.device}, dtype {options.dtype}, "
          f"depth {settings.depth}, {settings.img_size[0]}x{settings.img_size[1]}, stride {settings.stride}"
          + (f", compiled ({compile_backend})" if compile_ else "") + (", CUDA graphs" if options.cuda_graphs else ""))
-    records = [r.to_dict() for r in bench_grid(loaded, cells, options, settings, _log, merged_weights(loaded, weights or []))]
+    records = [r.to_dict() for r in bench_grid(loaded, cells, options, given_settings, _log, merged_weights(loaded, weights or []))]
     typer.echo(bench_table(records))  # first: a file that can no longer be written costs the JSON, not the table
     if json_path is not None:
         write_json(json_path, records)
@@ -203,7 +210,7 @@ def run(
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Train every cell with seeds 0..N-1 (default 1)."),
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a variant setting after the profile, e.g. --set stride=12."),
     bars: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars (default: when stderr is a terminal)."),
-    weights: Optional[List[str]] = typer.Option(None, "--weights", help="BACKBONE=PATH: a local pretrained checkpoint for that backbone (repeatable; overrides the grid's [weights])."),
+    weights: Optional[List[str]] = typer.Option(None, "--weights", help="BACKBONE=PATH: a local pretrained checkpoint for that backbone (repeatable; overrides the grid's \\[weights])."),
     compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Train with the backbone's transformer blocks compiled by torch.compile (recorded; compile time counts in the first epoch)."),
     data_cache: Optional[str] = typer.Option(None, "--data-cache", help="Where decoded images live: auto (the GPU while they take <= 25% of its free memory, else host memory; if they would take > 80% of the host memory available, decoded per batch by DataLoader workers), device, host or stream."),
     launcher: str = typer.Option("local", "--launcher", help="local (every cell in this process), submitit-local (one local job per cell and seed) or slurm (a Slurm job array)."),
@@ -217,6 +224,7 @@ def run(
     max_parallel: Optional[int] = typer.Option(None, "--max-parallel", help="At most this many jobs at once (default: all)."),
     wait: Optional[bool] = typer.Option(None, "--wait/--no-wait", help="Wait for the jobs, then write results.csv and exit like local (default: wait for submitit-local, not for slurm)."),
     sync_bn: Optional[bool] = typer.Option(None, "--sync-bn", help="Under torchrun, batch norm over the whole global batch (SyncBatchNorm; CUDA only; recorded)."),
+    axis: Optional[List[str]] = typer.Option(None, "--axis", help="KEY=V1,V2: add an axis to the grid (a variant or \\[train] setting; repeatable), e.g. --axis stride=12,16 or --axis lr=0.008,0.004."),
     test_data: Optional[List[str]] = typer.Option(None, "--test-data", help="Also evaluate every trained cell on this dataset's query and gallery (repeatable; cross-domain), e.g. dukemtmc:PATH or synthetic:seed=1 (another synthetic world)."),
     cuda_graphs: Optional[bool] = typer.Option(None, "--cuda-graphs/--no-cuda-graphs", help="Train with every step after three eager ones replayed as one CUDA graph (fused SGD / capturable AdamW; recorded per cell). With --compile the compiled blocks are what the graph records. Default: on for a CUDA device with one process per cell, else off; asking for it elsewhere is an error."),
 ) -> None:
@@ -239,7 +247,7 @@ def run(
     if world.distributed and launch_plan.fanned_out:
         raise UsageError(f"--launcher {launcher} starts its own jobs; under torchrun use --launcher local (the default).")
     request = RunRequest(grid, data, profile, dtype, seeds, tuple(only or ()), tuple(overrides or ()), tuple(weights or ()),
-                         compile_, data_cache, sync_bn, cuda_graphs, tuple(test_data or ()))
+                         compile_, data_cache, sync_bn, cuda_graphs, tuple(test_data or ()), tuple(axis or ()))
     progress = Progress(_log, bars if world.is_main else False)
     interrupt_on_sigterm()
     if resume is not None:
@@ -279,10 +287,12 @@ def _resume_run(resume: Path, request: Any, device: str, launch_plan: Any, world
 def _new_plan(request: Any, launch_plan: Any, world: Any) -> tuple[Any, Any]:
     from dataclasses import replace
 
+    from reidbench.harness.console import cells_line
     from reidbench.harness.plan import check_plan, new_plan
     from reidbench.runtime.distributed import init_distributed, main_first
 
     plan = new_plan(request, launch_plan.device, launch_plan.cell_world(world))
+    _log(cells_line(plan.grid, plan.cells, plan.seeds))
     if (request.profile or "auto") == "auto":
         _log(f"profile auto -> {plan.profile.name} ({'CUDA device found' if plan.device.type == 'cuda' else 'no CUDA device'}): {plan.profile.description}")
     # Connect the ranks once the arguments are known good on every rank (each rank reads them alike).
@@ -490,6 +500,10 @@ def list_(
             expect = f"  [expected {cell.expect.status}: {cell.expect.reason}]" if cell.expect else ""
             typer.echo(f"  {cell.id}{expect}")
         typer.echo("  settings: " + ", ".join(f"{k}={v}" for k, v in g.settings.to_dict().items()))
+        for backbone in sorted(set(g.backbone_settings) | set(g.recipes)):
+            own = ", ".join(f"{k}={v}" for k, v in g.backbone_settings.get(backbone, {}).items())
+            recipes = ", ".join(f"under {p}: {r}" for p, r in g.recipes.get(backbone, {}).items())
+            typer.echo(f"  {backbone}: " + "; ".join(part for part in (own, f"recipe {recipes}" if recipes else "") if part))
     typer.echo("backbones:")
     for entry in BACKBONES:
         typer.echo(f"  {entry.name:<12} {entry.description}")

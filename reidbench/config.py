@@ -19,8 +19,10 @@ T = TypeVar("T")
 def from_mapping(cls: type[T], values: Mapping[str, Any], source: str, base: Optional[T] = None) -> T:
     """`cls` built from `values` (on top of `base`, else the defaults); bad names or types name `source`."""
     declared = {f.name: f for f in fields(cls)}
+    aliases: Mapping[str, str] = getattr(cls, "ALIASES", {})
     coerced: dict[str, Any] = {}
     for key, value in values.items():
+        key = aliases.get(key, key)
         if key not in declared:
             raise UsageError(f"{source}: unknown setting {key!r}; valid settings are: {', '.join(declared)}.")
         spec = declared[key]

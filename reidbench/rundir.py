@@ -23,7 +23,7 @@ from typing import Iterable, Optional
 
 from reidbench.errors import UsageError
 from reidbench.runtime.files import read_json, write_atomic, write_json
-from reidbench.schema import RESULT_COLUMN_NAMES, CellRecord, results_row
+from reidbench.schema import CellRecord, results_columns, results_row
 
 def new_run_dir(parent: Path, grid_name: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -84,4 +84,4 @@ class RunDir:
 
         order = {cell: i for i, cell in enumerate(cell_order)}
         rows = sorted((results_row(r) for r in self.records()), key=lambda r: (order.get(r["cell"], len(order)), r["seed"]))
-        write_atomic(self.results_csv, pd.DataFrame(rows, columns=RESULT_COLUMN_NAMES).to_csv(index=False))
+        write_atomic(self.results_csv, pd.DataFrame(rows, columns=results_columns(rows)).to_csv(index=False))

@@ -260,10 +260,14 @@ class CellRecord:
     environment: dict[str, Any] = field(default_factory=dict)
     training: Optional[dict[str, Any]] = None
     metrics: Optional[dict[str, Any]] = None
+    axes: dict[str, Any] = field(default_factory=dict)
+    """The cell's axis values (grid [axes] and --axis); {} for a grid without axes."""
+    recipe: Optional[dict[str, Any]] = None
+    """What the cell trained with: the profile (and recipe) name, the [train] settings, what it follows and its departures."""
     cross_domain: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Test set spec -> its metrics and protocol, for runs with --test-data (trained on the run's dataset)."""
     onnx: Optional[dict[str, Any]] = None
     """The ONNX export's summary: exporter, opset, parity, error (`reidbench.bench.export`)."""
-    """Test set spec -> its metrics and protocol, for runs with --test-data (trained on the run's dataset)."""
     distributed: Optional[dict[str, Any]] = None
     phase_seconds: dict[str, float] = field(default_factory=dict)
     """Wall seconds of probe, train, evaluate and measure."""
@@ -341,6 +345,8 @@ class RunMeta:
     sync_bn: bool = False
     cuda_graphs: bool = False
     test_data: list[str] = field(default_factory=list)
+    cli_axes: dict[str, list[Any]] = field(default_factory=dict)
+    """Axes added on the command line (--axis), which --resume adds to the stored grid again."""
     test_sets: dict[str, dict[str, Any]] = field(default_factory=dict)
     """--test-data spec -> that set's facts (counts, skipped images, queries without a match, chance level)."""
     settings: dict[str, Any] = field(default_factory=dict)
@@ -420,8 +426,30 @@ RESULT_COLUMNS: tuple[tuple[str, Callable[[CellRecord], Any]], ...] = (
 RESULT_COLUMN_NAMES = [name for name, _ in RESULT_COLUMNS]
 
 
+AXIS_COLUMN_PREFIX = "axis:"
+"""results.csv gets one more column per axis of the grid, `axis:<key>`, after the fixed ones."""
+
+
+def axis_text(value: Any) -> str:
+    """An axis value as it appears in a cell id and an axis column: lists joined by '-', booleans lower case,
+    numbers as written."""
+    if isinstance(value, (list, tuple)):
+        return "-".join(axis_text(v) for v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
 def results_row(record: CellRecord) -> dict[str, Any]:
-    return {name: value(record) for name, value in RESULT_COLUMNS}
+    row = {name: value(record) for name, value in RESULT_COLUMNS}
+    row.update({AXIS_COLUMN_PREFIX + key: axis_text(value) for key, value in record.axes.items()})
+    return row
+
+
+def results_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """results.csv's columns for these rows: the fixed ones, then the axis columns any row has, in first-seen order."""
+    axes = dict.fromkeys(k for row in rows for k in row if k.startswith(AXIS_COLUMN_PREFIX))
+    return RESULT_COLUMN_NAMES + list(axes)
 
 
 def is_number(value: Any) -> bool:

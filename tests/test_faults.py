@@ -58,8 +58,12 @@ CATALOGUE = [
           "--seeds would change it"),
     Fault("deep-toml", "a --set value nested a thousand levels deep", "reidbench run --set depth=[[[...]]]", 2,
           "is not a TOML value"),
-    Fault("non-finite-setting", "a setting that is not a finite number", "reidbench run --set sie_xishu=nan", 2,
+    Fault("non-finite-setting", "a setting that is not a finite number", "reidbench run --set camera_embedding_scale=nan", 2,
           "is not a finite number"),
+    Fault("deep-grid", "a grid file nested a thousand levels deep", "reidbench run --grid deep.toml", 2, "nests its tables or lists too deeply"),
+    Fault("zero-size", "an input size of 0x0", "reidbench run --set img_size=[0,0]", 2, "must be positive on both axes"),
+    Fault("weights-not-a-file", "weights that name a device or a pipe", "reidbench run --weights vit768=/dev/zero", 2,
+          "is not a regular file (a device, a pipe or a socket)"),
     Fault("no-readable-image", "a dataset whose training images are all unreadable", "reidbench run --data market1501:DIR", 2,
           "could be read"),
     Fault("no-query-match", "a test split in which no query has a match in its gallery", "reidbench run --data market1501:DIR", 2,
@@ -194,8 +198,13 @@ def test_resume_refuses_what_would_change_the_run_and_narrows_with_only(inputs, 
 def test_deeply_nested_or_non_finite_settings(inputs, tmp_path: Path) -> None:
     deep = "[" * 1000 + "]" * 1000
     expect(cli.invoke(app, run_args(inputs, tmp_path / "a", "--device", "cpu", "--set", f"depth={deep}")), "deep-toml")
-    expect(cli.invoke(app, run_args(inputs, tmp_path / "b", "--device", "cpu", "--set", "sie_xishu=nan")), "non-finite-setting")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    expect(cli.invoke(app, run_args(inputs, tmp_path / "b", "--device", "cpu", "--set", "camera_embedding_scale=nan")), "non-finite-setting")
+    expect(cli.invoke(app, run_args(inputs, tmp_path / "c", "--device", "cpu", "--set", "img_size=[0,0]")), "zero-size")
+    deep_grid = tmp_path / "deep.toml"
+    deep_grid.write_text(f"backbones = {deep}\n")
+    expect(cli.invoke(app, run_args({**inputs, "grid": deep_grid}, tmp_path / "d", "--device", "cpu")), "deep-grid")
+    expect(cli.invoke(app, run_args(inputs, tmp_path / "e", "--device", "cpu", "--weights", "vit768=/dev/zero")), "weights-not-a-file")
+    assert not any((tmp_path / name).exists() for name in "abcde")
 
 
 def market_copy(source: Path, to: Path) -> Path:

@@ -451,3 +451,22 @@ def test_fail_on_grammar() -> None:
 def test_pareto_frontier_keeps_points_no_cheaper_point_beats() -> None:
     points = [(1.0, 10.0), (2.0, 9.0), (2.0, 12.0), (3.0, 11.0), (4.0, 15.0)]
     assert pareto_frontier(points) == [(1.0, 10.0), (2.0, 12.0), (4.0, 15.0)]
+
+
+def test_a_report_says_first_that_its_numbers_come_from_random_weights_on_synthetic_data(grid_run: Path, tmp_path: Path) -> None:
+    result = report(str(grid_run), "--out", str(tmp_path))
+    assert result.exit_code == 0 and "read this first:" in result.output
+    md = (tmp_path / "report.md").read_text()
+    banner = md.splitlines()[2]
+    assert banner.startswith("> **Read this first:**") and "random initialisation" in banner and "synthetic set" in banner
+    assert "neither ReID results nor a comparison of CLIP and ImageNet pretraining" in banner
+    assert "- **Initialisation**: vit768: random initialisation" in md
+    html = (tmp_path / "report.html").read_text()
+    assert html.index('class="banner"') < html.index("<h2>Results</h2>")
+
+
+def test_window_notes_that_change_how_the_table_reads_stand_beside_it(grid_run: Path, tmp_path: Path) -> None:
+    assert report(str(grid_run), "--out", str(tmp_path)).exit_code == 0
+    md = (tmp_path / "report.md").read_text()
+    results, plots = md.index("## Results"), md.index("## Plots")
+    assert "Neck: ms neck: window" in md[results:plots]

@@ -33,10 +33,11 @@ Log = Callable[[str], None]
 
 
 def bench_grid(
-    grid: Grid, cells: list[Cell], options: BenchOptions, settings: VariantSettings, log: Log,
+    grid: Grid, cells: list[Cell], options: BenchOptions, overrides: dict[str, Any], log: Log,
     weights: Optional[dict[str, str]] = None,
 ) -> list[CellRecord]:
-    """`weights` maps a backbone name to a local checkpoint (grid [weights] and --weights merged)."""
+    """Each cell at its own settings (the grid's, its backbone's table and axes, then `overrides`, i.e. --set);
+    `weights` maps a backbone name to a local checkpoint (grid [weights] and --weights merged)."""
     if options.device.type == "cuda":
         # Fixed shapes: let cuDNN pick its fastest algorithm per shape (its default pick can be
         # far off for the patch embedding's strides); recorded with the numbers.
@@ -45,7 +46,9 @@ def bench_grid(
     records = []
     for index, cell in enumerate(cells, 1):
         log(f"[{index}/{len(cells)}] {cell.id}")
+        settings = grid.variant_settings(cell).with_overrides(overrides, "--set")
         record = bench_cell(cell, settings, options, log, (weights or {}).get(cell.backbone))
+        record.axes = dict(cell.axes)
         record.environment = environment
         records.append(record)
         log(f"[{index}/{len(cells)}] {cell.id}: {record.status}" + (f" ({record.error})" if record.error else ""))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 import traceback
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
@@ -22,8 +22,9 @@ from reidbench.errors import ReidbenchError
 from reidbench.harness.checkpoints import CHECKPOINT
 from reidbench.harness.evaluate import evaluate_model
 from reidbench.harness.lock import DirectoryLock
-from reidbench.harness.placement import RunData, TestData
-from reidbench.harness.plan import RunPlan
+from reidbench.harness.placement import ImageStore
+from reidbench.harness.plan import RunPlan, cell_profile, cell_settings
+from reidbench.profiles import Profile
 from reidbench.harness.tensorboard import tensorboard_hook, train_hparams, write_cell_hparams
 from reidbench.harness.train import TrainOptions, train_model
 from reidbench.rundir import RunDir
@@ -50,7 +51,8 @@ class RunContext:
 
     plan: RunPlan
     settings: VariantSettings
-    data: RunData
+    """The run's base settings; a cell's own come from `harness.plan.cell_settings`."""
+    images: ImageStore
     run: RunDir
     environment: dict[str, Any]
     progress: Progress
@@ -58,8 +60,6 @@ class RunContext:
     world: World = field(default_factory=World)
     on_epoch: Optional[Callable[[str, int, int], None]] = None
     """Told (cell, seed, epoch) after every epoch; tests interrupt runs with it."""
-    tests: list[TestData] = field(default_factory=list)
-    """Other datasets' test splits each trained cell is also evaluated on."""
 
 
 def run_cell(cell: Cell, seed: int, ctx: RunContext) -> CellRecord:
@@ -85,7 +85,8 @@ def _run_locked_cell(cell: Cell, seed: int, ctx: RunContext) -> CellRecord:
     if world.is_main:
         run.write_record(record)
     torch.manual_seed(seed)
-    build = lambda: create_variant(cell, weights=plan.weights.get(cell.backbone), settings=ctx.settings)  # noqa: E731
+    settings, profile = cell_settings(plan, cell, ctx.images.dataset), cell_profile(plan, cell)
+    build = lambda: create_variant(cell, weights=plan.weights.get(cell.backbone), settings=settings)  # noqa: E731
     try:
         probe = probe_cell(cell, build, plan.device)
     except ReidbenchError as exc:  # bad input (a weights file that does not fit): the cell and the command stop
@@ -93,14 +94,15 @@ def _run_locked_cell(cell: Cell, seed: int, ctx: RunContext) -> CellRecord:
             record.status, record.error, record.finished = CellState.FAILED, str(exc), now_utc()
             run.write_record(record)
         raise
-    record = probe.record(cell, ctx.settings, seed)
+    record = probe.record(cell, settings, seed)
+    record.axes, record.recipe = dict(cell.axes), recipe_record(profile)
     record.started, record.phase_seconds = stamp, {"probe": time.perf_counter() - started}
     record.environment = {"commit": ctx.environment.get("git_commit"), "device_name": ctx.environment.get("device_name")}
     record.distributed = ctx.environment.get("distributed")
     try:
         _agree_and_apply(record, world, lambda: _probe_agrees(probe.status, world))
         if record.status == CellState.DONE and probe.model is not None:
-            _train_evaluate_measure(probe.model, cell, seed, record, ctx)
+            _train_evaluate_measure(probe.model, cell, seed, record, ctx, profile)
     except KeyboardInterrupt:
         if world.is_main:
             record.status, record.error = CellState.INTERRUPTED, "interrupted; continue with reidbench run --resume RUN_DIR"
@@ -113,15 +115,16 @@ def _run_locked_cell(cell: Cell, seed: int, ctx: RunContext) -> CellRecord:
     return broadcast_object(record, world)
 
 
-def _train_evaluate_measure(model: ReidModel, cell: Cell, seed: int, record: CellRecord, ctx: RunContext) -> None:
+def _train_evaluate_measure(model: ReidModel, cell: Cell, seed: int, record: CellRecord, ctx: RunContext, profile: Profile) -> None:
     plan, world, cell_dir = ctx.plan, ctx.world, ctx.run.cell_dir(cell.id, seed)
+    data, tests = ctx.images.at(model.settings)
 
     def train() -> None:
         kinds = batchnorm_kinds(model)
         options = TrainOptions(seed, plan.device, plan.dtype, world, plan.sync_bn and world.distributed, plan.compile, plan.cuda_graphs)
         told = None if ctx.on_epoch is None else (lambda epoch: ctx.on_epoch(cell.id, seed, epoch))
         board = tensorboard_hook(ctx.run.root, cell.id, seed, ctx.progress.log) if world.is_main else None
-        summary = train_model(model, ctx.data.train, plan.profile.train, options, cell_dir, ctx.progress, told,
+        summary = train_model(model, data.train, profile.train, options, cell_dir, ctx.progress, told,
                               extra_hooks=[board] if board is not None else [])
         revert_sync_batchnorm(model, kinds)  # no rank-0-only forward may all-reduce with the others
         record.training = summary.to_dict()
@@ -131,12 +134,12 @@ def _train_evaluate_measure(model: ReidModel, cell: Cell, seed: int, record: Cel
 
     def evaluate() -> None:
         cfg = plan.profile.eval
-        record.metrics = evaluate_model(model, ctx.data.query, ctx.data.gallery, cfg, plan.device, plan.dtype, ctx.progress, world)
-        for test in ctx.tests:
+        record.metrics = evaluate_model(model, data.query, data.gallery, cfg, plan.device, plan.dtype, ctx.progress, world)
+        for test in tests:
             metrics = evaluate_model(model, test.query, test.gallery, cfg, plan.device, plan.dtype, ctx.progress, world)
             record.cross_domain[test.spec] = {**metrics, "dataset": test.name}
         if world.is_main:
-            write_cell_hparams(ctx.run.root, record, ctx.progress.log, extra=train_hparams(plan.profile.train, plan.profile.name))
+            write_cell_hparams(ctx.run.root, record, ctx.progress.log, extra=train_hparams(profile.train, profile.name))
 
     def keep_and_measure() -> None:
         if world.is_main:
@@ -149,6 +152,12 @@ def _train_evaluate_measure(model: ReidModel, cell: Cell, seed: int, record: Cel
         record.phase_seconds[phase] = time.perf_counter() - step_started  # the ranks' agreement included
         if failed:
             return
+
+
+def recipe_record(profile: Profile) -> dict[str, Any]:
+    """What a cell trained with, for its record: a reader of its accuracy must see the recipe beside it."""
+    return {"profile": profile.name, "follows": profile.follows, "departures": list(profile.departures),
+            "train": asdict(profile.train)}
 
 
 def _probe_agrees(status: CellState, world: World) -> None:

@@ -6,19 +6,33 @@ from typing import Any
 from reidbench.harness.placement import RunData, TestData
 from reidbench.harness.plan import RunPlan
 from reidbench.runtime.distributed import World
-from reidbench.schema import CellState
+from reidbench.schema import CellState, axis_text
+from reidbench.variants.grid import Cell, Grid
 
 
 def run_header(plan: RunPlan, root: Any, world: World) -> str:
     profile = plan.profile
-    follows = f" (follows {profile.follows}" + (f"; departs in {len(profile.departures)} ways, listed in the report)" if profile.departures else ")")
+    follows = ""
+    if profile.follows:
+        follows = f" (follows {profile.follows}" + (f"; departs in {len(profile.departures)} ways, listed in the report)" if profile.departures else ")")
+    recipes = {b: r[profile.name] for b, r in plan.grid.recipes.items() if profile.name in r}
+    follows += "".join(f"; {backbone} cells train with the {recipe} recipe" for backbone, recipe in recipes.items())
     return (
         f"run {root}: grid {plan.grid.name}, {len(plan.cells)} cell(s) x {plan.seeds} seed(s), profile {profile.name}"
-        f"{follows if profile.follows else ''}, device {plan.device}, dtype {plan.dtype}"
+        f"{follows}, device {plan.device}, dtype {plan.dtype}"
         + (f", {world.world_size} processes (DDP)" if world.distributed else "")
         + (", transformer blocks compiled" if plan.compile else "")
         + (", training steps replayed as CUDA graphs (--no-cuda-graphs: eager)" if plan.cuda_graphs else "")
     )
+
+
+def cells_line(grid: Grid, cells: list[Cell], seeds: int) -> str:
+    """How many cells (and trainings) a command is about to run, said before anything runs."""
+    backbones = len({c.backbone for c in cells})
+    necks = len({c.neck for c in cells})
+    axes = "".join(f" x {key} ({len({axis_text(dict(c.axes)[key]) for c in cells if key in dict(c.axes)})})" for key, _ in grid.axes)
+    trainings = f" x {seeds} seed(s) = {len(cells) * seeds} trainings" if seeds > 1 else ""
+    return f"grid {grid.name}: {len(cells)} cell(s) = {backbones} backbone(s) x {necks} neck(s){axes}{trainings}"
 
 
 def data_line(data: RunData) -> str:

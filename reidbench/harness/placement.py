@@ -110,6 +110,35 @@ def prepare_test_data(
     return TestData(spec, dataset.name, sets["query"], sets["gallery"], info)
 
 
+class ImageStore:
+    """A run's decoded images -- its dataset and its test sets -- at the input size a cell asks for.
+
+    A grid with an img_size axis needs several sizes; one size is held at a
+    time (decoding again costs seconds, holding every size could cost the
+    machine's memory), so cells of one size should follow each other.
+    """
+
+    def __init__(
+        self, spec: str, dataset: ReidDataset, tests: dict[str, ReidDataset], device: torch.device, policy: str,
+        progress: Progress,
+    ) -> None:
+        self.spec, self.dataset, self.test_sets = spec, dataset, tests
+        self.device, self.policy, self.progress = device, policy, progress
+        self.size: Optional[tuple[int, int]] = None
+        self.data: Optional[RunData] = None
+        self.tests: list[TestData] = []
+
+    def at(self, settings: VariantSettings) -> tuple[RunData, list[TestData]]:
+        if settings.img_size != self.size:
+            self.data, self.tests = None, []  # the previous size's images go before the next ones are decoded
+            self.data = prepare_data(self.spec, self.dataset, settings, self.device, self.policy, self.progress)
+            self.tests = [prepare_test_data(spec, dataset, settings, self.device, self.policy, self.progress)
+                          for spec, dataset in self.test_sets.items()]
+            self.size = settings.img_size
+        assert self.data is not None
+        return self.data, self.tests
+
+
 def used_counts(sets: dict[str, AnyImageSet]) -> dict[str, dict[str, int]]:
     """Images and identities per split after unreadable files were skipped: what training and evaluation see."""
     return {split: {"images": len(images), "ids": len(set(images.pids.tolist()))} for split, images in sets.items()}

@@ -17,14 +17,15 @@ from reidbench.data import ReidDataset, load_dataset
 from reidbench.errors import UsageError
 from reidbench.harness.placement import check_cache_policy
 from reidbench.rundir import RunDir, new_run_dir
-from reidbench.profiles import PROFILES_DIR, Profile, load_profile, resolve_profile_name
+from reidbench.config import from_mapping, named_source
+from reidbench.profiles import PROFILES_DIR, Profile, TrainConfig, builtin_profiles, load_profile, load_recipe, resolve_profile_name, with_recipe
 from reidbench.runtime.device import resolve_dtype
 from reidbench.runtime.distributed import World
 from reidbench.runtime.files import now_utc, read_json, write_atomic, write_json
 from reidbench.schema import GridRef, RunMeta, RunState, SchemaError
 from reidbench.training.step import ranks_batch
 from reidbench.variants.factory import parse_weights_options
-from reidbench.variants.grid import GRIDS_DIR, Cell, Grid, load_grid, parse_grid, tomllib
+from reidbench.variants.grid import VARIANT_KEYS, GRIDS_DIR, Cell, Grid, load_grid, parse_grid, tomllib, train_axes
 from reidbench.variants.settings import VariantSettings
 
 
@@ -45,10 +46,12 @@ class RunRequest:
     sync_bn: Optional[bool] = None
     cuda_graphs: Optional[bool] = None
     test_data: tuple[str, ...] = ()
+    axes: tuple[str, ...] = ()
+    """`--axis KEY=V1,V2`: more axes over the grid's cells."""
 
     def given(self) -> list[str]:
         """The options given, as typed on the command line."""
-        flags = {"overrides": "--set", "data_cache": "--data-cache", "sync_bn": "--sync-bn", "test_data": "--test-data"}
+        flags = {"overrides": "--set", "data_cache": "--data-cache", "sync_bn": "--sync-bn", "test_data": "--test-data", "axes": "--axis"}
         return [flags.get(f.name, f"--{f.name.replace('_', '-')}") for f in fields(self) if getattr(self, f.name) not in (None, ())]
 
 
@@ -78,6 +81,8 @@ class RunPlan:
     """Train with each step after the first few replayed as a CUDA graph (`reidbench.training.graph_step`)."""
     test_data: list[str] = field(default_factory=list)
     """More test sets every trained cell is also evaluated on (cross-domain), each with its own protocol."""
+    cli_axes: dict[str, list[Any]] = field(default_factory=dict)
+    """Axes added with --axis (already in `grid`; kept so that --resume adds them again)."""
     now_only: list[str] = field(default_factory=list)
     """This invocation runs only these of the planned cells (`--resume --only`); not saved."""
 
@@ -87,23 +92,28 @@ class RunPlan:
 
     @property
     def cells_now(self) -> list[Cell]:
-        return [c for c in self.cells if not self.now_only or c.id in self.now_only]
+        return [c for c in self.cells if not self.now_only or c.id in self.now_only or c.pair in self.now_only]
 
 
 def new_plan(request: RunRequest, device: torch.device, cell_world: World) -> RunPlan:
     """The plan of a new run: the request with every default filled in."""
     if request.seeds is not None and request.seeds < 1:
         raise UsageError(f"--seeds must be at least 1 (got {request.seeds}).")
+    cli_axes = parse_axes(request.axes)
     grid = load_grid(request.grid or "default")
+    grid = grid.with_axes(cli_axes, "--axis") if cli_axes else grid
+    check_axes(grid)
+    overrides = parse_overrides(request.overrides)
+    check_overrides_axes(grid, overrides)
     profile = load_profile(resolve_profile_name(request.profile or "auto", device))
     return RunPlan(
         grid=grid, grid_text=source_text(grid.source, GRIDS_DIR), profile=profile,
         profile_text=source_text(profile.source, PROFILES_DIR), dataset=request.data or "synthetic", device=device,
         dtype=resolve_dtype(request.dtype or "auto", device), seeds=request.seeds or 1, only=list(request.only),
-        overrides=parse_overrides(request.overrides), weights=merged_weights(grid, request.weights),
+        overrides=overrides, weights=merged_weights(grid, request.weights),
         compile=bool(request.compile), data_cache=request.data_cache or "auto", sync_bn=bool(request.sync_bn),
         cuda_graphs=request.cuda_graphs if request.cuda_graphs is not None else default_cuda_graphs(device, cell_world),
-        test_data=list(request.test_data),
+        test_data=list(request.test_data), cli_axes=cli_axes,
     )
 
 
@@ -127,7 +137,7 @@ def resume_plan(run: RunDir, request: RunRequest, device: Optional[torch.device]
             f"drop {'--no-cuda-graphs' if plan.cuda_graphs else '--cuda-graphs'}, or start a new run with it."
         )
     planned = [c.id for c in plan.cells]
-    unknown = [c for c in request.only if c not in planned]
+    unknown = [c for c in request.only if c not in planned and c not in {cell.pair for cell in plan.cells}]
     if unknown:
         raise UsageError(f"--resume {run.root} --only {', '.join(unknown)}: the run plans no such cell; its cells are {', '.join(planned)}.")
     return replace(plan, now_only=list(request.only))
@@ -152,6 +162,23 @@ def parse_overrides(assignments: tuple[str, ...] | list[str]) -> dict[str, Any]:
         except (tomllib.TOMLDecodeError, RecursionError):
             shown = value if len(value) <= 60 else value[:57] + "..."
             raise UsageError(f"--set {key.strip()}: {shown!r} is not a TOML value (numbers, true/false, \"strings\", [lists]).") from None
+    return out
+
+
+def parse_axes(items: tuple[str, ...] | list[str]) -> dict[str, list[Any]]:
+    """`--axis stride=12,16 --axis neck_scales=[4,8,16],[2,4,8]`: a setting and its values (TOML literals)."""
+    out: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            raise UsageError(f"--axis {item!r} must look like key=value,value, e.g. --axis stride=12,16.")
+        try:
+            parsed = tomllib.loads(f"v = [{values}]")["v"]
+        except (tomllib.TOMLDecodeError, RecursionError):
+            raise UsageError(f"--axis {key.strip()}: {values!r} is not a list of TOML values (e.g. 12,16 or [4,8,16],[2,4,8]).") from None
+        if key.strip() in out:
+            raise UsageError(f"--axis {key.strip()} is given twice; list all its values in one --axis.")
+        out[key.strip()] = parsed
     return out
 
 
@@ -181,14 +208,42 @@ def check_plan(plan: RunPlan, world: World = World()) -> ReidDataset:
         )
     if plan.cuda_graphs:
         check_cuda_graphs(plan, world)
-    ranks_batch(plan.profile.train, world)  # raises when P does not split over the ranks
+    check_recipe_profiles(plan)
     check_cache_policy(plan.data_cache)
     dataset = load_dataset(plan.dataset)
-    check_identities(dataset, plan.profile.train.p, world)
+    for cell in plan.cells:  # every cell's recipe, [train] axes and settings are checked before anything runs
+        train = cell_profile(plan, cell).train
+        ranks_batch(train, world)  # raises when P does not split over the ranks
+        check_identities(dataset, train.p, world)
+        cell_settings(plan, cell, dataset)
     for spec in plan.test_data:
         load_dataset(spec)  # a test set that cannot be loaded is named before anything runs
     resolve_settings(plan, dataset)
     return dataset
+
+
+def check_overrides_axes(grid: Grid, overrides: dict[str, Any]) -> None:
+    """--set on an axis key would give every cell of that axis the same value under different names."""
+    clash = sorted(set(overrides) & {key for key, _ in grid.axes})
+    if clash:
+        raise UsageError(
+            f"--set {', '.join(clash)}: grid {grid.name} varies {'this setting' if len(clash) == 1 else 'these settings'} "
+            "as an axis, so one value for every cell would make its cells identical under different names. "
+            "Drop --set for it, or give the axis the values you want with --axis KEY=V1,V2."
+        )
+
+
+def check_recipe_profiles(plan: RunPlan) -> None:
+    """A recipe under a profile name no run can have is a typo that would silently never apply."""
+    known = set(builtin_profiles()) | {plan.profile.name}
+    for backbone, recipes in plan.grid.recipes.items():
+        unknown = sorted(set(recipes) - known)
+        if unknown:
+            raise UsageError(
+                f"grid {plan.grid.name} [backbone.{backbone}] recipe names profile {', '.join(map(repr, unknown))}, "
+                f"which is neither a built-in profile ({', '.join(builtin_profiles())}) nor this run's profile "
+                f"({plan.profile.name!r}); fix the name, e.g. recipe = {{ full = \"clipreid\" }}."
+            )
 
 
 def check_identities(dataset: ReidDataset, p: int, world: World) -> None:
@@ -215,10 +270,53 @@ def check_cuda_graphs(plan: RunPlan, world: World) -> None:
 
 
 def resolve_settings(plan: RunPlan, dataset: ReidDataset) -> VariantSettings:
-    """Grid settings, then the profile's model overrides, then --set, then what the dataset dictates."""
+    """The run's base settings (no cell's own): grid settings, the profile's model overrides, --set, the dataset."""
     settings = plan.grid.settings.with_overrides(plan.profile.model, f"profile {plan.profile.name} [model]")
     settings = settings.with_overrides(plan.overrides, "--set")
     return settings.with_overrides({"num_classes": dataset.num_train_pids, "num_cameras": dataset.num_cameras}, "dataset")
+
+
+def check_axes(grid: Grid) -> None:
+    """Every axis names a variant setting or a [train] setting, with values of its type; else exit 2 naming it."""
+    train_keys = {f.name for f in fields(TrainConfig)}
+    for key, values in grid.axes:
+        if key in VARIANT_KEYS:
+            continue
+        if key not in train_keys:
+            raise UsageError(
+                f"grid {grid.name}: axis {key!r} is neither a variant setting ({', '.join(sorted(f.name for f in fields(VariantSettings)))}) "
+                f"nor a [train] setting ({', '.join(sorted(train_keys))})."
+            )
+        for value in values:
+            from_mapping(TrainConfig, {key: list(value) if isinstance(value, tuple) else value}, f"grid {grid.name} axis {key!r}")
+
+
+def cell_profile(plan: RunPlan, cell: Cell) -> Profile:
+    """The profile a cell trains with: the run's, with its backbone's recipe for this profile and its [train] axes."""
+    profile = plan.profile
+    recipe = plan.grid.recipes.get(cell.backbone, {}).get(profile.name)
+    if recipe is not None:
+        profile = with_recipe(profile, load_recipe(recipe))
+    axes = train_axes(cell)
+    if axes:
+        with named_source(f"grid {plan.grid.name} cell {cell.id}"):
+            profile = replace(profile, train=from_mapping(TrainConfig, axes, f"[axes] of grid {plan.grid.name}", base=profile.train))
+    return profile
+
+
+def cell_settings(plan: RunPlan, cell: Cell, dataset: ReidDataset) -> VariantSettings:
+    """A cell's settings: the grid's [settings], the profile's [model] (with the backbone's recipe), the grid's
+    [backbone.<name>] table, the cell's variant-setting axes, --set, then what the dataset dictates."""
+    profile = cell_profile(plan, cell)
+    settings = plan.grid.settings.with_overrides(profile.model, f"profile {profile.name} [model]")
+    settings = plan.grid.variant_settings(cell, settings).with_overrides(plan.overrides, "--set")
+    return settings.with_overrides({"num_classes": dataset.num_train_pids, "num_cameras": dataset.num_cameras}, "dataset")
+
+
+def cells_in_size_order(plan: RunPlan, dataset: ReidDataset) -> list[Cell]:
+    """This invocation's cells, those of one input size together (grid order otherwise), so that an img_size
+    axis decodes each size once."""
+    return sorted(plan.cells_now, key=lambda cell: cell_settings(plan, cell, dataset).img_size)
 
 
 def create_run_dir(out: Optional[Path], grid_name: str) -> RunDir:
@@ -243,7 +341,7 @@ def start_run(plan: RunPlan, run: RunDir) -> RunDir:
         profile={"name": plan.profile.name, "source": plan.profile.source, **plan.profile.to_dict()},
         dataset={"spec": plan.dataset}, started=now_utc(), command=" ".join(sys.argv), only=plan.only,
         overrides=plan.overrides, weights=plan.weights, compile=plan.compile, data_cache=plan.data_cache,
-        sync_bn=plan.sync_bn, cuda_graphs=plan.cuda_graphs, test_data=plan.test_data,
+        sync_bn=plan.sync_bn, cuda_graphs=plan.cuda_graphs, test_data=plan.test_data, cli_axes=plan.cli_axes,
     )
     write_json(run.run_json, meta.to_dict())
     return run
@@ -273,6 +371,7 @@ def load_plan(run: RunDir, device: Optional[torch.device] = None) -> RunPlan:
         raise UsageError(f"{run.root} is not a reidbench run directory (grid.toml or profile.toml is missing).")
     grid_text, profile_text = (run.root / "grid.toml").read_text(), (run.root / "profile.toml").read_text()
     grid = parse_grid(grid_text.encode(), source=meta.grid.source, name=meta.grid.name)
+    grid = grid.with_axes(meta.cli_axes, "--axis (stored in run.json)") if meta.cli_axes else grid
     profile = replace(load_profile(str(run.root / "profile.toml")), name=meta.profile.get("name", "stored"),
                       source=meta.profile.get("source", str(run.root / "profile.toml")))
     stored = torch.device(meta.device)
@@ -284,5 +383,5 @@ def load_plan(run: RunDir, device: Optional[torch.device] = None) -> RunPlan:
         grid=grid, grid_text=grid_text, profile=profile, profile_text=profile_text, dataset=meta.dataset.get("spec", "synthetic"),
         device=stored, dtype=meta.dtype, seeds=len(meta.seeds), only=meta.only, overrides=meta.overrides,
         weights=meta.weights, compile=meta.compile, data_cache=meta.data_cache, sync_bn=meta.sync_bn,
-        cuda_graphs=meta.cuda_graphs, test_data=meta.test_data,
+        cuda_graphs=meta.cuda_graphs, test_data=meta.test_data, cli_axes=meta.cli_axes,
     )

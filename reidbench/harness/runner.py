@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -20,8 +20,8 @@ from reidbench.errors import ReidbenchError, UsageError
 from reidbench.harness.cell import Measure, MeasureFactory, RunContext, run_cell
 from reidbench.harness.console import data_line, summary_line, test_data_line
 from reidbench.harness.lock import DirectoryLock, this_process
-from reidbench.harness.placement import RunData, TestData, prepare_data, prepare_test_data
-from reidbench.harness.plan import RunPlan, load_plan, read_meta, resolve_settings
+from reidbench.harness.placement import ImageStore
+from reidbench.harness.plan import RunPlan, cell_settings, cells_in_size_order, load_plan, read_meta, resolve_settings
 from reidbench.rundir import RunDir
 from reidbench.runtime.distributed import World, describe_world, from_main, init_distributed, world_from_env
 from reidbench.runtime.environment import collect_environment
@@ -68,9 +68,9 @@ class Prepared:
     """What every cell of a run shares and that is known before the run directory exists."""
 
     settings: VariantSettings
-    data: RunData
+    """The run's base settings (each cell's own add its backbone table, recipe and axes)."""
+    images: ImageStore
     environment: dict[str, Any]
-    tests: list[TestData] = field(default_factory=list)
 
 
 def prepare_run(plan: RunPlan, progress: Progress, dataset: Optional[ReidDataset] = None, world: World = World()) -> Prepared:
@@ -81,9 +81,12 @@ def prepare_run(plan: RunPlan, progress: Progress, dataset: Optional[ReidDataset
     """
     dataset = dataset or load_dataset(plan.dataset)
     settings = resolve_settings(plan, dataset)
-    data = prepare_data(plan.dataset, dataset, settings, plan.device, plan.data_cache, progress)
-    tests = [prepare_test_data(spec, load_dataset(spec), settings, plan.device, plan.data_cache, progress) for spec in plan.test_data]
-    return Prepared(settings, data, cell_environment(plan, world), tests)
+    order = cells_in_size_order(plan, dataset)
+    first = cell_settings(plan, order[0], dataset) if order else settings
+    tests = {spec: load_dataset(spec) for spec in plan.test_data}
+    images = ImageStore(plan.dataset, dataset, tests, plan.device, plan.data_cache, progress)
+    images.at(first)  # decoded now: a dataset found bad here stops the run before its directory exists
+    return Prepared(settings, images, cell_environment(plan, world))
 
 
 def execute(
@@ -99,11 +102,10 @@ def execute(
     """
     with (DirectoryLock(run.root, "run") if world.is_main else nullcontext()):
         prepared = prepared or prepare_run(plan, progress, dataset, world)
-        ctx = RunContext(plan, prepared.settings, prepared.data, run, prepared.environment, progress, measure, world, on_epoch,
-                         prepared.tests)
+        ctx = RunContext(plan, prepared.settings, prepared.images, run, prepared.environment, progress, measure, world, on_epoch)
         meta = _start(ctx)
-        progress.log(data_line(ctx.data))
-        for test in ctx.tests:
+        progress.log(data_line(ctx.images.data))
+        for test in ctx.images.tests:
             progress.log(test_data_line(test))
         try:
             records = _run_cells(ctx)
@@ -124,8 +126,8 @@ def _start(ctx: RunContext) -> RunMeta:
         for path in remove_stale_temporaries(ctx.run.root):
             ctx.progress.log(f"removed {path.relative_to(ctx.run.root)}, left by a process that is gone")
         write_json(ctx.run.environment_json, ctx.environment)
-        meta.status, meta.settings, meta.dataset = RunState.RUNNING, ctx.settings.to_dict(), ctx.data.info
-        meta.test_sets = {test.spec: test.info for test in ctx.tests}
+        meta.status, meta.settings, meta.dataset = RunState.RUNNING, ctx.settings.to_dict(), ctx.images.data.info
+        meta.test_sets = {test.spec: test.info for test in ctx.images.tests}
         meta.owner, meta.error = Owner(**{k: v for k, v in this_process().items() if k in OWNER_FIELDS}), None
         write_json(ctx.run.run_json, meta.to_dict())
     return meta
@@ -133,7 +135,7 @@ def _start(ctx: RunContext) -> RunMeta:
 
 def _run_cells(ctx: RunContext) -> list[CellRecord]:
     plan, run, log = ctx.plan, ctx.run, ctx.progress.log
-    jobs = [(cell, seed) for cell in plan.cells_now for seed in range(plan.seeds)]
+    jobs = [(cell, seed) for cell in cells_in_size_order(plan, ctx.images.dataset) for seed in range(plan.seeds)]
     records = []
     for index, (cell, seed) in enumerate(jobs, 1):
         existing = from_main(ctx.world, lambda: _finished_record(run, cell.id, seed, log))
@@ -199,11 +201,10 @@ def run_one(run_root: str, cell_id: str, seed: int, measurer: MeasureFactory, jo
     progress = Progress(lambda message: print(message, file=sys.stderr, flush=True), bars=False)
     prepared = prepare_run(plan, progress, None, world)
     measure = measurer(plan.profile.measure, plan.device, plan.dtype)
-    ctx = RunContext(plan, prepared.settings, prepared.data, run, prepared.environment, progress, measure, world,
-                     tests=prepared.tests)
+    ctx = RunContext(plan, prepared.settings, prepared.images, run, prepared.environment, progress, measure, world)
     if world.is_main:
         write_json(run.cell_dir(cell.id, seed) / JOB_FILE, {
             **(job or {}), **this_process(),
-            "environment": ctx.environment, "dataset": ctx.data.info, "settings": ctx.settings.to_dict(),
+            "environment": ctx.environment, "dataset": ctx.images.data.info, "settings": ctx.settings.to_dict(),
         })
     return run_cell(cell, seed, ctx)

@@ -200,11 +200,11 @@ class Profile:
     source: str
     description: str
     model: dict[str, Any]
+    """Overrides of the grid's variant settings (checked against VariantSettings on load)."""
     follows: str = ""
     """The upstream recipe the profile follows, e.g. TransReID's config it was read from ('' for none)."""
     departures: tuple[str, ...] = ()
     """Where a run with it departs from that recipe, and why: shown in the run header and the report."""
-    """Overrides of the grid's variant settings (checked against VariantSettings on load)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
@@ -284,15 +284,20 @@ def builtin_recipes() -> list[str]:
 
 
 def load_recipe(name: str) -> Recipe:
-    """A built-in recipe by name (reidbench/profiles/recipes/NAME.toml), checked against the settings it overrides."""
-    path = RECIPES_DIR / f"{name}.toml"
+    """A built-in recipe by name (reidbench/profiles/recipes/NAME.toml) or a recipe file by path, checked against
+    the settings it overrides."""
+    path = Path(name) if name.endswith(".toml") else RECIPES_DIR / f"{name}.toml"
     if not path.is_file():
-        raise UsageError(f"unknown recipe {name!r}; built-in recipes are: {', '.join(builtin_recipes()) or 'none'}.")
-    raw = tomllib.loads(path.read_text())
+        raise UsageError(f"unknown recipe {name!r}; built-in recipes are: {', '.join(builtin_recipes()) or 'none'} (or a path to a .toml recipe file).")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise UsageError(f"recipe file {path} is not valid TOML ({exc}).") from None
     unknown = sorted(set(raw) - {"follows", "departures", "model", "train"})
     if unknown:
         raise UsageError(f"recipe {path}: unknown key(s) {', '.join(unknown)}; valid: follows, departures, model, train.")
-    source = f"builtin-recipe:{name}"
+    source = str(path) if name.endswith(".toml") else f"builtin-recipe:{name}"
+    name = path.stem
     VariantSettings().with_overrides(raw.get("model", {}), f"recipe {name} [model]")
     from_mapping(TrainConfig, raw.get("train", {}), f"recipe {name} [train]")
     return Recipe(name, source, str(raw.get("follows", "")), tuple(raw.get("departures", [])),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from reidbench.errors import UsageError
 from reidbench.harness.console import phase_breakdown
@@ -16,6 +16,7 @@ from reidbench.profiles.profile import STANDARD_RERANK
 from reidbench.runtime.files import write_atomic
 from reidbench.runtime.text import printable
 from reidbench.reports.compare import Comparison, Crossing, Threshold, compare, gate
+from reidbench.reports.axis_plots import axis_plots
 from reidbench.reports.load import LoadedRun, load_run
 from reidbench.schema import is_number
 from reidbench.reports.plots import all_plots
@@ -57,8 +58,9 @@ def make_report(
     batch_sizes = run.batch_sizes()
     table = report_table(summaries, batch_sizes, comparison)
     chance = ((run.meta.get("dataset") or {}).get("chance") or {}).get("mAP")
-    plots = all_plots(summaries, run.logs, batch_sizes, chance if is_number(chance) else None)
+    plots = all_plots(summaries, run.logs, batch_sizes, chance if is_number(chance) else None) + axis_plots(summaries, batch_sizes)
     doc = ReportDoc(
+        banner=what_was_trained(run),
         title=f"reidbench report: {run.name}",
         header=header_items(run),
         table=table,
@@ -108,7 +110,7 @@ def header_items(run: LoadedRun) -> list[tuple[str, str]]:
     """
     items: list[tuple[str, str]] = []
     for build in (_run_item, _grid_item, _device_item, _software_item, _input_item, _dataset_item,
-                  _profile_item, _training_item, _evaluation_item, _latency_item, _flops_item, _seeds_item, _commit_item):
+                  _initialisation_item, _profile_item, _recipes_item, _training_item, _evaluation_item, _latency_item, _flops_item, _seeds_item, _commit_item):
         try:
             item = build(run)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError):
@@ -165,9 +167,17 @@ def _input_item(run: LoadedRun) -> Item:
     settings = run.meta.get("settings") or run.records[0].get("settings") or {}
     if not settings:
         return None
+    text = _input_text(settings)
+    per_cell = {_input_text(r["settings"]) for r in run.records if r.get("settings")}
+    if len(per_cell) > 1 or (per_cell and text not in per_cell):
+        return "Input", f"varies per cell ({'; '.join(sorted(per_cell))}); each record's settings say which"
+    return "Input", text
+
+
+def _input_text(settings: dict[str, Any]) -> str:
     (h, w), stride = settings["img_size"], settings["stride"]
     tokens = f" → {(h - PATCH_SIZE) // stride + 1}×{(w - PATCH_SIZE) // stride + 1} token grid"
-    return "Input", f"{h}×{w}, stride {stride}{tokens}, depth {settings.get('depth')}"
+    return f"{h}×{w}, stride {stride}{tokens}, depth {settings.get('depth')}"
 
 
 def _dataset_item(run: LoadedRun) -> Item:
@@ -206,6 +216,57 @@ def _profile_item(run: LoadedRun) -> Item:
         departures = profile.get("departures") or []
         text += (", departing from it in these ways: " + "; ".join(departures)) if departures else ", with no departure"
     return "Profile", text
+
+
+def what_was_trained(run: LoadedRun) -> str:
+    """The banner: random initialisation or synthetic data, said in plain words, or '' for neither."""
+    random = sorted({r["backbone"] for r in run.records if not r.get("weights") and r.get("status") not in ("xfail",)})
+    spec = str((run.meta.get("dataset") or {}).get("spec") or "")
+    synthetic = spec.startswith("synthetic") or (run.meta.get("dataset") or {}).get("name") == "synthetic"
+    if not random and not synthetic:
+        return ""
+    parts = []
+    if random:
+        parts.append(f"{', '.join(random)} started from random initialisation, not from pretrained weights")
+    if synthetic:
+        parts.append("the data are reidbench's synthetic set, not a real ReID dataset")
+    text = "; ".join(parts)
+    if random:
+        text += (". These numbers compare architectures trained from scratch" + (" on that data" if synthetic else "")
+                 + ": they are neither ReID results nor a comparison of CLIP and ImageNet pretraining (a 'clip' cell is "
+                 "CLIP's architecture, not CLIP's weights)")
+    else:
+        text += ": these numbers are not ReID results"
+    return text[0].upper() + text[1:] + "."
+
+
+def _initialisation_item(run: LoadedRun) -> Item:
+    """Each backbone's starting weights: random, or the file (format, SHA-256) its record names."""
+    found: dict[str, str] = {}
+    for record in run.records:
+        weights = record.get("weights") or {}
+        text = (f"{weights.get('path')} ({weights.get('format', '?')}, SHA-256 {str(weights.get('sha256', '?'))[:16]}…)"
+                if weights else "random initialisation")
+        found.setdefault(record["backbone"], text)
+    return ("Initialisation", "; ".join(f"{b}: {t}" for b, t in found.items())) if found else None
+
+
+def _recipes_item(run: LoadedRun) -> Item:
+    """Where cells trained with a recipe other than the profile's (a grid's per-backbone recipe, a [train] axis)."""
+    base = (run.meta.get("profile") or {}).get("name")
+    used: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    for record in run.records:
+        recipe = record.get("recipe") or {}
+        if recipe.get("profile") and recipe["profile"] != base:
+            used.setdefault(recipe["profile"], (recipe, []))[1].append(record["cell"])
+    if not used:
+        return None
+    parts = [
+        f"{name} for {', '.join(dict.fromkeys(cells))}: follows {recipe.get('follows') or 'no upstream recipe'}"
+        + (f", departing in these ways: {'; '.join(recipe.get('departures') or [])}" if recipe.get("departures") else "")
+        for name, (recipe, cells) in used.items()
+    ]
+    return "Recipes", " | ".join(parts)
 
 
 def _training_item(run: LoadedRun) -> Item:
@@ -348,7 +409,9 @@ def _time_section(run: LoadedRun) -> Section:
 
 def summary_lines(result: ReportResult) -> list[str]:
     """What `reidbench report` prints to stderr besides the table."""
-    lines = [f"warning: {w}" for w in result.run.warnings]
+    banner = what_was_trained(result.run)
+    lines = [f"read this first: {banner}"] if banner else []
+    lines += [f"warning: {w}" for w in result.run.warnings]
     lines += [f"{i.kind}: {i.cell} seed {i.seed} — {i.detail}" for i in result.run.issues]
     plots = sum(1 for f in result.files if f.suffix == ".png")
     lines.append(f"report: wrote {result.out}/report.md, report.html, results.csv and {plots} plots")

@@ -20,7 +20,7 @@ from reidbench.rundir import RunDir
 from reidbench.reports.quantities import COMPILE_SECONDS, MODE_COST
 from reidbench.runtime.files import read_json
 from reidbench.schema import (
-    RESULT_COLUMN_NAMES, CellRecord, CellState, MeasureMode, RunMeta, SchemaError, check_value, is_number, results_row,
+    AXIS_COLUMN_PREFIX, CellRecord, CellState, MeasureMode, RunMeta, SchemaError, check_value, is_number, results_columns, results_row,
 )
 
 MISSING, DAMAGED = CellState.MISSING.value, CellState.DAMAGED.value
@@ -65,11 +65,11 @@ class LoadedRun:
         pandas user sees the same holes as the report's reader.
         """
         rows = [{**results_row(CellRecord.from_dict(r)), **measurement_columns(r)} for r in self.records]
-        rows += [{"cell": i.cell, "seed": i.seed, "status": i.kind, "error": i.detail,
-                  "backbone": i.cell.split("-", 1)[0], "neck": i.cell.split("-", 1)[-1]} for i in self.issues]
+        rows += [{"cell": i.cell, "seed": i.seed, "status": i.kind, "error": i.detail, **_id_parts(i.cell)} for i in self.issues]
         frame = pd.DataFrame(rows)
-        extra = sorted((c for c in frame.columns if c not in RESULT_COLUMN_NAMES), key=_extra_column_order)
-        frame = frame.reindex(columns=RESULT_COLUMN_NAMES + extra)
+        fixed = results_columns(rows)
+        extra = sorted((c for c in frame.columns if c not in fixed), key=_extra_column_order)
+        frame = frame.reindex(columns=fixed + extra)
         order = {cell: i for i, cell in enumerate(self.cell_order)}
         frame["_order"] = frame["cell"].map(lambda c: order.get(c, len(order)))
         frame["_seed"] = frame["seed"].fillna(-1)
@@ -112,6 +112,17 @@ def measurement_columns(record: dict[str, Any]) -> dict[str, Any]:
             out[f"{column}_batch"] = m.get("batch_size")
             out["memory_kind"] = m.get("kind")
     return out
+
+
+def _id_parts(cell: str) -> dict[str, str]:
+    """Backbone, neck and axis columns read back from a cell id '<backbone>-<neck>[@key=value,...]'."""
+    pair, _, axes = cell.partition("@")
+    backbone, _, neck = pair.partition("-")
+    parts = {"backbone": backbone, "neck": neck or pair}
+    for item in filter(None, axes.split(",")):
+        key, _, value = item.partition("=")
+        parts[AXIS_COLUMN_PREFIX + key] = value
+    return parts
 
 
 def _extra_column_order(column: str) -> tuple:

@@ -29,6 +29,8 @@ class ReportDoc:
     title: str
     header: list[tuple[str, str]]
     table: Table
+    banner: str = ""
+    """What every reader must know before reading a number (random initialisation, synthetic data); top of the page."""
     warnings: list[str] = field(default_factory=list)
     before_plots: list[Section] = field(default_factory=list)
     plots: list[Plot] = field(default_factory=list)
@@ -70,6 +72,7 @@ def _md_section(section: Section) -> list[str]:
 def to_markdown(doc: ReportDoc) -> str:
     """Markdown with the PNGs referenced by file name: keep report.md beside them."""
     lines = [f"# {doc.title}", ""]
+    lines += [f"> **Read this first:** {doc.banner}", ""] if doc.banner else []
     lines += [f"- **{key}**: {value}" for key, value in doc.header] + [""]
     lines += [f"> **warning**: {w}" for w in doc.warnings] + ([""] if doc.warnings else [])
     lines += ["## Results", "", table_markdown(doc.table), ""]
@@ -113,6 +116,7 @@ tr:hover td { background: #f6f8fa; }
 section.box { border-left: 4px solid #d0d7de; padding: .1rem 1rem; margin: 1rem 0; }
 section.bad { border-color: #cf222e; background: #fff5f5; } section.good { border-color: #1a7f37; background: #f5fff7; }
 section.warn { border-color: #d4a72c; background: #fffdf0; }
+.banner { border: 2px solid #b35900; background: #fff4e5; padding: 0.7em 1em; margin: 0.8em 0 1.2em; font-size: 1.05em; }
 figure { margin: 1rem 0 2rem; } figure img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
 figcaption { font-size: .88rem; color: #57606a; }
 """
@@ -160,6 +164,7 @@ def to_html(doc: ReportDoc) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(doc.title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
         f"<h1>{_e(doc.title)}</h1>",
+        *([f'<div class="banner"><strong>Read this first:</strong> {_e(doc.banner)}</div>'] if doc.banner else []),
         '<dl class="header">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in doc.header) + "</dl>",
     ]
     parts += [f'<div class="warning"><strong>warning:</strong> {_e(w)}</div>' for w in doc.warnings]

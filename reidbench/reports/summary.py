@@ -55,6 +55,12 @@ class CellSummary:
     """Batch size -> why an eager latency measured there cannot be trusted (any seed's)."""
     onnx: Optional[dict[str, Any]] = None
     """The ONNX export's summary (exported, parity, error) where the cell was measured with it."""
+    axes: dict[str, Any] = field(default_factory=dict)
+    """The cell's axis values (a grid with [axes] or --axis)."""
+
+    @property
+    def pair(self) -> str:
+        return f"{self.backbone}-{self.neck}"
 
     @property
     def seeds(self) -> int:
@@ -105,6 +111,7 @@ def summarize(run: LoadedRun) -> list[CellSummary]:
             memory_kind=next((k for k in rows["memory_kind"] if isinstance(k, str)), None) if "memory_kind" in rows else None,
             noise=latency_noise([r for r in run.records if r["cell"] == cell]),
             onnx=record.get("onnx"),
+            axes=dict(record.get("axes") or {}),
         ))
     return summaries
 

@@ -8,6 +8,7 @@ import pandas as pd
 
 from reidbench.reports.compare import Comparison, format_change
 from reidbench.bench.export import onnx_table_text
+from reidbench.schema import axis_text
 from reidbench.reports.quantities import ACCURACY, COMPILE_SECONDS, MODE_COST, QUANTITIES, RERANKED, Quantity, format_number
 from reidbench.reports.summary import NOISE_RULE, CellSummary, Stat, noise_pairs
 
@@ -180,10 +181,11 @@ def report_table(
     footnotes name the pairs and the rule.
     """
     several = any(s.seeds > 1 for s in summaries)
+    keys, summaries = grouped_by_axes(summaries)
     accuracy = ACCURACY + [q for q in RERANKED if any(s.stat(q) is not None for s in summaries)]
     pairs = {q.name: noise_pairs(summaries, q) for q in accuracy}
     noisy = {name: {c for pair in found for c in pair} for name, found in pairs.items()}
-    columns = ["cell", "backbone", "neck", "status"] + (["seeds"] if several else [])
+    columns = ["cell", "backbone", "neck", *keys, "status"] + (["seeds"] if several else [])
     columns += [q.label for q in accuracy]
     columns += ["params M total (backbone / neck / head)", "GMACs", "GFLOPs"]
     for b in batch_sizes:
@@ -203,7 +205,8 @@ def report_table(
 
     rows = []
     for s in summaries:
-        row = [TableCell(s.cell), TableCell(s.backbone), TableCell(s.neck), TableCell(s.status, status=s.status, message=s.message)]
+        row = [TableCell(s.cell), TableCell(s.backbone), TableCell(s.neck), *(TableCell(axis_text(s.axes.get(k, ""))) for k in keys),
+               TableCell(s.status, status=s.status, message=s.message)]
         if several:
             row.append(TableCell(str(s.seeds)))
         for q in accuracy:
@@ -231,7 +234,29 @@ def report_table(
         if not any(pairs.values()):
             footnotes.append("No two cells are within seed noise of each other on any accuracy metric.")
     footnotes += [f"{NOISY_TIMING_MARK} {s.cell} bs{b}: {why}; the CI gate skips this latency" for s in summaries for b, why in s.noise.items()]
+    footnotes += window_notes(summaries)
     return Table(columns, rows, [s.cell for s in summaries], footnotes)
+
+
+def window_notes(summaries: list[CellSummary]) -> list[str]:
+    """The neck notes that change how the table reads -- clamped or identical windows, uncovered tokens, whole-grid
+    readouts -- beside it rather than at the end of the report."""
+    telling = ("clamped", "uncovered", "whole-grid", "copies of one window")
+    notes = dict.fromkeys(n for s in summaries for n in s.notes if " neck: " in n and any(word in n for word in telling))
+    return [f"Neck: {note}" for note in notes]
+
+
+def grouped_by_axes(summaries: list[CellSummary]) -> tuple[list[str], list[CellSummary]]:
+    """The axes any cell has, and the cells grouped by their values (first axis first), the grid's order within a group."""
+    keys = list(dict.fromkeys(key for s in summaries for key in s.axes))
+    if not keys:
+        return keys, summaries
+    values = {key: list(dict.fromkeys(axis_text(s.axes[key]) for s in summaries if key in s.axes)) for key in keys}
+
+    def position(s: CellSummary) -> tuple[int, ...]:
+        return tuple(values[k].index(axis_text(s.axes[k])) if k in s.axes else -1 for k in keys)
+
+    return keys, sorted(summaries, key=position)
 
 
 def _latency_cells(s: CellSummary, batch: int, value: Callable[..., TableCell]) -> list[TableCell]:

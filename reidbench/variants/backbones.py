@@ -58,7 +58,8 @@ def _patch_conv(width: int, stride: int, bias: bool) -> nn.Conv2d:
 
 
 def _camera_embedding(settings: VariantSettings, shape: tuple[int, ...]) -> Optional[nn.Parameter]:
-    if settings.num_cameras == 0:
+    """The camera table, or None when it is off (no cameras, or a scale of 0: no parameters that cannot learn)."""
+    if settings.num_cameras == 0 or settings.camera_embedding_scale == 0:
         return None
     table = nn.Parameter(torch.zeros(settings.num_cameras, *shape))
     nn.init.trunc_normal_(table, std=0.02)
@@ -102,13 +103,13 @@ class TransReIDViT(Backbone):
             self.vit.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, width))
             nn.init.trunc_normal_(self.vit.pos_embed, std=0.02)
         self.sie_embed = _camera_embedding(settings, (1, width))
-        self.sie_xishu = settings.sie_xishu
+        self.camera_embedding_scale = settings.camera_embedding_scale
         self.embed_dim = width
         self.pixel_mean, self.pixel_std = TRANSREID_PIXEL_MEAN, TRANSREID_PIXEL_STD
         self.notes = [
             f"vit768: timm ViT-B/16, depth {settings.depth}, {settings.img_size[0]}x{settings.img_size[1]}, "
             f"stride {settings.stride} -> {self.grid_size[0]}x{self.grid_size[1]} grid, {num_tokens} tokens; "
-            + (f"SIE {settings.sie_xishu} x E[cam] on every token" if self.sie_embed is not None else "no camera embedding")
+            + (f"SIE {settings.camera_embedding_scale} x E[cam] on every token" if self.sie_embed is not None else "no camera embedding")
         ]
 
     def forward(self, images: torch.Tensor, cam_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -116,7 +117,7 @@ class TransReIDViT(Backbone):
         x = vit.patch_embed.proj(images).flatten(2).transpose(1, 2)
         x = torch.cat([vit.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + vit.pos_embed
         if self.sie_embed is not None and cam_ids is not None:
-            x = x + self.sie_xishu * self.sie_embed[cam_ids]
+            x = x + self.camera_embedding_scale * self.sie_embed[cam_ids]
         x = vit.pos_drop(x)
         x = vit.blocks(x)
         return vit.norm(x)
@@ -174,7 +175,7 @@ class CLIPReIDViT(Backbone):
         if not self.applies_proj:
             self.visual.proj = None  # no parameter, no state-dict key: open_clip's own way to drop the head
         self.cv_embed = _camera_embedding(settings, (width,))
-        self.sie_xishu = settings.sie_xishu
+        self.camera_embedding_scale = settings.camera_embedding_scale
         tower_dim = config["embed_dim"] if self.applies_proj else width
         self.token_proj = nn.Linear(tower_dim, project_to) if project_to else None
         self.embed_dim = project_to or tower_dim
@@ -189,7 +190,7 @@ class CLIPReIDViT(Backbone):
             f"{self.label}: open_clip ViT-B-16 visual, depth {settings.depth}, {act}, "
             f"{settings.img_size[0]}x{settings.img_size[1]}, stride {settings.stride} -> "
             f"{rows}x{cols} grid, {1 + rows * cols} tokens; all tokens {tokens} -> {tower_dim}-d; "
-            + (f"cv_embed {settings.sie_xishu} x E[cam] on the CLS token" if self.cv_embed is not None else "no camera embedding")
+            + (f"cv_embed {settings.camera_embedding_scale} x E[cam] on the CLS token" if self.cv_embed is not None else "no camera embedding")
             + (f"; learned {tower_dim}->{project_to} token projection" if project_to else "")
         )
 
@@ -198,7 +199,7 @@ class CLIPReIDViT(Backbone):
         x = v.conv1(images).flatten(2).transpose(1, 2)
         cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         if self.cv_embed is not None and cam_ids is not None:
-            cls = cls + (self.sie_xishu * self.cv_embed[cam_ids]).unsqueeze(1).to(x.dtype)
+            cls = cls + (self.camera_embedding_scale * self.cv_embed[cam_ids]).unsqueeze(1).to(x.dtype)
         # Cast as open_clip does: adding the float32 parameter as it is would promote the whole
         # residual stream to float32 under autocast -- 6 more casts per block (forward and backward)
         # than the library, and twice the activation traffic.

@@ -53,6 +53,9 @@ def create_variant(
     backbone = BACKBONES.get(backbone_name).builder(resolved)
     neck = NECKS.get(neck_name).builder(backbone.embed_dim, resolved)
     head = BNNeckHead(neck.out_dim, resolved.num_classes)
+    if resolved.freeze_backbone:
+        backbone.requires_grad_(False)
+        backbone.notes.append("backbone frozen: only the neck and head train")
     model = ReidModel(f"{backbone_name}-{neck_name}", backbone, neck, head, resolved)
     if weights is not None:
         model.weights_report = load_weights(model, backbone_name, weights)

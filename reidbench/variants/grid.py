@@ -14,19 +14,30 @@ A grid is data -- a TOML file. Named grids ship in `reidbench/variants/grids/`;
     reason = "why it fails"
     [weights]                      # optional, pretrained weights per backbone (local files only)
     vit768 = "jx_vit_base_p16_224-80ecf9dd.pth"   # relative paths start at the grid file's folder
+    [axes]                         # optional: every combination is a cell (backbones x necks x the axes)
+    stride = [12, 16]              # a variant setting ...
+    lr = [0.008, 0.004]            # ... or a [train] setting of the profile (checked when a run is planned)
+    [backbone.clip512]             # optional, per backbone: its own settings, and a recipe per profile
+    camera_embedding_scale = 0.0
+    recipe = { full = "clipreid" } # under the full profile, clip512's cells train with the clipreid recipe
 
 A `[weights]` entry must name a backbone of the grid and an existing file; the
 path is stored resolved (absolute), so a run directory records which file it was.
+A cell with axes is named `<backbone>-<neck>@key=value,key=value` (lists as
+`4-8-16`): readable, stable and safe as a folder name; `[expect.<backbone>-<neck>]`
+applies to that pair at every axis value.
 """
 from __future__ import annotations
 
+import itertools
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from reidbench.errors import UsageError
+from reidbench.schema import axis_text
 from reidbench.variants.backbones import BACKBONES
 from reidbench.variants.necks import NECKS
 from reidbench.variants.settings import VariantSettings
@@ -38,7 +49,9 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 GRIDS_DIR = Path(__file__).parent / "grids"
-GRID_KEYS = ("description", "backbones", "necks", "settings", "expect", "weights")
+GRID_KEYS = ("description", "backbones", "necks", "settings", "expect", "weights", "axes", "backbone")
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,@+-]*$")
+"""What a cell id may hold: it names a folder of the run directory."""
 EXPECT_STATUSES = ("xfail",)
 
 
@@ -59,10 +72,19 @@ class Cell:
     backbone: str
     neck: str
     expect: Optional[Expectation] = None
+    axes: tuple[tuple[str, Any], ...] = ()
+    """(setting, value) of every axis of the grid, in the grid file's order."""
+
+    @property
+    def pair(self) -> str:
+        """'<backbone>-<neck>': what [expect] tables and the per-axis plots group by."""
+        return f"{self.backbone}-{self.neck}"
 
     @property
     def id(self) -> str:
-        return f"{self.backbone}-{self.neck}"
+        if not self.axes:
+            return self.pair
+        return self.pair + "@" + ",".join(f"{key}={axis_text(value)}" for key, value in self.axes)
 
 
 @dataclass(frozen=True)
@@ -74,6 +96,30 @@ class Grid:
     cells: tuple[Cell, ...]
     weights: dict[str, str] = field(default_factory=dict, hash=False)
     """Backbone -> absolute path of its pretrained weights; backbones not named start from random weights."""
+    axes: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    """(setting, values) per axis; the cells are backbones x necks x their product."""
+    backbone_settings: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
+    """Backbone -> its own variant settings, laid over [settings]."""
+    recipes: dict[str, dict[str, str]] = field(default_factory=dict, hash=False)
+    """Backbone -> {profile name: recipe name}: under that profile the backbone's cells train with that recipe."""
+    settings_table: dict[str, Any] = field(default_factory=dict, hash=False)
+    """The [settings] the file gave (an axis may not repeat one of them)."""
+
+    def variant_settings(self, cell: Cell, base: Optional[VariantSettings] = None) -> VariantSettings:
+        """`base` (default: the grid's [settings]) with the cell's backbone table and its variant-setting axes laid over it."""
+        settings = (base or self.settings).with_overrides(self.backbone_settings.get(cell.backbone, {}), f"grid {self.name} [backbone.{cell.backbone}]")
+        return settings.with_overrides(model_axes(cell), f"grid {self.name} cell {cell.id}")
+
+    def with_axes(self, axes: dict[str, list[Any]], source: str) -> "Grid":
+        """This grid with more axes (`--axis`), checked as a grid file's are."""
+        merged = {key: list(values) for key, values in self.axes}
+        for key, values in axes.items():
+            if key in merged:
+                raise UsageError(f"{source}: the grid already has an axis {key!r}; give its values once.")
+            merged[key] = list(values)
+        checked = tuple(_check_axes(merged, self.settings_table, source).items())
+        pairs = list({cell.pair: cell for cell in self.cells}.values())
+        return replace(self, axes=checked, cells=_product(pairs, checked, source))
 
     def cell(self, cell_id: str) -> Cell:
         for cell in self.cells:
@@ -84,13 +130,16 @@ class Grid:
         )
 
     def select(self, only: Optional[Iterable[str]]) -> list[Cell]:
-        """The cells named in `only` (all cells when it is empty), in grid order."""
+        """The cells named in `only` (all cells when it is empty), in grid order; a '<backbone>-<neck>' pair names
+        that pair at every axis value."""
         wanted = list(only or [])
         if not wanted:
             return list(self.cells)
+        pairs = {cell.pair for cell in self.cells}
         for cell_id in wanted:
-            self.cell(cell_id)
-        return [c for c in self.cells if c.id in wanted]
+            if cell_id not in pairs:
+                self.cell(cell_id)
+        return [c for c in self.cells if c.id in wanted or c.pair in wanted]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +157,7 @@ class Grid:
                 for c in self.cells
             ],
             "weights": dict(self.weights),
+            "axes": {key: list(values) for key, values in self.axes},
         }
 
 
@@ -135,6 +185,8 @@ def parse_grid(data: bytes, source: str, name: str, base_dir: Optional[Path] = N
         raw = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"grid file {source} is not valid TOML: {exc}.") from None
+    except RecursionError:
+        raise UsageError(f"grid file {source} nests its tables or lists too deeply to read; a grid needs two levels.") from None
     unknown = sorted(set(raw) - set(GRID_KEYS))
     if unknown:
         raise UsageError(f"grid file {source}: unknown key(s) {', '.join(unknown)}; valid keys are: {', '.join(GRID_KEYS)}.")
@@ -150,14 +202,97 @@ def parse_grid(data: bytes, source: str, name: str, base_dir: Optional[Path] = N
     settings = VariantSettings.from_mapping(settings_table, f"grid file {source} [settings]")
     cell_ids = [f"{b}-{n}" for b in backbones for n in necks]
     expectations = _expectations(raw.get("expect", {}), cell_ids, source)
-    cells = tuple(Cell(b, n, expectations.get(f"{b}-{n}")) for b in backbones for n in necks)
+    pairs = [Cell(b, n, expectations.get(f"{b}-{n}")) for b in backbones for n in necks]
+    axes = tuple(_check_axes(_table(raw, "axes", source), settings_table, f"grid file {source} [axes]").items())
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise UsageError(f"grid file {source}: description must be a string.")
     if base_dir is None:
         base_dir = GRIDS_DIR if source.startswith("builtin:") else Path(source).parent
     weights = _weights(raw.get("weights", {}), backbones, source, base_dir)
-    return Grid(name=name, source=source, description=description, settings=settings, cells=cells, weights=weights)
+    backbone_settings, recipes = _backbone_tables(_table(raw, "backbone", source), backbones, settings, source, base_dir)
+    return Grid(
+        name=name, source=source, description=description, settings=settings, cells=_product(pairs, axes, source),
+        weights=weights, axes=axes, backbone_settings=backbone_settings, recipes=recipes, settings_table=dict(settings_table),
+    )
+
+
+VARIANT_KEYS = frozenset({f.name for f in fields(VariantSettings)} | set(VariantSettings.ALIASES))
+"""Axis keys that are variant settings; any other key is a [train] setting of the profile."""
+
+
+def model_axes(cell: Cell) -> dict[str, Any]:
+    """The cell's axis values that are variant settings."""
+    return {key: value for key, value in cell.axes if key in VARIANT_KEYS}
+
+
+def train_axes(cell: Cell) -> dict[str, Any]:
+    """The cell's axis values that are [train] settings of the profile."""
+    return {key: value for key, value in cell.axes if key not in VARIANT_KEYS}
+
+
+def _table(raw: dict, key: str, source: str) -> dict:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise UsageError(f"grid file {source}: [{key}] must be a table.")
+    return value
+
+
+def _check_axes(table: dict, settings_table: dict, source: str) -> dict[str, tuple[Any, ...]]:
+    """Each axis a non-empty list of distinct values; a variant setting's values checked now, a [train] one when planned."""
+    given = {VariantSettings.ALIASES.get(key, key) for key in settings_table}
+    out = {}
+    for key, values in table.items():
+        if not isinstance(values, list) or not values:
+            raise UsageError(f"{source}: axis {key!r} must be a non-empty list of values, e.g. {key} = [12, 16]; got {values!r}.")
+        if VariantSettings.ALIASES.get(key, key) in given:
+            raise UsageError(f"{source}: axis {key!r} repeats a [settings] key; give it as an axis or as a setting, not both.")
+        values = list(values)
+        if len({axis_text(v) for v in values}) != len(values):
+            raise UsageError(f"{source}: axis {key!r} lists a value twice: {values!r}.")
+        if key in VARIANT_KEYS:
+            for value in values:
+                VariantSettings().with_overrides({key: value}, f"{source} axis {key!r}")
+        out[key] = tuple(tuple(v) if isinstance(v, (list, tuple)) else v for v in values)
+    return out
+
+
+def _product(pairs: list[Cell], axes: tuple[tuple[str, tuple[Any, ...]], ...], source: str) -> tuple[Cell, ...]:
+    """Every (backbone, neck) at every combination of the axis values, with safe, distinct ids."""
+    keys = [key for key, _ in axes]
+    cells = tuple(
+        replace(pair, axes=tuple(zip(keys, combo)))
+        for pair in pairs for combo in itertools.product(*(values for _, values in axes))
+    )
+    ids = [cell.id for cell in cells]
+    unsafe = [cell_id for cell_id in ids if not SAFE_ID.match(cell_id)]
+    if unsafe:
+        raise UsageError(f"grid {source}: cell id {unsafe[0]!r} is not safe as a folder name; use plain numbers and names as axis values.")
+    if len(set(ids)) != len(ids):
+        raise UsageError(f"grid {source}: two cells would have the same id ({sorted({i for i in ids if ids.count(i) > 1})[0]!r}); make the axis values distinct.")
+    return cells
+
+
+def _backbone_tables(
+    table: dict, backbones: list[str], settings: VariantSettings, source: str, base_dir: Path,
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, str]]]:
+    """[backbone.<name>]: that backbone's settings (checked now) and `recipe = {profile = "recipe"}` (named when
+    planned): a built-in recipe's name, or a .toml file, relative to the grid file's folder."""
+    overrides, recipes = {}, {}
+    for backbone, spec in table.items():
+        where = f"grid file {source} [backbone.{backbone}]"
+        if backbone not in backbones:
+            raise UsageError(f"{where}: {backbone!r} is not one of this grid's backbones ({', '.join(backbones)}).")
+        if not isinstance(spec, dict):
+            raise UsageError(f"{where}: must be a table of settings and, optionally, recipe = {{ profile = \"recipe\" }}.")
+        recipe = spec.get("recipe", {})
+        if not isinstance(recipe, dict) or not all(isinstance(v, str) for v in recipe.values()):
+            raise UsageError(f"{where}: recipe must map profile names to recipe names, e.g. recipe = {{ full = \"clipreid\" }}.")
+        values = {k: v for k, v in spec.items() if k != "recipe"}
+        settings.with_overrides(values, where)
+        overrides[backbone] = values
+        recipes[backbone] = {profile: str((base_dir / r).resolve()) if r.endswith(".toml") else r for profile, r in recipe.items()}
+    return overrides, recipes
 
 
 def _name_list(raw: dict, key: str, source: str) -> list[str]:

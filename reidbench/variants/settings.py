@@ -33,8 +33,9 @@ class VariantSettings:
     """Patch-embedding stride; below 16 the patches overlap (TransReID uses 12)."""
     depth: int = 12
     """Transformer blocks; lower it for quick CPU runs and unit tests."""
-    sie_xishu: float = 3.0
-    """Scale of the camera embedding (TransReID's SIE coefficient; CLIP-ReID's cv_embed scale)."""
+    camera_embedding_scale: float = 3.0
+    """Scale of the camera embedding: TransReID's SIE coefficient (its `sie_xishu`, still accepted as an alias)
+    and CLIP-ReID's cv_embed scale. 0 (or num_cameras = 0) switches the embedding off."""
     num_cameras: int = 6
     """Rows of the camera embedding; 0 switches the camera embedding off."""
     num_classes: int = 751
@@ -47,10 +48,17 @@ class VariantSettings:
     """Stochastic depth during training (no effect at inference)."""
     clip_quick_gelu: bool = True
     """CLIP towers use QuickGELU, as OpenAI's CLIP weights were trained with it."""
+    freeze_backbone: bool = False
+    """Train only the neck and head: the backbone's parameters get no gradient (a linear-probe-style control)."""
+
+    ALIASES = {"sie_xishu": "camera_embedding_scale"}
+    """Older names a grid, profile or --set may still use, and the setting each names now."""
 
     def __post_init__(self) -> None:
         h, w = self.img_size
-        if h <= 0 or w <= 0 or h % PATCH_SIZE or w % PATCH_SIZE:
+        if h <= 0 or w <= 0:
+            raise UsageError(f"img_size {h}x{w} must be positive on both axes, e.g. 256x128 (height x width).")
+        if h % PATCH_SIZE or w % PATCH_SIZE:
             raise UsageError(
                 f"img_size {h}x{w} is not divisible by the patch size {PATCH_SIZE}; "
                 f"use a multiple of {PATCH_SIZE} on both axes, e.g. 256x128."
@@ -66,8 +74,8 @@ class VariantSettings:
             raise UsageError(f"num_cameras {self.num_cameras} is negative; use 0 to switch the camera embedding off.")
         if self.num_classes < 1:
             raise UsageError(f"num_classes {self.num_classes} is impossible: the ID classifier needs at least 1 class.")
-        if self.sie_xishu < 0:
-            raise UsageError(f"sie_xishu {self.sie_xishu} is negative; use 0 or num_cameras = 0 to disable it.")
+        if self.camera_embedding_scale < 0:
+            raise UsageError(f"camera_embedding_scale {self.camera_embedding_scale} is negative; use 0 or num_cameras = 0 to disable it.")
         if not self.neck_scales or any(s < 1 for s in self.neck_scales):
             raise UsageError(f"neck_scales {list(self.neck_scales)} must be a non-empty list of positive window sizes.")
         if self.feature not in FEATURE_CHOICES:

@@ -29,6 +29,11 @@ def resolve_weights_path(value: str | os.PathLike, backbone: str, where: str = "
         return Path(os.path.abspath(path))  # absolute, `..` folded; symlinks kept as the user named them
     if path.is_dir():
         raise UsageError(f"{where}: weights for {backbone}, {path}, is a folder; pass the checkpoint file inside it.")
+    if path.exists():
+        raise UsageError(
+            f"{where}: weights for {backbone}, {path}, is not a regular file (a device, a pipe or a socket); pass the "
+            "path of a checkpoint file."
+        )
     if _looks_like_hub_tag(text):
         raise UsageError(
             f"{where}: weights for {backbone} {text!r} look like a model-hub tag or URL, not a local file. "
