@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import types
 import typing
 from dataclasses import dataclass, field
@@ -453,5 +454,5 @@ def results_columns(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def is_number(value: Any) -> bool:
-    """A finite float or int (pandas turns missing values into NaN, JSON into None)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite real number, numpy's included (pandas turns missing values into NaN, JSON into None)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

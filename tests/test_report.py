@@ -388,6 +388,16 @@ def test_a_damaged_run_is_reported_as_far_as_it_goes(grid_run: Path, tmp_path: P
     assert len(list((tmp_path / "r").glob("*.png"))) == PLOTS
 
 
+def test_a_cell_missing_one_seed_names_that_seed(seeds_run: Path, tmp_path: Path) -> None:
+    """Seeds come out of pandas as numpy integers; the row must still say which seed is missing, not 'seed ?'."""
+    run = copy_run(seeds_run, tmp_path / "one-seed-missing")
+    (run / "cells/vit768-none/seed1/record.json").unlink()
+    result = report(str(run), "--out", str(tmp_path / "r"))
+    assert result.exit_code == 0, result.output
+    status = markdown_rows((tmp_path / "r" / "report.md").read_text())["vit768-none"]["status"]
+    assert status.startswith("**missing**: seed 1: cells/vit768-none/seed1/record.json is missing"), status
+
+
 def test_a_run_without_run_json_still_reports_its_records(grid_run: Path, tmp_path: Path) -> None:
     run = copy_run(grid_run, tmp_path / "no-meta")
     (run / "run.json").unlink()
@@ -458,7 +468,8 @@ def test_a_report_says_first_that_its_numbers_come_from_random_weights_on_synthe
     assert result.exit_code == 0 and "read this first:" in result.output
     md = (tmp_path / "report.md").read_text()
     banner = md.splitlines()[2]
-    assert banner.startswith("> **Read this first:**") and "random initialisation" in banner and "synthetic set" in banner
+    assert banner.startswith("> **Read this first:** The backbones clip512, clip512proj, vit768 started from random initialisation")
+    assert "synthetic set" in banner
     assert "neither ReID results nor a comparison of CLIP and ImageNet pretraining" in banner
     assert "- **Initialisation**: vit768: random initialisation" in md
     html = (tmp_path / "report.html").read_text()

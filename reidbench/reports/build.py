@@ -227,7 +227,8 @@ def what_was_trained(run: LoadedRun) -> str:
         return ""
     parts = []
     if random:
-        parts.append(f"{', '.join(random)} started from random initialisation, not from pretrained weights")
+        parts.append(f"{'the backbones' if len(random) > 1 else 'the backbone'} {', '.join(random)} started from random "
+                     "initialisation, not from pretrained weights")
     if synthetic:
         parts.append("the data are reidbench's synthetic set, not a real ReID dataset")
     text = "; ".join(parts)
