@@ -182,6 +182,15 @@ def test_the_export_command_and_bench_runtime_on_a_real_run(tiny_synthetic: Path
     result = json.loads((out / "onnx" / "vit768-none-seed0.json").read_text())
     assert result["exported"] and result["parity"]["ok"] and [e["batch_size"] for e in result["latency"]] == [1, 2]
     assert "expected failure" in exported.output
+    for args, message in (
+        (["--only", "clip512-ms"], "clip512-ms has nothing to export (seed 0: expected failure"),
+        (["--only", "vit768-ms"], "vit768-ms: not a cell of this run"),
+        (["--out", str(tmp_path / "bench.json")], "is a file; give a folder"),
+        (["--out", str(out / "run.json" / "onnx")], "cannot be written"),
+    ):
+        (tmp_path / "bench.json").write_text("")
+        refused = cli.invoke(app, ["export", str(out), *args])
+        assert refused.exit_code == 2 and message in refused.output, (args, refused.output)
     bench = cli.invoke(app, ["bench", "--only", "vit768-none", "--device", "cpu", "--set", "depth=1", "--set", "img_size=[32,16]",
                              "--batch-sizes", "1", "--repeats", "2", "--warmup", "0", "--runtime", "onnxruntime",
                              "--json", str(tmp_path / "bench.json")])

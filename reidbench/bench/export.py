@@ -381,7 +381,25 @@ def run_cells(run_dir: Path, only: Optional[Sequence[str]] = None) -> list[tuple
     unknown = sorted(set(only or []) - set(meta.grid.cells))
     if unknown:
         raise UsageError(f"{', '.join(unknown)}: not a cell of this run; its cells are: {', '.join(meta.grid.cells)}.")
-    return [(cell, seed) for cell in cells for seed in meta.seeds]
+    pairs = [(cell, seed) for cell in cells for seed in meta.seeds]
+    for cell in only or []:
+        reasons = [_read_cell(Path(run_dir), cell, seed) for seed in meta.seeds]
+        if all(record is None for record, _ in reasons):
+            why = "; ".join(f"seed {r['seed']}: {r['skipped']}" for _, r in reasons)
+            raise UsageError(f"{cell} has nothing to export ({why}); name a cell that is done (`reidbench status {run_dir}`).")
+    return pairs
+
+
+def check_export_folder(out_dir: Path) -> None:
+    """Refuse a folder that cannot take the exports before the first model is traced, not after."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir} is a file; give a folder for the .onnx and .json files.")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".reidbench-write-check-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--out {out_dir} cannot be written ({exc.strerror or exc}); choose a folder you may write.") from None
 
 
 def export_run(
