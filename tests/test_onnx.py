@@ -133,6 +133,17 @@ def _write_cell(run_dir: Path, cell: str, status: CellState, error: str | None, 
         torch.save(model.state_dict(), cell_dir / "model.pt")
 
 
+def test_a_cell_with_axes_is_rebuilt_from_its_backbone_and_neck(tmp_path: Path) -> None:
+    """A cell id such as vit768-none@stride=16 names no variant; the record's backbone and neck do."""
+    trained = _model("vit768-none", 2)
+    record = CellRecord("vit768-none@stride=16", "vit768", "none", CellState.DONE, seed=0, settings=trained.settings.to_dict())
+    torch.save(trained.state_dict(), tmp_path / "model.pt")
+    rebuilt = onnx_export.load_cell_model(record, tmp_path / "model.pt")
+    images, cams = trained.example_input(2), torch.tensor([0, 1])
+    with torch.no_grad():
+        assert torch.equal(rebuilt(images, cams), trained.eval()(images, cams))
+
+
 @needs_onnx
 def test_a_runs_done_cells_are_exported_and_expected_and_failed_cells_skipped(tmp_path: Path) -> None:
     run_dir, out = tmp_path / "run", tmp_path / "onnx"

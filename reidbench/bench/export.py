@@ -295,7 +295,7 @@ def export_name(cell: str, seed: int) -> str:
 def load_cell_model(record: CellRecord, weights: Path) -> ReidModel:
     """The trained model of a done cell: its variant rebuilt from the record's settings, then model.pt's state."""
     settings = VariantSettings.from_mapping(record.settings, f"{record.cell} seed {record.seed}: record.json settings")
-    model = create_variant(record.cell, settings=settings)
+    model = create_variant(f"{record.backbone}-{record.neck}", settings=settings)  # the cell id may carry axes
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return model.eval()
 
