@@ -423,7 +423,7 @@ def export(
     Expected failures and failed cells are skipped with their status; a cell whose export fails or whose features
     differ from PyTorch's (min cosine below 0.9999) makes the command exit 1.
     """
-    from reidbench.bench.export import check_export_folder, export_missing, export_problems, export_run, run_cells
+    from reidbench.bench.export import export_missing, export_problems, export_run
 
     if exporter not in ("dynamo", "torchscript"):
         raise UsageError(f"--exporter {exporter!r} is unknown; choose dynamo or torchscript.")
@@ -432,8 +432,6 @@ def export(
     if not (run_dir / "cells").is_dir():
         raise UsageError(f"{run_dir} is not a reidbench run directory (it has no cells/ folder).")
     target = out if out is not None else run_dir / "onnx"
-    run_cells(run_dir, only)  # an unknown cell, or one with nothing to export, before anything is written
-    check_export_folder(target)
     results = export_run(run_dir, target, parse_int_list(batch_sizes, "--batch-sizes"), only, _log, exporter=exporter)
     problems = export_problems(results)
     for line in problems:
@@ -516,15 +514,14 @@ def list_(
 
 def _check_writable(path: Path) -> None:
     """Refuse an output file that cannot be written before minutes of measuring, not after."""
-    import tempfile
+    from reidbench.runtime.files import probe_write
 
     if path.is_dir():
         raise UsageError(f"--json {path} is a directory; give a file path such as {path / 'bench.json'}.")
     if not path.parent.is_dir():
         raise UsageError(f"--json {path}: the folder {path.parent} does not exist.")
     try:
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.tmp-"):
-            pass
+        probe_write(path.parent)
     except OSError as exc:
         raise UsageError(f"--json {path} cannot be written ({exc.strerror}); choose a file in a folder you may write.") from None
 

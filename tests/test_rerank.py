@@ -230,6 +230,7 @@ GOOD = dict(qf=torch.zeros(3, 4), gf=torch.ones(5, 4))
     (dict(qf=torch.zeros(0, 4)), "qf"),
     (dict(gf=torch.zeros(0, 4)), "gf"),
     (dict(qf=torch.zeros(4)), "qf"),
+    (dict(qf=torch.zeros(3, 0), gf=torch.zeros(5, 0)), "0-d features"),
     (dict(chunk_size=0), "chunk_size"),
 ])
 def test_bad_input_is_a_usage_error_naming_it(change, named) -> None:

@@ -35,7 +35,7 @@ from reidbench.bench.ort import (
 from reidbench.errors import UsageError
 from reidbench.profiles import MeasureConfig
 from reidbench.rundir import RunDir
-from reidbench.runtime.files import read_json, write_json
+from reidbench.runtime.files import probe_write, read_json, write_json
 from reidbench.runtime.text import first_line
 from reidbench.schema import CellRecord, CellState, RunMeta
 from reidbench.variants.factory import create_variant
@@ -396,8 +396,7 @@ def check_export_folder(out_dir: Path) -> None:
         raise UsageError(f"--out {out_dir} is a file; give a folder for the .onnx and .json files.")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".reidbench-write-check-"):
-            pass
+        probe_write(out_dir)
     except OSError as exc:
         raise UsageError(f"--out {out_dir} cannot be written ({exc.strerror or exc}); choose a folder you may write.") from None
 
@@ -406,9 +405,14 @@ def export_run(
     run_dir: Path, out_dir: Path, batch_sizes: Sequence[int] = (1, 8), only: Optional[Sequence[str]] = None,
     log: Log = print, measure: Optional[MeasureConfig] = None, exporter: str = "dynamo",
 ) -> list[dict[str, Any]]:
-    """`export_cell` for every (cell, seed) of a run, one console line each; the results in plan order."""
+    """`export_cell` for every (cell, seed) of a run, one console line each; the results in plan order.
+
+    An unknown or not-done `only` cell and an unwritable `out_dir` are refused before anything is exported.
+    """
+    pairs = run_cells(run_dir, only)
+    check_export_folder(Path(out_dir))
     results = []
-    for cell, seed in run_cells(run_dir, only):
+    for cell, seed in pairs:
         result = export_cell(run_dir, cell, seed, out_dir, batch_sizes, measure, exporter)
         log(f"{cell} seed {seed}: {summary_line(result)}")
         results.append(result)

@@ -230,8 +230,8 @@ def _checked_inputs(
     g_camids: ArrayLike,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The inputs as tensors, in the order (qf, gf, q_pids, q_camids, g_pids, g_camids), checked to fit together."""
-    qf_t = _features("qf", qf)
-    gf_t = _features("gf", gf)
+    qf_t = feature_matrix("qf", qf)
+    gf_t = feature_matrix("gf", gf)
     if qf_t.shape[1] != gf_t.shape[1]:
         raise UsageError(
             f"qf has {qf_t.shape[1]}-d features but gf has {gf_t.shape[1]}-d; "
@@ -469,7 +469,8 @@ def _as_tensor(name: str, value: object) -> torch.Tensor:
         ) from exc
 
 
-def _features(name: str, value: object) -> torch.Tensor:
+def feature_matrix(name: str, value: object) -> torch.Tensor:
+    """`value` as a non-empty 2-D tensor of finite real numbers, not copied; a UsageError naming `name` otherwise."""
     features = _as_tensor(name, value)
     if features.ndim != 2:
         raise UsageError(

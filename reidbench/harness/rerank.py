@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from reidbench.errors import UsageError
+from reidbench.harness.metrics import feature_matrix
 from reidbench.harness.rerank_knn import nearest_neighbours
 from reidbench.harness.rerank_sparse import (
     SparseRows,
@@ -171,26 +172,8 @@ def _stacked_features(
 
 
 def _features(name: str, value: object) -> torch.Tensor:
-    """``value`` as a 2-D real tensor with at least one row and only finite numbers, not copied."""
-    if isinstance(value, torch.Tensor):
-        features = value.detach()
-    elif isinstance(value, np.ndarray):
-        features = torch.from_numpy(np.ascontiguousarray(value))
-    else:
-        raise UsageError(
-            f"{name} must be a torch tensor or a numpy array [num_images, dim], got {type(value).__name__}; "
-            "convert the features with torch.as_tensor first"
-        )
-    if features.ndim != 2 or features.shape[0] == 0 or features.shape[1] == 0:
-        raise UsageError(
-            f"{name} must be a non-empty 2-D [num_images, dim] array, got shape {tuple(features.shape)}; "
-            "re-ranking needs at least one query and one gallery image with at least one feature each"
-        )
-    if features.dtype == torch.bool or features.dtype.is_complex:
-        raise UsageError(f"{name} must hold real numbers, got dtype {features.dtype}; pass float features")
-    if features.dtype.is_floating_point and not bool(torch.isfinite(features).all()):
-        raise UsageError(
-            f"{name} contains NaN or infinite values, for which no distance is defined; "
-            "the model diverged or the features were read wrongly: fix or drop those rows"
-        )
+    """The evaluation's feature check, plus at least one feature per image (re-ranking needs a distance)."""
+    features = feature_matrix(name, value)
+    if features.shape[1] == 0:
+        raise UsageError(f"{name} has 0-d features (shape {tuple(features.shape)}); re-ranking needs at least one feature per image")
     return features

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +25,12 @@ TEMPORARY = re.compile(r"^\..+\.tmp-(\d+)(-.*)?$")
 
 def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def probe_write(folder: Path) -> None:
+    """Create and delete a file in `folder`: raises the OSError a write there would meet, before any work is done."""
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".reidbench-write-check-"):
+        pass
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:

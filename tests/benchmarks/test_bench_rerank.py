@@ -15,19 +15,17 @@ from /proc/self/statm by a thread (and the kernel's high-water mark where
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import pytest
 import torch
 
-from reidbench.bench.memory import release_free_heap
+from reidbench.bench.memory import RssSampler, peak_rss_bytes, release_free_heap, reset_peak_rss, rss_bytes
 from reidbench.harness.rerank import rerank
 
 MARKET_EXTRA_MEMORY_LIMIT_MB = 2048
 MSMT_EXTRA_MEMORY_LIMIT_MB = 8192
 SAMPLE_INTERVAL_S = 0.002
-PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 RUN_SLOW = os.environ.get("REIDBENCH_RUN_SLOW_BENCHMARKS") == "1"
 
 DEVICES = [
@@ -38,50 +36,27 @@ DEVICES = [
 ]
 
 
-def resident_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * PAGE_BYTES
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise OSError(f"{field} not in /proc/self/status")
-
-
 class PeakResident:
     """Largest resident set of this process while the block runs, less the resident set before it.
 
-    tracemalloc cannot see torch's allocations, so the process's resident
-    set is sampled in a thread (torch releases the GIL while it computes).
-    A spike shorter than the interval can slip between samples, so where
-    the kernel allows its high-water mark to be reset, that is read too.
-    Freed heap memory is handed back first, so reusing it is counted.
+    tracemalloc cannot see torch's allocations, so the resident set is sampled
+    in a thread (torch releases the GIL while it computes); a spike shorter than
+    the interval can slip between samples, so where the kernel allows its
+    high-water mark to be reset, that is read too. Both with the helpers
+    `reidbench bench` measures with, freed heap handed back first.
     """
 
     def __enter__(self) -> "PeakResident":
-        self.hwm_extra_mb: float | None = None
         release_free_heap()
-        self._hwm_start_kb = _reset_high_water_mark()
-        self._baseline = self._peak = resident_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        self._hwm_reset = reset_peak_rss()
+        self._baseline = rss_bytes()
+        self._sampler = RssSampler(SAMPLE_INTERVAL_S).__enter__()
         return self
 
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self._peak = max(self._peak, resident_bytes())
-            time.sleep(SAMPLE_INTERVAL_S)
-
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._peak = max(self._peak, resident_bytes())
-        if self._hwm_start_kb is not None:
-            self.hwm_extra_mb = (_status_kb("VmHWM") - self._hwm_start_kb) / 1024
+        self._sampler.__exit__(*exc)
+        self._peak = max(self._sampler.peak, rss_bytes())
+        self.hwm_extra_mb = (peak_rss_bytes() - self._baseline) / 2**20 if self._hwm_reset else None
 
     @property
     def sampled_extra_mb(self) -> float:
@@ -91,16 +66,6 @@ class PeakResident:
     def extra_mb(self) -> float:
         """The larger of the two measures, the one to hold against a limit."""
         return max(self.sampled_extra_mb, self.hwm_extra_mb or 0.0)
-
-
-def _reset_high_water_mark() -> int | None:
-    """Reset the kernel's peak-RSS mark; the current RSS in kB, or None where that is not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-        return _status_kb("VmRSS")
-    except OSError:
-        return None
 
 
 def make_features(num_q: int, num_g: int, dim: int, seed: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
