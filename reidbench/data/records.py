@@ -11,11 +11,16 @@ reports never need to know which dataset they are looking at:
   count them in ``dropped``.
 * ``camid`` is 0-based, whatever the file names say.
 * Records are sorted by file name within each split, so loading is deterministic.
+* A multi-modal sample (RGB, near-infrared, thermal of one instant) is one record
+  whose ``views`` hold one picture per modality, in the dataset's ``modalities``
+  order; ``path`` is the first view's file, so code that only names a sample
+  (errors, the cache's path list) never needs to know it is multi-modal.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Optional
 
 #: Identity of gallery images that show nobody in the query set (Market-1501 convention).
 DISTRACTOR_PID = 0
@@ -24,14 +29,41 @@ JUNK_PID = -1
 
 SPLITS = ("train", "query", "gallery")
 
+#: Modality names, in the order multi-modal datasets store them, and the letter each has in a subset name (R, NT, ...).
+MODALITY_LETTERS = {"rgb": "R", "nir": "N", "tir": "T"}
+
+
+@dataclass(frozen=True)
+class View:
+    """One modality's picture of a sample: a whole file, or strip ``part`` of ``parts`` equal-width strips of it.
+
+    RGBNT100 stores the three modalities of a sample side by side in one JPEG; its
+    views are the three strips of that file.
+    """
+
+    path: Path
+    part: int = 0
+    parts: int = 1
+
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image on disk with its identity and 0-based camera. The file is not opened."""
+    """One sample on disk with its identity and 0-based camera. No file is opened.
+
+    A single-modality sample is the image at ``path``; a multi-modal one has a
+    ``views`` entry per modality. ``scene`` is set where the protocol needs it
+    (MSVR310 excludes same-identity gallery entries of the query's scene).
+    """
 
     path: Path
     pid: int
     camid: int
+    views: tuple[View, ...] = ()
+    scene: Optional[int] = None
+
+    def sources(self) -> tuple[View, ...]:
+        """The pictures that make up the sample, one per modality (the file at ``path`` alone when single-modal)."""
+        return self.views or (View(self.path),)
 
 
 @dataclass
@@ -52,6 +84,12 @@ class ReidDataset:
     train_pid_map: dict[int, int] = field(default_factory=dict)
     #: per split, how many images the loader left out (junk, or distractors outside the gallery).
     dropped: dict[str, int] = field(default_factory=dict)
+    #: what each sample holds, in view order: ("rgb",) for a plain ReID set, ("rgb", "nir", "tir") for RGBNT201.
+    modalities: tuple[str, ...] = ("rgb",)
+    #: per split, multi-modal samples left out because a modality's file is missing (never paired with another file).
+    incomplete: dict[str, int] = field(default_factory=dict)
+    #: which gallery entries of the query's identity the protocol removes: "camera" (Market-1501) or "scene" (MSVR310).
+    exclusion: str = "camera"
 
     @classmethod
     def from_splits(
@@ -63,8 +101,12 @@ class ReidDataset:
         gallery: list[ImageRecord],
         version: str | None = None,
         dropped: dict[str, int] | None = None,
+        **extra: object,
     ) -> ReidDataset:
-        """Assemble a dataset from records carrying original pids; relabels ``train``."""
+        """Assemble a dataset from records carrying original pids; relabels ``train``.
+
+        ``extra``: the multi-modal fields (``modalities``, ``incomplete``, ``exclusion``).
+        """
         pid_map = {pid: label for label, pid in enumerate(sorted({r.pid for r in train}))}
         relabelled = [replace(r, pid=pid_map[r.pid]) for r in train]
         return cls(
@@ -76,6 +118,7 @@ class ReidDataset:
             version=version,
             train_pid_map=pid_map,
             dropped=dict(dropped or {}),
+            **extra,
         )
 
     @property
@@ -104,14 +147,25 @@ class ReidDataset:
             }
         return result
 
+    @property
+    def multimodal(self) -> bool:
+        return len(self.modalities) > 1
+
     def describe(self) -> str:
         """A few lines for humans (``reidbench data info``)."""
         version = f" {self.version}" if self.version else ""
-        lines = [f"{self.name}{version} at {self.root}", f"{'split':<8}{'ids':>7}{'images':>9}{'cameras':>9}"]
+        lines = [f"{self.name}{version} at {self.root}"]
+        if self.multimodal:
+            lines.append(f"modalities: {', '.join(self.modalities)} (one sample = one image of each); "
+                         f"gallery entries of the query's identity removed by {self.exclusion}")
+        lines.append(f"{'split':<8}{'ids':>7}{'samples' if self.multimodal else 'images':>9}{'cameras':>9}")
         for split, c in self.counts().items():
             extra = f"  (+{c['distractors']} distractor images)" if c["distractors"] else ""
             lines.append(f"{split:<8}{c['ids']:>7}{c['images']:>9}{c['cameras']:>9}{extra}")
         dropped = {k: v for k, v in self.dropped.items() if v}
         if dropped:
             lines.append("dropped: " + ", ".join(f"{v} {k}" for k, v in dropped.items()))
+        incomplete = {k: v for k, v in self.incomplete.items() if v}
+        if incomplete:
+            lines.append("skipped, a modality's file missing: " + ", ".join(f"{v} {k}" for k, v in incomplete.items()))
         return "\n".join(lines)
