@@ -228,7 +228,10 @@ def test_parse_dataset_spec(tmp_path):
     assert parse_dataset_spec("Market1501:/data/m") == ("market1501", Path("/data/m"))
     assert parse_dataset_spec("veri776:/a:b") == ("veri776", Path("/a:b"))
     assert parse_dataset_spec("msmt17:~/x")[1] == Path.home() / "x"
-    assert set(DATASET_KINDS) == {"synthetic", "market1501", "dukemtmc", "msmt17", "veri776"}
+    assert set(DATASET_KINDS) == {
+        "synthetic", "synthetic-rgbnt", "market1501", "dukemtmc", "msmt17", "veri776", "rgbnt201", "rgbnt100", "msvr310",
+    }
+    assert parse_dataset_spec("synthetic-rgbnt") == ("synthetic-rgbnt", None)
     with pytest.raises(UsageError) as err:
         parse_dataset_spec("market:/x")
     assert "unknown dataset 'market'" in str(err.value)

@@ -6,6 +6,7 @@ the :class:`ReidDataset` records.
 from reidbench.data.formats import (
     DATASET_KINDS, load_dataset, load_dukemtmc, load_market1501, load_msmt17, load_synthetic, load_veri776, parse_dataset_spec,
 )
+from reidbench.data.multimodal import load_msvr310, load_rgbnt100, load_rgbnt201
 from reidbench.data.records import DISTRACTOR_PID, JUNK_PID, ImageRecord, ReidDataset
 from reidbench.data.synthetic import (
     DEFAULT_PARAMS, SyntheticParams, default_synthetic_root, ensure_synthetic, generate_synthetic, read_manifest,
@@ -26,6 +27,9 @@ __all__ = [
     "load_dukemtmc",
     "load_market1501",
     "load_msmt17",
+    "load_msvr310",
+    "load_rgbnt100",
+    "load_rgbnt201",
     "load_synthetic",
     "load_veri776",
     "parse_dataset_spec",

@@ -25,14 +25,14 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
 from PIL import Image
 
 from reidbench.errors import UsageError
-from reidbench.data import ImageRecord
+from reidbench.data.records import ImageRecord, View
 
 #: How many skipped paths a UsageError names before summarising the rest.
 _NAMED_IN_ERROR = 3
@@ -41,7 +41,7 @@ _PROGRESS_STEPS = 100
 
 
 class LabelledBatch(NamedTuple):
-    """One batch as training and evaluation consume it: uint8 images [B, 3, H, W], identities, cameras."""
+    """One batch as training and evaluation consume it: uint8 images [B, 3M, H, W] (M modalities), identities, cameras."""
 
     images: torch.Tensor
     pids: torch.Tensor
@@ -52,7 +52,8 @@ class LabelledBatch(NamedTuple):
 class ImageSet:
     """The decoded images of one split, with their labels, in record order minus the skipped ones.
 
-    ``images`` is ``[N, 3, H, W]`` uint8 RGB; ``pids``, ``camids`` and ``paths``
+    ``images`` is ``[N, 3, H, W]`` uint8 RGB (``[N, 3M, H, W]`` for samples of M modalities, each
+    modality's three channels in the dataset's modality order); ``pids``, ``camids`` and ``paths``
     line up with its first dimension. ``converted`` and ``resized`` count
     images that arrived in another colour mode or size; ``skipped`` holds
     ``(path, reason)`` for every file that could not be decoded.
@@ -65,6 +66,8 @@ class ImageSet:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     converted: int = 0
     resized: int = 0
+    scenes: Optional[torch.Tensor] = None
+    """Per sample, its scene, where the protocol excludes by scene (MSVR310); None otherwise."""
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -78,6 +81,11 @@ class ImageSet:
     def location(self) -> str:
         """Where the images are read from: the device that holds the cache (see `StreamedImageSet` for the other)."""
         return str(self.images.device)
+
+    @property
+    def exclusion_ids(self) -> torch.Tensor:
+        """What evaluation compares to remove same-identity gallery entries: scenes where set (MSVR310), else cameras."""
+        return self.camids if self.scenes is None else self.scenes
 
     @property
     def index_device(self) -> torch.device:
@@ -97,7 +105,8 @@ class ImageSet:
 
     def select(self, rows: slice) -> ImageSet:
         """The images at `rows` (a DDP rank's shard), sharing memory with this set."""
-        return replace(self, images=self.images[rows], pids=self.pids[rows], camids=self.camids[rows], paths=self.paths[rows])
+        return replace(self, images=self.images[rows], pids=self.pids[rows], camids=self.camids[rows], paths=self.paths[rows],
+                       scenes=None if self.scenes is None else self.scenes[rows])
 
     def to(self, device: torch.device | str) -> ImageSet:
         """A copy with the tensors on ``device`` (uint8 stays uint8: 4x less transfer than float)."""
@@ -106,6 +115,7 @@ class ImageSet:
             images=self.images.to(device),
             pids=self.pids.to(device),
             camids=self.camids.to(device),
+            scenes=None if self.scenes is None else self.scenes.to(device),
             paths=list(self.paths),
             skipped=list(self.skipped),
         )
@@ -126,8 +136,9 @@ def _reason(path: str, error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
-def _decode(path: str, size: tuple[int, int]) -> tuple[np.ndarray, bool, bool]:
-    """One image as ``[H, W, 3]`` uint8 RGB, plus whether it was converted and whether resized."""
+def _decode(path: str, size: tuple[int, int], part: int = 0, parts: int = 1) -> tuple[np.ndarray, bool, bool]:
+    """One image (or strip `part` of `parts` equal-width strips of it) as ``[H, W, 3]`` uint8 RGB,
+    plus whether it was converted and whether resized."""
     height, width = size
     with Image.open(path) as img:
         img.load()  # decode fully now, so a truncated file fails here and not later
@@ -138,11 +149,33 @@ def _decode(path: str, size: tuple[int, int]) -> tuple[np.ndarray, bool, bool]:
         if img.mode != "RGB":
             # Alpha is dropped, not composited: ReID crops have no meaningful transparency.
             img = img.convert("RGB")
+        if parts > 1:  # modalities side by side in one file (RGBNT100)
+            strip = img.size[0] // parts
+            img = img.crop((part * strip, 0, (part + 1) * strip, img.size[1]))
         resized = img.size != (width, height)
         if resized:
             # Pillow's BILINEAR widens its support when shrinking, i.e. it antialiases.
             img = img.resize((width, height), Image.Resampling.BILINEAR)
         return np.asarray(img), converted, resized
+
+
+def decode_sample(views: Sequence[View], size: tuple[int, int]) -> tuple[np.ndarray, bool, bool]:
+    """A sample's views side by side on the channel axis, ``[H, W, 3 * len(views)]``, plus converted / resized flags.
+
+    One unreadable view makes the whole sample unreadable (the caller skips and counts
+    it): a sample is never completed with another image.
+    """
+    decoded = []
+    for view in views:
+        try:
+            decoded.append(_decode(str(view.path), size, view.part, view.parts))
+        except Exception as error:
+            if len(views) == 1:
+                raise
+            # Name the modality's own file: the skip is reported under the sample's first (RGB) path.
+            raise OSError(f"{view.path} ({_reason(str(view.path), error)})") from error
+    array = decoded[0][0] if len(decoded) == 1 else np.concatenate([d[0] for d in decoded], axis=2)
+    return array, any(d[1] for d in decoded), any(d[2] for d in decoded)
 
 
 def load_images(
@@ -161,13 +194,13 @@ def load_images(
     """
     height, width = check_size(size)
     paths = [str(r.path) for r in records]
-    images = torch.empty((len(paths), 3, height, width), dtype=torch.uint8)
+    images = torch.empty((len(paths), 3 * sample_views(records), height, width), dtype=torch.uint8)
     # Channels-last numpy view of the same memory: a decoded [H, W, 3] array copies into a row as
     # is (numpy, because Pillow's arrays are read-only and torch warns about wrapping those).
     rows = images.numpy().transpose(0, 2, 3, 1)
 
     def decode_into_row(index: int) -> tuple[bool, bool]:
-        array, converted, resized = _decode(paths[index], (height, width))
+        array, converted, resized = decode_sample(records[index].sources(), (height, width))
         rows[index] = array
         return converted, resized
 
@@ -179,6 +212,14 @@ def load_images(
                 images[slot] = images[index]
         images = images[: len(survey.ok)]
     return ImageSet(images=images, **survey.labels(records))
+
+
+def sample_views(records: Sequence[ImageRecord]) -> int:
+    """How many pictures each sample holds (1, or one per modality); every record of a split must agree."""
+    counts = {len(r.sources()) for r in records}
+    if len(counts) > 1:
+        raise UsageError(f"the samples of one split hold different numbers of modalities ({sorted(counts)}); a loader bug")
+    return counts.pop() if counts else 1
 
 
 def check_size(size: Sequence[int]) -> tuple[int, int]:
@@ -206,6 +247,8 @@ class Survey:
             "skipped": self.skipped,
             "converted": self.converted,
             "resized": self.resized,
+            "scenes": (torch.tensor([records[i].scene for i in self.ok], dtype=torch.long)
+                       if records and records[0].scene is not None else None),
         }
 
 

@@ -147,6 +147,12 @@ class ReidDataset:
             }
         return result
 
+    def facts(self) -> dict[str, object]:
+        """What `data info --json` prints and a run records: counts per split and everything the loader left out."""
+        return {"name": self.name, "root": str(self.root), "version": self.version, "counts": self.counts(),
+                "dropped": dict(self.dropped), "modalities": list(self.modalities), "incomplete": dict(self.incomplete),
+                "exclusion": self.exclusion}
+
     @property
     def multimodal(self) -> bool:
         return len(self.modalities) > 1

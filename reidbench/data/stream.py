@@ -19,6 +19,7 @@ when its batch is decoded; the run then stops with the file's name.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Optional, Union
@@ -29,9 +30,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from reidbench.errors import UsageError
-from reidbench.data import ImageRecord
+from reidbench.data.records import ImageRecord, View
 from reidbench.data.images import (
-    _NAMED_IN_ERROR, ImageSet, LabelledBatch, _decode, _default_workers, _reason, check_size, survey_images,
+    _NAMED_IN_ERROR, ImageSet, LabelledBatch, _default_workers, _reason, check_size, decode_sample, sample_views,
+    survey_images,
 )
 
 #: Decoding workers of a streamed set, at most (one per core below that).
@@ -57,6 +59,9 @@ class StreamedImageSet:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     converted: int = 0
     resized: int = 0
+    scenes: Optional[torch.Tensor] = None
+    views: list[tuple[View, ...]] = field(default_factory=list)
+    """Per sample, its pictures (one per modality); empty: each sample is the single image at its path."""
     _kept: Optional[tuple[DataLoader, _BatchPlan]] = field(default=None, init=False, repr=False)
 
     def __len__(self) -> int:
@@ -65,11 +70,16 @@ class StreamedImageSet:
     @property
     def decoded_nbytes(self) -> int:
         """What caching the pixels would take (uint8)."""
-        return len(self) * 3 * self.size[0] * self.size[1]
+        return len(self) * 3 * (len(self.views[0]) if self.views else 1) * self.size[0] * self.size[1]
 
     @property
     def location(self) -> str:
         return f"stream ({self.workers} decoding workers)"
+
+    @property
+    def exclusion_ids(self) -> torch.Tensor:
+        """What evaluation compares to remove same-identity gallery entries: scenes where set (MSVR310), else cameras."""
+        return self.camids if self.scenes is None else self.scenes
 
     @property
     def index_device(self) -> torch.device:
@@ -80,7 +90,8 @@ class StreamedImageSet:
         return replace(self, pin_memory=torch.device(device).type == "cuda")
 
     def select(self, rows: slice) -> StreamedImageSet:
-        return replace(self, paths=self.paths[rows], pids=self.pids[rows], camids=self.camids[rows])
+        return replace(self, paths=self.paths[rows], pids=self.pids[rows], camids=self.camids[rows], views=self.views[rows],
+                       scenes=None if self.scenes is None else self.scenes[rows])
 
     def batches(self, index_batches: Iterable[torch.Tensor]) -> Iterator[LabelledBatch]:
         """The batches at each row of indices, decoded by the workers ahead of use, in order."""
@@ -112,7 +123,7 @@ class StreamedImageSet:
         if self._kept is None:
             plan = _BatchPlan()
             loader = DataLoader(
-                _Decoder(self.paths, self.size),
+                _Decoder(self.views or [(View(Path(p)),) for p in self.paths], self.size),
                 batch_sampler=plan,
                 num_workers=self.workers,
                 collate_fn=_collate,
@@ -138,20 +149,22 @@ class _BatchPlan:
 
 
 class _Decoder(Dataset):
-    """Index -> ([3, H, W] uint8, failure or None); a failure is reported by the caller, not raised in a worker."""
+    """Index -> ([3M, H, W] uint8, failure or None); a failure is reported by the caller, not raised in a worker."""
 
-    def __init__(self, paths: Sequence[str], size: tuple[int, int]) -> None:
-        self.paths, self.size = paths, size
+    def __init__(self, views: Sequence[tuple[View, ...]], size: tuple[int, int]) -> None:
+        self.views, self.size = views, size
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.views)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Optional[tuple[str, str]]]:
+        views = self.views[index]
         try:
-            array, _, _ = _decode(self.paths[index], self.size)
+            array, _, _ = decode_sample(views, self.size)
         except Exception as error:  # noqa: BLE001 - named to the user in the main process
-            blank = torch.zeros(3, *self.size, dtype=torch.uint8)
-            return blank, (self.paths[index], _reason(self.paths[index], error))
+            blank = torch.zeros(3 * len(views), *self.size, dtype=torch.uint8)
+            path = str(views[0].path)
+            return blank, (path, _reason(path, error))
         return torch.from_numpy(np.array(array)).permute(2, 0, 1).contiguous(), None
 
 
@@ -179,15 +192,22 @@ def stream_images(
     height, width = check_size(size)
     paths = [str(r.path) for r in records]
 
+    multimodal = sample_views(records) > 1
+
     def read_header(index: int) -> tuple[bool, bool]:
-        with Image.open(paths[index]) as img:
-            return img.mode != "RGB", img.size != (width, height)
+        converted = resized = False
+        for view in records[index].sources():
+            with Image.open(view.path) as img:
+                converted |= img.mode != "RGB"
+                resized |= (img.size[0] // view.parts, img.size[1]) != (width, height)
+        return converted, resized
 
     survey = survey_images(paths, read_header, progress=progress)
     workers = default_workers() if workers is None else int(workers)
     if workers < 0:
         raise UsageError(f"decoding workers must be 0 or more, got {workers}")
-    return StreamedImageSet(size=(height, width), workers=workers, **survey.labels(records))
+    views = [records[i].sources() for i in survey.ok] if multimodal else []
+    return StreamedImageSet(size=(height, width), workers=workers, views=views, **survey.labels(records))
 
 
 AnyImageSet = Union[ImageSet, StreamedImageSet]

@@ -40,6 +40,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -117,7 +118,8 @@ _CLOTHES_P = _CLOTHES_P / _CLOTHES_P.sum()
 _SKIN = _rgb((250, 218, 190), (232, 192, 158), (208, 162, 122), (168, 118, 84), (128, 88, 60), (92, 64, 44))
 _HAIR = _rgb((20, 18, 18), (54, 38, 28), (98, 68, 44), (188, 158, 98), (150, 148, 146), (138, 68, 38))
 _SHOES = _rgb((20, 20, 20), (230, 230, 230), (90, 60, 40), (110, 110, 115))
-_DARK = np.zeros(3, dtype=np.float32)
+_DARK = 0.0
+"""Shadows and eyes: a scalar, so that it paints a canvas of any number of channels (RGB, or one per modality)."""
 
 # --- identities and cameras ---------------------------------------------------------------------
 
@@ -601,7 +603,27 @@ def _draw_person(
         _draw_hat(cv, ident, fig)
 
 
-def _occlude(cv: _Canvas, rng: np.random.Generator, cam: _Camera) -> None:
+def _prop_colour(rng: np.random.Generator) -> np.ndarray:
+    return _colour(rng, _CLOTHES)
+
+
+@dataclass(frozen=True)
+class _Occluders:
+    """What a scene's occluders are made of, each drawn from the image's own stream.
+
+    The hook for a renderer that draws more channels than RGB (one canvas channel
+    per modality): it supplies passers-by and object colours with as many
+    channels as its camera's plate and pole; RGB uses the defaults.
+    """
+
+    person: Callable[[np.random.Generator], _Identity] = _identity
+    colour: Callable[[np.random.Generator], np.ndarray] = _prop_colour
+
+
+_RGB_OCCLUDERS = _Occluders()
+
+
+def _occlude(cv: _Canvas, rng: np.random.Generator, cam: _Camera, occluders: _Occluders = _RGB_OCCLUDERS) -> None:
     """One partial occluder: a pole, a parked object rising from the bottom, or a passer-by at the edge."""
     h, w = cv.h, cv.w
     kind = rng.choice(3)
@@ -611,7 +633,7 @@ def _occlude(cv: _Canvas, rng: np.random.Generator, cam: _Camera) -> None:
         cv.trapezoid(cam.pole, -1, h + 1, x, half, half, shade=_cylinder(x, half * 1.3))
     elif kind == 1:
         top = rng.uniform(0.62, 0.85) * h
-        colour = _colour(rng, _CLOTHES)
+        colour = occluders.colour(rng)
         left = rng.random() < 0.5
         edge = rng.uniform(0.35, 0.75) * w
         x0, x1 = (-w, edge) if left else (w - edge, 2 * w)
@@ -619,18 +641,19 @@ def _occlude(cv: _Canvas, rng: np.random.Generator, cam: _Camera) -> None:
         cv.trapezoid(colour * 0.6, top + (h - top) * 0.2, top + (h - top) * 0.4, (x0 + x1) / 2, (x1 - x0) / 2,
                      (x1 - x0) / 2)
     else:
-        other = _identity(rng)
+        other = occluders.person(rng)
         s = 1 if rng.random() < 0.5 else -1
         cx = w / 2 + s * w * rng.uniform(0.55, 0.75)
         u = h * rng.uniform(0.8, 1.0)
         _draw_person(cv, other, "side", -s, cx, h * rng.uniform(0.95, 1.05), u, rng.uniform(-1, 1), 0.0)
 
 
-def _render(
-    p: SyntheticParams, cam: _Camera, ident: _Identity, rng: np.random.Generator, junk: bool = False
-) -> Image.Image:
-    """One image of ``ident`` seen by ``cam``; ``junk`` gives a badly framed crop with little of the person."""
-    h, w = p.size
+def _compose(
+    size: tuple[int, int], cam: _Camera, ident: _Identity, rng: np.random.Generator, junk: bool = False,
+    occluders: _Occluders = _RGB_OCCLUDERS,
+) -> np.ndarray:
+    """The scene of one image, before the camera's light, blur and noise: float, as many channels as the plate."""
+    h, w = size
     x0 = int(rng.integers(0, cam.plate.shape[1] - w + 1))
     cv = _Canvas(cam.plate[:, x0 : x0 + w].copy())
     if rng.random() < cam.view_p:
@@ -648,9 +671,15 @@ def _render(
             u, feet = u * 2.2, feet + u * 1.1
     _draw_person(cv, ident, view, facing, cx, feet, u, rng.uniform(-1, 1), rng.uniform(-1, 1))
     if rng.random() < cam.occlusion:
-        _occlude(cv, rng, cam)
-    img = cv.img
-    light = cam.gain * (1 + rng.normal(0, 0.07)) * (1 + cam.gradient * (0.5 - cv.ys / h))
+        _occlude(cv, rng, cam, occluders)
+    return cv.img
+
+
+def _develop(cam: _Camera, img: np.ndarray, rng: np.random.Generator, junk: bool = False) -> Image.Image:
+    """What the RGB camera makes of a composed (H, W, 3) scene: light, blur, sensor noise, gamma (scales ``img`` in place)."""
+    h, w = img.shape[:2]
+    ys = np.arange(h, dtype=np.float32) + 0.5
+    light = cam.gain * (1 + rng.normal(0, 0.07)) * (1 + cam.gradient * (0.5 - ys / h))
     img *= (cam.cast * light[:, None, None]).astype(np.float32)
     sigma = cam.blur * h / 128 + (1.2 if junk else 0.0)
     if sigma > 0.3:
@@ -658,6 +687,13 @@ def _render(
     ny, nx = int(rng.integers(h)), int(rng.integers(w))
     img += cam.noise[ny : ny + h, nx : nx + w]
     return Image.fromarray(cam.lut[(_unit(img) * 1023 + 0.5).astype(np.intp)])
+
+
+def _render(
+    p: SyntheticParams, cam: _Camera, ident: _Identity, rng: np.random.Generator, junk: bool = False
+) -> Image.Image:
+    """One image of ``ident`` seen by ``cam``; ``junk`` gives a badly framed crop with little of the person."""
+    return _develop(cam, _compose(p.size, cam, ident, rng, junk), rng, junk)
 
 
 # --- the dataset --------------------------------------------------------------------------------
@@ -737,13 +773,18 @@ def _manifest(p: SyntheticParams, counts: dict) -> dict:
     }
 
 
-def read_manifest(root: Path) -> dict | None:
-    """The ``dataset.json`` of a set this module wrote, or None if ``root`` holds none."""
+def _read_manifest_of(root: Path, generator: str) -> dict | None:
+    """The ``dataset.json`` in ``root`` if ``generator`` wrote it, else None."""
     try:
         manifest = json.loads((Path(root) / MANIFEST_NAME).read_text())
     except (OSError, ValueError):
         return None
-    return manifest if isinstance(manifest, dict) and manifest.get("generator") == _GENERATOR else None
+    return manifest if isinstance(manifest, dict) and manifest.get("generator") == generator else None
+
+
+def read_manifest(root: Path) -> dict | None:
+    """The ``dataset.json`` of a set this module wrote, or None if ``root`` holds none."""
+    return _read_manifest_of(root, _GENERATOR)
 
 
 def synthetic_version(manifest: dict) -> str:
@@ -752,10 +793,11 @@ def synthetic_version(manifest: dict) -> str:
     return f"v{manifest['generator_version']}-seed{manifest['seed']}-{digest}"
 
 
-def _matches(manifest: dict | None, p: SyntheticParams) -> bool:
+def _matches(manifest: dict | None, p, version: int = GENERATOR_VERSION) -> bool:
+    """Whether ``manifest`` describes the set that settings ``p`` (a params dataclass) and ``version`` draw."""
     return (
         manifest is not None
-        and manifest.get("generator_version") == GENERATOR_VERSION
+        and manifest.get("generator_version") == version
         and manifest.get("params") == json.loads(json.dumps(asdict(p)))
     )
 
@@ -788,27 +830,38 @@ def _remove_stale_builds(out: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _generate(out: Path, p: SyntheticParams, replace_synthetic: bool) -> Path:
-    p.validate()
+def _build(
+    out: Path, write: Callable[[Path], dict], manifest_of: Callable[[Path], dict | None], replace_ours: bool
+) -> Path:
+    """Build a set with ``write(folder) -> manifest`` in a temporary folder beside ``out`` and move it into place.
+
+    ``out`` must be absent or empty, or hold a set whose ``dataset.json``
+    ``manifest_of`` recognises and ``replace_ours`` allows replacing.
+    """
     out = Path(out).expanduser().absolute()
     if out.exists() and not _is_empty_dir(out):
-        if read_manifest(out) is None:
+        if manifest_of(out) is None:
             raise UsageError(f"{out} already exists and is not an empty folder; choose a new folder for "
                              "the synthetic dataset.")
-        if not replace_synthetic:
+        if not replace_ours:
             raise UsageError(f"{out} already holds a synthetic dataset; choose a new folder or remove it.")
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_builds(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
-        counts = _write(tmp, p)
-        (tmp / MANIFEST_NAME).write_text(json.dumps(_manifest(p, counts), indent=2) + "\n")
+        manifest = write(tmp)
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         tmp.chmod(0o755)  # mkdtemp makes it private
         _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _generate(out: Path, p: SyntheticParams, replace_synthetic: bool) -> Path:
+    p.validate()
+    return _build(out, lambda tmp: _manifest(p, _write(tmp, p)), read_manifest, replace_synthetic)
 
 
 def generate_synthetic(
