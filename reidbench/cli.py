@@ -200,7 +200,9 @@ def _train_batch_sizes(text: Optional[str], cuda: bool) -> list[int]:
 @_user_errors
 def run(
     grid: Optional[str] = typer.Option(None, "--grid", help=GRID_HELP + " Default: default."),
-    data: Optional[str] = typer.Option(None, "--data", help="synthetic (the default; generated once, cached), market1501:PATH, dukemtmc:PATH, msmt17:PATH or veri776:PATH."),
+    data: Optional[str] = typer.Option(None, "--data", help="synthetic (the default; generated once, cached), synthetic-rgbnt (multi-modal), market1501:PATH, "
+                                       "dukemtmc:PATH, msmt17:PATH, veri776:PATH, rgbnt201:PATH, rgbnt100:PATH or msvr310:PATH; "
+                                       "default: the grid's own data, else synthetic."),
     profile: Optional[str] = typer.Option(None, "--profile", help="auto (the default: full on CUDA, quick elsewhere), quick, full, or a profile .toml file."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto (the default: bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32."),
@@ -460,7 +462,8 @@ def data_synth(
 @data_app.command("info")
 @_user_errors
 def data_info(
-    spec: str = typer.Argument(..., help="synthetic, market1501:PATH, dukemtmc:PATH, msmt17:PATH or veri776:PATH."),
+    spec: str = typer.Argument(..., help="synthetic, synthetic-rgbnt, market1501:PATH, dukemtmc:PATH, msmt17:PATH, veri776:PATH, "
+                               "rgbnt201:PATH, rgbnt100:PATH or msvr310:PATH."),
     as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
 ) -> None:
     """Identities, images and cameras per split, as the evaluation protocol sees them."""
@@ -468,8 +471,7 @@ def data_info(
 
     dataset = load_dataset(spec)
     if as_json:
-        typer.echo(json.dumps({"name": dataset.name, "root": str(dataset.root), "version": dataset.version,
-                               "counts": dataset.counts(), "dropped": dataset.dropped}, indent=2))
+        typer.echo(json.dumps(dataset.facts(), indent=2))
     else:
         typer.echo(dataset.describe())
 

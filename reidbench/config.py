@@ -71,7 +71,9 @@ def _coerce(value: Any, default: Any) -> Any:
             raise TypeError
         return value
     if isinstance(default, tuple):
-        if not isinstance(value, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+        # A tuple of strings (modalities) takes strings; every other tuple setting takes integers.
+        item = str if default and isinstance(default[0], str) else int
+        if not isinstance(value, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, item) for v in value):
             raise TypeError
         return tuple(value)
     raise TypeError

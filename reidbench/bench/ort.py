@@ -76,10 +76,10 @@ def ort_features(session: Any, images: torch.Tensor, cam_ids: Optional[torch.Ten
 
 def example_feeds(session: Any, batch_size: int) -> dict[str, np.ndarray]:
     """Random images of the exported input size (read from the graph) and camera ids 0, 0, ... for timing."""
-    shape = session.get_inputs()[0].shape  # ["batch", 3, H, W]
-    height, width = int(shape[2]), int(shape[3])
+    shape = session.get_inputs()[0].shape  # ["batch", 3M, H, W]: three channels per modality
+    channels, height, width = int(shape[1]), int(shape[2]), int(shape[3])
     generator = torch.Generator().manual_seed(0)
-    images = torch.randn(batch_size, 3, height, width, generator=generator)
+    images = torch.randn(batch_size, channels, height, width, generator=generator)
     return ort_feeds(session, images, torch.zeros(batch_size, dtype=torch.long))
 
 

@@ -129,7 +129,7 @@ def _measure(model: ReidModel, record: CellRecord, options: BenchOptions, log: L
         record.memory["inference"] = _inference_memory(model, largest["batch_size"], options)
     log(f"    one training step at batch {options.train_batch_size}")
     record.memory["train_step"] = _train_step_memory(model, options)
-    if options.reference and settings.stride == PATCH_SIZE and bare_reference(record.backbone, record.neck):
+    if options.reference and settings.stride == PATCH_SIZE and settings.num_modalities == 1 and bare_reference(record.backbone, record.neck):
         for entry in record.latency:
             if "median_ms" not in entry or MeasureMode.parse(entry.get("mode")) != MeasureMode.EAGER:
                 continue
@@ -156,7 +156,7 @@ def _train_throughput(
 ) -> list[dict[str, Any]]:
     """The harness's training img/s at `batch_size` (eager, then compiled and graph-replayed if asked), and the bare loop's."""
     settings, bare = model.settings, None
-    if options.reference and settings.stride == PATCH_SIZE and bare_reference(record.backbone, record.neck):
+    if options.reference and settings.stride == PATCH_SIZE and settings.num_modalities == 1 and bare_reference(record.backbone, record.neck):
         log(f"    bare training loop at batch {batch_size}")
         bare = bare_train_loop(record.backbone, settings, batch_size, options.device, options.dtype, options.train_steps)
     modes = [(compiled, graphed) for graphed in (False, True) for compiled in (False, True)

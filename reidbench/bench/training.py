@@ -49,7 +49,8 @@ def random_train_set(model: ReidModel, identities: int, device: torch.device, se
     count = identities * K
     pids = torch.arange(identities).repeat_interleave(K)
     cams = pids % max(model.settings.num_cameras, 1)
-    images = torch.randint(0, 256, (count, 3, h, w), dtype=torch.uint8, generator=generator)
+    channels = 3 * model.settings.num_modalities
+    images = torch.randint(0, 256, (count, channels, h, w), dtype=torch.uint8, generator=generator)
     return ImageSet(images=images, pids=pids, camids=cams, paths=[f"random/{i}" for i in range(count)]).to(device)
 
 

@@ -46,8 +46,11 @@ def data_line(data: RunData) -> str:
 
     unmatched = info.get("queries_without_match") or 0
     scored = f" — {len(data.query) - unmatched} of them scored, {unmatched} without a match in the gallery" if unmatched else ""
+    incomplete = sum((info.get("incomplete") or {}).values())
+    modal = (f"{'+'.join(data.dataset.modalities)} samples"
+             + (f" ({incomplete} skipped: a modality's file missing)" if incomplete else "") + "; ") if data.dataset.multimodal else ""
     return (
-        f"data: {data.dataset.name} — {split('train', data.train)} / {info['used']['train']['ids']} ids, "
+        f"data: {data.dataset.name} — {modal}{split('train', data.train)} / {info['used']['train']['ids']} ids, "
         f"{split('query', data.query)}{scored}, {split('gallery', data.gallery)}, {data.dataset.num_cameras} cameras "
         f"(images from {info['cache']['location']}: {info['cache']['why']}); "
         f"chance level: mAP {info['chance']['mAP']:.1%}, rank-1 {info['chance']['rank1']:.1%} (random features)"

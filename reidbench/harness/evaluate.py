@@ -20,6 +20,7 @@ from reidbench.training.augment import normalize
 from reidbench.runtime.distributed import World, from_main, gather_rows, shard, unwrap
 from reidbench.data.stream import AnyImageSet
 from reidbench.harness.metrics import evaluate_distances, evaluate_rank
+from reidbench.harness.modality_subsets import ABSENT_RULE, subset_metrics
 from reidbench.harness.rerank import rerank
 from reidbench.profiles import EvalConfig
 from reidbench.runtime.progress import Progress
@@ -68,9 +69,11 @@ def _metrics(
     model: ReidModel, qf: torch.Tensor, gf: torch.Tensor, query: AnyImageSet, gallery: AnyImageSet, cfg: EvalConfig,
     device: torch.device,
 ) -> dict[str, Any]:
+    ids = (query.pids.to(device), gallery.pids.to(device), query.exclusion_ids.to(device), gallery.exclusion_ids.to(device))
+    modalities = model.settings.modalities
+    subsets = subset_metrics(qf, gf, ids, modalities, cfg.normalize, cfg.metric) if len(modalities) > 1 else None
     if cfg.normalize:
         qf, gf = F.normalize(qf, dim=1), F.normalize(gf, dim=1)
-    ids = (query.pids.to(device), gallery.pids.to(device), query.camids.to(device), gallery.camids.to(device))
     result = evaluate_rank(qf, gf, *ids, metric=cfg.metric)
     metrics = {
         **result.to_dict(),
@@ -81,10 +84,14 @@ def _metrics(
             "metric": cfg.metric,
             "flip_test": cfg.flip,
             "camera_ids_at_test": True,
+            "removed_from_gallery": "same identity and same " + ("scene" if query.scenes is not None else "camera"),
             "num_query": len(query),
             "num_gallery": len(gallery),
         },
     }
+    if subsets is not None:
+        metrics["modality_subsets"] = subsets
+        metrics["protocol"]["modalities"] = {"present": list(modalities), "absent": ABSENT_RULE}
     if cfg.rerank:
         metrics.update(reranked_metrics(qf, gf, ids, cfg))
         metrics["protocol"]["rerank"] = {

@@ -43,11 +43,7 @@ def prepare_data(
     location = sets["train"].location
     info = {
         "spec": spec,
-        "name": dataset.name,
-        "root": str(dataset.root),
-        "version": dataset.version,
-        "counts": dataset.counts(),
-        "dropped": dataset.dropped,
+        **dataset.facts(),
         "unreadable": {s: len(v.skipped) for s, v in sets.items()},
         "unreadable_examples": [p for v in sets.values() for p, _ in v.skipped][:5],
         "converted_to_rgb": {s: v.converted for s, v in sets.items()},
@@ -233,5 +229,5 @@ def chance_level(query: AnyImageSet, gallery: AnyImageSet, seed: int = 0) -> dic
     generator = torch.Generator().manual_seed(seed)
     qf = torch.randn(len(query), 64, generator=generator)
     gf = torch.randn(len(gallery), 64, generator=generator)
-    result = evaluate_rank(qf, gf, query.pids.cpu(), gallery.pids.cpu(), query.camids.cpu(), gallery.camids.cpu())
+    result = evaluate_rank(qf, gf, query.pids.cpu(), gallery.pids.cpu(), query.exclusion_ids.cpu(), gallery.exclusion_ids.cpu())
     return {"mAP": result.mAP, "rank1": result.rank1, "skipped": result.num_skipped_queries}

@@ -108,7 +108,7 @@ def new_plan(request: RunRequest, device: torch.device, cell_world: World) -> Ru
     profile = load_profile(resolve_profile_name(request.profile or "auto", device))
     return RunPlan(
         grid=grid, grid_text=source_text(grid.source, GRIDS_DIR), profile=profile,
-        profile_text=source_text(profile.source, PROFILES_DIR), dataset=request.data or "synthetic", device=device,
+        profile_text=source_text(profile.source, PROFILES_DIR), dataset=request.data or grid.data or "synthetic", device=device,
         dtype=resolve_dtype(request.dtype or "auto", device), seeds=request.seeds or 1, only=list(request.only),
         overrides=overrides, weights=merged_weights(grid, request.weights),
         compile=bool(request.compile), data_cache=request.data_cache or "auto", sync_bn=bool(request.sync_bn),
@@ -273,7 +273,7 @@ def resolve_settings(plan: RunPlan, dataset: ReidDataset) -> VariantSettings:
     """The run's base settings (no cell's own): grid settings, the profile's model overrides, --set, the dataset."""
     settings = plan.grid.settings.with_overrides(plan.profile.model, f"profile {plan.profile.name} [model]")
     settings = settings.with_overrides(plan.overrides, "--set")
-    return settings.with_overrides({"num_classes": dataset.num_train_pids, "num_cameras": dataset.num_cameras}, "dataset")
+    return settings.with_overrides(dataset_settings(dataset), "dataset")
 
 
 def check_axes(grid: Grid) -> None:
@@ -310,7 +310,12 @@ def cell_settings(plan: RunPlan, cell: Cell, dataset: ReidDataset) -> VariantSet
     profile = cell_profile(plan, cell)
     settings = plan.grid.settings.with_overrides(profile.model, f"profile {profile.name} [model]")
     settings = plan.grid.variant_settings(cell, settings).with_overrides(plan.overrides, "--set")
-    return settings.with_overrides({"num_classes": dataset.num_train_pids, "num_cameras": dataset.num_cameras}, "dataset")
+    return settings.with_overrides(dataset_settings(dataset), "dataset")
+
+
+def dataset_settings(dataset: ReidDataset) -> dict[str, Any]:
+    """What the dataset dictates to every model: classifier size, camera table, what a sample holds."""
+    return {"num_classes": dataset.num_train_pids, "num_cameras": dataset.num_cameras, "modalities": list(dataset.modalities)}
 
 
 def cells_in_size_order(plan: RunPlan, dataset: ReidDataset) -> list[Cell]:

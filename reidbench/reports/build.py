@@ -18,6 +18,7 @@ from reidbench.runtime.text import printable
 from reidbench.reports.compare import Comparison, Crossing, Threshold, compare, gate
 from reidbench.reports.axis_plots import axis_plots
 from reidbench.reports.load import LoadedRun, load_run
+from reidbench.reports.modalities import modality_section
 from reidbench.schema import is_number
 from reidbench.reports.plots import all_plots
 from reidbench.reports.render import BETTER, WORSE, ReportDoc, Section, table_markdown, to_html, to_markdown
@@ -66,7 +67,7 @@ def make_report(
         table=table,
         warnings=run.warnings + [f"baseline {comparison.baseline.root}: {w}" for w in (comparison.baseline.warnings if comparison else [])],
         before_plots=_sections(run, comparison, thresholds, crossings, gate_notes) + [
-            section for section in [_cross_domain_section(run)] if section is not None],
+            section for section in [modality_section(run), _cross_domain_section(run)] if section is not None],
         plots=plots,
         after_plots=[_notes_section(summaries)] + [s for s in [_time_section(run)] if s.items],
     )
@@ -198,6 +199,11 @@ def _dataset_item(run: LoadedRun) -> Item:
     scored = f", {unmatched} queries without a gallery match (not scored)" if unmatched else ""
     text = (f"{dataset.get('name')} {dataset.get('version') or ''} — {split('train')}, {split('query')}{scored}, "
             f"{split('gallery')} ({counts['gallery'].get('distractors', 0)} distractors), {counts['train'].get('cameras')} cameras")
+    modalities, incomplete = dataset.get("modalities") or ["rgb"], sum((dataset.get("incomplete") or {}).values())
+    if len(modalities) > 1:
+        text += (f"; each sample {' + '.join(modalities)}"
+                 + (f" ({incomplete} samples skipped: a modality's file missing)" if incomplete else "")
+                 + f"; gallery entries of the query's identity removed by {dataset.get('exclusion', 'camera')}")
     chance = dataset.get("chance") or {}
     if is_number(chance.get("mAP")) and is_number(chance.get("rank1")):
         text += f"; chance level (random features) mAP {chance['mAP']:.1%}, rank-1 {chance['rank1']:.1%}"

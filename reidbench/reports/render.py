@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import html
 from dataclasses import dataclass, field
+from typing import Optional
+
 from reidbench.reports.plots import Plot
 from reidbench.reports.tables import Table, TableCell
 
@@ -22,6 +24,8 @@ class Section:
     items: list[str] = field(default_factory=list)
     tone: str = ""
     """'bad', 'good' or 'warn': how the HTML colours the section's frame."""
+    tables: list[tuple[str, Table]] = field(default_factory=list)
+    """(caption, table) pairs after the items: e.g. one missing-modality table per cell."""
 
 
 @dataclass
@@ -66,7 +70,10 @@ def _md_section(section: Section) -> list[str]:
     if section.intro:
         lines += [section.intro, ""]
     lines += [f"- {item}" for item in section.items]
-    return lines + ([""] if section.items else [])
+    lines += [""] if section.items else []
+    for caption, table in section.tables:
+        lines += [f"**{_md_escape(caption)}**", "", table_markdown(table), ""]
+    return lines
 
 
 def to_markdown(doc: ReportDoc) -> str:
@@ -126,11 +133,11 @@ def _e(text: object) -> str:
     return html.escape(str(text))
 
 
-def _html_cell(cell: TableCell, column: int) -> str:
+def _html_cell(cell: TableCell, column: int, text_cells: int = 3) -> str:
     if cell.status is not None:
         message = f'<div class="msg">{_e(cell.message)}</div>' if cell.message else ""
         return f'<td class="status"><span class="badge st-{_e(cell.status)}">{_e(cell.status)}</span>{message}</td>'
-    css = "text" if column < 3 else ""
+    css = "text" if column < text_cells else ""
     body = _e(cell.text)
     if cell.delta is not None:
         tone, mark = {True: ("better", BETTER), False: ("worse", WORSE)}.get(cell.better, ("same", ""))
@@ -138,10 +145,12 @@ def _html_cell(cell: TableCell, column: int) -> str:
     return f'<td class="{css}">{body}</td>' if css else f"<td>{body}</td>"
 
 
-def table_html(table: Table) -> str:
-    head = "".join(f'<th class="text">{_e(c)}</th>' if i < 4 else f"<th>{_e(c)}</th>" for i, c in enumerate(table.columns))
+def table_html(table: Table, text_columns: Optional[int] = None) -> str:
+    """`text_columns`: how many leading columns hold text, left-aligned (default: the results table's)."""
+    heads, cells = (4, 3) if text_columns is None else (text_columns, text_columns)
+    head = "".join(f'<th class="text">{_e(c)}</th>' if i < heads else f"<th>{_e(c)}</th>" for i, c in enumerate(table.columns))
     rows = "\n".join(
-        f'<tr data-cell="{_e(cell_id)}">' + "".join(_html_cell(c, i) for i, c in enumerate(row)) + "</tr>"
+        f'<tr data-cell="{_e(cell_id)}">' + "".join(_html_cell(c, i, cells) for i, c in enumerate(row)) + "</tr>"
         for cell_id, row in zip(table.cells, table.rows)
     )
     return f'<div class="scroll"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody></table></div>'
@@ -151,7 +160,8 @@ def _html_section(section: Section) -> str:
     tone = f" {section.tone}" if section.tone else ""
     intro = f"<p>{_e(section.intro)}</p>" if section.intro else ""
     items = "<ul>" + "".join(f"<li>{_e(i)}</li>" for i in section.items) + "</ul>" if section.items else ""
-    return f'<section class="box{tone}"><h2>{_e(section.title)}</h2>{intro}{items}</section>'
+    tables = "".join(f"<h3>{_e(caption)}</h3>{table_html(table, text_columns=1)}" for caption, table in section.tables)
+    return f'<section class="box{tone}"><h2>{_e(section.title)}</h2>{intro}{items}{tables}</section>'
 
 
 def data_uri(png: bytes) -> str:

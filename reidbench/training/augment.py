@@ -43,8 +43,9 @@ _ERASE_TRIES = 10
 
 
 def _check_batch(batch: torch.Tensor) -> None:
-    if batch.dtype != torch.uint8 or batch.dim() != 4 or batch.shape[1] != 3:
-        raise ValueError(f"expected a uint8 [B, 3, H, W] batch, got {batch.dtype} {list(batch.shape)}")
+    """A batch is uint8 [B, 3M, H, W]: M modalities of a sample, three channels each, augmented alike."""
+    if batch.dtype != torch.uint8 or batch.dim() != 4 or batch.shape[1] % 3 or not batch.shape[1]:
+        raise ValueError(f"expected a uint8 [B, 3, H, W] (or [B, 3M, H, W]) batch, got {batch.dtype} {list(batch.shape)}")
 
 
 def normalize(
@@ -53,9 +54,14 @@ def normalize(
     std: tuple[float, float, float],
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Pixels in [0, 255] -> ``(x / 255 - mean) / std``; computed in float32, then cast to ``dtype``."""
+    """Pixels in [0, 255] -> ``(x / 255 - mean) / std``; computed in float32, then cast to ``dtype``.
+
+    A multi-modal batch has each modality's three channels normalised with the same mean and std,
+    as upstream multi-modal ReID (MambaPro) passes every modality through one transform.
+    """
     _check_batch(batch_uint8)
-    scale, shift = _affine(tuple(mean), tuple(std), batch_uint8.device)
+    repeats = batch_uint8.shape[1] // 3
+    scale, shift = _affine(tuple(mean) * repeats, tuple(std) * repeats, batch_uint8.device)
     out = batch_uint8.to(torch.float32).mul_(scale).add_(shift)
     return out if dtype == torch.float32 else out.to(dtype)
 
@@ -70,8 +76,8 @@ def _affine(
     from pageable memory waits for the GPU to drain: once per batch, that alone
     kept the training step from running ahead of the GPU.
     """
-    mean_t = torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float64).view(1, 3, 1, 1)
+    mean_t = torch.tensor(mean, dtype=torch.float64).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float64).view(1, -1, 1, 1)
     # One multiply-add pass: scale and shift are folded in float64, then rounded once.
     scale = (1 / (255 * std_t)).to(device, torch.float32)
     shift = (-mean_t / std_t).to(device, torch.float32)
@@ -138,6 +144,12 @@ class BatchAugmentation:
     erased rows and columns are precomputed for the epoch on the device.
 
     ``method`` picks how a batch is transformed; both give identical pixels.
+    A multi-modal sample's modalities (channel groups) get the same flip, crop and
+    erasing: they are registered pictures of one instant, and one draw keeps them
+    so. MambaPro (data/datasets/bases.py, ImageDataset) runs the transform once per
+    modality, drawing each modality's flip and crop anew; that departure is stated
+    in the report's protocol of a multi-modal run.
+
     ``"loop"``: one strided copy per sample at plain-int offsets -- on a CPU
     much faster than a gather through a [B, 3, H, W] index. ``"gather"``:
     the whole batch in a handful of kernels whatever B. ``"auto"``: loop on the
@@ -182,7 +194,7 @@ class BatchAugmentation:
         self.erase_rows = erase.bool()[..., None] & (row >= e_top[..., None]) & (row < (e_top + e_h)[..., None])
         self.erase_cols = (col >= e_left[..., None]) & (col < (e_left + e_w)[..., None])
         self.samples = torch.arange(self.batch_size, device=draws.device)[:, None, None, None]
-        self.channels = torch.arange(3, device=draws.device)[None, :, None, None]
+        self.channels = torch.arange(3, device=draws.device)[None, :, None, None]  # widened for a multi-modal batch
 
     def apply(
         self, step: int, batch_uint8: torch.Tensor, mean: tuple[float, float, float], std: tuple[float, float, float]
@@ -200,6 +212,8 @@ class BatchAugmentation:
             return _apply_loop(padded, self.draws[step], self.height, self.width, mean, std)
         # Cropping and then flipping equals flipping and then cropping at the mirrored offset.
         rows, cols = self.rows[step], self.cols[step]
+        if self.channels.shape[1] != padded.shape[1]:
+            self.channels = torch.arange(padded.shape[1], device=self.channels.device)[None, :, None, None]
         out = normalize(padded[self.samples, self.channels, rows[:, None, :, None], cols[:, None, None, :]], mean, std)
         erased = self.erase_rows[step][:, None, :, None] & self.erase_cols[step][:, None, None, :]
         return out.masked_fill_(erased, 0.0)
@@ -230,7 +244,7 @@ def _apply_loop(
     padded: torch.Tensor, draws: list[list[int]], height: int, width: int,
     mean: tuple[float, float, float], std: tuple[float, float, float],
 ) -> torch.Tensor:
-    out = torch.empty(padded.shape[0], 3, height, width, dtype=torch.uint8, device=padded.device)
+    out = torch.empty(padded.shape[0], padded.shape[1], height, width, dtype=torch.uint8, device=padded.device)
     for i, (flipped, top, left, *_) in enumerate(draws):
         crop = padded[i, :, top : top + height, left : left + width]
         out[i] = crop.flip(-1) if flipped else crop

@@ -41,7 +41,10 @@ class Backbone(nn.Module):
     pretrained_spec: Optional[PretrainedSpec] = None
     """Which submodule is a pretrained network and how checkpoint files map onto it; None: no weights are taken."""
 
-    def forward(self, images: torch.Tensor, cam_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, cam_ids: Optional[torch.Tensor] = None, modality_ids: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """`modality_ids`: per image, which modality it shows (multi-modal runs with shared weights)."""
         raise NotImplementedError
 
     def blocks(self) -> list[nn.Module]:
@@ -64,6 +67,20 @@ def _camera_embedding(settings: VariantSettings, shape: tuple[int, ...]) -> Opti
     table = nn.Parameter(torch.zeros(settings.num_cameras, *shape))
     nn.init.trunc_normal_(table, std=0.02)
     return table
+
+
+def _modality_embedding(settings: VariantSettings, shape: tuple[int, ...]) -> Optional[nn.Parameter]:
+    """One learned vector per modality added to every token, like the camera embedding, so one shared
+    backbone can tell RGB from NIR from TIR; None for one modality or separate backbones per modality."""
+    if settings.num_modalities == 1 or settings.modality_weights != "shared":
+        return None
+    table = nn.Parameter(torch.zeros(settings.num_modalities, *shape))
+    nn.init.trunc_normal_(table, std=0.02)
+    return table
+
+
+def _modality_note(table: Optional[nn.Parameter]) -> str:
+    return f"; learned modality embedding ({table.shape[0]} rows) on every token" if table is not None else ""
 
 
 class TransReIDViT(Backbone):
@@ -103,6 +120,7 @@ class TransReIDViT(Backbone):
             self.vit.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, width))
             nn.init.trunc_normal_(self.vit.pos_embed, std=0.02)
         self.sie_embed = _camera_embedding(settings, (1, width))
+        self.modality_embed = _modality_embedding(settings, (1, width))
         self.camera_embedding_scale = settings.camera_embedding_scale
         self.embed_dim = width
         self.pixel_mean, self.pixel_std = TRANSREID_PIXEL_MEAN, TRANSREID_PIXEL_STD
@@ -110,14 +128,19 @@ class TransReIDViT(Backbone):
             f"vit768: timm ViT-B/16, depth {settings.depth}, {settings.img_size[0]}x{settings.img_size[1]}, "
             f"stride {settings.stride} -> {self.grid_size[0]}x{self.grid_size[1]} grid, {num_tokens} tokens; "
             + (f"SIE {settings.camera_embedding_scale} x E[cam] on every token" if self.sie_embed is not None else "no camera embedding")
+            + _modality_note(self.modality_embed)
         ]
 
-    def forward(self, images: torch.Tensor, cam_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, cam_ids: Optional[torch.Tensor] = None, modality_ids: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         vit = self.vit
         x = vit.patch_embed.proj(images).flatten(2).transpose(1, 2)
         x = torch.cat([vit.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + vit.pos_embed
         if self.sie_embed is not None and cam_ids is not None:
             x = x + self.camera_embedding_scale * self.sie_embed[cam_ids]
+        if self.modality_embed is not None and modality_ids is not None:
+            x = x + self.modality_embed[modality_ids]
         x = vit.pos_drop(x)
         x = vit.blocks(x)
         return vit.norm(x)
@@ -175,6 +198,7 @@ class CLIPReIDViT(Backbone):
         if not self.applies_proj:
             self.visual.proj = None  # no parameter, no state-dict key: open_clip's own way to drop the head
         self.cv_embed = _camera_embedding(settings, (width,))
+        self.modality_embed = _modality_embedding(settings, (1, width))
         self.camera_embedding_scale = settings.camera_embedding_scale
         tower_dim = config["embed_dim"] if self.applies_proj else width
         self.token_proj = nn.Linear(tower_dim, project_to) if project_to else None
@@ -192,9 +216,12 @@ class CLIPReIDViT(Backbone):
             f"{rows}x{cols} grid, {1 + rows * cols} tokens; all tokens {tokens} -> {tower_dim}-d; "
             + (f"cv_embed {settings.camera_embedding_scale} x E[cam] on the CLS token" if self.cv_embed is not None else "no camera embedding")
             + (f"; learned {tower_dim}->{project_to} token projection" if project_to else "")
+            + _modality_note(self.modality_embed)
         )
 
-    def forward(self, images: torch.Tensor, cam_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, cam_ids: Optional[torch.Tensor] = None, modality_ids: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         v = self.visual
         x = v.conv1(images).flatten(2).transpose(1, 2)
         cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
@@ -204,6 +231,8 @@ class CLIPReIDViT(Backbone):
         # residual stream to float32 under autocast -- 6 more casts per block (forward and backward)
         # than the library, and twice the activation traffic.
         x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+        if self.modality_embed is not None and modality_ids is not None:
+            x = x + self.modality_embed[modality_ids].to(x.dtype)
         x = v.ln_pre(v.patch_dropout(x))
         x = v.ln_post(v.transformer(x))
         if v.proj is not None:

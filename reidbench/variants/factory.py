@@ -1,6 +1,7 @@
 """`create_variant`: a cell id (or Cell) and settings -> a ReidModel."""
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -9,6 +10,7 @@ from reidbench.errors import UsageError
 from reidbench.variants.backbones import BACKBONES
 from reidbench.variants.grid import Cell
 from reidbench.variants.head import BNNeckHead
+from reidbench.variants.modalities import SeparateBackbones, SeparateNecks
 from reidbench.variants.model import ReidModel
 from reidbench.variants.necks import NECKS
 from reidbench.variants.settings import VariantSettings
@@ -52,14 +54,28 @@ def create_variant(
         weights = resolve_weights_path(weights, backbone_name, "create_variant weights=")
     backbone = BACKBONES.get(backbone_name).builder(resolved)
     neck = NECKS.get(neck_name).builder(backbone.embed_dim, resolved)
-    head = BNNeckHead(neck.out_dim, resolved.num_classes)
-    if resolved.freeze_backbone:
-        backbone.requires_grad_(False)
-        backbone.notes.append("backbone frozen: only the neck and head train")
+    head = BNNeckHead(neck.out_dim * resolved.num_modalities, resolved.num_classes)
     model = ReidModel(f"{backbone_name}-{neck_name}", backbone, neck, head, resolved)
     if weights is not None:
         model.weights_report = load_weights(model, backbone_name, weights)
+    if resolved.num_modalities > 1 and resolved.modality_weights == "separate":
+        _separate_modalities(model, backbone_name, neck_name, weights is not None)
+    if resolved.freeze_backbone:
+        model.backbone.requires_grad_(False)
+        model.backbone.notes.append("backbone frozen: only the neck and head train")
     return model
+
+
+def _separate_modalities(model: ReidModel, backbone_name: str, neck_name: str, loaded: bool) -> None:
+    """A backbone and neck per modality: copies of the loaded backbone (each starts from the weights file),
+    or fresh random ones; the first copy is the one built (and loaded) above."""
+    settings, count = model.settings, model.settings.num_modalities
+    if loaded:
+        backbones = [model.backbone, *(copy.deepcopy(model.backbone) for _ in range(count - 1))]
+    else:
+        backbones = [model.backbone, *(BACKBONES.get(backbone_name).builder(settings) for _ in range(count - 1))]
+    necks = [model.neck, *(NECKS.get(neck_name).builder(model.backbone.embed_dim, settings) for _ in range(count - 1))]
+    model.backbone, model.neck = SeparateBackbones(backbones), SeparateNecks(necks)
 
 
 def parse_weights_options(items: Iterable[str], where: str = "--weights") -> dict[str, Path]:

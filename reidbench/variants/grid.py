@@ -4,6 +4,7 @@ A grid is data -- a TOML file. Named grids ship in `reidbench/variants/grids/`;
 `--grid PATH` takes a user's file with the same keys:
 
     description = "..."            # optional
+    data = "synthetic-rgbnt"       # optional: the dataset a run uses when --data is not given (default: synthetic)
     backbones = ["vit768", ...]    # registered backbone names
     necks = ["none", "ms"]         # registered neck names
     [settings]                     # optional, see VariantSettings
@@ -49,7 +50,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 GRIDS_DIR = Path(__file__).parent / "grids"
-GRID_KEYS = ("description", "backbones", "necks", "settings", "expect", "weights", "axes", "backbone")
+GRID_KEYS = ("description", "data", "backbones", "necks", "settings", "expect", "weights", "axes", "backbone")
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,@+-]*$")
 """What a cell id may hold: it names a folder of the run directory."""
 EXPECT_STATUSES = ("xfail",)
@@ -103,6 +104,8 @@ class Grid:
     recipes: dict[str, dict[str, str]] = field(default_factory=dict, hash=False)
     """Backbone -> {profile name: recipe name}: under that profile the backbone's cells train with that recipe."""
     settings_table: dict[str, Any] = field(default_factory=dict, hash=False)
+    data: Optional[str] = None
+    """The dataset spec a run of this grid uses unless --data names another (multi-modal grids need multi-modal data)."""
     """The [settings] the file gave (an axis may not repeat one of them)."""
 
     def variant_settings(self, cell: Cell, base: Optional[VariantSettings] = None) -> VariantSettings:
@@ -158,6 +161,7 @@ class Grid:
             ],
             "weights": dict(self.weights),
             "axes": {key: list(values) for key, values in self.axes},
+            "data": self.data,
         }
 
 
@@ -204,9 +208,11 @@ def parse_grid(data: bytes, source: str, name: str, base_dir: Optional[Path] = N
     expectations = _expectations(raw.get("expect", {}), cell_ids, source)
     pairs = [Cell(b, n, expectations.get(f"{b}-{n}")) for b in backbones for n in necks]
     axes = tuple(_check_axes(_table(raw, "axes", source), settings_table, f"grid file {source} [axes]").items())
-    description = raw.get("description", "")
+    description, data = raw.get("description", ""), raw.get("data")
     if not isinstance(description, str):
         raise UsageError(f"grid file {source}: description must be a string.")
+    if data is not None and (not isinstance(data, str) or not data.strip()):
+        raise UsageError(f"grid file {source}: data must be a dataset spec string, e.g. data = \"synthetic-rgbnt\".")
     if base_dir is None:
         base_dir = GRIDS_DIR if source.startswith("builtin:") else Path(source).parent
     weights = _weights(raw.get("weights", {}), backbones, source, base_dir)
@@ -214,6 +220,7 @@ def parse_grid(data: bytes, source: str, name: str, base_dir: Optional[Path] = N
     return Grid(
         name=name, source=source, description=description, settings=settings, cells=_product(pairs, axes, source),
         weights=weights, axes=axes, backbone_settings=backbone_settings, recipes=recipes, settings_table=dict(settings_table),
+        data=data,
     )
 
 

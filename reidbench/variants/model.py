@@ -8,6 +8,7 @@ from torch import nn
 
 from reidbench.variants.backbones import Backbone
 from reidbench.variants.head import BNNeckHead
+from reidbench.variants.modalities import concat_modalities, modality_ids, stack_modalities
 from reidbench.variants.settings import VariantSettings
 
 if TYPE_CHECKING:
@@ -41,14 +42,27 @@ class ReidModel(nn.Module):
     def notes(self) -> list[str]:
         """Facts a reader of the results must know (clamped windows, uncovered rows, projections)."""
         weights = [self.weights_report.summary()] if self.weights_report is not None else []
-        return [*self.backbone.notes, *getattr(self.neck, "notes", []), *weights]
+        modalities = self.settings.modalities
+        multimodal = [
+            f"multi-modal: {', '.join(modalities)} each through the {self.settings.modality_weights} backbone and neck; "
+            f"ReID feature = their {len(modalities)} features concatenated ({self.feature_dim}-d)"
+        ] if len(modalities) > 1 else []
+        return [*self.backbone.notes, *getattr(self.neck, "notes", []), *multimodal, *weights]
 
     @property
     def feature_dim(self) -> int:
-        return self.neck.out_dim
+        """The ReID feature's width: the neck's, times the number of modalities (their features side by side)."""
+        return self.neck.out_dim * self.settings.num_modalities
 
     def forward(self, images: torch.Tensor, cam_ids: Optional[torch.Tensor] = None):
-        features = self.neck(self.backbone(images, cam_ids))
+        count = self.settings.num_modalities
+        if count == 1:
+            features = self.neck(self.backbone(images, cam_ids))
+        else:
+            stacked = stack_modalities(images, count)
+            cams = cam_ids.repeat(count) if cam_ids is not None else None
+            tokens = self.backbone(stacked, cams, modality_ids(count, images.shape[0], images.device))
+            features = concat_modalities(self.neck(tokens), count)
         if self.training:
             _, logits = self.head(features)
             return TrainOutput(logits, features)
@@ -57,7 +71,7 @@ class ReidModel(nn.Module):
         return features
 
     def example_input(self, batch_size: int = 1, device: torch.device | str = "cpu") -> torch.Tensor:
-        """Random images of the variant's input size, for probing and measuring."""
+        """Random images of the variant's input size (three channels per modality), for probing and measuring."""
         h, w = self.settings.img_size
         generator = torch.Generator().manual_seed(0)
-        return torch.randn(batch_size, 3, h, w, generator=generator).to(device)
+        return torch.randn(batch_size, 3 * self.settings.num_modalities, h, w, generator=generator).to(device)

@@ -21,6 +21,9 @@ NECK_WIDTH = 768
 """The multi-scale neck's input and output width, hard-wired as in the design under study."""
 
 FEATURE_CHOICES = ("before", "after")
+MODALITY_NAMES = ("rgb", "nir", "tir")
+"""Modalities a multi-modal sample may hold: visible, near-infrared and thermal (RGBNT201, RGBNT100, MSVR310)."""
+MODALITY_WEIGHTS = ("shared", "separate")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,12 @@ class VariantSettings:
     """CLIP towers use QuickGELU, as OpenAI's CLIP weights were trained with it."""
     freeze_backbone: bool = False
     """Train only the neck and head: the backbone's parameters get no gradient (a linear-probe-style control)."""
+    modalities: tuple[str, ...] = ("rgb",)
+    """What a sample holds, set from the dataset: ("rgb",), or ("rgb", "nir", "tir") for multi-modal ReID, where
+    every modality goes through the backbone and neck and the ReID feature is their concatenation."""
+    modality_weights: str = "shared"
+    """Multi-modal only: one backbone and neck for every modality, told apart by a learned modality embedding
+    (MambaPro's shared backbone), or a separate backbone and neck per modality."""
 
     ALIASES = {"sie_xishu": "camera_embedding_scale"}
     """Older names a grid, profile or --set may still use, and the setting each names now."""
@@ -80,8 +89,23 @@ class VariantSettings:
             raise UsageError(f"neck_scales {list(self.neck_scales)} must be a non-empty list of positive window sizes.")
         if self.feature not in FEATURE_CHOICES:
             raise UsageError(f"feature {self.feature!r} is unknown; choose one of {', '.join(FEATURE_CHOICES)}.")
+        self._check_modalities()
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise UsageError(f"drop_path_rate {self.drop_path_rate} must lie in [0, 1).")
+
+    def _check_modalities(self) -> None:
+        unknown = [m for m in self.modalities if m not in MODALITY_NAMES]
+        if not self.modalities or unknown or len(set(self.modalities)) != len(self.modalities):
+            raise UsageError(
+                f"modalities {list(self.modalities)} must be distinct names out of {', '.join(MODALITY_NAMES)}, e.g. "
+                "[\"rgb\", \"nir\", \"tir\"]; a run takes them from its dataset."
+            )
+        if self.modality_weights not in MODALITY_WEIGHTS:
+            raise UsageError(f"modality_weights {self.modality_weights!r} is unknown; choose one of {', '.join(MODALITY_WEIGHTS)}.")
+
+    @property
+    def num_modalities(self) -> int:
+        return len(self.modalities)
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -96,6 +120,7 @@ class VariantSettings:
         data = asdict(self)
         data["img_size"] = list(self.img_size)
         data["neck_scales"] = list(self.neck_scales)
+        data["modalities"] = list(self.modalities)
         return data
 
     @classmethod

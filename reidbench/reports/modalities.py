@@ -1,0 +1,57 @@
+"""The missing-modality section of a multi-modal run's report: per cell, each modality subset x metric.
+
+The subsets and the rule for an absent modality come from the evaluation
+(`reidbench.harness.modality_subsets`); this module only tabulates what the
+records hold, as mean ± sample standard deviation over the seeds that have it.
+"""
+from __future__ import annotations
+
+import statistics
+from typing import Optional
+
+from reidbench.harness.modality_subsets import ABSENT_RULE, SUBSET_METRICS
+from reidbench.reports.load import LoadedRun
+from reidbench.reports.render import Section
+from reidbench.reports.tables import Table, TableCell
+from reidbench.schema import is_number
+
+LABELS = {"mAP": "mAP %", "rank1": "R-1 %", "rank5": "R-5 %", "rank10": "R-10 %", "mINP": "mINP %"}
+
+
+def _collect(run: LoadedRun) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """cell -> subset -> metric -> values over seeds, in record order."""
+    found: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for record in run.records:
+        subsets = (record.get("metrics") or {}).get("modality_subsets")
+        if not isinstance(subsets, dict):
+            continue
+        for subset, metrics in subsets.items():
+            for key in SUBSET_METRICS:
+                value = (metrics or {}).get(key)
+                if is_number(value):
+                    found.setdefault(record["cell"], {}).setdefault(subset, {}).setdefault(key, []).append(value)
+    return found
+
+
+def _text(values: Optional[list[float]]) -> str:
+    if not values:
+        return "—"
+    mean = 100 * statistics.fmean(values)
+    return f"{mean:.1f}" if len(values) == 1 else f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}"
+
+
+def modality_section(run: LoadedRun) -> Optional[Section]:
+    """One table per multi-modal cell (rows: subsets R ... RNT; columns: the metrics); None for a single-modal run."""
+    found = _collect(run)
+    if not found:
+        return None
+    tables: list[tuple[str, Table]] = []
+    for cell, subsets in found.items():
+        seeds = max(len(v) for metrics in subsets.values() for v in metrics.values())
+        rows = [[TableCell(subset), *(TableCell(_text(metrics.get(key))) for key in SUBSET_METRICS)]
+                for subset, metrics in subsets.items()]
+        caption = cell + (f" (mean ± std over {seeds} seeds)" if seeds > 1 else " (one seed)")
+        tables.append((caption, Table(["present", *(LABELS[k] for k in SUBSET_METRICS)], rows, [s for s in subsets])))
+    intro = (f"Each cell scored with only some modalities present at test time (R = RGB, N = near-infrared, T = thermal): "
+             f"{ABSENT_RULE}. The model is the one trained on all modalities; the last row is the full evaluation.")
+    return Section("Missing modalities at test time", intro, tables=tables)
