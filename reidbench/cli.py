@@ -5,6 +5,7 @@ import errno
 import functools
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
@@ -451,12 +452,24 @@ app.add_typer(data_app, name="data")
 def data_synth(
     out: Path = typer.Option(..., "--out", help="Folder to write the synthetic dataset to (new or empty)."),
     seed: int = typer.Option(0, "--seed", help="Generator seed: the same seed writes byte-identical files."),
+    modalities: str = typer.Option("rgb", "--modalities", help="rgb (Market-1501 layout), or rgb,nir,tir: the multi-modal "
+                                   "set in RGBNT201 layout, an RGB, a near-infrared and a thermal image of each scene."),
 ) -> None:
-    """Write the synthetic ReID dataset in Market-1501 layout."""
+    """Write the synthetic ReID dataset: Market-1501 layout, or RGBNT201 layout with --modalities rgb,nir,tir."""
     from reidbench.data import generate_synthetic, load_synthetic
+    from reidbench.data.formats import load_multimodal_synthetic
+    from reidbench.data.synthetic_modalities import DEFAULT_MULTIMODAL_PARAMS, MODALITIES, generate_multimodal_synthetic
 
-    generate_synthetic(out, seed=seed)
-    typer.echo(load_synthetic(out).describe())
+    wanted = tuple(m.strip().lower() for m in modalities.split(",") if m.strip())
+    if wanted == ("rgb",):
+        generate_synthetic(out, seed=seed)
+        typer.echo(load_synthetic(out).describe())
+    elif wanted == MODALITIES:
+        generate_multimodal_synthetic(out, replace(DEFAULT_MULTIMODAL_PARAMS, seed=seed))
+        typer.echo(load_multimodal_synthetic(out).describe())
+    else:
+        raise UsageError(f"--modalities {modalities!r}: the synthetic sets hold rgb alone or {','.join(MODALITIES)} "
+                         "(in that order); give one of those.")
 
 
 @data_app.command("info")

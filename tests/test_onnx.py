@@ -35,16 +35,20 @@ QUICK = MeasureConfig(batch_sizes=(1,), repeats=3, warmup=1, max_seconds=0.5)
 """Timing just long enough to produce entries: these tests check their shape, not the machine's speed."""
 
 
-def _model(cell: str, cameras: int) -> ReidModel:
+def _model(cell: str, cameras: int, modalities: tuple[str, ...] = ("rgb",)) -> ReidModel:
     torch.manual_seed(0)
-    return create_variant(cell, depth=1, img_size=IMG_SIZE, num_classes=4, num_cameras=cameras).eval()
+    return create_variant(cell, depth=1, img_size=IMG_SIZE, num_classes=4, num_cameras=cameras, modalities=modalities).eval()
 
 
-@pytest.fixture(scope="module", params=[("vit768-none", 2), ("clip512-none", 0)], ids=["vit768-none", "clip512-none"])
+@pytest.fixture(
+    scope="module", params=[("vit768-none", 2, ("rgb",)), ("clip512-none", 0, ("rgb",)), ("vit768-ms", 2, ("rgb", "nir", "tir"))],
+    ids=["vit768-none", "clip512-none", "vit768-ms-rgb-nir-tir"],
+)
 def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[ReidModel, Any, Any]:
-    """A depth-1 cell exported once per module: with camera ids (vit768-none, 2 cameras) and without (clip512-none)."""
-    cell, cameras = request.param
-    model = _model(cell, cameras)
+    """A depth-1 cell exported once per module: with camera ids (vit768-none, 2 cameras), without (clip512-none),
+    and multi-modal (9 input channels, the modalities stacked on the batch axis inside the graph)."""
+    cell, cameras, modalities = request.param
+    model = _model(cell, cameras, modalities)
     result = export_onnx(model, tmp_path_factory.mktemp("onnx") / f"{cell}.onnx")
     assert result.exported, result.error
     return model, result, ort_session(Path(result.path))

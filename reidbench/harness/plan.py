@@ -211,6 +211,7 @@ def check_plan(plan: RunPlan, world: World = World()) -> ReidDataset:
     check_recipe_profiles(plan)
     check_cache_policy(plan.data_cache)
     dataset = load_dataset(plan.dataset)
+    check_modalities(plan.grid, dataset)
     for cell in plan.cells:  # every cell's recipe, [train] axes and settings are checked before anything runs
         train = cell_profile(plan, cell).train
         ranks_batch(train, world)  # raises when P does not split over the ranks
@@ -220,6 +221,18 @@ def check_plan(plan: RunPlan, world: World = World()) -> ReidDataset:
         load_dataset(spec)  # a test set that cannot be loaded is named before anything runs
     resolve_settings(plan, dataset)
     return dataset
+
+
+def check_modalities(grid: Grid, dataset: ReidDataset) -> None:
+    """A grid that declares multi-modal samples cannot run on a dataset whose samples hold other modalities:
+    its cells would silently become single-modal models."""
+    wanted = grid.settings.modalities
+    if len(wanted) > 1 and tuple(dataset.modalities) != tuple(wanted):
+        raise UsageError(
+            f"grid {grid.name} is multi-modal ({', '.join(wanted)} per sample) but {dataset.name} holds "
+            f"{', '.join(dataset.modalities)} samples; give it multi-modal data: --data synthetic-rgbnt, rgbnt201:PATH, "
+            "rgbnt100:PATH or msvr310:PATH."
+        )
 
 
 def check_overrides_axes(grid: Grid, overrides: dict[str, Any]) -> None:

@@ -35,9 +35,17 @@ def stack_modalities(images: torch.Tensor, count: int) -> torch.Tensor:
     return images.unflatten(1, (count, -1)).transpose(0, 1).flatten(0, 1)
 
 
-def modality_ids(count: int, batch: int, device: torch.device) -> torch.Tensor:
-    """Which modality each row of `stack_modalities`' result shows."""
-    return torch.arange(count, device=device).repeat_interleave(batch)
+def modality_ids(count: int, like: torch.Tensor) -> torch.Tensor:
+    """Which modality each row of `stack_modalities(like)` shows.
+
+    Written with expand rather than repeat_interleave, so an exported graph keeps the batch size dynamic.
+    """
+    return torch.arange(count, device=like.device).unsqueeze(1).expand(-1, like.shape[0]).flatten()
+
+
+def repeat_per_modality(ids: torch.Tensor, count: int) -> torch.Tensor:
+    """Per-sample ids (cameras) for every row of the modality-major stack."""
+    return ids.unsqueeze(0).expand(count, -1).flatten()
 
 
 def concat_modalities(features: torch.Tensor, count: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ from torch import nn
 
 from reidbench.variants.backbones import Backbone
 from reidbench.variants.head import BNNeckHead
-from reidbench.variants.modalities import concat_modalities, modality_ids, stack_modalities
+from reidbench.variants.modalities import concat_modalities, modality_ids, repeat_per_modality, stack_modalities
 from reidbench.variants.settings import VariantSettings
 
 if TYPE_CHECKING:
@@ -60,8 +60,8 @@ class ReidModel(nn.Module):
             features = self.neck(self.backbone(images, cam_ids))
         else:
             stacked = stack_modalities(images, count)
-            cams = cam_ids.repeat(count) if cam_ids is not None else None
-            tokens = self.backbone(stacked, cams, modality_ids(count, images.shape[0], images.device))
+            cams = repeat_per_modality(cam_ids, count) if cam_ids is not None else None
+            tokens = self.backbone(stacked, cams, modality_ids(count, images))
             features = concat_modalities(self.neck(tokens), count)
         if self.training:
             _, logits = self.head(features)
