@@ -167,3 +167,10 @@ def test_msvr310s_protocol_removes_same_identity_entries_of_the_querys_scene_not
     assert only_same_scene.num_skipped_queries == 1  # query 0 has no match outside its scene
     assert torch.equal(split([1], [0], None).exclusion_ids, torch.tensor([0]))
     assert torch.equal(gallery.select(slice(0, 2)).scenes, torch.tensor([5, 7]))
+
+
+def test_the_settings_accept_exactly_the_modalities_the_data_layer_names() -> None:
+    from reidbench.data.records import MODALITIES
+    from reidbench.variants.settings import MODALITY_NAMES
+
+    assert MODALITY_NAMES == MODALITIES  # variants cannot import data: the two layers must agree

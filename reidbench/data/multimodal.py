@@ -50,10 +50,7 @@ from reidbench.data.layout import (
     IMAGE_SUFFIXES, MARKET_FOLDERS, apply_protocol, image_names, list_images, missing_folder, parse_names, quote,
     require_root,
 )
-from reidbench.data.records import JUNK_PID, SPLITS, ImageRecord, ReidDataset, View
-
-#: What every sample of these sets holds, in view order.
-MODALITIES = ("rgb", "nir", "tir")
+from reidbench.data.records import JUNK_PID, MODALITIES, SPLITS, ImageRecord, ReidDataset, View
 
 #: (pid, 0-based camera, scene or None) read from a file name, or None if it does not parse.
 Fields = Optional[tuple[int, int, Optional[int]]]

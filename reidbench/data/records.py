@@ -31,6 +31,8 @@ SPLITS = ("train", "query", "gallery")
 
 #: Modality names, in the order multi-modal datasets store them, and the letter each has in a subset name (R, NT, ...).
 MODALITY_LETTERS = {"rgb": "R", "nir": "N", "tir": "T"}
+#: What every sample of a multi-modal set holds, in view order.
+MODALITIES = tuple(MODALITY_LETTERS)
 
 
 @dataclass(frozen=True)

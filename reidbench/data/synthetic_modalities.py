@@ -51,7 +51,7 @@ import numpy as np
 from PIL import Image
 
 from reidbench.data import synthetic as _scene
-from reidbench.data.records import MODALITY_LETTERS
+from reidbench.data.records import MODALITIES as RECORD_MODALITIES
 from reidbench.data.synthetic import (
     _build,
     _Camera,
@@ -75,7 +75,7 @@ from reidbench.errors import UsageError
 GENERATOR_VERSION = 1
 _GENERATOR = "reidbench.data.synthetic_modalities"
 #: The modalities of every sample, in the order records store their views.
-MODALITIES: tuple[str, ...] = tuple(MODALITY_LETTERS)
+MODALITIES: tuple[str, ...] = RECORD_MODALITIES
 #: Each modality's folder in the RGBNT201 layout.
 MODALITY_FOLDERS = {"rgb": "RGB", "nir": "NI", "tir": "TI"}
 TRAIN_FOLDER, TEST_FOLDER = "train_171", "test"
