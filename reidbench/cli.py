@@ -515,6 +515,8 @@ def list_(
             expect = f"  [expected {cell.expect.status}: {cell.expect.reason}]" if cell.expect else ""
             typer.echo(f"  {cell.id}{expect}")
         typer.echo("  settings: " + ", ".join(f"{k}={v}" for k, v in g.settings.to_dict().items()))
+        if g.data:
+            typer.echo(f"  data (unless --data names another): {g.data}")
         for backbone in sorted(set(g.backbone_settings) | set(g.recipes)):
             own = ", ".join(f"{k}={v}" for k, v in g.backbone_settings.get(backbone, {}).items())
             recipes = ", ".join(f"under {p}: {r}" for p, r in g.recipes.get(backbone, {}).items())

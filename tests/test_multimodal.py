@@ -174,3 +174,18 @@ def test_the_settings_accept_exactly_the_modalities_the_data_layer_names() -> No
     from reidbench.variants.settings import MODALITY_NAMES
 
     assert MODALITY_NAMES == MODALITIES  # variants cannot import data: the two layers must agree
+
+
+def test_a_streamed_multimodal_set_decodes_the_same_pixels_as_the_cache(tmp_path: Path) -> None:
+    from reidbench.data.stream import stream_images
+
+    records = []
+    for n, colour in enumerate([(200, 10, 10), (10, 200, 10), (10, 10, 200)]):
+        paths = [_jpeg(tmp_path / f"{m}/{n}.jpg", tuple((c + 40 * i) % 256 for c in colour)) for i, m in enumerate(THREE)]
+        records.append(ImageRecord(paths[0], n, 0, views=tuple(View(p) for p in paths)))
+    cached = load_images(records, (32, 16), workers=1)
+    streamed = stream_images(records, (32, 16), workers=0)
+    assert streamed.decoded_nbytes == cached.decoded_nbytes == 3 * 9 * 32 * 16
+    batches = list(streamed.in_order(2))
+    assert torch.equal(torch.cat([b.images for b in batches]), cached.images)
+    assert len(streamed.select(slice(1, 3)).views) == 2
