@@ -606,3 +606,17 @@ def test_a_backbone_without_a_spec_takes_no_weights(own_backbones: Registry, vit
     with pytest.raises(UsageError, match=r"backbone 'nospec' \(_NoSpec\) takes no pretrained weights") as info:
         create_variant("nospec-none", weights=vit_files["pth"], depth=1, num_cameras=0, num_classes=10)
     assert "\n" not in str(info.value)
+
+
+def test_with_separate_modality_weights_every_modalitys_backbone_starts_from_the_file(vit_files: dict[str, Path]) -> None:
+    path = vit_files["pth"]
+    model = create_variant("vit768-none", weights=path, modalities=("rgb", "nir", "tir"), modality_weights="separate", **VARIANT).eval()
+    reference = _timm_reference(path)
+    with torch.no_grad():
+        expected = reference.forward_features(_images())
+        for copy in model.backbone.copies:
+            torch.testing.assert_close(copy(_images()), expected, atol=ATOL, rtol=0)
+    assert model.weights_report is not None and model.weights_report.loaded == 2 + 2 + 2 + 12 * DEPTH
+    # Copies, not one module three times: each modality's backbone trains on its own.
+    first, second = (copy.vit.blocks[0].attn.qkv.weight for copy in model.backbone.copies[:2])
+    assert first.data_ptr() != second.data_ptr()
