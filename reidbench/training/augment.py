@@ -147,8 +147,8 @@ class BatchAugmentation:
     A multi-modal sample's modalities (channel groups) get the same flip, crop and
     erasing: they are registered pictures of one instant, and one draw keeps them
     so. MambaPro (data/datasets/bases.py, ImageDataset) runs the transform once per
-    modality, drawing each modality's flip and crop anew; that departure is stated
-    in the report's protocol of a multi-modal run.
+    modality, drawing each modality's flip and crop anew; a multi-modal cell's notes
+    state the departure.
 
     ``"loop"``: one strided copy per sample at plain-int offsets -- on a CPU
     much faster than a gather through a [B, 3, H, W] index. ``"gather"``:

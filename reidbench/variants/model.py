@@ -45,7 +45,9 @@ class ReidModel(nn.Module):
         modalities = self.settings.modalities
         multimodal = [
             f"multi-modal: {', '.join(modalities)} each through the {self.settings.modality_weights} backbone and neck; "
-            f"ReID feature = their {len(modalities)} features concatenated ({self.feature_dim}-d)"
+            f"ReID feature = their {len(modalities)} features concatenated ({self.feature_dim}-d)",
+            "multi-modal training: one flip, crop and erasing draw per sample, applied to all its modalities "
+            "(MambaPro draws them per modality)",
         ] if len(modalities) > 1 else []
         return [*self.backbone.notes, *getattr(self.neck, "notes", []), *multimodal, *weights]
 
