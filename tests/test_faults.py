@@ -18,6 +18,7 @@ import torch
 from typer.testing import CliRunner
 
 from reidbench.cli import app
+from reidbench.data.synthetic_modalities import MultimodalParams, generate_multimodal_synthetic
 from reidbench.harness import cell as cell_module
 from reidbench.harness import runner as runner_module
 from reidbench.harness.lock import DirectoryLock
@@ -80,6 +81,14 @@ CATALOGUE = [
           "--fail-on img_per_s@999:-5%", 2, "batch 999 was not measured in both runs"),
     Fault("gate-batch-zero", "a gate on batch size 0", "reidbench report A --baseline B --fail-on latency_ms@0:+10%", 2,
           "batch 0 is not a batch size"),
+    Fault("one-modality-only", "a multi-modal set copied with its RGB folders only", "reidbench run --data rgbnt201:DIR", 2,
+          "modality folders are missing"),
+    Fault("modality-names-differ", "file names that differ across a multi-modal set's modality folders",
+          "reidbench run --data rgbnt201:DIR", 2, "has all three modalities"),
+    Fault("modality-unreadable", "a multi-modal sample whose thermal image cannot be read", "reidbench run --data rgbnt201:DIR",
+          0, "(1 unreadable, skipped)"),
+    Fault("multimodal-grid-on-rgb-data", "the multimodal grid on single-modality data",
+          "reidbench run --grid multimodal --data market1501:DIR", 2, "is multi-modal (rgb, nir, tir per sample)"),
 ]
 FAULTS = {fault.key: fault for fault in CATALOGUE}
 
@@ -358,6 +367,57 @@ def test_a_run_directory_whose_name_is_not_utf8_still_reports(finished_run: Path
     result = cli.invoke(app, ["report", str(odd)])
     assert result.exit_code == 0, result.output
     assert "run-\ufffd" in (odd / "report" / "report.md").read_text()
+
+
+
+@pytest.fixture(scope="module")
+def tiny_rgbnt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A multi-modal synthetic set in RGBNT201 layout, small enough to train on in seconds."""
+    params = MultimodalParams(num_ids_train=6, num_ids_test=4, num_cameras=2, images_per_id_per_camera=2, size=(32, 16))
+    return generate_multimodal_synthetic(tmp_path_factory.mktemp("rgbnt") / "set", params)
+
+
+def rgbnt_copy(source: Path, to: Path, modalities: tuple[str, ...] = ("RGB", "NI", "TI")) -> Path:
+    for split in ("train_171", "test"):
+        for modality in modalities:
+            shutil.copytree(source / split / modality, to / split / modality)
+    return to
+
+
+def multimodal_args(inputs: dict[str, Path], data: str, out: Path) -> list[str]:
+    return ["run", "--grid", "multimodal", "--only", "vit768-none", "--profile", str(inputs["profile"]), "--data", data,
+            "--out", str(out), "--device", "cpu", "--no-progress"]
+
+
+def test_multimodal_data_missing_a_modality_or_its_partners_is_refused(inputs, tiny_rgbnt: Path, tmp_path: Path) -> None:
+    rgb_only = rgbnt_copy(tiny_rgbnt, tmp_path / "rgb-only", ("RGB",))
+    result = cli.invoke(app, multimodal_args(inputs, f"rgbnt201:{rgb_only}", tmp_path / "r1"))
+    expect(result, "one-modality-only")
+    assert "NI/" in result.output and "TI/" in result.output
+    renamed = rgbnt_copy(tiny_rgbnt, tmp_path / "renamed")
+    for image in (renamed / "train_171" / "TI").iterdir():
+        image.rename(image.with_name("x" + image.name))
+    result = cli.invoke(app, multimodal_args(inputs, f"rgbnt201:{renamed}", tmp_path / "r2"))
+    expect(result, "modality-names-differ")
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
+
+def test_an_unreadable_modality_image_skips_its_sample_and_counts_it(inputs, tiny_rgbnt: Path, tmp_path: Path) -> None:
+    data = rgbnt_copy(tiny_rgbnt, tmp_path / "one-bad")
+    bad = sorted((data / "train_171" / "TI").iterdir())[0]
+    bad.write_bytes(b"not a jpeg")
+    result = cli.invoke(app, multimodal_args(inputs, f"rgbnt201:{data}", tmp_path / "run"))
+    expect(result, "modality-unreadable")
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["dataset"]["unreadable"]["train"] == 1 and str(bad) in run["dataset"]["unreadable_examples"][0]
+    first = sorted((data / "train_171" / "RGB").iterdir())[0]
+    assert f"first unreadable: {first} (UnreadableView: {bad}: " in result.output  # the thermal file is the one named
+
+
+def test_the_multimodal_grid_refuses_single_modality_data(inputs, tiny_synthetic: Path, tmp_path: Path) -> None:
+    result = cli.invoke(app, multimodal_args(inputs, f"market1501:{tiny_synthetic}", tmp_path / "run"))
+    expect(result, "multimodal-grid-on-rgb-data")
+    assert not (tmp_path / "run").exists()
 
 
 if __name__ == "__main__":

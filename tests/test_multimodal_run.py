@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -78,19 +77,3 @@ def test_data_synth_writes_the_multimodal_set_and_data_info_prints_its_counts(tm
     assert facts["counts"]["query"]["images"] == facts["counts"]["gallery"]["images"] == 3
     text = runner.invoke(app, ["data", "info", f"rgbnt201:{root}"]).output
     assert "skipped, a modality's file missing: 1 query, 1 gallery" in text
-
-
-def test_a_folder_with_one_modality_only_exits_2_with_the_reason(tiny_rgbnt: Path, tmp_path: Path) -> None:
-    root = tmp_path / "rgb-only"
-    for split in ("train_171", "test"):
-        shutil.copytree(tiny_rgbnt / split / "RGB", root / split / "RGB")
-    result = runner.invoke(app, ["run", "--grid", "multimodal", "--data", f"rgbnt201:{root}", "--out", str(tmp_path / "run")])
-    assert result.exit_code == 2
-    assert "NI" in result.output and "TI" in result.output and "Traceback" not in result.output
-    assert not (tmp_path / "run").exists()
-
-
-def test_the_multimodal_grid_refuses_single_modality_data(tiny_synthetic: Path, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["run", "--grid", "multimodal", "--data", f"synthetic:{tiny_synthetic}", "--out", str(tmp_path / "run")])
-    assert result.exit_code == 2 and "is multi-modal (rgb, nir, tir per sample)" in result.output
-    assert not (tmp_path / "run").exists()

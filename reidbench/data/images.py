@@ -159,6 +159,10 @@ def _decode(path: str, size: tuple[int, int], part: int = 0, parts: int = 1) -> 
         return np.asarray(img), converted, resized
 
 
+class UnreadableView(OSError):
+    """One modality's picture of a multi-modal sample could not be decoded; the message names its file."""
+
+
 def decode_sample(views: Sequence[View], size: tuple[int, int]) -> tuple[np.ndarray, bool, bool]:
     """A sample's views side by side on the channel axis, ``[H, W, 3 * len(views)]``, plus converted / resized flags.
 
@@ -173,7 +177,7 @@ def decode_sample(views: Sequence[View], size: tuple[int, int]) -> tuple[np.ndar
             if len(views) == 1:
                 raise
             # Name the modality's own file: the skip is reported under the sample's first (RGB) path.
-            raise OSError(f"{view.path} ({_reason(str(view.path), error)})") from error
+            raise UnreadableView(f"{view.path}: {_reason(str(view.path), error)}") from error
     array = decoded[0][0] if len(decoded) == 1 else np.concatenate([d[0] for d in decoded], axis=2)
     return array, any(d[1] for d in decoded), any(d[2] for d in decoded)
 

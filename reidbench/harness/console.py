@@ -49,11 +49,13 @@ def data_line(data: RunData) -> str:
     incomplete = sum((info.get("incomplete") or {}).values())
     modal = (f"{'+'.join(data.dataset.modalities)} samples"
              + (f" ({incomplete} skipped: a modality's file missing)" if incomplete else "") + "; ") if data.dataset.multimodal else ""
+    examples = info.get("unreadable_examples") or []
+    first = f"; first unreadable: {examples[0]}" if examples else ""
     return (
         f"data: {data.dataset.name} — {modal}{split('train', data.train)} / {info['used']['train']['ids']} ids, "
         f"{split('query', data.query)}{scored}, {split('gallery', data.gallery)}, {data.dataset.num_cameras} cameras "
         f"(images from {info['cache']['location']}: {info['cache']['why']}); "
-        f"chance level: mAP {info['chance']['mAP']:.1%}, rank-1 {info['chance']['rank1']:.1%} (random features)"
+        f"chance level: mAP {info['chance']['mAP']:.1%}, rank-1 {info['chance']['rank1']:.1%} (random features){first}"
     )
 
 

@@ -45,7 +45,8 @@ def prepare_data(
         "spec": spec,
         **dataset.facts(),
         "unreadable": {s: len(v.skipped) for s, v in sets.items()},
-        "unreadable_examples": [p for v in sets.values() for p, _ in v.skipped][:5],
+        # With the reason: for a multi-modal sample the file that failed may be another modality's than the path.
+        "unreadable_examples": [f"{p} ({why})" for v in sets.values() for p, why in v.skipped][:5],
         "converted_to_rgb": {s: v.converted for s, v in sets.items()},
         "resized": {s: v.resized for s, v in sets.items()},
         "decoded_mib": sum(v.decoded_nbytes for v in sets.values()) / 2**20,
