@@ -77,3 +77,11 @@ def test_data_synth_writes_the_multimodal_set_and_data_info_prints_its_counts(tm
     assert facts["counts"]["query"]["images"] == facts["counts"]["gallery"]["images"] == 3
     text = runner.invoke(app, ["data", "info", f"rgbnt201:{root}"]).output
     assert "skipped, a modality's file missing: 1 query, 1 gallery" in text
+
+
+def test_a_test_set_with_other_modalities_than_the_training_set_is_refused(tiny_rgbnt: Path, tiny_synthetic: Path, tmp_path: Path) -> None:
+    (tmp_path / "profile.toml").write_text(profile_toml(2))
+    result = runner.invoke(app, ["run", "--grid", "multimodal", "--data", f"synthetic-rgbnt:{tiny_rgbnt}", "--profile",
+                                 str(tmp_path / "profile.toml"), "--test-data", f"synthetic:{tiny_synthetic}", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "--test-data synthetic:" in result.output and "its samples hold rgb" in result.output
+    assert not (tmp_path / "run").exists()

@@ -218,7 +218,13 @@ def check_plan(plan: RunPlan, world: World = World()) -> ReidDataset:
         check_identities(dataset, train.p, world)
         cell_settings(plan, cell, dataset)
     for spec in plan.test_data:
-        load_dataset(spec)  # a test set that cannot be loaded is named before anything runs
+        test = load_dataset(spec)  # a test set that cannot be loaded is named before anything runs
+        if tuple(test.modalities) != tuple(dataset.modalities):
+            raise UsageError(
+                f"--test-data {spec}: its samples hold {', '.join(test.modalities)}, the training set's "
+                f"{', '.join(dataset.modalities)}; a model takes the modalities it was trained on. "
+                "Give test sets with the same modalities (e.g. rgbnt201:PATH for a multi-modal run)."
+            )
     resolve_settings(plan, dataset)
     return dataset
 
