@@ -248,8 +248,7 @@ def load_rgbnt201(root: Path) -> ReidDataset:
         records, incomplete[split] = loaded[folder]
         splits[split], dropped[split] = _protocol(split, records, root / folder, label)
     return ReidDataset.from_splits(
-        "rgbnt201", root, dropped=dropped, modalities=MODALITIES, incomplete=incomplete, exclusion="camera",
-        **splits,
+        "rgbnt201", root, dropped=dropped, modalities=MODALITIES, incomplete=incomplete, **splits,
     )
 
 
@@ -289,8 +288,7 @@ def load_rgbnt100(root: Path) -> ReidDataset:
         records = [replace(r, views=tuple(View(r.path, part, 3) for part in range(3))) for r in records]
         splits[split], dropped[split] = _protocol(split, records, folder, label)
     return ReidDataset.from_splits(
-        "rgbnt100", root, dropped=dropped, modalities=MODALITIES, incomplete={split: 0 for split in SPLITS},
-        exclusion="camera", **splits,
+        "rgbnt100", root, dropped=dropped, modalities=MODALITIES, incomplete={split: 0 for split in SPLITS}, **splits,
     )
 
 
@@ -320,7 +318,7 @@ def load_msvr310(root: Path) -> ReidDataset:
     ``name[0:4]``, the scene ``name[6:9]`` and the camera ``name[11]``, already
     0-based, as upstream slices them; the scene is kept because MSVR310's
     protocol removes gallery entries of the query's identity and scene
-    (``exclusion="scene"``). A vehicle folder's name must be a number, as
+    (so the dataset's ``exclusion`` is "scene"). A vehicle folder's name must be a number, as
     upstream's ``int(vid)`` requires, but the id comes from the file name, as
     upstream's does. Departures (besides the module's): plain files next to the
     vehicle folders (``.DS_Store``, ``Thumbs.db``) are ignored where upstream's
@@ -339,5 +337,5 @@ def load_msvr310(root: Path) -> ReidDataset:
         records, incomplete[split] = _paired_split(folder, vehicles, MSVR310_MODALITIES, _msvr310_fields, label, texts)
         splits[split], dropped[split] = _protocol(split, records, folder, label)
     return ReidDataset.from_splits(
-        "msvr310", root, dropped=dropped, modalities=MODALITIES, incomplete=incomplete, exclusion="scene", **splits,
+        "msvr310", root, dropped=dropped, modalities=MODALITIES, incomplete=incomplete, **splits,
     )

@@ -90,8 +90,6 @@ class ReidDataset:
     modalities: tuple[str, ...] = ("rgb",)
     #: per split, multi-modal samples left out because a modality's file is missing (never paired with another file).
     incomplete: dict[str, int] = field(default_factory=dict)
-    #: which gallery entries of the query's identity the protocol removes: "camera" (Market-1501) or "scene" (MSVR310).
-    exclusion: str = "camera"
 
     @classmethod
     def from_splits(
@@ -103,12 +101,10 @@ class ReidDataset:
         gallery: list[ImageRecord],
         version: str | None = None,
         dropped: dict[str, int] | None = None,
-        **extra: object,
+        modalities: tuple[str, ...] = ("rgb",),
+        incomplete: dict[str, int] | None = None,
     ) -> ReidDataset:
-        """Assemble a dataset from records carrying original pids; relabels ``train``.
-
-        ``extra``: the multi-modal fields (``modalities``, ``incomplete``, ``exclusion``).
-        """
+        """Assemble a dataset from records carrying original pids; relabels ``train``."""
         pid_map = {pid: label for label, pid in enumerate(sorted({r.pid for r in train}))}
         relabelled = [replace(r, pid=pid_map[r.pid]) for r in train]
         return cls(
@@ -120,7 +116,8 @@ class ReidDataset:
             version=version,
             train_pid_map=pid_map,
             dropped=dict(dropped or {}),
-            **extra,
+            modalities=tuple(modalities),
+            incomplete=dict(incomplete or {}),
         )
 
     @property
@@ -148,6 +145,12 @@ class ReidDataset:
                 "distractors": distractors,
             }
         return result
+
+    @property
+    def exclusion(self) -> str:
+        """Which gallery entries of the query's identity the protocol removes: the same "camera"'s (Market-1501),
+        or the same "scene"'s where the records carry scenes (MSVR310; evaluation reads them from the same records)."""
+        return "scene" if any(r.scene is not None for r in self.query) else "camera"
 
     def facts(self) -> dict[str, object]:
         """What `data info --json` prints and a run records: counts per split and everything the loader left out."""

@@ -75,31 +75,41 @@ class SyntheticParams:
     jpeg_quality: int = 90
 
     def validate(self) -> None:
-        h, w = self.size
-        problems = []
-        if self.num_ids_train < 1 or self.num_ids_test < 1:
-            problems.append("num_ids_train and num_ids_test must be at least 1")
-        if self.num_ids_train + self.num_ids_test > 9999:
-            problems.append("at most 9999 identities fit the 4-digit Market-1501 pid")
-        if not 2 <= self.num_cameras <= 9:
-            problems.append("num_cameras must be 2..9 (Market-1501 names hold one camera digit)")
-        if not 2 <= self.min_cameras_per_id <= self.num_cameras:
-            problems.append("min_cameras_per_id must be 2..num_cameras, so every query has a match")
+        problems = shared_problems(self, "Market-1501", 9999, "every query has a match")
         if self.images_per_id_per_camera < 2:
             problems.append("images_per_id_per_camera must be at least 2 (one query + one gallery)")
         if self.num_distractors < 0 or self.num_junk < 0:
             problems.append("num_distractors and num_junk cannot be negative")
-        if h < 32 or w < 16:
-            problems.append("size must be at least (32, 16)")
-        if not 1 <= self.jpeg_quality <= 100:
-            problems.append("jpeg_quality must be 1..100")
-        if self.seed < 0:
-            problems.append("seed must be non-negative")
         if problems:
             raise UsageError("synthetic dataset settings: " + "; ".join(problems) + ".")
 
 
 DEFAULT_PARAMS = SyntheticParams()
+
+
+def shared_problems(p, layout: str, max_ids: int, why_two_cameras: str) -> list[str]:
+    """What is wrong with the settings every synthetic set has (identities, cameras, size, quality, seed).
+
+    `p` is a params dataclass with those fields; `layout` names the file-name layout whose
+    digits bound the identities (`max_ids`) and cameras (one digit).
+    """
+    h, w = p.size
+    problems = []
+    if p.num_ids_train < 1 or p.num_ids_test < 1:
+        problems.append("num_ids_train and num_ids_test must be at least 1")
+    if p.num_ids_train + p.num_ids_test > max_ids:
+        problems.append(f"at most {max_ids} identities fit the {len(str(max_ids))}-digit {layout} pid")
+    if not 2 <= p.num_cameras <= 9:
+        problems.append(f"num_cameras must be 2..9 ({layout} names hold one camera digit)")
+    if not 2 <= p.min_cameras_per_id <= p.num_cameras:
+        problems.append(f"min_cameras_per_id must be 2..num_cameras, so {why_two_cameras}")
+    if h < 32 or w < 16:
+        problems.append("size must be at least (32, 16)")
+    if not 1 <= p.jpeg_quality <= 100:
+        problems.append("jpeg_quality must be 1..100")
+    if p.seed < 0:
+        problems.append("seed must be non-negative")
+    return problems
 
 # --- colours ------------------------------------------------------------------------------------
 

@@ -97,24 +97,9 @@ class MultimodalParams:
     jpeg_quality: int = 90
 
     def validate(self) -> None:
-        h, w = self.size
-        problems = []
-        if self.num_ids_train < 1 or self.num_ids_test < 1:
-            problems.append("num_ids_train and num_ids_test must be at least 1")
-        if self.num_ids_train + self.num_ids_test > 999999:
-            problems.append("at most 999999 identities fit the 6-digit RGBNT201 pid")
-        if not 2 <= self.num_cameras <= 9:
-            problems.append("num_cameras must be 2..9 (RGBNT201 names hold one camera digit)")
-        if not 2 <= self.min_cameras_per_id <= self.num_cameras:
-            problems.append("min_cameras_per_id must be 2..num_cameras, so every sample has a cross-camera match")
+        problems = _scene.shared_problems(self, "RGBNT201", 999999, "every sample has a cross-camera match")
         if self.images_per_id_per_camera < 1:
             problems.append("images_per_id_per_camera must be at least 1")
-        if h < 32 or w < 16:
-            problems.append("size must be at least (32, 16)")
-        if not 1 <= self.jpeg_quality <= 100:
-            problems.append("jpeg_quality must be 1..100")
-        if self.seed < 0:
-            problems.append("seed must be non-negative")
         if problems:
             raise UsageError("multi-modal synthetic dataset settings: " + "; ".join(problems) + ".")
 

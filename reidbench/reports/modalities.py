@@ -51,7 +51,7 @@ def modality_section(run: LoadedRun) -> Optional[Section]:
         rows = [[TableCell(subset), *(TableCell(_text(metrics.get(key))) for key in SUBSET_METRICS)]
                 for subset, metrics in subsets.items()]
         caption = cell + (f" (mean ± std over {seeds} seeds)" if seeds > 1 else " (one seed)")
-        tables.append((caption, Table(["present", *(LABELS[k] for k in SUBSET_METRICS)], rows, [s for s in subsets])))
+        tables.append((caption, Table(["present", *(LABELS[k] for k in SUBSET_METRICS)], rows, list(subsets))))
     intro = (f"Each cell scored with only some modalities present at test time (R = RGB, N = near-infrared, T = thermal): "
              f"{ABSENT_RULE}. The model is the one trained on all modalities; the last row is the full evaluation.")
     return Section("Missing modalities at test time", intro, tables=tables)

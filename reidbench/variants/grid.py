@@ -104,9 +104,9 @@ class Grid:
     recipes: dict[str, dict[str, str]] = field(default_factory=dict, hash=False)
     """Backbone -> {profile name: recipe name}: under that profile the backbone's cells train with that recipe."""
     settings_table: dict[str, Any] = field(default_factory=dict, hash=False)
+    """The [settings] the file gave (an axis may not repeat one of them)."""
     data: Optional[str] = None
     """The dataset spec a run of this grid uses unless --data names another (multi-modal grids need multi-modal data)."""
-    """The [settings] the file gave (an axis may not repeat one of them)."""
 
     def variant_settings(self, cell: Cell, base: Optional[VariantSettings] = None) -> VariantSettings:
         """`base` (default: the grid's [settings]) with the cell's backbone table and its variant-setting axes laid over it."""
