@@ -18,7 +18,7 @@ import torch
 from typer.testing import CliRunner
 
 from reidbench.cli import app
-from reidbench.data.synthetic_modalities import MultimodalParams, generate_multimodal_synthetic
+from reidbench.data.synthetic import MultimodalParams, generate_multimodal_synthetic
 from reidbench.harness import cell as cell_module
 from reidbench.harness import runner as runner_module
 from reidbench.harness.lock import DirectoryLock

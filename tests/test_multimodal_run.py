@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from reidbench.cli import app
-from reidbench.data.synthetic_modalities import MultimodalParams, generate_multimodal_synthetic
+from reidbench.data.synthetic import MultimodalParams, generate_multimodal_synthetic
 from tiny_run import profile_toml
 
 runner = CliRunner()

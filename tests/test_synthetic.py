@@ -13,7 +13,7 @@ from reidbench.errors import UsageError
 from reidbench.data import (
     default_synthetic_root, ensure_synthetic, generate_synthetic, load_dataset, load_market1501, read_manifest,
 )
-from reidbench.data import synthetic
+from reidbench.data.synthetic import market
 
 SMALL = dict(num_ids_train=8, num_ids_test=6, num_cameras=4, images_per_id_per_camera=2,
              num_distractors=3, num_junk=2)
@@ -53,7 +53,7 @@ def test_loads_as_market1501_with_the_protocol(small_set):
     assert counts["gallery"]["distractors"] == 3 and ds.dropped["gallery"] == 2  # junk dropped
     assert ds.num_cameras == 4
     assert manifest["counts"]["bounding_box_test"]["images"] == counts["gallery"]["images"] + 2
-    assert manifest["params"]["seed"] == 0 and manifest["generator_version"] == synthetic.GENERATOR_VERSION
+    assert manifest["params"]["seed"] == 0 and manifest["generator_version"] == market.GENERATOR_VERSION
     with Image.open(ds.query[0].path) as img:
         assert img.size == (64, 128) and img.mode == "RGB" and img.format == "JPEG"
     # train and test identities are disjoint, as in Market-1501
@@ -91,7 +91,7 @@ def test_identities_differ_more_than_images_of_one_identity(small_set):
 def test_load_dataset_spec_names_it_synthetic(small_set):
     ds = load_dataset(f"synthetic:{small_set}")
     assert ds.name == "synthetic"
-    assert ds.version.startswith(f"v{synthetic.GENERATOR_VERSION}-seed0-")
+    assert ds.version.startswith(f"v{market.GENERATOR_VERSION}-seed0-")
     assert ds.counts() == load_market1501(small_set).counts()
 
 
@@ -122,14 +122,14 @@ def test_invalid_settings(tmp_path, bad):
 def test_cache_is_generated_once_and_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("REIDBENCH_CACHE", str(tmp_path / "cache"))
     root = default_synthetic_root()
-    assert root == tmp_path / "cache" / f"synthetic-v{synthetic.GENERATOR_VERSION}-seed0"
+    assert root == tmp_path / "cache" / f"synthetic-v{market.GENERATOR_VERSION}-seed0"
     assert ensure_synthetic(**SMALL) == root
     before = files(root)
 
     def no_rendering(*args, **kwargs):
         raise AssertionError("the cached set should have been reused")
 
-    monkeypatch.setattr(synthetic, "_write", no_rendering)
+    monkeypatch.setattr(market, "_write", no_rendering)
     assert ensure_synthetic(**SMALL) == root
     assert files(root) == before
     monkeypatch.undo()

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reidbench.data import synthetic, synthetic_modalities
-from reidbench.data.synthetic_modalities import (
+from reidbench.data import synthetic
+from reidbench.data.synthetic import rgbnt
+from reidbench.data.synthetic import (
     MODALITIES,
     MODALITY_FOLDERS,
     TEST_FOLDER,
@@ -207,7 +208,7 @@ def test_cache_is_generated_once_reused_and_regenerated_when_params_change(tmp_p
         raise AssertionError("the cached set should have been reused")
 
     with monkeypatch.context() as m:
-        m.setattr(synthetic_modalities, "_write", no_rendering)
+        m.setattr(rgbnt, "_write", no_rendering)
         assert ensure_multimodal_synthetic(params=TINY) == root
     assert files(root) == before
     # other settings: the stale set is replaced atomically, and nothing is left beside it
@@ -216,9 +217,9 @@ def test_cache_is_generated_once_reused_and_regenerated_when_params_change(tmp_p
     assert manifest["params"]["num_ids_test"] == 3 and manifest["counts"][TEST_FOLDER]["ids"] == 3
     assert [p.name for p in root.parent.iterdir()] == [root.name]
     # an older generator version is regenerated too
-    monkeypatch.setattr(synthetic_modalities, "GENERATOR_VERSION", synthetic_modalities.GENERATOR_VERSION + 1)
+    monkeypatch.setattr(rgbnt, "GENERATOR_VERSION", rgbnt.GENERATOR_VERSION + 1)
     ensure_multimodal_synthetic(params=replace(TINY, num_ids_test=3))
-    assert read_multimodal_manifest(root)["generator_version"] == synthetic_modalities.GENERATOR_VERSION
+    assert read_multimodal_manifest(root)["generator_version"] == rgbnt.GENERATOR_VERSION
 
 
 def test_refuses_foreign_and_existing_folders(tmp_path):

@@ -18,8 +18,10 @@ from reidbench.data.layout import (
 )
 from reidbench.data.multimodal import load_msvr310, load_rgbnt100, load_rgbnt201
 from reidbench.data.records import ImageRecord, ReidDataset
-from reidbench.data.synthetic_modalities import ensure_multimodal_synthetic, multimodal_version, read_multimodal_manifest
-from reidbench.data.synthetic import default_synthetic_root, ensure_synthetic, read_manifest, synthetic_version
+from reidbench.data.synthetic import (
+    default_synthetic_root, ensure_multimodal_synthetic, ensure_synthetic, multimodal_version, read_manifest,
+    read_multimodal_manifest, synthetic_version,
+)
 
 # --- Market-1501 layout: Market-1501, DukeMTMC-reID, VeRi-776, the synthetic set -----------------
 

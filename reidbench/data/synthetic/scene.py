@@ -1,115 +1,46 @@
-"""A deterministic synthetic ReID dataset, written in Market-1501 layout.
+"""The scene renderer behind both synthetic sets: stylised pedestrians seen by stylised cameras.
 
-Why it exists: every grid cell must be able to train and evaluate on a machine
-with no dataset downloaded, and the result must be the same everywhere. The set
-is small enough to train on a CPU in minutes, yet not trivially separable:
+Why it exists: every synthetic set reidbench writes (the Market-1501-layout
+set of :mod:`~reidbench.data.synthetic.market` and the RGB/NIR/TIR set of
+:mod:`~reidbench.data.synthetic.rgbnt`) must draw the same kind of people in
+the same kind of scenes, so that what one set teaches about pose, view,
+occlusion and background holds for the other. What makes a set hard lives here:
 
-* **Identities** are stylised pedestrians drawn from small palettes, so many
-  share their upper or lower colour and differ only in pattern (plain,
-  stripes, checks, a logo on the chest, an open jacket), sleeves, trousers /
-  shorts / skirt, hair, hat, shoes, bag, or proportions (height, shoulder width,
-  leg length, head size).
-* **Cameras** each have a usual viewpoint (front, back, left or right side; a
-  logo or an open jacket shows only from the front, a backpack mostly from the
-  back, a shoulder bag only from its own side), a scale, an illumination
-  (gain, colour cast, gamma, light gradient), a blur, a sensor-noise level,
-  their own textured background, and a rate of partial occlusion (poles,
-  parked objects, passers-by).
+* **Identities** (:class:`Identity`, drawn by :func:`random_identity`) are
+  stylised pedestrians drawn from small palettes, so many share their upper or
+  lower colour and differ only in pattern (plain, stripes, checks, a logo on the
+  chest, an open jacket), sleeves, trousers / shorts / skirt, hair, hat, shoes,
+  bag, or proportions (height, shoulder width, leg length, head size).
+* **Cameras** (:class:`Camera`, drawn by :func:`random_camera`) each have a
+  usual viewpoint (front, back, left or right side; a logo or an open jacket
+  shows only from the front, a backpack mostly from the back, a shoulder bag
+  only from its own side), a scale, an illumination (gain, colour cast, gamma,
+  light gradient), a blur, a sensor-noise level, their own textured background,
+  and a rate of partial occlusion (poles, parked objects, passers-by).
 
-Every image is drawn from its own random stream keyed by (seed, what, pid,
-camera, index), so the same settings always give byte-identical files and
-changing one count does not change the other images. Drawing is vectorised
-numpy on small windows.
+The public API is what a writer needs: :func:`render` makes one RGB image;
+a writer that wants more channels than RGB calls its two halves itself,
+:func:`compose` (the scene, on a canvas with as many channels as the camera's
+plate, its occluders supplied through :class:`Occluders`) and :func:`develop`
+(what the RGB camera makes of the first three), and builds its own sensors
+from :func:`gamma_lut`, :func:`gaussian_blur` and :func:`clamp_unit`.
 
-The default set (:data:`DEFAULT_PARAMS`): 100 training and 100 test identities,
-6 cameras, each identity seen by 2-6 of them with 3 images per camera, 40
-distractors and 20 junk images: about 1,230 train, 400 query and 860 gallery
-JPEGs at 128x64 (half of Market-1501's 256x128; models resize), 10 MB, a few
-seconds to generate on one core. A small CNN trained for two minutes on a CPU
-reaches about 0.6 mAP on it, raw pixels about 0.04.
-
-The test identities follow Market-1501: one query per identity and camera,
-the other images of that identity and camera in the gallery, every identity
-seen by at least two cameras, plus pid-0 distractors and pid-(-1) junk images in
-the gallery.
+Nothing here draws its own random numbers: every function takes the
+``numpy`` generator to draw from, so a writer that keys one stream per image
+gets byte-identical files for the same settings. Drawing is vectorised numpy
+on small windows.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from reidbench.errors import UsageError
-from reidbench.runtime.files import TEMPORARY, pid_alive
-
-#: Bump when the same settings would draw different images.
-GENERATOR_VERSION = 1
-MANIFEST_NAME = "dataset.json"
-_GENERATOR = "reidbench.harness.data.synthetic"
-"""The generator's name in every manifest it writes: a format marker (the module it once lived in), kept so
-that sets generated before the module moved are still recognised."""
-
-
-@dataclass(frozen=True)
-class SyntheticParams:
-    """Everything that determines the generated set; stored in ``dataset.json``."""
-
-    num_ids_train: int = 100
-    num_ids_test: int = 100
-    num_cameras: int = 6
-    images_per_id_per_camera: int = 3
-    min_cameras_per_id: int = 2
-    num_distractors: int = 40
-    num_junk: int = 20
-    #: (height, width) of every image; 128x64 is half of Market's 256x128, models resize.
-    size: tuple[int, int] = (128, 64)
-    seed: int = 0
-    jpeg_quality: int = 90
-
-    def validate(self) -> None:
-        problems = shared_problems(self, "Market-1501", 9999, "every query has a match")
-        if self.images_per_id_per_camera < 2:
-            problems.append("images_per_id_per_camera must be at least 2 (one query + one gallery)")
-        if self.num_distractors < 0 or self.num_junk < 0:
-            problems.append("num_distractors and num_junk cannot be negative")
-        if problems:
-            raise UsageError("synthetic dataset settings: " + "; ".join(problems) + ".")
-
-
-DEFAULT_PARAMS = SyntheticParams()
-
-
-def shared_problems(p, layout: str, max_ids: int, why_two_cameras: str) -> list[str]:
-    """What is wrong with the settings every synthetic set has (identities, cameras, size, quality, seed).
-
-    `p` is a params dataclass with those fields; `layout` names the file-name layout whose
-    digits bound the identities (`max_ids`) and cameras (one digit).
-    """
-    h, w = p.size
-    problems = []
-    if p.num_ids_train < 1 or p.num_ids_test < 1:
-        problems.append("num_ids_train and num_ids_test must be at least 1")
-    if p.num_ids_train + p.num_ids_test > max_ids:
-        problems.append(f"at most {max_ids} identities fit the {len(str(max_ids))}-digit {layout} pid")
-    if not 2 <= p.num_cameras <= 9:
-        problems.append(f"num_cameras must be 2..9 ({layout} names hold one camera digit)")
-    if not 2 <= p.min_cameras_per_id <= p.num_cameras:
-        problems.append(f"min_cameras_per_id must be 2..num_cameras, so {why_two_cameras}")
-    if h < 32 or w < 16:
-        problems.append("size must be at least (32, 16)")
-    if not 1 <= p.jpeg_quality <= 100:
-        problems.append("jpeg_quality must be 1..100")
-    if p.seed < 0:
-        problems.append("seed must be non-negative")
-    return problems
+SCENE_VERSION = 1
+"""Bump when the same random streams would draw different images: both sets key their streams and
+record their manifests with it, so every cached set is regenerated."""
 
 # --- colours ------------------------------------------------------------------------------------
 
@@ -135,7 +66,13 @@ _DARK = 0.0
 
 
 @dataclass(frozen=True, eq=False)
-class _Identity:
+class Identity:
+    """One pedestrian's look and build: what stays the same in every image of that identity.
+
+    Colours are float arrays, RGB by default; a writer that draws more channels
+    replaces them (``dataclasses.replace``) with arrays of its canvas's channels.
+    """
+
     skin: np.ndarray
     hair: np.ndarray
     upper: np.ndarray
@@ -169,10 +106,11 @@ def _colour(rng: np.random.Generator, palette: np.ndarray, p: np.ndarray | None 
     return _jitter(rng, palette[int(rng.choice(len(palette), p=p))])
 
 
-def _identity(rng: np.random.Generator) -> _Identity:
+def random_identity(rng: np.random.Generator) -> Identity:
+    """A new pedestrian from the palettes and proportions above: common colours are common, so many look alike."""
     upper = int(rng.choice(len(_CLOTHES), p=_CLOTHES_P))
     upper2 = (upper + 1 + int(rng.integers(len(_CLOTHES) - 1))) % len(_CLOTHES)  # any other colour
-    return _Identity(
+    return Identity(
         skin=_colour(rng, _SKIN),
         hair=_colour(rng, _HAIR),
         upper=_jitter(rng, _CLOTHES[upper]),
@@ -202,7 +140,12 @@ _ALL_VIEWS = (("front", 1), ("back", 1), ("side", 1), ("side", -1))
 
 
 @dataclass(frozen=True, eq=False)
-class _Camera:
+class Camera:
+    """One camera's fixed viewpoint, optics, sensor and scene.
+
+    A writer that draws more channels than RGB appends them to ``plate`` and ``pole`` (``dataclasses.replace``).
+    """
+
     view: tuple[str, int]
     view_p: float  # probability of the usual view; otherwise any other
     scale: float  # person height / image height
@@ -217,18 +160,20 @@ class _Camera:
     plate: np.ndarray  # (H, 3W, 3) background to crop from
 
 
-def _gamma_lut(gamma: float) -> np.ndarray:
+def gamma_lut(gamma: float) -> np.ndarray:
+    """A sensor's response: 1024 linear levels in [0, 1] to uint8 through ``gamma``, looked up instead of computed."""
     return (np.linspace(0, 1, 1024) ** gamma * 255 + 0.5).astype(np.uint8)
 
 
-def _camera(rng: np.random.Generator, index: int, size: tuple[int, int]) -> _Camera:
-    return _Camera(
+def random_camera(rng: np.random.Generator, index: int, size: tuple[int, int]) -> Camera:
+    """Camera ``index`` of a set with images of ``size``: its usual view cycles with ``index``, the rest is drawn."""
+    return Camera(
         view=_VIEW_CYCLE[index % len(_VIEW_CYCLE)],
         view_p=float(rng.uniform(0.65, 0.85)),
         scale=float(rng.uniform(0.8, 0.93)),
         gain=float(rng.uniform(0.6, 1.3)),
         cast=(1 + rng.normal(0, 0.1, 3)).astype(np.float32),
-        lut=_gamma_lut(float(rng.uniform(0.8, 1.25))),
+        lut=gamma_lut(float(rng.uniform(0.8, 1.25))),
         gradient=float(rng.uniform(-0.25, 0.35)),
         blur=float(rng.choice((0.0, 0.5, 0.9, 1.3))),
         noise=rng.standard_normal((2 * size[0], 2 * size[1], 3), dtype=np.float32) * rng.uniform(0.008, 0.03),
@@ -241,13 +186,13 @@ def _camera(rng: np.random.Generator, index: int, size: tuple[int, int]) -> _Cam
 # --- drawing ------------------------------------------------------------------------------------
 
 
-def _unit(a: np.ndarray) -> np.ndarray:
+def clamp_unit(a: np.ndarray) -> np.ndarray:
     """Clamp to [0, 1] in place (np.clip's overhead dominates on these small windows)."""
     return np.minimum(np.maximum(a, 0, out=a), 1, out=a)
 
 
-def _gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur of an (H, W, 3) float image, edges repeated."""
+def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of an (H, W, C) float image, edges repeated: cheaper than PIL on float data."""
     r = int(np.ceil(2 * sigma))
     k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2).astype(np.float32)
     k /= k.sum()
@@ -295,7 +240,7 @@ class _Canvas:
         win, y, x = got
         dy, dx = np.abs((y - cy) / ry), np.abs((x - cx) / rx)
         d = np.sqrt(dy * dy + dx * dx) if p == 2 else (dy**p + dx**p) ** (1 / p)
-        alpha = _unit((1 - d) * min(ry, rx) + 0.5)
+        alpha = clamp_unit((1 - d) * min(ry, rx) + 0.5)
         self._blend(win, alpha, colour if shade is None else shade(y, x, colour), opacity)
 
     def capsule(self, colour, y0, x0, y1, x1, r0, r1=None) -> None:
@@ -307,9 +252,9 @@ class _Canvas:
             return
         win, y, x = got
         vy, vx = y1 - y0, x1 - x0
-        t = _unit(((y - y0) * vy + (x - x0) * vx) / max(vy * vy + vx * vx, 1e-6))
+        t = clamp_unit(((y - y0) * vy + (x - x0) * vx) / max(vy * vy + vx * vx, 1e-6))
         dist = np.hypot(y - (y0 + t * vy), x - (x0 + t * vx))
-        alpha = _unit(r0 + t * (r1 - r0) - dist + 0.5)
+        alpha = clamp_unit(r0 + t * (r1 - r0) - dist + 0.5)
         self._blend(win, alpha, colour)
 
     def trapezoid(self, colour, top, bottom, cx, hw_top, hw_bottom, shade=None) -> None:
@@ -320,7 +265,7 @@ class _Canvas:
         win, y, x = got
         hw = hw_top + (y - top) * ((hw_bottom - hw_top) / max(bottom - top, 1e-6))
         edge = np.minimum(hw - np.abs(x - cx), np.minimum(y - top, bottom - y))
-        alpha = _unit(edge + 0.5)
+        alpha = clamp_unit(edge + 0.5)
         self._blend(win, alpha, colour if shade is None else shade(y, x, colour))
 
 
@@ -373,7 +318,7 @@ def _cylinder(cx: float, half_width: float):
     return shade
 
 
-def _pattern(ident: _Identity, view: str, top: float, cx: float, u: float, hw: float):
+def _pattern(ident: Identity, view: str, top: float, cx: float, u: float, hw: float):
     """Shading plus the identity's clothing pattern as seen from ``view``."""
     period = ident.stripe * u
     cyl = _cylinder(cx, hw)
@@ -427,7 +372,7 @@ class _Figure:
 
 
 def _figure(
-    ident: _Identity, view: str, facing: int, cx: float, feet: float, u: float, stride: float, swing: float
+    ident: Identity, view: str, facing: int, cx: float, feet: float, u: float, stride: float, swing: float
 ) -> _Figure:
     """Lay out the body of ``ident`` from its proportions; a side view shows a narrower torso and wider legs."""
     side = view == "side"
@@ -444,7 +389,7 @@ def _figure(
     )
 
 
-def _draw_behind_body(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
+def _draw_behind_body(cv: _Canvas, ident: Identity, fig: _Figure) -> None:
     """What the body covers: long hair seen from the front; in side view the far arm and the bags behind."""
     f, cx, u, sw, shoulder, hip, arm_r = fig.facing, fig.cx, fig.u, fig.sw, fig.shoulder, fig.hip, fig.arm_r
     if ident.hair_style == "long" and fig.view == "front":
@@ -461,7 +406,7 @@ def _draw_behind_body(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
         cv.blob(ident.bag_colour * 0.8, hip, cx - f * sw * 0.35, 0.055 * u, sw * 0.55, p=4)
 
 
-def _draw_leg(cv: _Canvas, ident: _Identity, fig: _Figure, s: int, light: float) -> None:
+def _draw_leg(cv: _Canvas, ident: Identity, fig: _Figure, s: int, light: float) -> None:
     """One leg on side ``s`` (-1 or +1 in image x) with its shoe, darkened by ``light``."""
     side, cx, u, sw, hip, feet, leg_r = fig.side, fig.cx, fig.u, fig.sw, fig.hip, fig.feet, fig.leg_r
     stride = fig.stride
@@ -482,7 +427,7 @@ def _draw_leg(cv: _Canvas, ident: _Identity, fig: _Figure, s: int, light: float)
     cv.blob(ident.shoes * light, feet - leg_r * 0.55, sx, leg_r * 0.6, leg_r * (1.5 if side else 1.1))
 
 
-def _draw_legs(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
+def _draw_legs(cv: _Canvas, ident: Identity, fig: _Figure) -> None:
     """Both legs (the far one first, in shadow, in side view), then the waistband or the skirt over them."""
     f, cx, u, hip, tw_bot = fig.facing, fig.cx, fig.u, fig.hip, fig.tw_bot
     legs = ((-1, 1), (1, 1)) if not fig.side else ((-f, _FAR_LIGHT), (f, 1.0))
@@ -495,7 +440,7 @@ def _draw_legs(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
                      shade=_cylinder(cx, tw_bot * 1.6))
 
 
-def _draw_arms_beside_torso(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
+def _draw_arms_beside_torso(cv: _Canvas, ident: Identity, fig: _Figure) -> None:
     """Both arms of a front or back view, drawn before the torso so it covers their inner edge."""
     cx, u, sw, tw_top, shoulder, hip, arm_r = fig.cx, fig.u, fig.sw, fig.tw_top, fig.shoulder, fig.hip, fig.arm_r
     for s in (-1, 1):
@@ -507,7 +452,7 @@ def _draw_arms_beside_torso(cv: _Canvas, ident: _Identity, fig: _Figure) -> None
         cv.blob(ident.skin, hip + 0.03 * u, hx, arm_r * 1.1, arm_r * 1.0)
 
 
-def _draw_torso(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
+def _draw_torso(cv: _Canvas, ident: Identity, fig: _Figure) -> None:
     """Torso with the clothing pattern, the neck, and a chest logo when seen from the front."""
     cx, u, sw, tw_top, shoulder, hry, hrx = fig.cx, fig.u, fig.sw, fig.tw_top, fig.shoulder, fig.hry, fig.hrx
     view = fig.view
@@ -520,7 +465,7 @@ def _draw_torso(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
         cv.blob(ident.upper2, shoulder + 0.11 * u, cx, sw * 0.28, sw * 0.28, p=1.3)
 
 
-def _draw_backpack(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
+def _draw_backpack(cv: _Canvas, ident: Identity, fig: _Figure) -> None:
     """The part of a backpack that is in front of the torso: the pack from the back, else its straps."""
     f, cx, u, sw, tw_top, shoulder = fig.facing, fig.cx, fig.u, fig.sw, fig.tw_top, fig.shoulder
     if fig.view == "back":
@@ -534,7 +479,7 @@ def _draw_backpack(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
         cv.capsule(ident.bag_colour * 0.6, shoulder, cx, shoulder + 0.2 * u, cx - f * sw * 0.15, sw * 0.09)
 
 
-def _draw_shoulder_bag(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
+def _draw_shoulder_bag(cv: _Canvas, ident: Identity, fig: _Figure) -> None:
     """A shoulder bag and its strap across the torso; from the side only when it hangs on the visible side."""
     f, cx, u, sw, shoulder, hip = fig.facing, fig.cx, fig.u, fig.sw, fig.shoulder, fig.hip
     if fig.side and ident.bag_side == f:
@@ -547,7 +492,7 @@ def _draw_shoulder_bag(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
         cv.blob(ident.bag_colour, hip, cx + s * (fig.tw_bot + sw * 0.25), 0.06 * u, sw * 0.35, p=4)
 
 
-def _draw_near_arm(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
+def _draw_near_arm(cv: _Canvas, ident: Identity, fig: _Figure) -> None:
     """The arm nearer the camera in side view, drawn over the torso and any bag."""
     f, cx, u, shoulder, hip, arm_r = fig.facing, fig.cx, fig.u, fig.shoulder, fig.hip, fig.arm_r
     sleeve = ident.upper if ident.sleeves == "long" else ident.skin
@@ -558,7 +503,7 @@ def _draw_near_arm(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
     cv.blob(ident.skin, hip + 0.02 * u, hx + f * u * 0.005, arm_r * 1.1, arm_r)
 
 
-def _draw_head(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
+def _draw_head(cv: _Canvas, ident: Identity, fig: _Figure) -> None:
     """Face and hair as seen from ``fig.view``: hair only from the back, eyes from the front or side."""
     f, cx, u, shoulder, head_cy, hry, hrx = fig.facing, fig.cx, fig.u, fig.shoulder, fig.head_cy, fig.hry, fig.hrx
     hair = ident.hair
@@ -582,7 +527,7 @@ def _draw_head(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
         cv.blob(_DARK + 0.1, head_cy + hry * 0.05, cx + f * hrx * 0.6, max(hry * 0.1, 0.6), max(hrx * 0.12, 0.6))
 
 
-def _draw_hat(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
+def _draw_hat(cv: _Canvas, ident: Identity, fig: _Figure) -> None:
     """A cap in the identity's second colour, its peak pointing the way the person faces in side view."""
     f, cx, side, head_cy, hry, hrx = fig.facing, fig.cx, fig.side, fig.head_cy, fig.hry, fig.hrx
     cv.blob(ident.upper2, head_cy - hry * 0.55, cx, hry * 0.5, hrx * 1.05, p=3)
@@ -591,7 +536,7 @@ def _draw_hat(cv: _Canvas, ident: _Identity, fig: _Figure) -> None:
 
 
 def _draw_person(
-    cv: _Canvas, ident: _Identity, view: str, facing: int, cx: float, feet: float, u: float,
+    cv: _Canvas, ident: Identity, view: str, facing: int, cx: float, feet: float, u: float,
     stride: float, swing: float,
 ) -> None:
     """Draw one pedestrian of height ``u`` whose feet touch ``feet``, back to front."""
@@ -613,12 +558,13 @@ def _draw_person(
         _draw_hat(cv, ident, fig)
 
 
-def _prop_colour(rng: np.random.Generator) -> np.ndarray:
+def random_prop_colour(rng: np.random.Generator) -> np.ndarray:
+    """An RGB parked object's colour: the default :attr:`Occluders.colour`."""
     return _colour(rng, _CLOTHES)
 
 
 @dataclass(frozen=True)
-class _Occluders:
+class Occluders:
     """What a scene's occluders are made of, each drawn from the image's own stream.
 
     The hook for a renderer that draws more channels than RGB (one canvas channel
@@ -626,14 +572,14 @@ class _Occluders:
     channels as its camera's plate and pole; RGB uses the defaults.
     """
 
-    person: Callable[[np.random.Generator], _Identity] = _identity
-    colour: Callable[[np.random.Generator], np.ndarray] = _prop_colour
+    person: Callable[[np.random.Generator], Identity] = random_identity
+    colour: Callable[[np.random.Generator], np.ndarray] = random_prop_colour
 
 
-_RGB_OCCLUDERS = _Occluders()
+_RGB_OCCLUDERS = Occluders()
 
 
-def _occlude(cv: _Canvas, rng: np.random.Generator, cam: _Camera, occluders: _Occluders = _RGB_OCCLUDERS) -> None:
+def _occlude(cv: _Canvas, rng: np.random.Generator, cam: Camera, occluders: Occluders = _RGB_OCCLUDERS) -> None:
     """One partial occluder: a pole, a parked object rising from the bottom, or a passer-by at the edge."""
     h, w = cv.h, cv.w
     kind = rng.choice(3)
@@ -658,11 +604,15 @@ def _occlude(cv: _Canvas, rng: np.random.Generator, cam: _Camera, occluders: _Oc
         _draw_person(cv, other, "side", -s, cx, h * rng.uniform(0.95, 1.05), u, rng.uniform(-1, 1), 0.0)
 
 
-def _compose(
-    size: tuple[int, int], cam: _Camera, ident: _Identity, rng: np.random.Generator, junk: bool = False,
-    occluders: _Occluders = _RGB_OCCLUDERS,
+def compose(
+    size: tuple[int, int], cam: Camera, ident: Identity, rng: np.random.Generator, junk: bool = False,
+    occluders: Occluders = _RGB_OCCLUDERS,
 ) -> np.ndarray:
-    """The scene of one image, before the camera's light, blur and noise: float, as many channels as the plate."""
+    """The scene of one image, before the camera's light, blur and noise: float, as many channels as the plate.
+
+    Draws from ``rng`` before :func:`develop` does; a writer calls both on one stream, in that order, so that
+    the same stream gives the same image.
+    """
     h, w = size
     x0 = int(rng.integers(0, cam.plate.shape[1] - w + 1))
     cv = _Canvas(cam.plate[:, x0 : x0 + w].copy())
@@ -685,242 +635,42 @@ def _compose(
     return cv.img
 
 
-def _develop(cam: _Camera, img: np.ndarray, rng: np.random.Generator, junk: bool = False) -> Image.Image:
-    """What the RGB camera makes of a composed (H, W, 3) scene: light, blur, sensor noise, gamma (scales ``img`` in place)."""
+def develop(cam: Camera, img: np.ndarray, rng: np.random.Generator, junk: bool = False) -> Image.Image:
+    """What the RGB camera makes of a composed (H, W, 3) scene: light, blur, sensor noise, gamma.
+
+    Scales ``img`` in place: the scene is drawn for this one image and never reused.
+    """
     h, w = img.shape[:2]
     ys = np.arange(h, dtype=np.float32) + 0.5
     light = cam.gain * (1 + rng.normal(0, 0.07)) * (1 + cam.gradient * (0.5 - ys / h))
     img *= (cam.cast * light[:, None, None]).astype(np.float32)
     sigma = cam.blur * h / 128 + (1.2 if junk else 0.0)
     if sigma > 0.3:
-        img = _gaussian_blur(img, sigma)
+        img = gaussian_blur(img, sigma)
     ny, nx = int(rng.integers(h)), int(rng.integers(w))
     img += cam.noise[ny : ny + h, nx : nx + w]
-    return Image.fromarray(cam.lut[(_unit(img) * 1023 + 0.5).astype(np.intp)])
+    return Image.fromarray(cam.lut[(clamp_unit(img) * 1023 + 0.5).astype(np.intp)])
 
 
-def _render(
-    p: SyntheticParams, cam: _Camera, ident: _Identity, rng: np.random.Generator, junk: bool = False
+def render(
+    size: tuple[int, int], cam: Camera, ident: Identity, rng: np.random.Generator, junk: bool = False
 ) -> Image.Image:
-    """One image of ``ident`` seen by ``cam``; ``junk`` gives a badly framed crop with little of the person."""
-    return _develop(cam, _compose(p.size, cam, ident, rng, junk), rng, junk)
+    """One RGB image of ``ident`` seen by ``cam``; ``junk`` gives a badly framed crop with little of the person."""
+    return develop(cam, compose(size, cam, ident, rng, junk), rng, junk)
 
 
-# --- the dataset --------------------------------------------------------------------------------
-
-_TRAIN, _QUERY, _GALLERY = "bounding_box_train", "query", "bounding_box_test"
-
-
-# What a random stream is for: the first element of its key.
-_VISITS, _CAMERA, _IMAGE, _DISTRACTOR, _JUNK, _IDENTITY, _DISTRACTOR_CAMERA, _JUNK_CAMERA = range(1, 9)
-
-
-def _stream(p: SyntheticParams, *key: int) -> np.random.Generator:
-    """An independent random stream per (what, ...) so no image depends on generation order."""
-    return np.random.default_rng([p.seed, GENERATOR_VERSION, *key])
-
-
-def _plan(p: SyntheticParams) -> list[tuple[str, int, int, tuple[int, ...]]]:
-    """(folder, pid, camera, random-stream key) for every image, in a fixed order."""
-    plan = []
-    for pid in range(1, p.num_ids_train + p.num_ids_test + 1):
-        rng = _stream(p, _VISITS, pid)
-        cams = sorted(rng.choice(p.num_cameras, int(rng.integers(p.min_cameras_per_id, p.num_cameras + 1)),
-                                 replace=False).tolist())
-        for cam in cams:
-            for k in range(p.images_per_id_per_camera):
-                if pid <= p.num_ids_train:
-                    folder = _TRAIN
-                else:
-                    folder = _QUERY if k == 0 else _GALLERY
-                plan.append((folder, pid, cam, (_IMAGE, pid, cam, k)))
-    for i in range(p.num_distractors):
-        cam = int(_stream(p, _DISTRACTOR_CAMERA, i).integers(p.num_cameras))
-        plan.append((_GALLERY, 0, cam, (_DISTRACTOR, i)))
-    for i in range(p.num_junk):
-        cam = int(_stream(p, _JUNK_CAMERA, i).integers(p.num_cameras))
-        plan.append((_GALLERY, -1, cam, (_JUNK, i)))
-    return plan
-
-
-def _write(out: Path, p: SyntheticParams) -> dict[str, dict[str, int]]:
-    """Render every image into ``out`` (Market-1501 layout); returns the counts for the manifest."""
-    for folder in (_TRAIN, _QUERY, _GALLERY):
-        (out / folder).mkdir(parents=True)
-    cameras = [_camera(_stream(p, _CAMERA, c), c, p.size) for c in range(p.num_cameras)]
-    identities: dict[int, _Identity] = {}
-    frames = [0] * p.num_cameras
-    counts = {f: {"images": 0, "ids": set(), "distractors": 0, "junk": 0} for f in (_TRAIN, _QUERY, _GALLERY)}
-    for folder, pid, cam, key in _plan(p):
-        rng = _stream(p, *key)
-        if pid > 0:
-            if pid not in identities:
-                identities[pid] = _identity(_stream(p, _IDENTITY, pid))
-            ident = identities[pid]
-        else:  # every distractor and junk image shows a different passer-by
-            ident = _identity(rng)
-        image = _render(p, cameras[cam], ident, rng, junk=pid == -1)
-        frames[cam] += 1
-        name = f"{'-1' if pid < 0 else f'{pid:04d}'}_c{cam + 1}s1_{frames[cam] * 25:06d}_01.jpg"
-        image.save(out / folder / name, quality=p.jpeg_quality)
-        c = counts[folder]
-        c["images"] += 1
-        if pid > 0:
-            c["ids"].add(pid)
-        else:
-            c["distractors" if pid == 0 else "junk"] += 1
-    return {f: {**c, "ids": len(c["ids"])} for f, c in counts.items()}
-
-
-def _manifest(p: SyntheticParams, counts: dict) -> dict:
-    return {
-        "generator": _GENERATOR,
-        "generator_version": GENERATOR_VERSION,
-        "layout": "market1501",
-        "seed": p.seed,
-        "params": asdict(p),
-        "counts": counts,
-    }
-
-
-def _read_manifest_of(root: Path, generator: str) -> dict | None:
-    """The ``dataset.json`` in ``root`` if ``generator`` wrote it, else None."""
-    try:
-        manifest = json.loads((Path(root) / MANIFEST_NAME).read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) and manifest.get("generator") == generator else None
-
-
-def read_manifest(root: Path) -> dict | None:
-    """The ``dataset.json`` of a set this module wrote, or None if ``root`` holds none."""
-    return _read_manifest_of(root, _GENERATOR)
-
-
-def synthetic_version(manifest: dict) -> str:
-    """A short string that changes whenever the images would: ``v1-seed0-<hash of settings>``."""
-    digest = hashlib.sha256(json.dumps(manifest["params"], sort_keys=True).encode()).hexdigest()[:8]
-    return f"v{manifest['generator_version']}-seed{manifest['seed']}-{digest}"
-
-
-def _matches(manifest: dict | None, p, version: int = GENERATOR_VERSION) -> bool:
-    """Whether ``manifest`` describes the set that settings ``p`` (a params dataclass) and ``version`` draw."""
-    return (
-        manifest is not None
-        and manifest.get("generator_version") == version
-        and manifest.get("params") == json.loads(json.dumps(asdict(p)))
-    )
-
-
-def _is_empty_dir(path: Path) -> bool:
-    if not path.is_dir():
-        return False
-    with os.scandir(path) as entries:
-        return next(entries, None) is None
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Move a finished set into place; an old *synthetic* set there is replaced."""
-    if out.exists() and not _is_empty_dir(out):
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-old-", dir=out.parent))
-        os.replace(out, old / out.name)
-        try:
-            os.replace(tmp, out)
-        finally:
-            shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-
-
-def _remove_stale_builds(out: Path) -> None:
-    """Half-built sets beside `out` whose process is gone (killed while generating): they only take space."""
-    for path in out.parent.glob(f".{out.name}.tmp-*"):
-        match = TEMPORARY.match(path.name)
-        if match is not None and not pid_alive(int(match.group(1))):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _build(
-    out: Path, write: Callable[[Path], dict], manifest_of: Callable[[Path], dict | None], replace_ours: bool
-) -> Path:
-    """Build a set with ``write(folder) -> manifest`` in a temporary folder beside ``out`` and move it into place.
-
-    ``out`` must be absent or empty, or hold a set whose ``dataset.json``
-    ``manifest_of`` recognises and ``replace_ours`` allows replacing.
-    """
-    out = Path(out).expanduser().absolute()
-    if out.exists() and not _is_empty_dir(out):
-        if manifest_of(out) is None:
-            raise UsageError(f"{out} already exists and is not an empty folder; choose a new folder for "
-                             "the synthetic dataset.")
-        if not replace_ours:
-            raise UsageError(f"{out} already holds a synthetic dataset; choose a new folder or remove it.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_builds(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
-    try:
-        manifest = write(tmp)
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        _publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
-
-
-def _generate(out: Path, p: SyntheticParams, replace_synthetic: bool) -> Path:
-    p.validate()
-    return _build(out, lambda tmp: _manifest(p, _write(tmp, p)), read_manifest, replace_synthetic)
-
-
-def generate_synthetic(
-    out: Path,
-    *,
-    num_ids_train: int = DEFAULT_PARAMS.num_ids_train,
-    num_ids_test: int = DEFAULT_PARAMS.num_ids_test,
-    num_cameras: int = DEFAULT_PARAMS.num_cameras,
-    images_per_id_per_camera: int = DEFAULT_PARAMS.images_per_id_per_camera,
-    min_cameras_per_id: int = DEFAULT_PARAMS.min_cameras_per_id,
-    num_distractors: int = DEFAULT_PARAMS.num_distractors,
-    num_junk: int = DEFAULT_PARAMS.num_junk,
-    size: tuple[int, int] = DEFAULT_PARAMS.size,
-    seed: int = DEFAULT_PARAMS.seed,
-    jpeg_quality: int = DEFAULT_PARAMS.jpeg_quality,
-    overwrite: bool = False,
-) -> Path:
-    """Write a synthetic set in Market-1501 layout, plus ``dataset.json``, to ``out``; returns ``out``.
-
-    The set is built in a temporary folder beside ``out`` and moved into place,
-    so ``out`` is either absent or complete. ``out`` must not exist or be
-    empty; ``overwrite`` allows replacing a synthetic set, never other files.
-    """
-    params = SyntheticParams(num_ids_train, num_ids_test, num_cameras, images_per_id_per_camera,
-                             min_cameras_per_id, num_distractors, num_junk, tuple(size), seed, jpeg_quality)
-    return _generate(out, params, replace_synthetic=overwrite)
-
-
-def default_synthetic_root(seed: int = DEFAULT_PARAMS.seed) -> Path:
-    """Where the default set (with `seed`) is cached: ``$REIDBENCH_CACHE`` or ``~/.cache/reidbench``, then ``synthetic-v1-seed0``."""
-    cache = os.environ.get("REIDBENCH_CACHE") or Path.home() / ".cache" / "reidbench"
-    return Path(cache).expanduser() / f"synthetic-v{GENERATOR_VERSION}-seed{seed}"
-
-
-def ensure_synthetic(root: Path | None = None, **params) -> Path:
-    """The folder of a synthetic set with these settings (default: the default set), generated once.
-
-    Reuses ``root`` when its manifest matches the settings, otherwise (re)generates
-    it atomically. Safe against a concurrent process doing the same: whichever
-    finishes second finds the first one's set and keeps it.
-    """
-    root = Path(root).expanduser().absolute() if root is not None else default_synthetic_root()
-    p = replace(DEFAULT_PARAMS, **params)
-    p = replace(p, size=tuple(p.size))
-    if _matches(read_manifest(root), p):
-        return root
-    try:
-        return _generate(root, p, replace_synthetic=True)
-    except OSError:
-        if _matches(read_manifest(root), p):  # another process published the same set first
-            return root
-        raise
+__all__ = [
+    "SCENE_VERSION",
+    "Camera",
+    "Identity",
+    "Occluders",
+    "clamp_unit",
+    "compose",
+    "develop",
+    "gamma_lut",
+    "gaussian_blur",
+    "random_camera",
+    "random_identity",
+    "random_prop_colour",
+    "render",
+]
