@@ -458,7 +458,7 @@ def data_synth(
     """Write the synthetic ReID dataset: Market-1501 layout, or RGBNT201 layout with --modalities rgb,nir,tir."""
     from reidbench.data import generate_synthetic, load_synthetic
     from reidbench.data.formats import load_multimodal_synthetic
-    from reidbench.data.synthetic_modalities import DEFAULT_MULTIMODAL_PARAMS, MODALITIES, generate_multimodal_synthetic
+    from reidbench.data.synthetic import DEFAULT_MULTIMODAL_PARAMS, MODALITIES, generate_multimodal_synthetic
 
     wanted = tuple(m.strip().lower() for m in modalities.split(",") if m.strip())
     if wanted == ("rgb",):
