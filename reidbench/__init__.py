@@ -8,7 +8,7 @@ __all__ = ["__version__", "create_variant", "load_grid", "rerank"]
 def __getattr__(name: str) -> object:
     """Load ``rerank`` on first use: every ``import reidbench.x`` runs this file, and most never need it."""
     if name == "rerank":
-        from reidbench.harness.rerank import rerank
+        from reidbench.evaluation.rerank import rerank
 
         return rerank
     raise AttributeError(f"module 'reidbench' has no attribute {name!r}")

@@ -20,14 +20,14 @@ LAYERS = [
     {"runtime", "schema"},
     {"variants", "data", "rundir"},
     {"profiles"},
-    {"training"},
+    {"training", "evaluation"},
     {"bench", "harness"},
     {"reports"},
     {"cli"},
     {"__main__", "__init__"},
 ]
 """Bottom first. A module may import its own top-level part and the layers below its own, nothing beside or above:
-bench and harness never import each other (what both need lives below them)."""
+bench and harness never import each other (what both need lives below them), nor do training and evaluation."""
 MAX_FUNCTION_LINES = 60
 """Body lines (signature and docstring excluded) a function may have."""
 

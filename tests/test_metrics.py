@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from reidbench.errors import UsageError
-from reidbench.harness.metrics import RankResult, evaluate_rank
+from reidbench.evaluation.metrics import RankResult, evaluate_rank
 
 TOL = 1e-6
 

@@ -11,8 +11,8 @@ from PIL import Image
 from reidbench.data.images import load_images
 from reidbench.data.records import ImageRecord, View
 from reidbench.errors import UsageError
-from reidbench.harness.metrics import evaluate_rank
-from reidbench.harness.modality_subsets import keep_modalities, modality_subsets, subset_metrics
+from reidbench.evaluation.metrics import evaluate_rank
+from reidbench.evaluation.modality_subsets import keep_modalities, modality_subsets, subset_metrics
 from reidbench.training.augment import normalize, train_augment
 from reidbench.variants.factory import create_variant
 from reidbench.variants.params import count_parameters

@@ -18,9 +18,9 @@ import torch
 
 import reidbench
 from reidbench.errors import UsageError
-from reidbench.harness.metrics import evaluate_rank
-from reidbench.harness.rerank import half_k, rerank
-from reidbench.harness import rerank_knn
+from reidbench.evaluation.metrics import evaluate_rank
+from reidbench.evaluation.rerank import half_k, rerank
+from reidbench.evaluation import rerank_knn
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

@@ -24,7 +24,8 @@ from typing import Optional
 
 #: Identity of gallery images that show nobody in the query set (Market-1501 convention).
 DISTRACTOR_PID = 0
-#: Identity of unusable images (too little of a person visible); loaders drop them.
+#: Identity of unusable ("junk") images, too little of a person visible (Market-1501, DukeMTMC-reID): loaders
+#: drop them, and the rank metrics drop any a gallery they are given still holds.
 JUNK_PID = -1
 
 SPLITS = ("train", "query", "gallery")

@@ -19,9 +19,9 @@ from reidbench.runtime.device import autocast
 from reidbench.training.augment import normalize
 from reidbench.runtime.distributed import World, from_main, gather_rows, shard, unwrap
 from reidbench.data.stream import AnyImageSet
-from reidbench.harness.metrics import evaluate_distances, evaluate_rank
-from reidbench.harness.modality_subsets import ABSENT_RULE, subset_metrics
-from reidbench.harness.rerank import rerank
+from reidbench.evaluation.metrics import evaluate_distances, evaluate_rank
+from reidbench.evaluation.modality_subsets import ABSENT_RULE, subset_metrics
+from reidbench.evaluation.rerank import rerank
 from reidbench.profiles import EvalConfig
 from reidbench.runtime.progress import Progress
 from reidbench.variants.model import ReidModel

@@ -16,7 +16,7 @@ from reidbench.data import ReidDataset
 from reidbench.data.images import load_images
 from reidbench.data.stream import AnyImageSet, stream_images
 from reidbench.errors import UsageError
-from reidbench.harness.metrics import evaluate_rank
+from reidbench.evaluation.metrics import evaluate_rank
 from reidbench.runtime.progress import Progress
 from reidbench.variants.settings import VariantSettings
 

@@ -1,7 +1,7 @@
 """The missing-modality section of a multi-modal run's report: per cell, each modality subset x metric.
 
 The subsets and the rule for an absent modality come from the evaluation
-(`reidbench.harness.modality_subsets`); this module only tabulates what the
+(`reidbench.evaluation.modality_subsets`); this module only tabulates what the
 records hold, as mean ± sample standard deviation over the seeds that have it.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 from typing import Optional
 
-from reidbench.harness.modality_subsets import ABSENT_RULE, SUBSET_METRICS
+from reidbench.evaluation.modality_subsets import ABSENT_RULE, SUBSET_METRICS
 from reidbench.reports.load import LoadedRun
 from reidbench.reports.render import Section
 from reidbench.reports.tables import Table, TableCell

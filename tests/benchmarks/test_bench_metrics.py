@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reidbench.harness.metrics import evaluate_rank
+from reidbench.evaluation.metrics import evaluate_rank
 
 MSMT_EXTRA_MEMORY_LIMIT_MB = 2048
 

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from reidbench.bench.memory import RssSampler, peak_rss_bytes, release_free_heap, reset_peak_rss, rss_bytes
-from reidbench.harness.rerank import rerank
+from reidbench.evaluation.rerank import rerank
 
 MARKET_EXTRA_MEMORY_LIMIT_MB = 2048
 MSMT_EXTRA_MEMORY_LIMIT_MB = 8192

@@ -29,14 +29,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from reidbench.data.records import JUNK_PID
 from reidbench.errors import UsageError
 from reidbench.schema import DISTANCES
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
-
-#: Gallery identity that marks an unusable ("junk") image in Market-1501 and DukeMTMC-reID.
-JUNK_PID = -1
 
 #: Working memory one chunk may use for its [chunk, G] tensors (distances + bucket indices).
 CHUNK_BUDGET_BYTES = 256 * 2**20

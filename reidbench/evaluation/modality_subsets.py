@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from reidbench.data.records import MODALITY_LETTERS
-from reidbench.harness.metrics import evaluate_rank
+from reidbench.evaluation.metrics import evaluate_rank
 
 #: The metrics each subset records (the full-feature evaluation records more).
 SUBSET_METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP")

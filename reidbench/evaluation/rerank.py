@@ -8,10 +8,10 @@ Why it looks the way it does:
   MSMT17 (93,820 samples) that is 35 GB each in float32. Here the only
   dense things are the [q, g] result (which the caller asked for) and one
   chunk of distance rows at a time; everything else is k-nearest-neighbour
-  lists and sparse rows (:mod:`reidbench.harness.rerank_sparse`).
+  lists and sparse rows (:mod:`reidbench.evaluation.rerank_sparse`).
 * **Half the matrix products.** Distances are symmetric, so each chunk of
   rows is compared only with itself and the samples after it
-  (:mod:`reidbench.harness.rerank_knn`).
+  (:mod:`reidbench.evaluation.rerank_knn`).
 * **The authors' definitions, stated.** Where the paper leaves a detail to
   its code (which distance goes into the kernel, how k1/2 rounds, > or ≥),
   :func:`rerank` says which one is used and why.
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from reidbench.errors import UsageError
-from reidbench.harness.metrics import feature_matrix
-from reidbench.harness.rerank_knn import nearest_neighbours
-from reidbench.harness.rerank_sparse import (
+from reidbench.evaluation.metrics import feature_matrix
+from reidbench.evaluation.rerank_knn import nearest_neighbours
+from reidbench.evaluation.rerank_sparse import (
     SparseRows,
     average_neighbours,
     blend_jaccard,
