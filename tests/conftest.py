@@ -1,6 +1,7 @@
 """Shared fixtures. Unit tests use shallow models (depth 1-2, full width) to stay fast on 2 cores."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,25 @@ import torch
 from reidbench.data import generate_synthetic
 
 
+RUN_SLOW_ENV = "REIDBENCH_RUN_SLOW_BENCHMARKS"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help=f"also run tests marked slow (or set {RUN_SLOW_ENV}=1)")
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: long-running (large data or full-size models); deselect with -m 'not slow'")
+    config.addinivalue_line("markers", "slow: many minutes on 2 cores (MSMT17-sized data); opt in with --run-slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow tests are opt-in, so a plain `pytest` (CI's command) stays within its time on 2 cores."""
+    if config.getoption("--run-slow") or os.environ.get(RUN_SLOW_ENV) == "1":
+        return
+    skip = pytest.mark.skip(reason=f"slow: opt in with --run-slow or {RUN_SLOW_ENV}=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

@@ -90,8 +90,8 @@ def bare_classifier(backbone: str, settings: VariantSettings) -> nn.Module:
 
 def bare_train_step(
     backbone: str, settings: VariantSettings, batch_size: int, device: torch.device, dtype: str, regions: bool = False
-) -> Callable[[], None]:
-    """One step of the bare loop per call: random images and labels already on the device.
+) -> Callable[[], torch.Tensor]:
+    """One step of the bare loop per call (returning its loss): random images and labels already on the device.
 
     No sampler, no augmentation, no triplet loss: the library model, a linear
     classifier on its pooled output, cross-entropy, and the recipe's optimizer
@@ -106,7 +106,7 @@ def bare_train_step(
     labels = torch.randint(0, settings.num_classes, (batch_size,), device=device)
     region = labeller(regions)
 
-    def step() -> None:
+    def step() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
         with region("forward"), autocast(device, dtype):
             logits = model(images)
@@ -116,6 +116,7 @@ def bare_train_step(
             loss.backward()
         with region("optimizer"):
             optimizer.step()
+        return loss.detach()
 
     return step
 

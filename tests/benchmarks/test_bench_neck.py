@@ -33,9 +33,16 @@ def test_bench_ms_windows_forward_backward(benchmark, shape: str, kind: str) -> 
         convs = [torch.nn.Conv2d(768, 768, kernel_size=w, stride=w) for w in windows]
     x = torch.randn(batch, 768, *grid, requires_grad=True)
 
-    def step() -> None:
-        sum(conv(x).mean(dim=(2, 3)).sum() for conv in convs).backward()
+    def step() -> torch.Tensor:
+        x.grad = None
+        pooled = [conv(x).mean(dim=(2, 3)) for conv in convs]
+        sum(p.sum() for p in pooled).backward()
+        return torch.stack(pooled)
 
     benchmark.extra_info.update(kind=kind, grid=f"{grid[0]}x{grid[1]}", batch=batch, windows=[f"{r}x{c}" for r, c in windows],
                                 threads=torch.get_num_threads())
-    benchmark.pedantic(step, rounds=5, iterations=1, warmup_rounds=1)
+    pooled = benchmark.pedantic(step, rounds=5, iterations=1, warmup_rounds=1)
+    assert pooled.shape == (len(windows), batch, 768)
+    # every input position lies in some window of the largest (whole-grid) scale, so each one gets a gradient
+    assert x.grad is not None and x.grad.shape == x.shape and bool((x.grad != 0).all())
+    assert all(conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all() for conv in convs)

@@ -9,12 +9,10 @@ recorded in ``benchmark.extra_info``: on the CPU the resident set sampled
 from /proc/self/statm by a thread (and the kernel's high-water mark where
 /proc/self/clear_refs may be written), on CUDA torch's peak allocation.
 
-    REIDBENCH_RUN_SLOW_BENCHMARKS=1 python3 -m pytest tests/benchmarks/test_bench_rerank.py \\
-        --benchmark-enable -m "slow or not slow"
+    python3 -m pytest tests/benchmarks/test_bench_rerank.py --benchmark-enable --run-slow
 """
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -26,7 +24,6 @@ from reidbench.evaluation.rerank import rerank
 MARKET_EXTRA_MEMORY_LIMIT_MB = 2048
 MSMT_EXTRA_MEMORY_LIMIT_MB = 8192
 SAMPLE_INTERVAL_S = 0.002
-RUN_SLOW = os.environ.get("REIDBENCH_RUN_SLOW_BENCHMARKS") == "1"
 
 DEVICES = [
     "cpu",
@@ -111,14 +108,13 @@ def test_bench_rerank_market_sized(benchmark, device):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not RUN_SLOW, reason="takes many minutes on 2 cores; set REIDBENCH_RUN_SLOW_BENCHMARKS=1")
 @pytest.mark.parametrize("device", DEVICES)
 def test_bench_rerank_msmt_sized(benchmark, device):
     """MSMT17 size (11,659 x 82,161, 768-d) within 8 GB of extra memory, the [q, g] result's 3.8 GB included.
 
-    Skipped unless REIDBENCH_RUN_SLOW_BENCHMARKS=1: the neighbour search alone
-    is 3.4e12 multiply-adds, many minutes on 2 cores, and CI has 20 minutes
-    on 2 cores for the whole suite.
+    Marked slow, so opt-in (--run-slow): the neighbour search alone
+    is 3.4e12 multiply-adds, many minutes on 2 cores, more than CI's whole
+    suite may take.
     """
     qf, gf = make_features(11_659, 82_161, 768, seed=17, device=device)
     run_measured(benchmark, qf, gf, MSMT_EXTRA_MEMORY_LIMIT_MB)

@@ -40,10 +40,13 @@ def test_bench_harness_train_step_host_cost(benchmark) -> None:
 def test_bench_bare_train_step_host_cost(benchmark) -> None:
     """The bare loop's step at the same size: the harness's ops_per_step minus this one is what it adds."""
     step = bare_train_step("vit768", TINY, BATCH, torch.device("cpu"), "fp32")
-    step()
+    first_loss = step()
     _, counts = count_dispatches(step)
     benchmark.extra_info.update(batch=BATCH, input="32x16", depth=1, ops_per_step=total(counts), threads=torch.get_num_threads())
-    benchmark.pedantic(step, rounds=10, iterations=1, warmup_rounds=2)
+    last_loss = benchmark.pedantic(step, rounds=10, iterations=1, warmup_rounds=2)
+    assert total(counts) > 0
+    # the same batch every step: a step that trains lowers its loss
+    assert torch.isfinite(last_loss) and last_loss < first_loss
 
 
 @pytest.mark.parametrize("backbone", ["vit768", "clip512"])
