@@ -17,7 +17,7 @@ PACKAGE = Path(reidbench.__file__).parent
 LAYERS = [
     {"errors"},
     {"config"},
-    {"runtime", "schema"},
+    {"runtime", "schema", "stats"},
     {"variants", "data", "rundir"},
     {"profiles"},
     {"training", "evaluation"},
