@@ -11,6 +11,7 @@ Layout:
         train_log.jsonl   one line per epoch
         checkpoint.pt     resumable state (model, optimizer, epoch, RNG) while training
         model.pt          the trained weights, once the cell is done
+        queries.npz       every query's AP, first correct rank and identity, per evaluation
 
 Every file is written to a temporary name and renamed into place, so a run
 killed at any moment leaves each file either old or new, never half-written.
@@ -23,7 +24,7 @@ from typing import Iterable, Optional
 
 from reidbench.errors import UsageError
 from reidbench.runtime.files import read_json, write_atomic, write_json
-from reidbench.schema import CellRecord, results_columns, results_row
+from reidbench.schema import CellRecord, QueryScores, query_scores_bytes, query_scores_from_npz, results_columns, results_row
 
 def new_run_dir(parent: Path, grid_name: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -63,6 +64,30 @@ class RunDir:
         path = self.record_path(cell_id, seed)
         data = read_json(path)
         return None if data is None else CellRecord.from_dict(data, str(path))
+
+    def queries_path(self, cell_id: str, seed: int) -> Path:
+        return self.cell_dir(cell_id, seed) / "queries.npz"
+
+    def write_queries(self, cell_id: str, seed: int, scores: dict[str, QueryScores]) -> None:
+        write_atomic(self.queries_path(cell_id, seed), query_scores_bytes(scores))
+
+    def read_queries(self, cell_id: str, seed: int) -> Optional[dict[str, QueryScores]]:
+        """Evaluation key -> its per-query scores; None where the cell has none (runs made before they were kept)."""
+        import zipfile
+
+        import numpy as np
+
+        path = self.queries_path(cell_id, seed)
+        try:
+            data = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise UsageError(f"{path} is damaged and cannot be read ({exc or type(exc).__name__}).") from None
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise UsageError(f"{path} is damaged and cannot be read (not an .npz archive).")
+        with data:
+            return query_scores_from_npz(data, str(path))
 
     def write_record(self, record: CellRecord) -> None:
         write_json(self.record_path(record.cell, record.seed or 0), record.to_dict())

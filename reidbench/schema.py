@@ -3,7 +3,8 @@
 - run.json: `RunMeta` (the plan, the dataset facts, where the run stands, who owns it);
 - cells/<cell>/seed<k>/record.json: `CellRecord` (one cell and seed: status, metrics, costs, notes);
 - train_log.jsonl: one `EpochEntry` per line;
-- results.csv: `RESULT_COLUMNS`, one row per `CellRecord`.
+- results.csv: `RESULT_COLUMNS`, one row per `CellRecord`;
+- cells/<cell>/seed<k>/queries.npz: `QueryScores` per evaluation (what a bootstrap over query identities needs).
 
 Writers (the grid runner, `bench`) build these records and write `to_dict()`;
 readers (`report`, `status`, `--resume`) parse through `from_dict`, which
@@ -386,6 +387,68 @@ class EpochEntry:
     @classmethod
     def from_dict(cls, data: Any, where: str = "train_log.jsonl") -> "EpochEntry":
         return from_mapping(cls, data, where)
+
+
+# --------------------------------------------------------------------------- queries.npz
+
+QUERY_FIELDS = ("pid", "ap", "first_rank", "inp")
+"""The arrays of one `QueryScores`, stored as `<key>/<field>` in queries.npz."""
+
+
+@dataclass(frozen=True, eq=False)
+class QueryScores:
+    """Every query's own result in one evaluation (the test set, a modality subset, re-ranked, another test set).
+
+    Kept so that `report` can put an interval on a single run's metrics by
+    resampling query identities, without recomputing anything. Queries the
+    protocol skipped (no correct match left in the gallery) are kept with AP
+    and INP NaN and rank 0, so the arrays line up with the query set.
+    """
+
+    pid: "np.ndarray"
+    """int64: the query's identity (what a bootstrap resamples)."""
+    ap: "np.ndarray"
+    """float64: average precision, a fraction; NaN for a skipped query."""
+    first_rank: "np.ndarray"
+    """int64: 1-based rank of the first correct match (CMC); 0 for a skipped query."""
+    inp: "np.ndarray"
+    """float64: inverse negative penalty (matches / rank of the last match); NaN for a skipped query."""
+
+    @property
+    def valid(self) -> "np.ndarray":
+        return self.first_rank > 0
+
+
+def query_scores_bytes(scores: dict[str, QueryScores]) -> bytes:
+    """queries.npz's content: evaluation key (e.g. 'test', 'test/rr') -> its `QueryScores`."""
+    import io
+
+    import numpy as np
+
+    arrays = {f"{key}/{name}": getattr(s, name) for key, s in scores.items() for name in QUERY_FIELDS}
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def query_scores_from_npz(data: Any, where: str) -> dict[str, QueryScores]:
+    """Parse a loaded queries.npz (a mapping of arrays); a SchemaError names the file and what is wrong."""
+    import numpy as np
+
+    keys: dict[str, dict[str, Any]] = {}
+    for name in data.files:
+        key, _, field_name = name.rpartition("/")
+        if field_name not in QUERY_FIELDS or not key:
+            raise SchemaError(f"{where} holds an array {name!r}; expected KEY/{'|'.join(QUERY_FIELDS)}.")
+        keys.setdefault(key, {})[field_name] = np.asarray(data[name])
+    scores = {}
+    for key, arrays in keys.items():
+        missing = [f for f in QUERY_FIELDS if f not in arrays]
+        lengths = {len(a) for a in arrays.values() if a.ndim == 1}
+        if missing or len(lengths) != 1 or any(a.ndim != 1 for a in arrays.values()):
+            raise SchemaError(f"{where}: the arrays of {key!r} are incomplete or of different lengths.")
+        scores[key] = QueryScores(**{f: arrays[f] for f in QUERY_FIELDS})
+    return scores
 
 
 # --------------------------------------------------------------------------- results.csv
