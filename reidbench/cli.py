@@ -126,7 +126,7 @@ def bench(
     repeats: Optional[int] = typer.Option(None, "--repeats", help=_bench_help("Timed repeats per batch size (fewer if --max-seconds runs out)", "repeats")),
     warmup: Optional[int] = typer.Option(None, "--warmup", help=_bench_help("Untimed warm-up calls per batch size", "warmup")),
     max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help=_bench_help("Stop repeating a batch size after this many seconds of timed work", "max_seconds")),
-    reference: Optional[bool] = typer.Option(None, "--reference", help=_bench_help("Also time a bare library loop of the same network (cells with neck `none`)", "reference")),
+    reference: bool = typer.Option(False, "--reference", help=_bench_help("Also time a bare library loop of the same network (cells with neck `none`)", "reference")),
     cudnn_benchmark: Optional[bool] = typer.Option(None, "--cudnn-benchmark/--no-cudnn-benchmark", help=_bench_help("Let cuDNN autotune convolutions per shape (CUDA only; recorded)", "cudnn_benchmark")),
     compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=_bench_help("Also time a copy with every transformer block torch.compile'd, at every batch size, with its compile time (eager stays the headline)", "compile")),
     compile_backend: Optional[str] = typer.Option(None, "--compile-backend", help=_bench_help("torch.compile backend for --compile: inductor, or aot_eager to check tracing quickly", "compile_backend")),
@@ -159,7 +159,7 @@ def bench(
     options = BenchOptions.of(
         torch_device, resolve_dtype(dtype, torch_device), batch_sizes=parse_int_list(batch_sizes, "--batch-sizes") if batch_sizes else None,
         train_batch_size=train_batch_size, repeats=repeats, warmup=warmup, max_seconds=max_seconds, compile=compile_,
-        reference=reference, cuda_graphs=cuda_graphs, runtime=runtime, cudnn_benchmark=cudnn_benchmark,
+        reference=reference or None, cuda_graphs=cuda_graphs, runtime=runtime, cudnn_benchmark=cudnn_benchmark,
         train_batch_sizes=_train_batch_sizes(train_batch_sizes), train_steps=train_steps, compile_backend=compile_backend,
     )
     if json_path is not None:
