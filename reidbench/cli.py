@@ -105,6 +105,13 @@ def parse_int_list(text: str, option: str) -> list[int]:
 GRID_HELP = "A built-in grid name (see `reidbench list`) or a path to a TOML grid file."
 
 
+def _bench_help(text: str, name: str) -> str:
+    """`text` with the option's default, as bench/options.py states it (never restated here)."""
+    from reidbench.bench.options import default_text
+
+    return f"{text} (default: {default_text(name)})."
+
+
 @app.command()
 @_user_errors
 def bench(
@@ -112,34 +119,30 @@ def bench(
     only: Optional[List[str]] = typer.Option(None, "--only", help="Measure only this cell (repeatable), e.g. vit768-ms."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32."),
-    batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="Inference batch sizes, e.g. 1,64 (default: 1,64,256 on CUDA, 1,8 on CPU)."),
-    train_batch_size: Optional[int] = typer.Option(None, "--train-batch-size", help="Batch of the measured training step (default: 64 on CUDA, 4 on CPU)."),
-    train_batch_sizes: Optional[str] = typer.Option(None, "--train-batch-sizes", help="Time the harness's training step (sampler, augmentation, losses, SGD) at these batches, P x 4 each, e.g. 64,128 (default: 64,128 on CUDA, none on CPU; 'none' turns it off)."),
-    train_steps: int = typer.Option(20, "--train-steps", help="Timed training steps per batch size (after 5 warm-up steps)."),
-    repeats: Optional[int] = typer.Option(None, "--repeats", help="Timed repeats per batch size (fewer if --max-seconds runs out; default 50)."),
-    warmup: Optional[int] = typer.Option(None, "--warmup", help="Untimed warm-up calls per batch size (default 3)."),
-    max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="Stop repeating a batch size after this much timed work (default 5)."),
-    reference: bool = typer.Option(False, "--reference", help="Also time a bare library loop of the same network (cells with neck `none`)."),
-    cudnn_benchmark: bool = typer.Option(True, "--cudnn-benchmark/--no-cudnn-benchmark", help="Let cuDNN autotune convolutions per shape (CUDA only; recorded)."),
-    compile_: bool = typer.Option(False, "--compile/--no-compile", help="Also time a copy with every transformer block torch.compile'd, at every batch size, with its compile time (eager stays the headline)."),
-    compile_backend: str = typer.Option("inductor", "--compile-backend", help="torch.compile backend for --compile: inductor, or aot_eager to check tracing quickly."),
-    cuda_graphs: Optional[bool] = typer.Option(None, "--cuda-graphs/--no-cuda-graphs", help="Also time CUDA-graph replay of the whole forward at every batch size, and of whole training steps at every --train-batch-sizes, eager and with --compile compiled (default: on with CUDA, off on CPU; asked for on CPU, recorded as skipped)."),
+    batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help=_bench_help("Inference batch sizes, e.g. 1,64", "batch_sizes")),
+    train_batch_size: Optional[int] = typer.Option(None, "--train-batch-size", help=_bench_help("Batch of the measured training step", "train_batch_size")),
+    train_batch_sizes: Optional[str] = typer.Option(None, "--train-batch-sizes", help=_bench_help("Time the harness's training step (sampler, augmentation, losses, SGD) at these batches, P x 4 each, e.g. 64,128; 'none' turns it off", "train_batch_sizes")),
+    train_steps: Optional[int] = typer.Option(None, "--train-steps", help=_bench_help("Timed training steps per batch size (after 5 warm-up steps)", "train_steps")),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help=_bench_help("Timed repeats per batch size (fewer if --max-seconds runs out)", "repeats")),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help=_bench_help("Untimed warm-up calls per batch size", "warmup")),
+    max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help=_bench_help("Stop repeating a batch size after this many seconds of timed work", "max_seconds")),
+    reference: bool = typer.Option(False, "--reference", help=_bench_help("Also time a bare library loop of the same network (cells with neck `none`)", "reference")),
+    cudnn_benchmark: Optional[bool] = typer.Option(None, "--cudnn-benchmark/--no-cudnn-benchmark", help=_bench_help("Let cuDNN autotune convolutions per shape (CUDA only; recorded)", "cudnn_benchmark")),
+    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=_bench_help("Also time a copy with every transformer block torch.compile'd, at every batch size, with its compile time (eager stays the headline)", "compile")),
+    compile_backend: Optional[str] = typer.Option(None, "--compile-backend", help=_bench_help("torch.compile backend for --compile: inductor, or aot_eager to check tracing quickly", "compile_backend")),
+    cuda_graphs: Optional[bool] = typer.Option(None, "--cuda-graphs/--no-cuda-graphs", help=_bench_help("Also time CUDA-graph replay of the whole forward at every batch size, and of whole training steps at every --train-batch-sizes, eager and with --compile compiled (asked for on CPU: recorded as skipped)", "cuda_graphs")),
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a grid setting, e.g. --set depth=2 (repeatable)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the records as a JSON list to this file."),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help="BACKBONE=PATH: a local pretrained checkpoint for that backbone (repeatable; overrides the grid's \\[weights])."),
     axis: Optional[List[str]] = typer.Option(None, "--axis", help="KEY=V1,V2: add an axis to the grid (any variant setting; repeatable), e.g. --axis stride=12,16."),
-    runtime: str = typer.Option("eager", "--runtime", help="eager, or onnxruntime: also export each cell to ONNX, check parity with PyTorch and time it under ONNX Runtime (CPU) beside eager."),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="eager (the default), or onnxruntime: also export each cell to ONNX, check parity with PyTorch and time it under ONNX Runtime (CPU) beside eager."),
 ) -> None:
     """Measure parameters, FLOPs, latency and memory of every cell; no training."""
-    from dataclasses import replace
-
     from reidbench.bench.options import BenchOptions
     from reidbench.bench.suite import bench_grid
     from reidbench.harness.console import cells_line
     from reidbench.harness.plan import check_axes, merged_weights, parse_axes, parse_overrides
-    from reidbench.profiles import MeasureConfig
     from reidbench.reports.tables import bench_table
-    from reidbench.runtime.compile import check_backend
     from reidbench.runtime.device import resolve_device, resolve_dtype
     from reidbench.runtime.files import write_json
     from reidbench.variants.grid import load_grid
@@ -153,27 +156,17 @@ def bench(
     cells = loaded.select(only)
     _log(cells_line(loaded, cells, 1))
     torch_device = resolve_device(device)
-    if train_steps < 1:
-        raise UsageError(f"--train-steps {train_steps} must be at least 1.")
-    if runtime not in ("eager", "onnxruntime"):
-        raise UsageError(f"--runtime {runtime!r} is unknown; choose eager or onnxruntime.")
-    if compile_:
-        check_backend(compile_backend)
-    given = {"batch_sizes": tuple(parse_int_list(batch_sizes, "--batch-sizes")) if batch_sizes else None,
-             "train_batch_size": train_batch_size, "repeats": repeats, "warmup": warmup, "max_seconds": max_seconds,
-             "compile": compile_, "reference": reference, "onnx": True if runtime == "onnxruntime" else None,
-             "cuda_graphs": torch_device.type == "cuda" if cuda_graphs is None else cuda_graphs}
-    measure = replace(MeasureConfig.for_device(torch_device), **{k: v for k, v in given.items() if v is not None})
-    options = BenchOptions(
-        device=torch_device, dtype=resolve_dtype(dtype, torch_device), measure=measure, cudnn_benchmark=cudnn_benchmark,
-        train_batch_sizes=_train_batch_sizes(train_batch_sizes, torch_device.type == "cuda"), train_steps=train_steps,
-        compile_backend=compile_backend,
+    options = BenchOptions.of(
+        torch_device, resolve_dtype(dtype, torch_device), batch_sizes=parse_int_list(batch_sizes, "--batch-sizes") if batch_sizes else None,
+        train_batch_size=train_batch_size, repeats=repeats, warmup=warmup, max_seconds=max_seconds, compile=compile_,
+        reference=reference or None, cuda_graphs=cuda_graphs, runtime=runtime, cudnn_benchmark=cudnn_benchmark,
+        train_batch_sizes=_train_batch_sizes(train_batch_sizes), train_steps=train_steps, compile_backend=compile_backend,
     )
     if json_path is not None:
         _check_writable(json_path)
     _log(f"bench: grid {loaded.name} ({loaded.source}), {len(cells)} cell(s), device {options.device}, dtype {options.dtype}, "
          f"depth {settings.depth}, {settings.img_size[0]}x{settings.img_size[1]}, stride {settings.stride}"
-         + (f", compiled ({compile_backend})" if compile_ else "") + (", CUDA graphs" if options.cuda_graphs else ""))
+         + (f", compiled ({options.compile_backend})" if options.compile else "") + (", CUDA graphs" if options.cuda_graphs else ""))
     records = [r.to_dict() for r in bench_grid(loaded, cells, options, given_settings, _log, merged_weights(loaded, weights or []))]
     typer.echo(bench_table(records))  # first: a file that can no longer be written costs the JSON, not the table
     if json_path is not None:
@@ -182,19 +175,11 @@ def bench(
     _exit_unless_ok(records)
 
 
-def _train_batch_sizes(text: Optional[str], cuda: bool) -> list[int]:
-    if text is None:
-        return [64, 128] if cuda else []
-    if text.strip().lower() == "none":
-        return []
-    sizes = parse_int_list(text, "--train-batch-sizes")
-    odd = [s for s in sizes if s % 4 or s < 8]
-    if odd:
-        raise UsageError(
-            f"--train-batch-sizes {text!r}: a training batch is P identities x 4 images with P >= 2, "
-            f"so each size must be a multiple of 4 and at least 8 ({', '.join(map(str, odd))} is not)."
-        )
-    return sizes
+def _train_batch_sizes(text: Optional[str]) -> Optional[list[int]]:
+    """--train-batch-sizes as given: None when left out (the device's default), [] for 'none'."""
+    if text is None or text.strip().lower() == "none":
+        return None if text is None else []
+    return parse_int_list(text, "--train-batch-sizes")
 
 
 @app.command()
@@ -504,10 +489,16 @@ def _exit_unless_ok(records: list[dict[str, Any]]) -> None:
 @_user_errors
 def list_(
     grid: Optional[str] = typer.Option(None, "--grid", help="Show one grid's cells and resolved settings."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Show one profile's resolved values instead (a built-in name or a .toml file), each with where it came from."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="With --profile: lay this recipe over it first (a built-in name or a .toml file)."),
 ) -> None:
-    """Show the grids, backbones, necks and settings reidbench knows."""
+    """Show the grids, profiles, recipes, backbones, necks and settings reidbench knows."""
     from reidbench.variants import BACKBONES, NECKS, builtin_grids, load_grid
 
+    if recipe is not None and profile is None:
+        raise UsageError("--recipe is laid over a profile; add --profile NAME (e.g. --profile full --recipe clipreid).")
+    if profile is not None:
+        return _list_profile(profile, recipe)
     grids = [load_grid(grid)] if grid else [load_grid(name) for name in builtin_grids()]
     for g in grids:
         typer.echo(f"grid {g.name} ({g.source}): {g.description}")
@@ -521,12 +512,39 @@ def list_(
             own = ", ".join(f"{k}={v}" for k, v in g.backbone_settings.get(backbone, {}).items())
             recipes = ", ".join(f"under {p}: {r}" for p, r in g.recipes.get(backbone, {}).items())
             typer.echo(f"  {backbone}: " + "; ".join(part for part in (own, f"recipe {recipes}" if recipes else "") if part))
+    _list_profiles()
     typer.echo("backbones:")
     for entry in BACKBONES:
         typer.echo(f"  {entry.name:<12} {entry.description}")
     typer.echo("necks:")
     for entry in NECKS:
         typer.echo(f"  {entry.name:<12} {entry.description}")
+
+
+def _list_profiles() -> None:
+    from reidbench.profiles import builtin_profiles, builtin_recipes, load_profile, load_recipe
+
+    typer.echo("profiles (reidbench list --profile NAME shows every value and where it came from):")
+    for name in builtin_profiles():
+        loaded = load_profile(name)
+        typer.echo(f"  {name:<12} {loaded.description} (extends {loaded.extends or 'the base'})")
+    typer.echo("recipes (laid over a profile by a grid's [backbone.<name>] recipe table):")
+    for name in builtin_recipes():
+        typer.echo(f"  {name:<12} follows {load_recipe(name).follows}")
+
+
+def _list_profile(name: str, recipe: Optional[str]) -> None:
+    """Every resolved value of a profile, and which file set it: the base (the field defaults) or a profile or recipe file."""
+    from reidbench.profiles import load_profile, load_recipe, with_recipe
+
+    loaded = load_profile(name)
+    loaded = with_recipe(loaded, load_recipe(recipe)) if recipe else loaded
+    typer.echo(_printable(f"profile {loaded.name} ({loaded.source}, extends {loaded.extends or 'the base'}): {loaded.description}"))
+    if loaded.follows:
+        typer.echo(_printable(f"  follows {loaded.follows}; departs in {len(loaded.departures)} way(s)"))
+    for key, value, origin in loaded.resolved():
+        shown = list(value) if isinstance(value, tuple) else value
+        typer.echo(_printable(f"  {key:<28} {json.dumps(shown):<20} {origin}"))
 
 
 def _check_writable(path: Path) -> None:

@@ -43,6 +43,30 @@ def test_bench_json_has_the_promised_fields(tmp_path: Path) -> None:
     assert "vit768-none" in result.stdout
 
 
+def test_list_profile_shows_every_resolved_value_and_its_origin() -> None:
+    result = invoke("list", "--profile", "quick", "--recipe", "clipreid")
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split()[1:] for line in result.output.splitlines()[2:]}
+    assert rows["train.lr"] == ["5e-06", "builtin-recipe:clipreid"] and rows["train.erase_p"] == ["0.0", "builtin:quick"]
+    assert rows["train.momentum"] == ["0.9", "base"] and rows["model.depth"] == ["1", "builtin:quick"]
+    assert "quick        CPU-sized" in invoke("list").output
+
+
+def test_bench_help_states_the_measurement_defaults_of_the_options_module() -> None:
+    import typer.main
+
+    from reidbench.bench.options import CUDA_TRAIN_BATCH_SIZES, BenchOptions
+    from reidbench.profiles import MeasureConfig
+
+    helps = {param.name: param.help for param in typer.main.get_command(app).commands["bench"].params}
+    cpu = MeasureConfig.for_device(torch.device("cpu"))
+    assert helps["batch_sizes"].endswith(f"(default: {','.join(map(str, MeasureConfig().batch_sizes))} on CUDA, "
+                                         f"{','.join(map(str, cpu.batch_sizes))} on CPU).")
+    assert helps["train_batch_sizes"].endswith(f"(default: {','.join(map(str, CUDA_TRAIN_BATCH_SIZES))} on CUDA, none on CPU).")
+    assert helps["repeats"].endswith(f"(default: {MeasureConfig().repeats}).")
+    assert helps["train_steps"].endswith(f"(default: {BenchOptions.train_steps}).") and helps["reference"].endswith("(default: off).")
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -55,6 +79,11 @@ def test_bench_json_has_the_promised_fields(tmp_path: Path) -> None:
         (["bench", "--dtype", "fp8"], "unknown dtype 'fp8'"),
         (["bench", "--train-batch-size", "1"], "at least 2"),
         (["list", "--grid", "nosuch"], "unknown grid"),
+        (["list", "--profile", "nosuch"], "unknown profile 'nosuch'"),
+        (["list", "--recipe", "clipreid"], "add --profile"),
+        (["bench", "--train-steps", "0"], "--train-steps 0 must be at least 1"),
+        (["bench", "--runtime", "tensorrt"], "--runtime 'tensorrt' is unknown"),
+        (["bench", "--train-batch-sizes", "6"], "multiple of 4"),
     ],
 )
 def test_usage_errors_exit_2_with_one_paragraph_and_no_traceback(args: list[str], message: str) -> None:

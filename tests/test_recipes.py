@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -45,8 +46,8 @@ def test_the_clipreid_recipe_steps_clipreids_schedule_per_epoch() -> None:
         assert cfg.lr * lr_factor((epoch - 1) * 5 + 2, 5, cfg) == pytest.approx(clipreid_lr(epoch), rel=1e-12)
 
 
-def test_the_default_schedule_is_unchanged_per_step_cosine_to_zero() -> None:
-    cfg = TrainConfig(epochs=10, warmup_epochs=2)
+def test_the_per_step_schedule_is_a_cosine_to_zero() -> None:
+    cfg = TrainConfig(epochs=10, warmup_epochs=2, schedule_unit="step", lr_floor=0.0)
     assert lr_factor(0, 4, cfg) == pytest.approx(0.01) and lr_factor(4, 4, cfg) == pytest.approx(0.01 + 0.99 / 2)
     assert lr_factor(8, 4, cfg) == pytest.approx(1.0) and lr_factor(40, 4, cfg) == pytest.approx(0.0, abs=1e-12)
 
@@ -55,10 +56,10 @@ def test_biases_train_at_the_recipes_factor_with_their_own_decay() -> None:
     model = create_variant("vit768-none", depth=1, img_size=(32, 16), num_classes=4)
     cfg = load_profile("full").train
     weights, biases = build_optimizer(model, cfg).param_groups
-    assert (weights["lr"], biases["lr"]) == (cfg.lr, 2 * cfg.lr) and biases["weight_decay"] == cfg.weight_decay_bias
+    assert (weights["lr"], biases["lr"]) == (cfg.lr, 2 * cfg.lr) and biases["weight_decay"] == weights["weight_decay"] == 1e-4
     assert all(name.endswith("bias") for name, p in model.named_parameters() if any(p is q for q in biases["params"]))
     assert len(weights["params"]) + len(biases["params"]) == sum(p.requires_grad for p in model.parameters())
-    (single,) = build_optimizer(model, TrainConfig()).param_groups  # the default recipe: one group, as before
+    (single,) = build_optimizer(model, load_profile("quick").train).param_groups  # one learning rate for biases: one group
     adam = build_optimizer(model, with_recipe(load_profile("full"), load_recipe("clipreid")).train)
     assert isinstance(adam, torch.optim.Adam) and not isinstance(adam, torch.optim.AdamW)
 
@@ -87,3 +88,95 @@ def test_bad_schedule_settings_are_refused_by_name() -> None:
         TrainConfig(schedule_unit="week")
     with pytest.raises(UsageError, match="unknown recipe 'nosuch'"):
         load_recipe("nosuch")
+
+
+# The resolved values of the shipped profiles and recipe as they were when every profile file restated the
+# defaults: one home per default must not change what any of them trains, evaluates or measures with.
+_BEFORE_TRAIN = {
+    "epochs": 120, "p": 16, "k": 4, "optimizer": "sgd", "lr": 0.008, "momentum": 0.9, "weight_decay": 0.0001,
+    "bias_lr_factor": 2.0, "weight_decay_bias": 0.0001, "epoch_covers": "images", "warmup_epochs": 5, "warmup_from": 0.01,
+    "schedule": "cosine", "schedule_unit": "epoch", "lr_floor": 0.002, "milestones": (), "gamma": 0.1, "label_smoothing": 0.0,
+    "triplet": "soft", "triplet_margin": 0.3, "id_weight": 1.0, "triplet_weight": 1.0, "augment": True, "erase_p": 0.5,
+    "checkpoint_minutes": 1.0, "checkpoint_every": 0,
+}
+_BEFORE_EVAL = {"metric": "euclidean", "normalize": True, "flip": False, "batch_size": 256, "rerank": False, "rerank_k1": 20,
+                "rerank_k2": 6, "rerank_lambda": 0.3}
+_BEFORE_MEASURE = {"batch_sizes": (1, 64, 256), "train_batch_size": 64, "repeats": 50, "warmup": 3, "max_seconds": 5.0,
+                   "compile": False, "cuda_graphs": False, "reference": False, "onnx": False}
+_QUICK_TRAIN = {**_BEFORE_TRAIN, "epochs": 30, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.05, "bias_lr_factor": 1.0,
+                "weight_decay_bias": None, "epoch_covers": "identities", "warmup_epochs": 1, "schedule_unit": "step",
+                "lr_floor": 0.0, "label_smoothing": 0.1, "erase_p": 0.0}
+_CLIPREID_TRAIN = {"epochs": 60, "optimizer": "adam", "lr": 5e-06, "weight_decay": 0.0001, "bias_lr_factor": 2.0,
+                   "weight_decay_bias": 0.0001, "epoch_covers": "images", "warmup_epochs": 10, "warmup_from": 0.1,
+                   "schedule": "multistep", "schedule_unit": "epoch", "milestones": (30, 50), "gamma": 0.1, "label_smoothing": 0.1,
+                   "triplet": "margin", "triplet_margin": 0.3, "id_weight": 0.25, "triplet_weight": 1.0}
+BEFORE = {
+    "full": ({"depth": 12, "img_size": [256, 128]}, _BEFORE_TRAIN, _BEFORE_EVAL, _BEFORE_MEASURE),
+    "quick": ({"depth": 1, "img_size": [64, 32], "camera_embedding_scale": 0.3, "neck_scales": [1, 2, 4]}, _QUICK_TRAIN,
+              {**_BEFORE_EVAL, "batch_size": 128},
+              {**_BEFORE_MEASURE, "batch_sizes": (1, 8), "train_batch_size": 4, "repeats": 10, "warmup": 1, "max_seconds": 1.0}),
+    "full+clipreid": ({"depth": 12, "img_size": [256, 128], "camera_embedding_scale": 0.0}, {**_BEFORE_TRAIN, **_CLIPREID_TRAIN},
+                      _BEFORE_EVAL, _BEFORE_MEASURE),
+    "quick+clipreid": ({"depth": 1, "img_size": [64, 32], "camera_embedding_scale": 0.0, "neck_scales": [1, 2, 4]},
+                       {**_QUICK_TRAIN, **_CLIPREID_TRAIN}, {**_BEFORE_EVAL, "batch_size": 128},
+                       {**_BEFORE_MEASURE, "batch_sizes": (1, 8), "train_batch_size": 4, "repeats": 10, "warmup": 1, "max_seconds": 1.0}),
+}
+
+
+def _resolved(name: str):
+    profile, _, recipe = name.partition("+")
+    loaded = load_profile(profile)
+    return with_recipe(loaded, load_recipe(recipe)) if recipe else loaded
+
+
+@pytest.mark.parametrize("name", sorted(BEFORE))
+def test_the_shipped_profiles_resolve_to_the_values_they_had(name: str) -> None:
+    model, train, eval_, measure = BEFORE[name]
+    resolved = _resolved(name)
+    expected_train = dict(train)
+    if name == "full":
+        # TOML cannot say None: full now leaves the bias decay at the base's "as weight_decay", which is the 1e-4 it stated.
+        expected_train["weight_decay_bias"] = None
+        module = create_variant("vit768-none", depth=1, img_size=(32, 16), num_classes=4)
+        assert {g["weight_decay"] for g in build_optimizer(module, resolved.train).param_groups} == {1e-4}
+    assert resolved.model == model
+    assert asdict(resolved.train) == expected_train
+    assert (asdict(resolved.eval), asdict(resolved.measure)) == (eval_, measure)
+
+
+def test_every_value_names_where_it_came_from() -> None:
+    quick = {key: origin for key, _, origin in load_profile("quick").resolved()}
+    assert quick["train.lr"] == quick["model.depth"] == "builtin:quick" and quick["train.momentum"] == "base"
+    full = {key: origin for key, _, origin in _resolved("full+clipreid").resolved()}
+    assert full["model.depth"] == "builtin:full" and full["train.lr"] == "builtin-recipe:clipreid" and full["eval.metric"] == "base"
+
+
+def test_a_profile_states_only_what_it_changes_on_what_it_extends(tmp_path) -> None:
+    (tmp_path / "mine.toml").write_text('extends = "quick"\n[train]\nepochs = 3\n')
+    (tmp_path / "bare.toml").write_text('[train]\nepochs = 30\n')
+    mine, bare = load_profile(str(tmp_path / "mine.toml")), load_profile(str(tmp_path / "bare.toml"))
+    assert mine.train == replace(load_profile("quick").train, epochs=3) and mine.model == load_profile("quick").model
+    # without `extends`: the base alone, which is full's recipe, with the grid's model sizes
+    assert bare.train == replace(load_profile("full").train, epochs=30) and bare.model == {}
+    (tmp_path / "deeper.toml").write_text('extends = "mine.toml"\n[eval]\nflip = true\n')  # relative to the extending file
+    deeper = load_profile(str(tmp_path / "deeper.toml"))
+    assert deeper.train.epochs == 3 and deeper.eval.flip and deeper.origins["train.epochs"] == str(tmp_path / "mine.toml")
+
+
+def test_a_resolved_profile_reads_back_as_itself(tmp_path) -> None:
+    quick = load_profile("quick")
+    (tmp_path / "stored.toml").write_text(quick.to_toml())
+    stored = load_profile(str(tmp_path / "stored.toml"))
+    assert (stored.model, stored.train, stored.eval, stored.measure, stored.departures) == (
+        quick.model, quick.train, quick.eval, quick.measure, quick.departures)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('extends = "mine.toml"\n', "extends itself"),
+    ('extends = 3\n', "extends must name a profile"),
+    ('extends = "nosuch"\n', "unknown profile 'nosuch'"),
+])
+def test_a_bad_extends_is_refused_by_name(tmp_path, text: str, message: str) -> None:
+    (tmp_path / "mine.toml").write_text(text)
+    with pytest.raises(UsageError, match=message):
+        load_profile(str(tmp_path / "mine.toml"))

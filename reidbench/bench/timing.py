@@ -45,9 +45,9 @@ class Timing:
 def time_callable(
     fn: Callable[[], Any],
     device: torch.device,
-    warmup: int = 3,
-    repeats: int = 50,
-    max_seconds: float = 5.0,
+    warmup: int,
+    repeats: int,
+    max_seconds: float,
     min_repeats: int = 3,
 ) -> Timing:
     for _ in range(warmup):

@@ -18,7 +18,7 @@ from reidbench.errors import UsageError
 from reidbench.harness.placement import check_cache_policy
 from reidbench.rundir import RunDir, new_run_dir
 from reidbench.config import from_mapping, named_source
-from reidbench.profiles import PROFILES_DIR, Profile, TrainConfig, builtin_profiles, load_profile, load_recipe, resolve_profile_name, with_recipe
+from reidbench.profiles import Profile, TrainConfig, builtin_profiles, load_profile, load_recipe, resolve_profile_name, with_recipe
 from reidbench.runtime.device import resolve_dtype
 from reidbench.runtime.distributed import World
 from reidbench.runtime.files import now_utc, read_json, write_atomic, write_json
@@ -108,7 +108,7 @@ def new_plan(request: RunRequest, device: torch.device, cell_world: World) -> Ru
     profile = load_profile(resolve_profile_name(request.profile or "auto", device))
     return RunPlan(
         grid=grid, grid_text=source_text(grid.source, GRIDS_DIR), profile=profile,
-        profile_text=source_text(profile.source, PROFILES_DIR), dataset=request.data or grid.data or "synthetic", device=device,
+        profile_text=profile.to_toml(), dataset=request.data or grid.data or "synthetic", device=device,
         dtype=resolve_dtype(request.dtype or "auto", device), seeds=request.seeds or 1, only=list(request.only),
         overrides=overrides, weights=merged_weights(grid, request.weights),
         compile=bool(request.compile), data_cache=request.data_cache or "auto", sync_bn=bool(request.sync_bn),
@@ -144,7 +144,7 @@ def resume_plan(run: RunDir, request: RunRequest, device: Optional[torch.device]
 
 
 def source_text(source: str, builtin_dir: Path) -> str:
-    """The TOML text behind a grid or profile, copied into the run directory so --resume needs nothing else."""
+    """The TOML text behind a grid, copied into the run directory so --resume needs nothing else."""
     if source.startswith("builtin:"):
         return (builtin_dir / f"{source.split(':', 1)[1]}.toml").read_text()
     return Path(source).read_text()

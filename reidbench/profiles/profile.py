@@ -4,9 +4,33 @@ A profile holds everything about a run that is not the variant itself: model
 overrides that size it for the machine (depth, input size), the training
 recipe, the evaluation protocol and the measurement settings. `auto` picks
 `full` on CUDA and `quick` elsewhere.
+
+One home per default. The field defaults of `TrainConfig`, `EvalConfig` and
+`MeasureConfig` below ARE the base: TransReID's ViT-B/16 recipe and the GPU
+measurement, the values the `full` profile trains, evaluates and measures with.
+A profile file states only what it changes, on top of what it extends:
+
+- `extends = "NAME"` (a built-in profile) or `extends = "PATH.toml"` (relative
+  to the extending file): that profile's resolved values, [model] included;
+- no `extends`: the base alone. Its [model] is empty (the grid's sizes), so
+  base and `full` differ only in full.toml's [model] (depth 12 at 256x128),
+  which overrides the grid rather than defaulting anything.
+
+So full.toml holds its [model], its description and its departures and
+nothing the base already says; quick.toml says `extends = "full"` and lists
+what it changes. `description`, `follows` and `departures` are a file's own
+and never inherited: they describe that file's departures. No profile mixes two
+sets of defaults, and `Profile.origins` records where each value came from
+(`reidbench list --profile P` prints it).
+
+A recipe (recipes/NAME.toml) is laid over the profile a cell runs with: what it
+states wins, what it leaves out stays the profile's. It therefore states every
+value its upstream fixes, also those equal to the base, because it may be laid
+over a profile (quick) that changed them.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
@@ -41,11 +65,11 @@ class TrainConfig:
     lr: float = 0.008
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    bias_lr_factor: float = 1.0
+    bias_lr_factor: float = 2.0
     """Bias parameters train at lr x this (TransReID's and CLIP-ReID's BIAS_LR_FACTOR: 2)."""
     weight_decay_bias: Optional[float] = field(default=None, metadata={"type": float})
-    """Weight decay of bias parameters; None: weight_decay."""
-    epoch_covers: str = "identities"
+    """Weight decay of bias parameters; None: weight_decay (TransReID's WEIGHT_DECAY_BIAS equals its WEIGHT_DECAY)."""
+    epoch_covers: str = "images"
     """What an epoch covers: 'identities' (one PK pass over the training identities) or 'images' (every identity's
     images in chunks of K, as TransReID's RandomIdentitySampler: about one pass over the images)."""
     warmup_epochs: int = 5
@@ -53,10 +77,10 @@ class TrainConfig:
     warmup_from: float = 0.01
     schedule: str = "cosine"
     """'cosine' (down to lr_floor x lr at the last epoch) or 'multistep' (x gamma at each of `milestones`)."""
-    schedule_unit: str = "step"
+    schedule_unit: str = "epoch"
     """'step': the learning rate changes every step; 'epoch': it is set at the start of each epoch from the
     1-based epoch number and held through it, as TransReID's and CLIP-ReID's schedulers are stepped."""
-    lr_floor: float = 0.0
+    lr_floor: float = 0.002
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
     label_smoothing: float = 0.0
@@ -190,8 +214,13 @@ class MeasureConfig:
 
     @classmethod
     def for_device(cls, device: torch.device) -> "MeasureConfig":
-        """`bench`'s defaults: these field defaults on a GPU; small batches on a CPU, where batch 256 takes minutes."""
-        return cls() if device.type == "cuda" else cls(batch_sizes=(1, 8), train_batch_size=4)
+        """`bench`'s defaults: these field defaults and CUDA-graph replay on a GPU; small batches on a CPU, where
+        batch 256 takes minutes (and CUDA graphs do not exist)."""
+        return cls(cuda_graphs=True) if device.type == "cuda" else cls(batch_sizes=(1, 8), train_batch_size=4)
+
+
+BASE = "base"
+"""The origin of a value no profile file states: the field defaults below, TransReID's recipe."""
 
 
 @dataclass(frozen=True)
@@ -208,14 +237,44 @@ class Profile:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
+    extends: str = ""
+    """The profile this one's file extends ('' for the base)."""
+    origins: dict[str, str] = field(default_factory=dict, compare=False)
+    """'train.lr' -> where that value came from: BASE, or the source of the profile or recipe file that set it."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["origins"], data["extends"]
         data["measure"]["batch_sizes"] = list(self.measure.batch_sizes)
         return data
 
+    def resolved(self) -> list[tuple[str, Any, str]]:
+        """(key, value, origin) of every setting: the [model] overrides, then each section's fields."""
+        rows = [(f"model.{k}", v, self.origins.get(f"model.{k}", BASE)) for k, v in self.model.items()]
+        for section in SECTIONS:
+            for key, value in asdict(getattr(self, section)).items():
+                rows.append((f"{section}.{key}", value, self.origins.get(f"{section}.{key}", BASE)))
+        return rows
+
+    def to_toml(self) -> str:
+        """Every resolved value spelled out, no `extends`: the run directory's copy, which --resume reads back
+        and which stays the same profile whatever the files it extended say later."""
+        lines = [f"# profile {self.name} as resolved from {self.source}: every value spelled out, nothing extended",
+                 *(f"{key} = {_toml_value(getattr(self, key))}" for key in ("description", "follows")),
+                 "departures = [", *(f"    {_toml_value(d)}," for d in self.departures), "]"]
+        for section in ("model", *SECTIONS):
+            values = self.model if section == "model" else asdict(getattr(self, section))
+            lines += ["", f"[{section}]", *(f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None)]
+        return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    """A TOML literal: JSON's strings, numbers, booleans and arrays are TOML's (finite numbers only, checked on load)."""
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
+
 
 SECTIONS = {"train": TrainConfig, "eval": EvalConfig, "measure": MeasureConfig}
+PROFILE_KEYS = ("extends", "description", "follows", "departures", "model", *SECTIONS)
 
 
 def builtin_profiles() -> list[str]:
@@ -230,38 +289,59 @@ def resolve_profile_name(name: str, device: torch.device) -> str:
 
 
 def load_profile(name_or_path: str) -> Profile:
+    """A built-in profile by name or a profile file by path, resolved through its `extends` chain onto the base."""
+    return _load_profile(name_or_path, Path.cwd(), ())
+
+
+def _locate_profile(name_or_path: str, folder: Path) -> tuple[Path, str, str]:
+    """(file, source, name) of a built-in name or a .toml path (relative to `folder`, the extending file's)."""
     path = Path(name_or_path)
     if path.suffix == ".toml":
+        path = path if path.is_absolute() else folder / path
         if not path.is_file():
             raise UsageError(f"profile file {name_or_path!r} does not exist; pass a TOML file or one of: auto, {', '.join(builtin_profiles())}.")
-        source, name = str(path), path.stem
-    else:
-        path = PROFILES_DIR / f"{name_or_path}.toml"
-        if not path.is_file():
-            raise UsageError(f"unknown profile {name_or_path!r}; choose auto, {', '.join(builtin_profiles())} or a path to a .toml file.")
-        source, name = f"builtin:{name_or_path}", name_or_path
+        return path, str(Path(name_or_path) if folder == Path.cwd() else path), path.stem
+    path = PROFILES_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        raise UsageError(f"unknown profile {name_or_path!r}; choose auto, {', '.join(builtin_profiles())} or a path to a .toml file.")
+    return path, f"builtin:{name_or_path}", name_or_path
+
+
+def _load_profile(name_or_path: str, folder: Path, chain: tuple[str, ...]) -> Profile:
+    path, source, name = _locate_profile(name_or_path, folder)
+    if source in chain:
+        raise UsageError(f"profile {source} extends itself ({' -> '.join((*chain, source))}); one of them must extend another profile or nothing.")
+    raw = _read_profile(path, source)
+    extends = raw.get("extends", "")
+    if "extends" in raw and (not isinstance(extends, str) or not extends):
+        raise UsageError(f"profile file {source}: extends must name a profile (e.g. extends = \"full\") or be left out (the base).")
+    parent = _load_profile(extends, path.parent, (*chain, source)) if "extends" in raw else None
+    departures = raw.get("departures", [])
+    if not isinstance(departures, list) or not all(isinstance(d, str) for d in departures):
+        raise UsageError(f"profile file {source}: departures must be a list of sentences (strings).")
+    model = raw.get("model", {})
+    VariantSettings().with_overrides(model, f"profile file {source} [model]")  # names and types checked now
+    sections = {key: from_mapping(cls, raw.get(key, {}), f"profile file {source} [{key}]", base=getattr(parent, key, None))
+                for key, cls in SECTIONS.items()}
+    origins = dict(parent.origins) if parent else {}
+    origins.update({f"{table}.{key}": source for table in ("model", *SECTIONS) for key in raw.get(table, {})})
+    return Profile(
+        name=name, source=source, description=str(raw.get("description", "")), model={**(parent.model if parent else {}), **model},
+        follows=str(raw.get("follows", "")), departures=tuple(departures), **sections, extends=extends, origins=origins,
+    )
+
+
+def _read_profile(path: Path, source: str) -> dict[str, Any]:
     try:
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"profile file {source} is not valid TOML: {exc}.") from None
     except RecursionError:
         raise UsageError(f"profile file {source} nests its tables or lists too deeply to read; a profile needs two levels.") from None
-    unknown = sorted(set(raw) - {"description", "follows", "departures", "model", *SECTIONS})
+    unknown = sorted(set(raw) - set(PROFILE_KEYS))
     if unknown:
-        raise UsageError(
-            f"profile file {source}: unknown key(s) {', '.join(unknown)}; valid: description, follows, departures, model, "
-            f"{', '.join(SECTIONS)}."
-        )
-    departures = raw.get("departures", [])
-    if not isinstance(departures, list) or not all(isinstance(d, str) for d in departures):
-        raise UsageError(f"profile file {source}: departures must be a list of sentences (strings).")
-    model = raw.get("model", {})
-    VariantSettings().with_overrides(model, f"profile file {source} [model]")  # names and types checked now
-    sections = {key: from_mapping(cls, raw.get(key, {}), f"profile file {source} [{key}]") for key, cls in SECTIONS.items()}
-    return Profile(
-        name=name, source=source, description=str(raw.get("description", "")), model=dict(model),
-        follows=str(raw.get("follows", "")), departures=tuple(departures), **sections,
-    )
+        raise UsageError(f"profile file {source}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(PROFILE_KEYS)}.")
+    return raw
 
 
 RECIPES_DIR = PROFILES_DIR / "recipes"
@@ -307,7 +387,8 @@ def load_recipe(name: str) -> Recipe:
 def with_recipe(profile: Profile, recipe: Recipe) -> Profile:
     """`profile` with `recipe` laid over its [train] and [model] tables; it follows the recipe's upstream instead."""
     train = from_mapping(TrainConfig, recipe.train, f"recipe {recipe.name} [train] over profile {profile.name}", base=profile.train)
+    origins = {**profile.origins, **{f"{table}.{key}": recipe.source for table in ("model", "train") for key in getattr(recipe, table)}}
     return replace(
         profile, name=f"{profile.name}+{recipe.name}", model={**profile.model, **recipe.model}, train=train,
-        follows=recipe.follows, departures=recipe.departures,
+        follows=recipe.follows, departures=recipe.departures, origins=origins,
     )
