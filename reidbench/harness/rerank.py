@@ -55,7 +55,9 @@ def rerank(
     """The re-ranked [q, g] query × gallery distances (float32), k-reciprocal encoding of Zhong et al.
 
     ``qf`` [q, d] and ``gf`` [g, d] are compared by euclidean distance **as
-    given**: nothing is normalised here. L2-normalise them first if that is
+    given**: nothing is normalised here (all features are scaled by one power
+    of two, which changes no ranking and no distance after the division by the
+    row's maximum below, only keeps them in range). L2-normalise them first if that is
     what the ranking should see (reidbench's evaluation does, see
     docs/evaluation.md); the caller decides, as for ``evaluate_rank``.
 
