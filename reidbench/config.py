@@ -40,8 +40,35 @@ def from_mapping(cls: type[T], values: Mapping[str, Any], source: str, base: Opt
             raise UsageError(
                 f"{source}: setting {key!r} = {value!r} has the wrong type; expected something like {_example(default)}."
             ) from None
+        _check_limits(key, coerced[key], spec.metadata, source)
     with named_source(source):
         return replace(base, **coerced) if base is not None else cls(**coerced)
+
+
+def _check_limits(key: str, value: Any, metadata: Mapping[str, Any], source: str) -> None:
+    """A size-like setting's upper bounds (field metadata `max`, and `max_length` for a list).
+
+    Why bounds: sizes multiply (depth x tokens x batch), and a typo such as k = 1000000 would otherwise be found
+    only when the host runs out of memory, building a model or a batch; the limits lie far beyond any recipe.
+    """
+    most, longest = metadata.get("max"), metadata.get("max_length")
+    items = value if isinstance(value, tuple) else (value,)
+    if longest is not None and len(items) > longest:
+        raise UsageError(
+            f"{source}: setting {key!r} = {_shown(list(items))} is over its limit of {longest} entries "
+            f"(it has {len(items)}); give at most {longest}."
+        )
+    over = [item for item in items if most is not None and item > most]
+    if over:
+        raise UsageError(
+            f"{source}: setting {key!r} = {_shown(value)} is over its limit of {most}; give at most {most} "
+            "(the limits keep a typo from exhausting the machine's memory)."
+        )
+
+
+def _shown(value: Any) -> str:
+    text = repr(list(value) if isinstance(value, tuple) else value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
@@ -36,7 +37,8 @@ class Fault:
     """The input or fault, in a user's words."""
     how: str
     """The command that meets it (RUN, A, B: run directories)."""
-    exit_code: int
+    exit_code: Optional[int]
+    """None: met by a Python call, which has no exit code."""
     message: str
     """What reidbench says (a part of its one paragraph)."""
 
@@ -89,6 +91,24 @@ CATALOGUE = [
           0, "(1 unreadable, skipped)"),
     Fault("multimodal-grid-on-rgb-data", "the multimodal grid on single-modality data",
           "reidbench run --grid multimodal --data market1501:DIR", 2, "is multi-modal (rgb, nir, tir per sample)"),
+    Fault("setting-over-its-limit", "a size-like setting far beyond any machine (k a million, depth 10^8, 200 neck scales)",
+          "reidbench run --axis k=1000000,4", 2, "is over its limit of"),
+    Fault("cell-too-big-for-memory", "a cell whose parameters, batch and token grid cannot fit in memory",
+          "reidbench run --set img_size=[4096,4096] --set stride=1", 2, "estimated before building it"),
+    Fault("rerank-huge-features", "re-ranking features scaled by 1e20 (or float64 by 1e200, or by 1e-30)",
+          "rerank(qf * 1e20, gf * 1e20)", None, "(the distances of the unscaled features)"),
+    Fault("rerank-numpy-extremes", "re-ranking with k1 = np.int64(2**63 - 1) or np.uint64(2**64 - 1)",
+          "rerank(qf, gf, k1=np.uint64(2**64 - 1))", None, "(neighbour lists cut to all samples)"),
+    Fault("non-utf8-run-name", "a run directory or grid file whose name is not UTF-8 (byte 0xff)",
+          "reidbench run --grid grid-\\xff.toml --out run-\\xff", 0, "done — mAP"),
+    Fault("events-unwritable", "TensorBoard's event files cannot be written", "reidbench run", 0,
+          "TensorBoard event files cannot be written"),
+    Fault("axis-the-dataset-dictates", "an axis over a setting the dataset dictates (modalities on RGB data)",
+          "reidbench run --axis modalities=[\"rgb\"],[\"rgb\",\"nir\",\"tir\"]", 2, "varies a setting that the dataset dictates"),
+    Fault("axis-value-twice", "an axis value given twice in two spellings", "reidbench run --axis lr=1,1.0", 2,
+          "lists a value twice"),
+    Fault("cell-id-too-long", "axis values that make a cell id too long for a folder name",
+          "reidbench run --axis milestones=[1,2,...,89]", 2, "is too long for a folder name"),
 ]
 FAULTS = {fault.key: fault for fault in CATALOGUE}
 
@@ -97,14 +117,15 @@ def render_catalogue() -> str:
     lines = [
         "# Faults and bad input: exit codes and messages",
         "",
-        "Every row is a test in `tests/test_faults.py` (this page is generated from it:",
-        "`python tests/test_faults.py`). Exit codes: 0 fine, 1 a cell failed or passed unexpectedly, 2 bad input,",
-        "130 Ctrl-C, 143 SIGTERM. A message is one paragraph that names the bad input and the fix, never a traceback.",
+        "Every row is a test in `tests/test_faults.py` or `tests/test_faults_settings.py` (this page is generated from",
+        "`tests/test_faults.py`: `python tests/test_faults.py`). Exit codes: 0 fine, 1 a cell failed or passed unexpectedly,",
+        "2 bad input, 130 Ctrl-C, 143 SIGTERM; - for a Python call. A message is one paragraph that names the bad input and",
+        "the fix, never a traceback; one in parentheses is what the call returns instead.",
         "",
         "| input or fault | met by | exit | reidbench says (part) |",
         "|---|---|---|---|",
     ]
-    lines += [f"| {f.what} | `{f.how}` | {f.exit_code} | {f.message} |" for f in CATALOGUE]
+    lines += [f"| {f.what} | `{f.how}` | {'-' if f.exit_code is None else f.exit_code} | {f.message} |" for f in CATALOGUE]
     return "\n".join(lines) + "\n"
 
 

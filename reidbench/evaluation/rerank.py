@@ -55,7 +55,9 @@ def rerank(
     """The re-ranked [q, g] query × gallery distances (float32), k-reciprocal encoding of Zhong et al.
 
     ``qf`` [q, d] and ``gf`` [g, d] are compared by euclidean distance **as
-    given**: nothing is normalised here. L2-normalise them first if that is
+    given**: nothing is normalised here (all features are scaled by one power
+    of two, which changes no ranking and no distance after the division by the
+    row's maximum below, only keeps them in range). L2-normalise them first if that is
     what the ranking should see (reidbench's evaluation does, see
     docs/evaluation.md); the caller decides, as for ``evaluate_rank``.
 
@@ -92,7 +94,7 @@ def rerank(
     time (default: as many as fit in about 256 MB); memory beyond the result
     stays within a few such chunks. Cost: about N² d / 2 multiply-adds.
     """
-    _check_parameters(k1, k2, lambda_value, chunk_size)
+    k1, k2, chunk_size = _check_parameters(k1, k2, lambda_value, chunk_size)
     feats, num_query = _stacked_features(qf, gf, device)
     num_all = feats.shape[0]
     rows = chunk_size or max(1, WORK_BUDGET_BYTES // (num_all * feats.element_size()))
@@ -126,14 +128,19 @@ def _encoding(
     return encode(feats, row, col, row_max, max_pairs)
 
 
-def _check_parameters(k1: object, k2: object, lambda_value: object, chunk_size: object) -> None:
-    """Reject settings the method has no meaning for, before any work is done."""
+def _check_parameters(k1: object, k2: object, lambda_value: object, chunk_size: object) -> tuple[int, int, int | None]:
+    """Reject settings the method has no meaning for, before any work is done; (k1, k2, chunk_size) as Python ints.
+
+    Why Python ints: numpy's integers wrap around (np.int64(2**63 - 1) + 1 is negative) and mix badly
+    with Python's (np.uint64 with an int is a float), so the values are checked and used as exact ints.
+    """
     for name, value in (("k1", k1), ("k2", k2)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise UsageError(
                 f"{name} must be an integer >= 1, got {value!r}; the paper's setting is "
                 "k1=20, k2=6 (k1 neighbours define the reciprocal sets, k2 the query expansion)"
             )
+    k1, k2 = int(k1), int(k2)  # type: ignore[call-overload]
     if k2 > k1:
         raise UsageError(
             f"k2={k2} is larger than k1={k1}; the query expansion averages over the k2 nearest "
@@ -151,6 +158,7 @@ def _check_parameters(k1: object, k2: object, lambda_value: object, chunk_size: 
             f"chunk_size must be a positive integer (rows of query + gallery compared at a time) "
             f"or None for about {WORK_BUDGET_BYTES // 2**20} MB per chunk, got {chunk_size!r}"
         )
+    return k1, k2, None if chunk_size is None else int(chunk_size)  # type: ignore[call-overload]
 
 
 def _stacked_features(
@@ -168,7 +176,23 @@ def _stacked_features(
     dtype = torch.float64 if torch.float64 in (q_t.dtype, g_t.dtype) else torch.float32
     device = torch.device(device)
     feats = torch.cat([q_t.to(device=device, dtype=dtype), g_t.to(device=device, dtype=dtype)])
-    return feats, q_t.shape[0]
+    return _unit_scale(feats), q_t.shape[0]
+
+
+def _unit_scale(feats: torch.Tensor) -> torch.Tensor:
+    """`feats` times the power of two that brings its largest magnitude into [0.5, 1).
+
+    Every distance here is divided by its row's largest, so one scale for all features changes
+    nothing but the range: features of 1e20 would square to infinity in float32 (and of 1e200 in
+    float64), and of 1e-30 to zero. A power of two scales exactly, so ordinary features give the
+    same distances to the last bit. It is applied in two halves, each a representable factor.
+    """
+    largest = feats.abs().max()
+    if not bool(largest > 0):
+        return feats
+    exponent = -int(torch.frexp(largest).exponent)
+    half = exponent // 2
+    return feats * 2.0**half * 2.0 ** (exponent - half)
 
 
 def _features(name: str, value: object) -> torch.Tensor:

@@ -19,12 +19,13 @@ from reidbench.harness.placement import check_cache_policy
 from reidbench.rundir import RunDir, new_run_dir
 from reidbench.config import from_mapping, named_source
 from reidbench.profiles import Profile, TrainConfig, builtin_profiles, load_profile, load_recipe, resolve_profile_name, with_recipe
-from reidbench.runtime.device import resolve_dtype
+from reidbench.runtime.device import memory_capacity, resolve_dtype
 from reidbench.runtime.distributed import World
 from reidbench.runtime.files import now_utc, read_json, write_atomic, write_json
-from reidbench.schema import GridRef, RunMeta, RunState, SchemaError
+from reidbench.schema import GridRef, RunMeta, RunState, SchemaError, axis_text
 from reidbench.training.step import ranks_batch
 from reidbench.variants.factory import parse_weights_options
+from reidbench.variants.footprint import estimate_footprint
 from reidbench.variants.grid import VARIANT_KEYS, GRIDS_DIR, Cell, Grid, load_grid, parse_grid, tomllib, train_axes
 from reidbench.variants.settings import VariantSettings
 
@@ -212,11 +213,12 @@ def check_plan(plan: RunPlan, world: World = World()) -> ReidDataset:
     check_cache_policy(plan.data_cache)
     dataset = load_dataset(plan.dataset)
     check_modalities(plan.grid, dataset)
+    check_dataset_axes(plan.grid, dataset)
     for cell in plan.cells:  # every cell's recipe, [train] axes and settings are checked before anything runs
-        train = cell_profile(plan, cell).train
-        ranks_batch(train, world)  # raises when P does not split over the ranks
-        check_identities(dataset, train.p, world)
-        cell_settings(plan, cell, dataset)
+        profile = cell_profile(plan, cell)
+        ranks_batch(profile.train, world)  # raises when P does not split over the ranks
+        check_identities(dataset, profile.train.p, world)
+        check_memory(plan, cell, cell_settings(plan, cell, dataset), profile)
     for spec in plan.test_data:
         test = load_dataset(spec)  # a test set that cannot be loaded is named before anything runs
         if tuple(test.modalities) != tuple(dataset.modalities):
@@ -239,6 +241,45 @@ def check_modalities(grid: Grid, dataset: ReidDataset) -> None:
             f"{', '.join(dataset.modalities)} samples; give it multi-modal data: --data synthetic-rgbnt, rgbnt201:PATH, "
             "rgbnt100:PATH or msvr310:PATH."
         )
+
+
+def check_dataset_axes(grid: Grid, dataset: ReidDataset) -> None:
+    """An axis over a setting the dataset dictates would name values its cells never train with: every cell
+    gets the dataset's value, so cells named apart would be the same model."""
+    dictated = dataset_settings(dataset)
+    for key, values in grid.axes:
+        if key in dictated:
+            raise UsageError(
+                f"grid {grid.name}: axis {key!r} ({', '.join(axis_text(v) for v in values)}) varies a setting that the "
+                f"dataset dictates: {dataset.name} gives every cell {key} = {axis_text(dictated[key])}, so the cells "
+                f"would be named for values they never trained with. Drop the axis; to vary {key}, choose the data "
+                "(--data) instead."
+            )
+
+
+def check_memory(plan: RunPlan, cell: Cell, settings: VariantSettings, profile: Profile) -> None:
+    """A cell whose parameters, batch and token grid cannot fit in the device's memory is refused with the
+    estimate, before any model or batch is built (building it is what would exhaust the host)."""
+    train_batch = max(profile.train.batch_size, profile.measure.train_batch_size)
+    infer_batch = max(profile.eval.batch_size, *profile.measure.batch_sizes)
+    footprint = estimate_footprint(settings, train_batch, infer_batch, 2 if plan.dtype == "bf16" else 4)
+    capacity, what = memory_capacity(plan.device)
+    if footprint.peak > capacity:
+        rows, cols = settings.grid_size
+        raise UsageError(
+            f"cell {cell.id} needs at least {_size(footprint.peak)} of memory ({footprint.parameters:,} parameters at "
+            f"depth {settings.depth}; {rows}x{cols} tokens per image at {settings.img_size[0]}x{settings.img_size[1]}, "
+            f"stride {settings.stride}; batches of {train_batch} to train, {infer_batch} to embed; estimated before "
+            f"building it), more than the {_size(capacity)} of {what}. Lower img_size or depth, raise stride, or give "
+            "smaller batches (train.p x train.k, eval.batch_size, measure.batch_sizes)."
+        )
+
+
+def _size(num_bytes: int) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30)):
+        if num_bytes >= scale:
+            return f"{num_bytes / scale:,.1f} {unit}"
+    return f"{num_bytes / 2**20:,.1f} MiB"
 
 
 def check_overrides_axes(grid: Grid, overrides: dict[str, Any]) -> None:

@@ -18,10 +18,13 @@ train_log.jsonl; neither function checks the rank itself.
 
 TensorBoard is optional. Without it neither function writes anything, and the
 run says once, in one line, how to get it; training is never stopped by its
-absence.
+absence. Nor by a failure to write the events (a full disk, a folder TensorBoard
+cannot name): the run says so once and the cells train on.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
@@ -82,7 +85,36 @@ def tensorboard_hook(run_root: Path, cell: str, seed: int, log: Log) -> Optional
     writer_class = summary_writer_class(run_root, log)
     if writer_class is None:
         return None
-    return TensorBoardLog(tensorboard_dir(run_root, cell, seed), writer_class)
+    return TensorBoardLog(tensorboard_dir(run_root, cell, seed), writer_class, lambda exc: warn_unwritable(run_root, log, exc))
+
+
+def warn_unwritable(run_root: Path, log: Log, exc: Exception) -> None:
+    """Say once per run that event files could not be written, and why; the cells train on without them."""
+    key = f"unwritable:{Path(run_root).resolve()}"
+    if key not in _hinted:
+        _hinted.add(key)
+        log(f"TensorBoard event files cannot be written ({type(exc).__name__}: {exc}); the cells train on without them.")
+
+
+def open_writer(writer_class: type, log_dir: Path, **options: Any) -> tuple[Any, Optional[int]]:
+    """(a writer on `log_dir`, the descriptor to close after it, or None).
+
+    TensorBoard's file layer encodes every path as UTF-8, so a folder whose name holds a byte that is
+    not (a run or grid named on a non-UTF-8 file system) is handed over as /proc/self/fd/N, a name
+    of the open folder; where there is no /proc the writer fails, and the caller warns.
+    """
+    name, fd = str(log_dir), None
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        fd = os.open(log_dir, os.O_RDONLY | os.O_DIRECTORY)
+        name = f"/proc/self/fd/{fd}"
+    try:
+        return writer_class(log_dir=name, **options), fd
+    except BaseException:
+        if fd is not None:
+            os.close(fd)
+        raise
 
 
 class TensorBoardLog(TrainHook):
@@ -97,31 +129,53 @@ class TensorBoardLog(TrainHook):
     the checkpoint's epoch log, so the curves start at epoch 1.
     """
 
-    def __init__(self, log_dir: Path, writer_class: type) -> None:
-        self.log_dir, self.writer_class = log_dir, writer_class
+    def __init__(self, log_dir: Path, writer_class: type, warn: Callable[[Exception], None]) -> None:
+        """`warn`: told when the events cannot be written; the curves stop, training goes on."""
+        self.log_dir, self.writer_class, self.warn = log_dir, writer_class, warn
         self.writer: Any = None
+        self.fd: Optional[int] = None
 
     def on_start(self, ctx: TrainContext) -> None:
         if ctx.start_epoch >= ctx.cfg.epochs:
             return  # nothing left to train: nothing to write
-        had_events = any(self.log_dir.glob("events.out.tfevents.*"))
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        purge = ctx.start_epoch + 1 if had_events else None
-        self.writer = self.writer_class(log_dir=str(self.log_dir), purge_step=purge)
-        if not had_events:
-            for entry in ctx.log[: ctx.start_epoch]:
-                self.write(entry)
+        try:
+            had_events = any(self.log_dir.glob("events.out.tfevents.*"))
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            purge = ctx.start_epoch + 1 if had_events else None
+            self.writer, self.fd = open_writer(self.writer_class, self.log_dir, purge_step=purge)
+            if not had_events:
+                for entry in ctx.log[: ctx.start_epoch]:
+                    self.write(entry)
+        except Exception as exc:  # noqa: BLE001 - the curves are optional, the cell is not
+            self.stop(exc)
 
     def on_epoch(self, ctx: TrainContext, entry: dict[str, Any]) -> None:
         if self.writer is None:
             return
-        self.write(entry)
-        if entry["epoch"] >= ctx.cfg.epochs:
-            self.writer.close()
-            self.writer = None
-        else:
-            # Flushed every epoch: a cell that fails or is killed later keeps the curves up to here.
-            self.writer.flush()
+        try:
+            self.write(entry)
+            if entry["epoch"] >= ctx.cfg.epochs:
+                self.close()
+            else:
+                # Flushed every epoch: a cell that fails or is killed later keeps the curves up to here.
+                self.writer.flush()
+        except Exception as exc:  # noqa: BLE001 - the curves are optional, the cell is not
+            self.stop(exc)
+
+    def close(self) -> None:
+        writer, fd, self.writer, self.fd = self.writer, self.fd, None, None
+        try:
+            if writer is not None:
+                writer.close()
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def stop(self, exc: Exception) -> None:
+        """Writing failed: warn, and write no more for this cell."""
+        self.warn(exc)
+        with contextlib.suppress(Exception):
+            self.close()
 
     def write(self, entry: Mapping[str, Any]) -> None:
         for key, tag in EPOCH_TAGS.items():
@@ -188,10 +242,19 @@ def write_cell_hparams(run_root: Path, record: CellRecord, log: Log, extra: Opti
 
     step = int((record.training or {}).get("epochs_done") or 0)
     log_dir = tensorboard_dir(run_root, record.cell, record.seed or 0)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with writer_class(log_dir=str(log_dir)) as writer:
-        for summary in hparams(cell_hparams(record, extra), metrics):
-            writer.file_writer.add_summary(summary, step)
-        for tag, value in metrics.items():
-            writer.add_scalar(tag, value, step)
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        writer, fd = open_writer(writer_class, log_dir)
+        try:
+            with writer:
+                for summary in hparams(cell_hparams(record, extra), metrics):
+                    writer.file_writer.add_summary(summary, step)
+                for tag, value in metrics.items():
+                    writer.add_scalar(tag, value, step)
+        finally:
+            if fd is not None:
+                os.close(fd)
+    except Exception as exc:  # noqa: BLE001 - the cell's results are in its record; the events are extra
+        warn_unwritable(run_root, log, exc)
+        return False
     return True

@@ -55,10 +55,10 @@ TRIPLETS = ("soft", "margin", "none")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 120
-    p: int = 16
+    epochs: int = field(default=120, metadata={"max": 1_000_000})
+    p: int = field(default=16, metadata={"max": 4096})
     """Identities per batch (PK sampler)."""
-    k: int = 4
+    k: int = field(default=4, metadata={"max": 1024})
     """Images per identity per batch."""
     optimizer: str = "sgd"
     """sgd (with momentum), adamw, or adam (L2 weight decay, as CLIP-ReID's Adam)."""
@@ -158,11 +158,11 @@ class EvalConfig:
     """L2-normalize features before computing distances (TransReID's FEAT_NORM)."""
     flip: bool = False
     """Average each image's feature with its horizontal flip's."""
-    batch_size: int = 256
+    batch_size: int = field(default=256, metadata={"max": 65_536})
     rerank: bool = False
     """Also score k-reciprocal re-ranked distances (Zhong et al., CVPR 2017): mAP_rr, rank1_rr, ... beside the plain ones."""
-    rerank_k1: int = 20
-    rerank_k2: int = 6
+    rerank_k1: int = field(default=20, metadata={"max": 1000})
+    rerank_k2: int = field(default=6, metadata={"max": 1000})
     rerank_lambda: float = 0.3
     """The standard setting is k1 20, k2 6, lambda 0.3; TransReID, CLIP-ReID and MambaPro use k1 50, k2 15."""
 
@@ -184,10 +184,10 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class MeasureConfig:
-    batch_sizes: tuple[int, ...] = (1, 64, 256)
-    train_batch_size: int = 64
-    repeats: int = 50
-    warmup: int = 3
+    batch_sizes: tuple[int, ...] = field(default=(1, 64, 256), metadata={"max": 65_536, "max_length": 32})
+    train_batch_size: int = field(default=64, metadata={"max": 65_536})
+    repeats: int = field(default=50, metadata={"max": 1_000_000})
+    warmup: int = field(default=3, metadata={"max": 10_000})
     max_seconds: float = 5.0
     compile: bool = False
     """Also time a compiled copy at every batch size (compile time recorded), as `bench --compile`."""

@@ -1,6 +1,9 @@
 """Where and in which precision tensors run: device and dtype names, autocast, and waiting for the device."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 
 from reidbench.errors import UsageError
@@ -39,3 +42,22 @@ def synchronize(device: torch.device) -> None:
     """Wait for the work queued on `device` (a no-op off CUDA): timings and captures need the device idle."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def memory_capacity(device: torch.device) -> tuple[int, str]:
+    """(bytes, what they are) of the memory a cell on `device` has at most: the GPU's, or the host's.
+
+    The host's is its physical memory, or its control group's limit where that is lower (a container, a
+    scheduler's job): what the kernel would let the process use before it kills it.
+    """
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return props.total_memory, f"the GPU ({props.name})"
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        limit = "max"
+    if limit.isdigit() and int(limit) < total:
+        return int(limit), "this process's memory limit (its control group)"
+    return total, "the host"

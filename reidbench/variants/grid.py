@@ -53,6 +53,10 @@ GRIDS_DIR = Path(__file__).parent / "grids"
 GRID_KEYS = ("description", "data", "backbones", "necks", "settings", "expect", "weights", "axes", "backbone")
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,@+-]*$")
 """What a cell id may hold: it names a folder of the run directory."""
+MAX_ID_LENGTH = 200
+"""The longest cell id: it names a folder (255 bytes at most on common file systems) and files such as
+`<cell>.onnx`. Longer ids are refused rather than shortened with a hash: an id is how a user names a cell
+(--only, [expect], reports, the axis columns), and a hash would make it unreadable and unguessable."""
 EXPECT_STATUSES = ("xfail",)
 
 
@@ -255,13 +259,21 @@ def _check_axes(table: dict, settings_table: dict, source: str) -> dict[str, tup
         if VariantSettings.ALIASES.get(key, key) in given:
             raise UsageError(f"{source}: axis {key!r} repeats a [settings] key; give it as an axis or as a setting, not both.")
         values = list(values)
-        if len({axis_text(v) for v in values}) != len(values):
-            raise UsageError(f"{source}: axis {key!r} lists a value twice: {values!r}.")
+        if len({_parsed_value(v) for v in values}) != len(values):
+            raise UsageError(f"{source}: axis {key!r} lists a value twice: {values!r} (1 and 1.0 are one value).")
         if key in VARIANT_KEYS:
             for value in values:
                 VariantSettings().with_overrides({key: value}, f"{source} axis {key!r}")
         out[key] = tuple(tuple(v) if isinstance(v, (list, tuple)) else v for v in values)
     return out
+
+
+def _parsed_value(value: Any) -> Any:
+    """What an axis value means, for telling values apart: 1 and 1.0 are one number (Python's == and hash agree),
+    a boolean is not a number, a list is its items."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_parsed_value(v) for v in value)
+    return (type(value).__name__, value) if isinstance(value, (bool, str)) else ("number", value)
 
 
 def _product(pairs: list[Cell], axes: tuple[tuple[str, tuple[Any, ...]], ...], source: str) -> tuple[Cell, ...]:
@@ -275,6 +287,13 @@ def _product(pairs: list[Cell], axes: tuple[tuple[str, tuple[Any, ...]], ...], s
     unsafe = [cell_id for cell_id in ids if not SAFE_ID.match(cell_id)]
     if unsafe:
         raise UsageError(f"grid {source}: cell id {unsafe[0]!r} is not safe as a folder name; use plain numbers and names as axis values.")
+    long = [cell_id for cell_id in ids if len(cell_id) > MAX_ID_LENGTH]
+    if long:
+        raise UsageError(
+            f"grid {source}: cell id {long[0][:60]!r}... ({len(long[0])} characters) is too long for a folder name: a cell "
+            f"id names its folder and its exported files and may have at most {MAX_ID_LENGTH}. Give the axes fewer or "
+            "shorter values (a long list is better split into a grid of its own)."
+        )
     if len(set(ids)) != len(ids):
         raise UsageError(f"grid {source}: two cells would have the same id ({sorted({i for i in ids if ids.count(i) > 1})[0]!r}); make the axis values distinct.")
     return cells

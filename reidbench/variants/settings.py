@@ -28,22 +28,27 @@ MODALITY_WEIGHTS = ("shared", "separate")
 
 @dataclass(frozen=True)
 class VariantSettings:
-    """Grid-wide settings; a grid file's `[settings]` table overrides these defaults."""
+    """Grid-wide settings; a grid file's `[settings]` table overrides these defaults.
 
-    img_size: tuple[int, int] = field(default=(256, 128), metadata={"length": 2})
+    A size-like setting's `max` (and a list's `max_length`) is its upper bound, checked where a user's value is read
+    (`reidbench.config.from_mapping`): far beyond ViT-B's recipes (ViT-g has 40 blocks; 4096 pixels a side;
+    the largest ReID sets hold some 10^5 identities), yet small enough that one typo cannot exhaust the host.
+    """
+
+    img_size: tuple[int, int] = field(default=(256, 128), metadata={"length": 2, "max": 4096})
     """Input (height, width); must be divisible by the 16-pixel patch."""
     stride: int = 16
     """Patch-embedding stride; below 16 the patches overlap (TransReID uses 12)."""
-    depth: int = 12
+    depth: int = field(default=12, metadata={"max": 64})
     """Transformer blocks; lower it for quick CPU runs and unit tests."""
     camera_embedding_scale: float = 3.0
     """Scale of the camera embedding: TransReID's SIE coefficient (its `sie_xishu`, still accepted as an alias)
     and CLIP-ReID's cv_embed scale. 0 (or num_cameras = 0) switches the embedding off."""
-    num_cameras: int = 6
+    num_cameras: int = field(default=6, metadata={"max": 10_000})
     """Rows of the camera embedding; 0 switches the camera embedding off."""
-    num_classes: int = 751
+    num_classes: int = field(default=751, metadata={"max": 1_000_000})
     """Training identities, i.e. the ID classifier's outputs (Market-1501 has 751)."""
-    neck_scales: tuple[int, ...] = (4, 8, 16)
+    neck_scales: tuple[int, ...] = field(default=(4, 8, 16), metadata={"max": 256, "max_length": 8})
     """Window sizes, in patches, of the multi-scale neck."""
     feature: str = "before"
     """Which feature inference returns: 'before' or 'after' the BNNeck batch norm."""
