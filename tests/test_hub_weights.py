@@ -220,3 +220,29 @@ def test_the_default_grid_stays_random_and_offline_and_a_grid_may_ask_for_pretra
     assert merged_weights(load_grid(grid), [], pretrained=False) == {"clip512": str(local)}
     assert merged_weights(load_grid("default"), [], pretrained=True, only=["vit768-none"]) == {"vit768": VIT_TAG}  # clip: not cached
     assert load_grid(grid).to_dict()["pretrained"] is True
+
+
+def test_online_a_name_not_cached_is_downloaded_once_and_a_failed_download_exits_2(cache: Path, vit_bytes: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub's download is replaced by one that lays the file as the hub would, or fails as without network."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    calls = []
+
+    def download(repo_id: str, filename: str, revision=None, cache_dir=None) -> str:
+        calls.append((repo_id, filename, revision, cache_dir))
+        return str(lay(Path(cache_dir), repo_id, {filename: vit_bytes}) / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    for _ in range(2):
+        result = runner.invoke(app, ["weights", "pull", f"vit768={VIT_TAG}", "--set", "depth=1"])
+        assert result.exit_code == 0, result.output
+    assert calls == [(VIT_REPO, "model.safetensors", None, str(cache))]  # the second pull found it in the cache
+
+    def offline(*args, **kwargs):
+        raise LocalEntryNotFoundError("Cannot reach https://huggingface.co: no network")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    failed = runner.invoke(app, ["weights", "pull", "clip512=openai", "--set", "depth=1"])
+    assert failed.exit_code == 2 and "the download failed (LocalEntryNotFoundError: Cannot reach" in failed.output

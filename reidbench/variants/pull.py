@@ -14,6 +14,7 @@ from reidbench.errors import UsageError
 from reidbench.variants.backbones import BACKBONES
 from reidbench.variants.factory import create_variant
 from reidbench.variants.grid import Cell
+from reidbench.variants.pretrained import fetch_named
 from reidbench.variants.settings import VariantSettings
 from reidbench.variants.weights import WEIGHT_SUFFIXES, file_sha256
 from reidbench.variants.weights.hub import blob_damage, hub_cache_dir, hub_offline, upstream_repos
@@ -27,6 +28,7 @@ def pull_weights(weights: dict[str, str], settings: Callable[[str], VariantSetti
     mode = "offline (HF_HUB_OFFLINE): the cache is only read" if hub_offline() else "missing files are downloaded"
     log(f"weights pull: {len(weights)} backbone(s), Hugging Face cache {hub_cache_dir()}, {mode}")
     for backbone, value in weights.items():
+        fetch_named({backbone: value}, "weights pull")
         report = create_variant(Cell(backbone, "none"), weights=value, settings=settings(backbone)).weights_report
         origin = f"{report.hub['repo']}@{report.hub['revision']} {report.hub['file']}" if report.hub else "local file"
         log(f"{backbone}: {value} -> {origin} ({report.path}), {report.size_bytes} bytes, sha256 {report.sha256}: loads "

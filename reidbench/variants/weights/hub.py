@@ -193,12 +193,12 @@ def _cached(name: HubName, filename: str, cache: Path) -> Optional[Path]:
 def _download(name: HubName, backbone: str, where: str, cache: Path) -> tuple[str, Path]:
     """The first of the name's files the repository has, downloaded into the cache by huggingface_hub."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import RemoteEntryNotFoundError
 
     for filename in name.filenames:
         try:
             return filename, Path(hf_hub_download(name.repo_id, filename, revision=name.revision, cache_dir=str(cache)))
-        except EntryNotFoundError:
+        except RemoteEntryNotFoundError:  # the hub answered: no such file (not: the hub could not be reached)
             continue
         except Exception as exc:  # no network, unknown repo or revision, gated repo, interrupted download
             reason = " ".join(str(exc).split())[:300]
