@@ -103,6 +103,10 @@ def parse_int_list(text: str, option: str) -> list[int]:
 
 
 GRID_HELP = "A built-in grid name (see `reidbench list`) or a path to a TOML grid file."
+WEIGHTS_HELP = ("BACKBONE=SPEC: a local pretrained checkpoint for that backbone, or a name (timm/ARCH.TAG, an open_clip tag such "
+                "as openai, hf-hub:ORG/REPO[/FILE][@REVISION]) fetched into the Hugging Face cache (repeatable; overrides the grid's \\[weights]).")
+PRETRAINED_HELP = ("Every backbone starts from its upstream weights (`reidbench list` shows which), fetched into the Hugging Face "
+                   "cache; \\[weights] and --weights win for the backbones they name. Default: as the grid says (pretrained = true).")
 
 
 def _bench_help(text: str, name: str) -> str:
@@ -133,7 +137,8 @@ def bench(
     cuda_graphs: Optional[bool] = typer.Option(None, "--cuda-graphs/--no-cuda-graphs", help=_bench_help("Also time CUDA-graph replay of the whole forward at every batch size, and of whole training steps at every --train-batch-sizes, eager and with --compile compiled (asked for on CPU: recorded as skipped)", "cuda_graphs")),
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a grid setting, e.g. --set depth=2 (repeatable)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the records as a JSON list to this file."),
-    weights: Optional[List[str]] = typer.Option(None, "--weights", help="BACKBONE=PATH: a local pretrained checkpoint for that backbone (repeatable; overrides the grid's \\[weights])."),
+    weights: Optional[List[str]] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help=PRETRAINED_HELP),
     axis: Optional[List[str]] = typer.Option(None, "--axis", help="KEY=V1,V2: add an axis to the grid (any variant setting; repeatable), e.g. --axis stride=12,16."),
     runtime: Optional[str] = typer.Option(None, "--runtime", help="eager (the default), or onnxruntime: also export each cell to ONNX, check parity with PyTorch and time it under ONNX Runtime (CPU) beside eager."),
 ) -> None:
@@ -167,7 +172,7 @@ def bench(
     _log(f"bench: grid {loaded.name} ({loaded.source}), {len(cells)} cell(s), device {options.device}, dtype {options.dtype}, "
          f"depth {settings.depth}, {settings.img_size[0]}x{settings.img_size[1]}, stride {settings.stride}"
          + (f", compiled ({options.compile_backend})" if options.compile else "") + (", CUDA graphs" if options.cuda_graphs else ""))
-    records = [r.to_dict() for r in bench_grid(loaded, cells, options, given_settings, _log, merged_weights(loaded, weights or []))]
+    records = [r.to_dict() for r in bench_grid(loaded, cells, options, given_settings, _log, merged_weights(loaded, weights or [], pretrained, only or []))]
     typer.echo(bench_table(records))  # first: a file that can no longer be written costs the JSON, not the table
     if json_path is not None:
         write_json(json_path, records)
@@ -198,7 +203,8 @@ def run(
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Train every cell with seeds 0..N-1 (default 1)."),
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a variant setting after the profile, e.g. --set stride=12."),
     bars: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars (default: when stderr is a terminal)."),
-    weights: Optional[List[str]] = typer.Option(None, "--weights", help="BACKBONE=PATH: a local pretrained checkpoint for that backbone (repeatable; overrides the grid's \\[weights])."),
+    weights: Optional[List[str]] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help=PRETRAINED_HELP),
     compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Train with the backbone's transformer blocks compiled by torch.compile (recorded; compile time counts in the first epoch)."),
     data_cache: Optional[str] = typer.Option(None, "--data-cache", help="Where decoded images live: auto (the GPU while they take <= 25% of its free memory, else host memory; if they would take > 80% of the host memory available, decoded per batch by DataLoader workers), device, host or stream."),
     launcher: str = typer.Option("local", "--launcher", help="local (every cell in this process), submitit-local (one local job per cell and seed) or slurm (a Slurm job array)."),
@@ -235,7 +241,7 @@ def run(
     if world.distributed and launch_plan.fanned_out:
         raise UsageError(f"--launcher {launcher} starts its own jobs; under torchrun use --launcher local (the default).")
     request = RunRequest(grid, data, profile, dtype, seeds, tuple(only or ()), tuple(overrides or ()), tuple(weights or ()),
-                         compile_, data_cache, sync_bn, cuda_graphs, tuple(test_data or ()), tuple(axis or ()))
+                         compile_, data_cache, sync_bn, cuda_graphs, tuple(test_data or ()), tuple(axis or ()), pretrained=pretrained)
     progress = Progress(_log, bars if world.is_main else False)
     interrupt_on_sigterm()
     if resume is not None:
@@ -474,6 +480,46 @@ def data_info(
         typer.echo(dataset.describe())
 
 
+weights_app = typer.Typer(no_args_is_help=True, help="Pretrained weights by name: fill the Hugging Face cache, show what it holds.")
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("pull")
+@_user_errors
+def weights_pull(
+    specs: Optional[List[str]] = typer.Argument(None, help="BACKBONE=SPEC: a name (timm/ARCH.TAG, an open_clip tag, hf-hub:ORG/REPO[/FILE][@REVISION]) or a local file."),
+    grid: Optional[str] = typer.Option(None, "--grid", help="Pull what this grid's runs load: its \\[weights], and with pretrained = true (or --pretrained) every backbone's upstream weights."),
+    pretrained: bool = typer.Option(False, "--pretrained", help="Every backbone's upstream weights (of --grid, else of the default grid)."),
+    overrides: Optional[List[str]] = typer.Option(None, "--set", help="Build the backbones that check each file with this setting, e.g. --set depth=1 (repeatable)."),
+) -> None:
+    """Download names into the Hugging Face cache (HF_HOME / HF_HUB_CACHE) and check each file loads into its backbone."""
+    from reidbench.harness.plan import merged_weights, parse_overrides
+    from reidbench.variants.factory import parse_weights_options
+    from reidbench.variants.grid import Cell, load_grid
+    from reidbench.variants.pull import pull_weights
+    from reidbench.variants.settings import VariantSettings
+
+    given = parse_overrides(overrides or [])
+    loaded = load_grid(grid or "default") if grid or pretrained else None
+    if loaded is None:
+        weights = parse_weights_options(specs or [], "weights pull")
+        settings = lambda backbone: VariantSettings().with_overrides(given, "--set")  # noqa: E731
+    else:
+        weights = merged_weights(loaded, specs or [], pretrained or None)
+        base = loaded.settings.with_overrides(given, "--set")
+        settings = lambda backbone: loaded.variant_settings(Cell(backbone, "none"), base)  # noqa: E731
+    pull_weights(weights, settings, _log)
+
+
+@weights_app.command("list")
+@_user_errors
+def weights_list() -> None:
+    """Show the model files in the Hugging Face cache: name, revision, file, size, SHA-256, the backbones that take them."""
+    from reidbench.variants.pull import cached_weights, cached_weights_table
+
+    typer.echo(cached_weights_table(cached_weights()))
+
+
 def _exit_unless_ok(records: list[dict[str, Any]]) -> None:
     """Exit 1 when any cell ended other than done or xfail (failed, xpass, interrupted), naming them."""
     from reidbench.schema import OK, CellState
@@ -513,9 +559,11 @@ def list_(
             recipes = ", ".join(f"under {p}: {r}" for p, r in g.recipes.get(backbone, {}).items())
             typer.echo(f"  {backbone}: " + "; ".join(part for part in (own, f"recipe {recipes}" if recipes else "") if part))
     _list_profiles()
-    typer.echo("backbones:")
+    typer.echo("backbones (--pretrained: the weights each starts from):")
     for entry in BACKBONES:
         typer.echo(f"  {entry.name:<12} {entry.description}")
+        if entry.upstream is not None:
+            typer.echo(f"  {'':<12} --pretrained: {entry.upstream.default} ({entry.upstream.about})")
     typer.echo("necks:")
     for entry in NECKS:
         typer.echo(f"  {entry.name:<12} {entry.description}")

@@ -31,6 +31,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_model_hub(tmp_path_factory: pytest.TempPathFactory):
+    """No test reaches a model hub or the user's Hugging Face cache: offline, with an empty cache of its own."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf-home")))
+        patch.delenv("HF_HUB_CACHE", raising=False)
+        patch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)

@@ -462,11 +462,14 @@ def test_archive_is_read_without_torch_jit_load_and_torch_files_weights_only(vit
 # --------------------------------------------------------------------------- local files only
 
 
-@pytest.mark.parametrize(
-    "tag", ["openai", "laion2b_s34b_b88k", "hf-hub:timm/vit_base_patch16_clip_224.openai", "timm/vit_base_patch16_224.augreg_in21k", "https://example.org/ViT-B-16.pt"]
-)
-def test_hub_tags_are_refused_with_how_to_pass_a_local_file(tag: str) -> None:
-    with pytest.raises(UsageError, match="never downloads.*pass its local path") as info:
+@pytest.mark.parametrize("tag, message", [
+    ("openai", "is not in the Hugging Face cache .*pass its local path"),
+    ("hf-hub:timm/vit_base_patch16_clip_224.openai", "is not in the Hugging Face cache .*pass its local path"),
+    ("timm/vit_base_patch16_224.augreg_in21k", "is a timm tag, but clip512 wraps an open_clip ViT-B-16"),
+    ("https://example.org/ViT-B-16.pt", "are a URL; reidbench fetches weights by name only.*pass its local path"),
+])
+def test_names_not_cached_offline_wrong_names_and_urls_are_refused_in_one_line(tag: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message) as info:
         create_variant("clip512-none", weights=tag, **VARIANT)
     assert "\n" not in str(info.value)
 
@@ -481,17 +484,18 @@ def test_missing_file_is_refused() -> None:
 
 def test_parse_weights_options(vit_files: dict[str, Path], clip_files: dict[str, Path]) -> None:
     parsed = parse_weights_options([f"vit768={vit_files['pth']}", f"clip512 = {clip_files['openai']}"])
-    assert parsed == {"vit768": vit_files["pth"].resolve(), "clip512": clip_files["openai"].resolve()}
+    assert parsed == {"vit768": str(vit_files["pth"].resolve()), "clip512": str(clip_files["openai"].resolve())}
     with pytest.raises(UsageError, match="unknown backbone 'resnet50'; valid backbones are: vit768, clip512, clip512proj"):
         parse_weights_options([f"resnet50={vit_files['pth']}"])
-    with pytest.raises(UsageError, match="must be BACKBONE=PATH"):
+    with pytest.raises(UsageError, match="must be BACKBONE=PATH or BACKBONE=NAME"):
         parse_weights_options([str(vit_files["pth"])])
     with pytest.raises(UsageError, match="names weights for vit768 twice"):
         parse_weights_options([f"vit768={vit_files['pth']}", f"vit768={vit_files['bin']}"])
     with pytest.raises(UsageError, match="does not exist"):
         parse_weights_options(["vit768=/nowhere/x.pth"])
-    with pytest.raises(UsageError, match="model-hub tag"):
-        parse_weights_options(["clip512=openai"])
+    assert parse_weights_options(["clip512=openai"]) == {"clip512": "openai"}  # a name: checked, not fetched
+    with pytest.raises(UsageError, match="neither a local file nor a known weights name"):
+        parse_weights_options(["clip512=opnai"])
 
 
 def _grid(tmp_path: Path, weights: str) -> Path:
@@ -517,8 +521,8 @@ def test_grid_weights_table_resolves_paths_from_the_grid_folder(vit_files: dict[
         ('resnet = "x.pth"', "unknown backbone 'resnet'; valid backbones are"),
         ('clip512proj = "x.pth"', "not one of this grid's backbones"),
         ('vit768 = "missing.pth"', "does not exist"),
-        ('clip512 = "openai"', "model-hub tag"),
-        ("vit768 = 3", "must be a path string"),
+        ('clip512 = "opnai"', "neither a local file nor a known weights name"),
+        ("vit768 = 3", "must be a path or weights-name string"),
     ],
 )
 def test_grid_weights_errors_name_the_file(tmp_path: Path, line: str, message: str) -> None:

@@ -26,6 +26,7 @@ from reidbench.schema import GridRef, RunMeta, RunState, SchemaError, axis_text
 from reidbench.training.step import ranks_batch
 from reidbench.variants.factory import parse_weights_options
 from reidbench.variants.footprint import estimate_footprint
+from reidbench.variants.pretrained import fetch_named, pretrained_weights
 from reidbench.variants.grid import VARIANT_KEYS, GRIDS_DIR, Cell, Grid, load_grid, parse_grid, tomllib, train_axes
 from reidbench.variants.settings import VariantSettings
 
@@ -49,6 +50,8 @@ class RunRequest:
     test_data: tuple[str, ...] = ()
     axes: tuple[str, ...] = ()
     """`--axis KEY=V1,V2`: more axes over the grid's cells."""
+    pretrained: Optional[bool] = None
+    """`--pretrained/--no-pretrained`; None: as the grid says."""
 
     def given(self) -> list[str]:
         """The options given, as typed on the command line."""
@@ -71,7 +74,7 @@ class RunPlan:
     only: list[str] = field(default_factory=list)
     overrides: dict[str, Any] = field(default_factory=dict)
     weights: dict[str, str] = field(default_factory=dict)
-    """Backbone name -> local checkpoint (the grid's [weights] table, then --weights)."""
+    """Backbone name -> local checkpoint or weights name (--pretrained's, the grid's [weights] table, then --weights)."""
     compile: bool = False
     """Train with the backbone's transformer blocks compiled (torch.compile, regional)."""
     data_cache: str = "auto"
@@ -111,7 +114,7 @@ def new_plan(request: RunRequest, device: torch.device, cell_world: World) -> Ru
         grid=grid, grid_text=source_text(grid.source, GRIDS_DIR), profile=profile,
         profile_text=profile.to_toml(), dataset=request.data or grid.data or "synthetic", device=device,
         dtype=resolve_dtype(request.dtype or "auto", device), seeds=request.seeds or 1, only=list(request.only),
-        overrides=overrides, weights=merged_weights(grid, request.weights),
+        overrides=overrides, weights=merged_weights(grid, request.weights, request.pretrained, request.only),
         compile=bool(request.compile), data_cache=request.data_cache or "auto", sync_bn=bool(request.sync_bn),
         cuda_graphs=request.cuda_graphs if request.cuda_graphs is not None else default_cuda_graphs(device, cell_world),
         test_data=list(request.test_data), cli_axes=cli_axes,
@@ -137,6 +140,7 @@ def resume_plan(run: RunDir, request: RunRequest, device: Optional[torch.device]
             f"{'replayed as CUDA graphs' if plan.cuda_graphs else 'run eagerly'} (its checkpoints hold that optimizer); "
             f"drop {'--no-cuda-graphs' if plan.cuda_graphs else '--cuda-graphs'}, or start a new run with it."
         )
+    fetch_named({c.backbone: plan.weights[c.backbone] for c in plan.cells if c.backbone in plan.weights}, f"--resume {run.root}: weights")
     planned = [c.id for c in plan.cells]
     unknown = [c for c in request.only if c not in planned and c not in {cell.pair for cell in plan.cells}]
     if unknown:
@@ -183,9 +187,22 @@ def parse_axes(items: tuple[str, ...] | list[str]) -> dict[str, list[Any]]:
     return out
 
 
-def merged_weights(grid: Grid, options: tuple[str, ...] | list[str]) -> dict[str, str]:
-    """The grid file's [weights], overridden per backbone by --weights."""
-    return {**grid.weights, **{k: str(v) for k, v in parse_weights_options(list(options)).items()}}
+def merged_weights(
+    grid: Grid, options: tuple[str, ...] | list[str], pretrained: Optional[bool] = None, only: tuple[str, ...] | list[str] = (),
+) -> dict[str, str]:
+    """Each backbone's weights: its upstream's with --pretrained (or the grid's `pretrained = true`), overridden by
+    the grid file's [weights], then by --weights.
+
+    The names of the backbones the cells in `only` (default: all) use are
+    fetched into the Hugging Face cache here, so that one that is not cached
+    (offline) or cannot be downloaded stops the command before a run directory
+    exists or a cell is measured.
+    """
+    used = dict.fromkeys(c.backbone for c in grid.select(only))
+    upstream = pretrained_weights(used) if (grid.pretrained if pretrained is None else pretrained) else {}
+    merged = {**upstream, **grid.weights, **parse_weights_options(list(options))}
+    fetch_named({b: v for b, v in merged.items() if b in used}, "weights")
+    return merged
 
 
 def default_cuda_graphs(device: torch.device, world: World) -> bool:

@@ -225,16 +225,21 @@ def _profile_item(run: LoadedRun) -> Item:
 
 
 def what_was_trained(run: LoadedRun) -> str:
-    """The banner: random initialisation or synthetic data, said in plain words, or '' for neither."""
+    """The banner: where the backbones' weights came from (random initialisation, or pretrained and from what) and
+    whether the data are synthetic, said in plain words."""
     random = sorted({r["backbone"] for r in run.records if not r.get("weights") and r.get("status") not in ("xfail",)})
+    pretrained = {r["backbone"]: _weights_origin(r["weights"], short=True) for r in run.records if r.get("weights")}
     spec = str((run.meta.get("dataset") or {}).get("spec") or "")
     synthetic = spec.startswith("synthetic") or (run.meta.get("dataset") or {}).get("name") == "synthetic"
-    if not random and not synthetic:
+    if not random and not synthetic and not pretrained:
         return ""
     parts = []
     if random:
         parts.append(f"{'the backbones' if len(random) > 1 else 'the backbone'} {', '.join(random)} started from random "
                      "initialisation, not from pretrained weights")
+    if pretrained:
+        parts.append(f"{'the backbones' if len(pretrained) > 1 else 'the backbone'} {', '.join(sorted(pretrained))} started "
+                     "from pretrained weights (" + "; ".join(f"{b} from {pretrained[b]}" for b in sorted(pretrained)) + ")")
     if synthetic:
         parts.append("the data are reidbench's synthetic set, not a real ReID dataset")
     text = "; ".join(parts)
@@ -242,19 +247,27 @@ def what_was_trained(run: LoadedRun) -> str:
         text += (". These numbers compare architectures trained from scratch" + (" on that data" if synthetic else "")
                  + ": they are neither ReID results nor a comparison of CLIP and ImageNet pretraining (a 'clip' cell is "
                  "CLIP's architecture, not CLIP's weights)")
-    else:
+    elif synthetic:
         text += ": these numbers are not ReID results"
     return text[0].upper() + text[1:] + "."
 
 
+def _weights_origin(weights: dict[str, Any], short: bool = False) -> str:
+    """A record's weights: the name, revision and file it resolved to, or the local file; with its SHA-256 unless short."""
+    hub = weights.get("hub")
+    if hub:
+        origin = f"{hub['spec']} ({hub['repo']}@{hub['revision'][:12] if short else hub['revision']}, {hub['file']}"
+    else:
+        origin = f"{weights.get('path')} ({weights.get('format', '?')}"
+    return origin + (")" if short else f", SHA-256 {weights.get('sha256', '?')})")
+
+
 def _initialisation_item(run: LoadedRun) -> Item:
-    """Each backbone's starting weights: random, or the file (format, SHA-256) its record names."""
+    """Each backbone's starting weights: random, or the name (revision, file) or local file, with its SHA-256."""
     found: dict[str, str] = {}
     for record in run.records:
         weights = record.get("weights") or {}
-        text = (f"{weights.get('path')} ({weights.get('format', '?')}, SHA-256 {str(weights.get('sha256', '?'))[:16]}…)"
-                if weights else "random initialisation")
-        found.setdefault(record["backbone"], text)
+        found.setdefault(record["backbone"], _weights_origin(weights) if weights else "random initialisation")
     return ("Initialisation", "; ".join(f"{b}: {t}" for b, t in found.items())) if found else None
 
 

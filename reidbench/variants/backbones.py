@@ -16,7 +16,7 @@ from torch import nn
 from reidbench.variants.registry import Registry
 from reidbench.variants.settings import PATCH_SIZE, VariantSettings
 from reidbench.variants.weights.filters import clip_activation, clip_outside_visual, drop_prefixes, take_prefix
-from reidbench.variants.weights.spec import Misfit, PositionTable, PretrainedSpec
+from reidbench.variants.weights.spec import Misfit, PositionTable, PretrainedSpec, Upstream
 
 
 TRANSREID_PIXEL_MEAN = TRANSREID_PIXEL_STD = (0.5, 0.5, 0.5)
@@ -271,21 +271,29 @@ class CLIPReIDViTBeforeProj(CLIPReIDViT):
     )
 
 
-@BACKBONES.register("vit768", "TransReID-style timm ViT-B/16, 768-d tokens, overlapping patches, SIE camera embedding")
+IMAGENET_VIT_B16 = Upstream(
+    "timm", "vit_base_patch16_224", "timm/vit_base_patch16_224.orig_in21k_ft_in1k",
+    "TransReID's ImageNet-21k -> 1k ViT-B/16 (timm's copy of jx_vit_base_p16_224-80ecf9dd.pth)",
+)
+OPENAI_CLIP_B16 = Upstream("open_clip", "ViT-B-16", "openai", "OpenAI's CLIP ViT-B/16, as CLIP-ReID starts from")
+"""What --pretrained loads: each backbone's upstream starting point (TransReID, CLIP-ReID)."""
+
+
+@BACKBONES.register("vit768", "TransReID-style timm ViT-B/16, 768-d tokens, overlapping patches, SIE camera embedding", IMAGENET_VIT_B16)
 def vit768(settings: VariantSettings) -> Backbone:
     return TransReIDViT(settings)
 
 
-@BACKBONES.register("clip512", "CLIP-ReID-style open_clip ViT-B/16 visual tower, every token projected to 512-d")
+@BACKBONES.register("clip512", "CLIP-ReID-style open_clip ViT-B/16 visual tower, every token projected to 512-d", OPENAI_CLIP_B16)
 def clip512(settings: VariantSettings) -> Backbone:
     return CLIPReIDViT(settings)
 
 
-@BACKBONES.register("clip512proj", "clip512 followed by a learned 512->768 projection of every token")
+@BACKBONES.register("clip512proj", "clip512 followed by a learned 512->768 projection of every token", OPENAI_CLIP_B16)
 def clip512proj(settings: VariantSettings) -> Backbone:
     return CLIPReIDViT(settings, project_to=768)
 
 
-@BACKBONES.register("clip768", "CLIP-ReID's open_clip ViT-B/16 visual tower, every token after ln_post and before proj (768-d)")
+@BACKBONES.register("clip768", "CLIP-ReID's open_clip ViT-B/16 visual tower, every token after ln_post and before proj (768-d)", OPENAI_CLIP_B16)
 def clip768(settings: VariantSettings) -> Backbone:
     return CLIPReIDViTBeforeProj(settings)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import os
-from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from reidbench.errors import UsageError
@@ -14,7 +13,8 @@ from reidbench.variants.modalities import SeparateBackbones, SeparateNecks
 from reidbench.variants.model import ReidModel
 from reidbench.variants.necks import NECKS
 from reidbench.variants.settings import VariantSettings
-from reidbench.variants.weights import load_weights, resolve_weights_path
+from reidbench.variants.pretrained import check_weights_value, weights_file, with_hub
+from reidbench.variants.weights import load_weights
 
 
 def split_cell_id(cell_id: str) -> tuple[str, str]:
@@ -43,23 +43,25 @@ def create_variant(
     """Build the model of one cell, e.g. `create_variant("vit768-ms", depth=2, stride=12)`.
 
     `settings` defaults to the built-in defaults; keyword overrides replace single
-    settings. `weights` is a local checkpoint for the cell's backbone, loaded
-    strictly (see `reidbench.variants.weights`); `model.weights_report` says what
-    was loaded from which file (None without weights). The model is returned in
-    training mode, as torch modules are.
+    settings. `weights` is a local checkpoint for the cell's backbone or a name
+    (a timm tag, an open_clip tag, hf-hub:ORG/REPO; fetched into the Hugging Face
+    cache unless cached or offline), loaded strictly (see
+    `reidbench.variants.weights`); `model.weights_report` says what was loaded
+    from which file (None without weights). The model is returned in training
+    mode, as torch modules are.
     """
     backbone_name, neck_name = (cell.backbone, cell.neck) if isinstance(cell, Cell) else split_cell_id(cell)
     resolved = (settings or VariantSettings()).with_overrides(overrides, "create_variant overrides")
-    if weights is not None:
-        weights = resolve_weights_path(weights, backbone_name, "create_variant weights=")
+    file, hub = weights_file(weights, backbone_name, "create_variant weights=") if weights is not None else (None, None)
     backbone = BACKBONES.get(backbone_name).builder(resolved)
     neck = NECKS.get(neck_name).builder(backbone.embed_dim, resolved)
     head = BNNeckHead(neck.out_dim * resolved.num_modalities, resolved.num_classes)
     model = ReidModel(f"{backbone_name}-{neck_name}", backbone, neck, head, resolved)
-    if weights is not None:
-        model.weights_report = load_weights(model, backbone_name, weights)
+    if file is not None:
+        report = load_weights(model, backbone_name, file)
+        model.weights_report = with_hub(report, hub) if hub is not None else report
     if resolved.num_modalities > 1 and resolved.modality_weights == "separate":
-        _separate_modalities(model, backbone_name, neck_name, weights is not None)
+        _separate_modalities(model, backbone_name, neck_name, file is not None)
     if resolved.freeze_backbone:
         model.backbone.requires_grad_(False)
         model.backbone.notes.append("backbone frozen: only the neck and head train")
@@ -78,23 +80,24 @@ def _separate_modalities(model: ReidModel, backbone_name: str, neck_name: str, l
     model.backbone, model.neck = SeparateBackbones(backbones), SeparateNecks(necks)
 
 
-def parse_weights_options(items: Iterable[str], where: str = "--weights") -> dict[str, Path]:
-    """`["vit768=/models/jx.pth", ...]` -> {backbone: absolute path}, for the CLI's repeatable --weights.
+def parse_weights_options(items: Iterable[str], where: str = "--weights") -> dict[str, str]:
+    """`["vit768=/models/jx.pth", "clip512=openai", ...]` -> {backbone: absolute path or name}, for the CLI's
+    repeatable --weights.
 
-    Unknown backbones, a backbone named twice, hub tags and missing files are refused.
+    Unknown backbones, a backbone named twice, unknown names and missing files are refused; names are not fetched.
     """
-    out: dict[str, Path] = {}
+    out: dict[str, str] = {}
     for item in items:
         backbone, sep, value = item.partition("=")
         backbone, value = backbone.strip(), value.strip()
         if not sep or not backbone or not value:
             raise UsageError(
-                f"{where} {item!r} must be BACKBONE=PATH, e.g. {where} vit768=/models/jx_vit_base_p16_224-80ecf9dd.pth; "
+                f"{where} {item!r} must be BACKBONE=PATH or BACKBONE=NAME, e.g. {where} vit768=/models/jx_vit_base_p16_224-80ecf9dd.pth; "
                 f"backbones: {', '.join(BACKBONES.names())}."
             )
         if backbone not in BACKBONES:
             raise UsageError(f"{where} {item!r}: unknown backbone {backbone!r}; valid backbones are: {', '.join(BACKBONES.names())}.")
         if backbone in out:
             raise UsageError(f"{where} names weights for {backbone} twice; give one file per backbone.")
-        out[backbone] = resolve_weights_path(value, backbone, f"{where} {backbone}")
+        out[backbone] = check_weights_value(value, backbone, f"{where} {backbone}")
     return out

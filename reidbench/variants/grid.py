@@ -13,8 +13,10 @@ A grid is data -- a TOML file. Named grids ship in `reidbench/variants/grids/`;
     status = "xfail"
     match = "regex the error message must match"
     reason = "why it fails"
-    [weights]                      # optional, pretrained weights per backbone (local files only)
+    pretrained = true              # optional: every backbone starts from its upstream weights (`reidbench list`)
+    [weights]                      # optional, pretrained weights per backbone: a local file or a name
     vit768 = "jx_vit_base_p16_224-80ecf9dd.pth"   # relative paths start at the grid file's folder
+    clip512 = "openai"             # names: timm/ARCH.TAG, an open_clip tag, hf-hub:ORG/REPO[/FILE][@REVISION]
     [axes]                         # optional: every combination is a cell (backbones x necks x the axes)
     stride = [12, 16]              # a variant setting ...
     lr = [0.008, 0.004]            # ... or a [train] setting of the profile (checked when a run is planned)
@@ -22,8 +24,10 @@ A grid is data -- a TOML file. Named grids ship in `reidbench/variants/grids/`;
     camera_embedding_scale = 0.0
     recipe = { full = "clipreid" } # under the full profile, clip512's cells train with the clipreid recipe
 
-A `[weights]` entry must name a backbone of the grid and an existing file; the
-path is stored resolved (absolute), so a run directory records which file it was.
+A `[weights]` entry must name a backbone of the grid and an existing file or a
+weights name; a path is stored resolved (absolute), a name as written (fetched
+when a run or bench starts), so a run directory records which file it was.
+`[weights]` entries win over `pretrained = true` for their backbones.
 A cell with axes is named `<backbone>-<neck>@key=value,key=value` (lists as
 `4-8-16`): readable, stable and safe as a folder name; `[expect.<backbone>-<neck>]`
 applies to that pair at every axis value.
@@ -42,7 +46,7 @@ from reidbench.schema import axis_text
 from reidbench.variants.backbones import BACKBONES
 from reidbench.variants.necks import NECKS
 from reidbench.variants.settings import VariantSettings
-from reidbench.variants.weights import resolve_weights_path
+from reidbench.variants.pretrained import check_weights_value
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,7 +54,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 GRIDS_DIR = Path(__file__).parent / "grids"
-GRID_KEYS = ("description", "data", "backbones", "necks", "settings", "expect", "weights", "axes", "backbone")
+GRID_KEYS = ("description", "data", "backbones", "necks", "settings", "expect", "pretrained", "weights", "axes", "backbone")
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,@+-]*$")
 """What a cell id may hold: it names a folder of the run directory."""
 MAX_ID_LENGTH = 200
@@ -100,7 +104,10 @@ class Grid:
     settings: VariantSettings
     cells: tuple[Cell, ...]
     weights: dict[str, str] = field(default_factory=dict, hash=False)
-    """Backbone -> absolute path of its pretrained weights; backbones not named start from random weights."""
+    """Backbone -> absolute path or name of its pretrained weights; backbones not named start from random weights
+    (or, with `pretrained`, from their upstream weights)."""
+    pretrained: bool = False
+    """`pretrained = true`: every backbone the [weights] table leaves out starts from its upstream weights."""
     axes: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     """(setting, values) per axis; the cells are backbones x necks x their product."""
     backbone_settings: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
@@ -164,6 +171,7 @@ class Grid:
                 for c in self.cells
             ],
             "weights": dict(self.weights),
+            "pretrained": self.pretrained,
             "axes": {key: list(values) for key, values in self.axes},
             "data": self.data,
         }
@@ -217,6 +225,8 @@ def parse_grid(data: bytes, source: str, name: str, base_dir: Optional[Path] = N
         raise UsageError(f"grid file {source}: description must be a string.")
     if data is not None and (not isinstance(data, str) or not data.strip()):
         raise UsageError(f"grid file {source}: data must be a dataset spec string, e.g. data = \"synthetic-rgbnt\".")
+    if not isinstance(raw.get("pretrained", False), bool):
+        raise UsageError(f"grid file {source}: pretrained must be true or false.")
     if base_dir is None:
         base_dir = GRIDS_DIR if source.startswith("builtin:") else Path(source).parent
     weights = _weights(raw.get("weights", {}), backbones, source, base_dir)
@@ -224,7 +234,7 @@ def parse_grid(data: bytes, source: str, name: str, base_dir: Optional[Path] = N
     return Grid(
         name=name, source=source, description=description, settings=settings, cells=_product(pairs, axes, source),
         weights=weights, axes=axes, backbone_settings=backbone_settings, recipes=recipes, settings_table=dict(settings_table),
-        data=data,
+        data=data, pretrained=raw.get("pretrained", False),
     )
 
 
@@ -374,6 +384,6 @@ def _weights(table: Any, backbones: list[str], source: str, base_dir: Path) -> d
         if backbone not in backbones:
             raise UsageError(f"{where}: weights for {backbone}, which is not one of this grid's backbones ({', '.join(backbones)}).")
         if not isinstance(value, str) or not value:
-            raise UsageError(f"{where}: {backbone} must be a path string, got {value!r}.")
-        out[backbone] = str(resolve_weights_path(value, backbone, where, base_dir=base_dir))
+            raise UsageError(f"{where}: {backbone} must be a path or weights-name string, got {value!r}.")
+        out[backbone] = check_weights_value(value, backbone, where, base_dir=base_dir)
     return out

@@ -7,9 +7,10 @@ enumerate the registries, so a newly registered component is tested at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Callable, Generic, Iterator, Optional, TypeVar
 
 from reidbench.errors import UsageError
+from reidbench.variants.weights.spec import Upstream
 
 BuilderT = TypeVar("BuilderT", bound=Callable)
 
@@ -19,6 +20,8 @@ class Entry(Generic[BuilderT]):
     name: str
     builder: BuilderT
     description: str
+    upstream: Optional[Upstream] = None
+    """Backbones: the library network it wraps and the weights --pretrained gives it; None for necks."""
 
 
 class Registry(Generic[BuilderT]):
@@ -31,7 +34,7 @@ class Registry(Generic[BuilderT]):
         self.why = why
         self._entries: dict[str, Entry[BuilderT]] = {}
 
-    def register(self, name: str, description: str) -> Callable[[BuilderT], BuilderT]:
+    def register(self, name: str, description: str, upstream: Optional[Upstream] = None) -> Callable[[BuilderT], BuilderT]:
         bad = sorted({c for c in name if c in self.forbid})
         if bad:
             raise ValueError(f"{self.kind} name {name!r} may not contain {', '.join(map(repr, bad))}: {self.why}")
@@ -39,7 +42,7 @@ class Registry(Generic[BuilderT]):
         def decorate(builder: BuilderT) -> BuilderT:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._entries[name] = Entry(name, builder, description)
+            self._entries[name] = Entry(name, builder, description, upstream)
             return builder
 
         return decorate

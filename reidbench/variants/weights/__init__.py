@@ -1,4 +1,5 @@
-"""Pretrained weights from local files, loaded strictly onto a variant's backbone.
+"""Pretrained weights from local files, or by name through the Hugging Face cache (`hub`), loaded strictly onto a
+variant's backbone.
 
 Readers (`readers`, `torchscript`) turn a PyTorch, safetensors, JAX ViT .npz or
 OpenAI TorchScript CLIP file into a flat {name: tensor} mapping without running

@@ -9,7 +9,7 @@ from reidbench.errors import UsageError
 from reidbench.variants.weights.spec import PretrainedSpec
 
 DOWNLOAD_HINT = (
-    "download the file on a machine with internet access (vit768: timm's jx_vit_base_p16_224-80ecf9dd.pth "
+    "download the file elsewhere (vit768: timm's jx_vit_base_p16_224-80ecf9dd.pth "
     "or another ViT-B/16 .pth/.bin/.safetensors/.npz; clip512, clip512proj and clip768: OpenAI's ViT-B-16.pt or an "
     "open_clip ViT-B-16 open_clip_pytorch_model.bin / open_clip_model.safetensors) and pass its local path, "
     "e.g. --weights vit768=/models/jx_vit_base_p16_224-80ecf9dd.pth"

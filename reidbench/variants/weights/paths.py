@@ -1,4 +1,4 @@
-"""Which local file a weights value names, and its hash: reidbench reads local files and never downloads."""
+"""Which local file a weights value names, and its hash. Names (timm and open_clip tags, hf-hub:) are `hub`'s."""
 from __future__ import annotations
 
 import functools
@@ -12,11 +12,13 @@ from reidbench.errors import UsageError
 from reidbench.variants.weights.messages import DOWNLOAD_HINT
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".npz", ".ckpt")
-"""File endings read as checkpoints; a value without one that is not a file is taken for a hub tag."""
+"""File endings read as checkpoints; a value without one that is not a file is taken for a weights name."""
+URL = re.compile(r"^[a-z][a-z0-9+.-]*://")
+"""A URL: refused, as reidbench fetches weights by name only."""
 
 
 def resolve_weights_path(value: str | os.PathLike, backbone: str, where: str = "weights", base_dir: Optional[Path] = None) -> Path:
-    """The absolute path of an existing local file; hub tags and missing files are refused.
+    """The absolute path of an existing local file; URLs and missing files are refused.
 
     `where` names the origin of the value in messages (--weights, a grid file);
     relative paths are taken from `base_dir` when given.
@@ -34,18 +36,12 @@ def resolve_weights_path(value: str | os.PathLike, backbone: str, where: str = "
             f"{where}: weights for {backbone}, {path}, is not a regular file (a device, a pipe or a socket); pass the "
             "path of a checkpoint file."
         )
-    if _looks_like_hub_tag(text):
+    if URL.match(text):
         raise UsageError(
-            f"{where}: weights for {backbone} {text!r} look like a model-hub tag or URL, not a local file. "
-            f"reidbench never downloads: {DOWNLOAD_HINT}."
+            f"{where}: weights for {backbone} {text!r} are a URL; reidbench fetches weights by name only (a timm tag, "
+            f"an open_clip tag, hf-hub:ORG/REPO; see `reidbench weights pull`), otherwise {DOWNLOAD_HINT}."
         )
     raise UsageError(f"{where}: weights file {path} for {backbone} does not exist; pass the path of a local checkpoint file.")
-
-
-def _looks_like_hub_tag(text: str) -> bool:
-    if re.match(r"^[a-z][a-z0-9+.-]*://", text) or text.startswith(("hf-hub:", "hf:", "timm/")):
-        return True
-    return not text.lower().endswith(WEIGHT_SUFFIXES)
 
 
 def file_sha256(path: Path) -> str:

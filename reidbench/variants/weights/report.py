@@ -28,6 +28,8 @@ class WeightsReport:
     activation: Optional[str] = None
     """Backbones whose spec asks the file (CLIP): the MLP activation the weights are used with."""
     notes: tuple[str, ...] = ()
+    hub: Optional[dict[str, str]] = None
+    """Weights given by name: the name (spec), the hub repo, the revision (commit hash) and the file they resolved to."""
 
     def to_dict(self) -> dict[str, Any]:
         by_reason: dict[str, list[str]] = {}
@@ -45,6 +47,7 @@ class WeightsReport:
             "resized": {k: dict(v) for k, v in self.resized.items()},
             "activation": self.activation,
             "notes": list(self.notes),
+            "hub": dict(self.hub) if self.hub else None,
         }
 
     def summary(self) -> str:
@@ -58,7 +61,8 @@ class WeightsReport:
         parts.append(f"{len(self.new)} new")
         if self.activation:
             parts.append(self.activation)
-        return f"weights {self.backbone}: {self.path} ({self.format}, sha256 {self.sha256[:12]}): " + ", ".join(parts)
+        source = self.path if not self.hub else f"{self.hub['spec']} ({self.hub['repo']}@{self.hub['revision']}, {self.hub['file']})"
+        return f"weights {self.backbone}: {source} ({self.format}, sha256 {self.sha256[:12]}): " + ", ".join(parts)
 
 
 class WeightsMismatchError(UsageError):

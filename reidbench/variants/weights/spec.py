@@ -51,6 +51,33 @@ class Misfit:
 
 
 @dataclass(frozen=True)
+class Upstream:
+    """Where a backbone's pretrained network comes from, in the names its library and the model hub use.
+
+    Declared on the backbone registry: `--pretrained` gives every backbone its
+    `default` weights, and `library` says which names it takes (timm tags for a
+    timm network, open_clip pretrained tags of `architecture` for an open_clip one).
+    """
+
+    library: str
+    """"timm" or "open_clip"."""
+    architecture: str
+    """The library's model name: timm's "vit_base_patch16_224", open_clip's "ViT-B-16"."""
+    default: str
+    """The weights name --pretrained loads (a timm tag, an open_clip tag)."""
+    about: str
+    """What those weights are, in words, for `reidbench list` and the docs."""
+
+    def __post_init__(self) -> None:
+        if self.library not in LIBRARIES:
+            raise ValueError(f"{self.architecture}: unknown library {self.library!r}; known: {', '.join(LIBRARIES)}")
+
+
+LIBRARIES = ("timm", "open_clip")
+"""The libraries whose pretrained names reidbench resolves."""
+
+
+@dataclass(frozen=True)
 class PretrainedSpec:
     """How a backbone takes pretrained weights: which submodule they fill and which file keys belong to it."""
 
