@@ -7,6 +7,7 @@ cheaply: one `sacct` call for a Slurm run, a look at /proc for local jobs.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
