@@ -327,8 +327,8 @@ def _fan_out(plan: Any, run_dir: Any, dataset: Any, launch_plan: Any) -> None:
     from reidbench.bench.suite import run_measurer
 
     fanout = launch.fan_out(run_dir, plan, dataset, launch_plan, run_measurer, _log)
-    _log(f"{len(fanout.launch['jobs'])} job(s), launcher {launch_plan.launcher}; ids in {run_dir.root / launch.LAUNCH_FILE}, "
-         f"logs in {run_dir.root / launch.JOBS_DIR}/; follow them with\n  reidbench status {run_dir.root}")
+    _log(f"{len(fanout.launch['jobs'])} job(s), launcher {launch_plan.launcher}; ids in {run_dir.launch_json}, "
+         f"logs in {run_dir.jobs_dir}/; follow them with\n  reidbench status {run_dir.root}")
     if not launch_plan.wait:
         return
     try:
@@ -418,14 +418,15 @@ def export(
     differ from PyTorch's (min cosine below 0.9999) makes the command exit 1.
     """
     from reidbench.bench.export import export_missing, export_problems, export_run
+    from reidbench.rundir import RunDir
 
     if exporter not in ("dynamo", "torchscript"):
         raise UsageError(f"--exporter {exporter!r} is unknown; choose dynamo or torchscript.")
     if (missing := export_missing()) is not None:
         raise UsageError(missing)
-    if not (run_dir / "cells").is_dir():
+    if not RunDir(run_dir).cells_dir.is_dir():
         raise UsageError(f"{run_dir} is not a reidbench run directory (it has no cells/ folder).")
-    target = out if out is not None else run_dir / "onnx"
+    target = out if out is not None else RunDir(run_dir).onnx_dir
     results = export_run(run_dir, target, parse_int_list(batch_sizes, "--batch-sizes"), only, _log, exporter=exporter)
     problems = export_problems(results)
     for line in problems:

@@ -6,12 +6,13 @@
 - results.csv: `RESULT_COLUMNS`, one row per `CellRecord`;
 - cells/<cell>/seed<k>/queries.npz: `QueryScores` per evaluation (what a bootstrap over query identities needs).
 
-Writers (the grid runner, `bench`) build these records and write `to_dict()`;
+Writers (the grid runner, the trainer, `bench`) build these records and write `to_dict()`;
 readers (`report`, `status`, `--resume`) parse through `from_dict`, which
 refuses a file of the wrong shape with a `SchemaError` naming the file and the
 field, instead of a traceback somewhere downstream. The states a cell can be
 in and the modes a measurement can run in are the enums below, and nothing
-else spells them.
+else spells them. Where each file lives, and what a missing one means, is
+`reidbench.rundir`'s.
 """
 from __future__ import annotations
 
@@ -363,29 +364,38 @@ class RunMeta:
         return to_plain(self)
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "run.json") -> "RunMeta":
+    def from_dict(cls, data: Any, where: str = "run metadata") -> "RunMeta":
         return from_mapping(cls, data, where)
 
 
 @dataclass
 class EpochEntry:
-    """One line of train_log.jsonl."""
+    """One line of train_log.jsonl: one epoch's statistics, averaged over its steps (and over the ranks under DDP).
+
+    The trainer builds it and the checkpoint keeps the list (as `to_dict()`s), so a resumed
+    cell's log and curves continue where they stopped; `status` and `report` read it back.
+    """
 
     epoch: int
+    """1-based: the number of epochs done when it was written."""
     loss: float
-    id_loss: Optional[float] = None
-    triplet_loss: Optional[float] = None
-    accuracy: Optional[float] = None
-    lr: Optional[float] = None
-    seconds: Optional[float] = None
-    img_per_s: Optional[float] = None
+    """The total loss (ID + triplet); NaN or infinite only in the epoch that fails a cell."""
+    id_loss: float
+    triplet_loss: float
+    accuracy: float
+    """The ID classifier's training accuracy, 0..1."""
+    lr: float
+    """The learning rate at the epoch's end."""
+    seconds: float
+    img_per_s: float
     extra: dict[str, Any] = field(default_factory=dict)
+    """Fields written by other versions of reidbench, kept as they are."""
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "train_log.jsonl") -> "EpochEntry":
+    def from_dict(cls, data: Any, where: str = "epoch entry") -> "EpochEntry":
         return from_mapping(cls, data, where)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import reidbench
+from reidbench import rundir
 
 PACKAGE = Path(reidbench.__file__).parent
 LAYERS = [
@@ -139,6 +140,43 @@ def function_lengths() -> list[tuple[int, str]]:
 def test_functions_stay_short() -> None:
     long = [f"{where}: {n} lines" for n, where in function_lengths() if n > MAX_FUNCTION_LINES]
     assert not long, f"functions over {MAX_FUNCTION_LINES} body lines; split them:\n" + "\n".join(long)
+
+
+def run_dir_names_spelled(tree: ast.Module) -> list[str]:
+    """String literals (docstrings aside) that spell a run directory's file name, or join one of its folders to a path.
+
+    A name counts as spelled when it is a whole '/'-separated part of the literal (`"model.pt"`,
+    `"cells/*/seed*/record.json"`, the `"/record.json"` of an f-string); a folder name counts in a
+    literal with a '/' (`"cells/*/seed*"`) or joined with `/` (`run_dir / "onnx"`), since words like
+    "cells" are also JSON keys.
+    """
+    prose = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose:
+            parts = set(node.value.split("/"))
+            if parts & set(rundir.FILE_NAMES) or (len(parts) > 1 and parts & set(rundir.DIR_NAMES)):
+                found.append(f"line {node.lineno}: {node.value!r}")
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant):
+            if set(str(node.right.value).split("/")) & set(rundir.DIR_NAMES):
+                found.append(f"line {node.lineno}: / {node.right.value!r}")
+    return found
+
+
+def test_only_rundir_spells_the_names_of_a_run_directorys_files() -> None:
+    assert {"run.json", "record.json", "train_log.jsonl", "checkpoint.pt", "model.pt", ".lock"} <= set(rundir.FILE_NAMES)
+    spelled = [f"{name} {where}" for name, tree in SOURCES.items() if name != "reidbench.rundir"
+               for where in run_dir_names_spelled(tree)]
+    assert not spelled, "use reidbench.rundir's paths instead of spelling these names:\n" + "\n".join(spelled)
+
+
+def test_the_name_check_sees_paths_globs_and_f_strings_but_not_prose() -> None:
+    tree = ast.parse(
+        'def f(d, c):\n    """Reads record.json."""\n    a = d / "model.pt"\n    b = d.glob("cells/*/seed*/record.json")\n'
+        '    e = f"{c}/train_log.jsonl"\n    g = d / "onnx"\n    i = d.glob("cells/*")\n    h = {"cells": [], "onnx": True}\n'
+        '    raise ValueError("no run.json here; see RUN_DIR/report and the folders under cells/")\n'
+    )
+    assert sorted(where.split(":")[0] for where in run_dir_names_spelled(tree)) == ["line 3", "line 4", "line 5", "line 6", "line 7"]
 
 
 @pytest.mark.parametrize("cycle_graph, expected", [

@@ -206,7 +206,7 @@ def test_records_of_the_wrong_shape_are_named_by_status_report_and_resume(
 
 def test_a_run_that_another_process_writes_is_refused_naming_it(finished_run: Path, tmp_path: Path) -> None:
     run = copy_run(finished_run, tmp_path / "run")
-    with DirectoryLock(run, "run"):
+    with DirectoryLock(RunDir(run).lock, "run"):
         result = cli.invoke(app, ["run", "--resume", str(run), "--no-progress"])
     expect(result, "run-in-use")
     assert f"process {os.getpid()}" in result.output

@@ -9,12 +9,14 @@ from typer.testing import CliRunner
 from reidbench.cli import app
 from reidbench.harness import cell as cell_module
 from reidbench.harness.train import loss_rise_warnings
+from reidbench.schema import EpochEntry
 from tiny_run import ONE_CELL_GRID, run_args, write_inputs
 
 
-def _log(triplets: list[float], ids: list[float], epochs: list[int] | None = None) -> list[dict]:
+def _log(triplets: list[float], ids: list[float], epochs: list[int] | None = None) -> list[EpochEntry]:
     epochs = epochs or list(range(1, len(triplets) + 1))
-    return [{"epoch": e, "loss": i + t, "id_loss": i, "triplet_loss": t} for e, t, i in zip(epochs, triplets, ids)]
+    return [EpochEntry(e, loss=i + t, id_loss=i, triplet_loss=t, accuracy=0.5, lr=3.5e-4, seconds=1.0, img_per_s=100.0)
+            for e, t, i in zip(epochs, triplets, ids)]
 
 
 def test_the_h200_vit768_ms_shape_is_flagged_and_ordinary_training_is_not():

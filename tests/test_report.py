@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from reidbench.cli import app
 from reidbench.errors import UsageError
-from reidbench.schema import RESULT_COLUMN_NAMES as RESULT_COLUMNS
+from reidbench.schema import RESULT_COLUMN_NAMES as RESULT_COLUMNS, EpochEntry
 from reidbench.reports.compare import Delta, parse_fail_on
 from reidbench.reports.plots import pareto_frontier
 from reidbench.reports.quantities import QUANTITIES
@@ -372,14 +372,15 @@ def test_a_damaged_run_is_reported_as_far_as_it_goes(grid_run: Path, tmp_path: P
     (run / "cells/clip512-none/seed0/record.json").write_text('{"cell": "clip512-none", "stat')
     shutil.rmtree(run / "cells/clip512proj-ms")
     edit_record(run, "clip512proj-none", metrics="not a dict")
-    (run / "cells/vit768-none/seed0/train_log.jsonl").write_text('{"epoch": 1, "loss": 3.0, "accuracy": 0.1}\n{"epo')
+    entry = EpochEntry(1, loss=3.0, id_loss=2.0, triplet_loss=1.0, accuracy=0.1, lr=3.5e-4, seconds=1.0, img_per_s=100.0)
+    (run / "cells/vit768-none/seed0/train_log.jsonl").write_text(json.dumps(entry.to_dict()) + '\n{"epoch": 2, "loss": "high"}\n{"epo')
     result = report(str(run), "--out", str(tmp_path / "r"))
     assert result.exit_code == 0, result.output
     assert "missing: vit768-ms seed 0" in result.output
     assert "damaged: clip512-none seed 0 — cells/clip512-none/seed0/record.json does not parse as JSON" in result.output
     assert "missing: clip512proj-ms seed 0" in result.output and "not started" in result.output
     assert "damaged: clip512proj-none seed 0 — cells/clip512proj-none/seed0/record.json has a malformed field" in result.output
-    assert "train_log.jsonl: 1 line(s) are not JSON" in result.output
+    assert "train_log.jsonl: 2 line(s) are not epoch entries and were skipped" in result.output
     md = (tmp_path / "r" / "report.md").read_text()
     rows = markdown_rows(md)
     assert list(rows) == CELLS

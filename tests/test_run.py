@@ -151,10 +151,10 @@ def test_interrupted_cell_resumes_from_its_checkpoint_to_the_same_numbers(
     reference = json.loads((finished_run / "cells/vit768-ms/seed0/record.json").read_text())
     assert record["metrics"]["mAP"] == reference["metrics"]["mAP"]
     assert record["metrics"]["cmc"] == reference["metrics"]["cmc"]
-    epochs = [json.loads(line) for line in (run.cell_dir("vit768-ms", 0) / "train_log.jsonl").read_text().splitlines()]
-    assert len(epochs) == 3
-    assert record["training"]["first_epoch_seconds"] == epochs[1]["seconds"]  # this process's first: epoch 2
-    assert record["training"]["steady_img_per_s"] == epochs[2]["img_per_s"]
+    log = run.cell("vit768-ms", 0).read_train_log()  # epoch 1 came back through the checkpoint, 2 and 3 were appended
+    assert [e.epoch for e in log.entries] == [1, 2, 3] and log.skipped == 0
+    assert record["training"]["first_epoch_seconds"] == log.entries[1].seconds  # this process's first: epoch 2
+    assert record["training"]["steady_img_per_s"] == log.entries[2].img_per_s
 
 
 def test_resume_refuses_to_switch_graph_replay_on_or_off(finished_run: Path, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from reidbench.harness import train as train_module
 from reidbench.harness.train import EpochLog, TrainOptions
 from reidbench.profiles import TrainConfig
 from reidbench.runtime.progress import Progress
-from reidbench.schema import CellRecord, CellState
+from reidbench.schema import CellRecord, CellState, EpochEntry
 from reidbench.variants.factory import create_variant
 
 needs_tensorboard = pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="pip install tensorboard")
@@ -110,7 +110,8 @@ def test_a_resumed_cell_continues_its_curves_without_repeating_an_epoch(tmp_path
 @needs_tensorboard
 def test_a_cell_resumed_before_tensorboard_wrote_anything_gets_its_checkpointed_epochs_once(tmp_path: Path) -> None:
     hook = tb.tensorboard_hook(tmp_path, CELL, SEED, print)
-    entries = [{"epoch": e, "loss": 1.0 / e, "lr": 1e-3, "img_per_s": 100.0} for e in (1, 2, 3)]
+    entries = [EpochEntry(e, loss=1.0 / e, id_loss=0.5 / e, triplet_loss=0.5 / e, accuracy=0.1 * e, lr=1e-3, seconds=1.0, img_per_s=100.0)
+               for e in (1, 2, 3)]
     ctx = SimpleNamespace(start_epoch=2, cfg=SimpleNamespace(epochs=3), log=entries[:2])  # the checkpoint's log
     hook.on_start(ctx)
     hook.on_epoch(ctx, entries[2])

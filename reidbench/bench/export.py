@@ -35,9 +35,9 @@ from reidbench.bench.ort import (
 from reidbench.errors import UsageError
 from reidbench.profiles import MeasureConfig
 from reidbench.rundir import RunDir
-from reidbench.runtime.files import probe_write, read_json, write_json
+from reidbench.runtime.files import probe_write, write_json
 from reidbench.runtime.text import first_line
-from reidbench.schema import CellRecord, CellState, RunMeta
+from reidbench.schema import CellRecord, CellState
 from reidbench.variants.factory import create_variant
 from reidbench.variants.model import ReidModel
 from reidbench.variants.settings import VariantSettings
@@ -293,7 +293,7 @@ def export_name(cell: str, seed: int) -> str:
 
 
 def load_cell_model(record: CellRecord, weights: Path) -> ReidModel:
-    """The trained model of a done cell: its variant rebuilt from the record's settings, then model.pt's state."""
+    """The trained model of a done cell: its variant rebuilt from the record's settings, then its trained weights."""
     settings = VariantSettings.from_mapping(record.settings, f"{record.cell} seed {record.seed}: record.json settings")
     model = create_variant(f"{record.backbone}-{record.neck}", settings=settings)  # the cell id may carry axes
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
@@ -311,17 +311,18 @@ def _skip(base: dict[str, Any], record: CellRecord) -> dict[str, Any]:
 def _read_cell(run_dir: Path, cell: str, seed: int) -> tuple[Optional[CellRecord], dict[str, Any]]:
     """The cell's record, or None and the result that says why there is nothing to export."""
     base = {"cell": cell, "seed": seed, "exported": False}
-    path = RunDir(Path(run_dir)).record_path(cell, seed)
+    run = RunDir(Path(run_dir))
+    files = run.cell(cell, seed)
     try:
-        record = RunDir(Path(run_dir)).read_record(cell, seed)
+        record = run.read_record(cell, seed)
     except UsageError as exc:
         return None, {**base, "status": CellState.DAMAGED.value, "skipped": str(exc)}
     if record is None:
-        return None, {**base, "status": CellState.MISSING.value, "skipped": f"no record at {path}"}
+        return None, {**base, "status": CellState.MISSING.value, "skipped": f"no record at {files.record}"}
     if record.status != CellState.DONE:
         return None, _skip(base, record)
-    if not (path.parent / "model.pt").exists():
-        return None, {**base, "status": record.status.value, "skipped": f"no trained weights at {path.parent / 'model.pt'}"}
+    if not files.model.exists():
+        return None, {**base, "status": record.status.value, "skipped": f"no trained weights at {files.model}"}
     return record, {**base, "status": record.status.value}
 
 
@@ -342,7 +343,7 @@ def export_cell(
     if record is None:
         return result
     try:
-        model = load_cell_model(record, RunDir(Path(run_dir)).cell_dir(cell, seed) / "model.pt")
+        model = load_cell_model(record, RunDir(Path(run_dir)).cell(cell, seed).model)
     except Exception as exc:  # noqa: BLE001 - weights that no longer fit the variant are a result
         return {**result, "error": f"cannot rebuild the trained model: {describe_error(exc)}"}
     out_dir = Path(out_dir)
@@ -372,11 +373,7 @@ def _run_exported(
 
 def run_cells(run_dir: Path, only: Optional[Sequence[str]] = None) -> list[tuple[str, int]]:
     """(cell, seed) pairs of a run in plan order, from its run.json; `only` keeps the cells it names."""
-    path = Path(run_dir) / "run.json"
-    data = read_json(path)
-    if data is None:
-        raise UsageError(f"{run_dir} is not a run directory: it has no run.json.")
-    meta = RunMeta.from_dict(data, str(path))
+    meta = RunDir(Path(run_dir)).meta()
     cells = [c for c in meta.grid.cells if not only or c in only]
     unknown = sorted(set(only or []) - set(meta.grid.cells))
     if unknown:

@@ -19,7 +19,6 @@ from typing import Any, Callable, Optional
 import torch
 
 from reidbench.errors import ReidbenchError
-from reidbench.harness.checkpoints import CHECKPOINT
 from reidbench.harness.evaluate import evaluate_model
 from reidbench.harness.lock import DirectoryLock
 from reidbench.harness.placement import ImageStore
@@ -70,11 +69,11 @@ def run_cell(cell: Cell, seed: int, ctx: RunContext) -> CellRecord:
     the next cell together. Saving and measuring run on rank 0 while the
     others wait in that agreement.
     """
-    cell_dir = ctx.run.cell_dir(cell.id, seed)
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    with DirectoryLock(cell_dir, "cell") if ctx.world.is_main else nullcontext():
+    files = ctx.run.cell(cell.id, seed)
+    files.path.mkdir(parents=True, exist_ok=True)
+    with DirectoryLock(files.lock, "cell") if ctx.world.is_main else nullcontext():
         if ctx.world.is_main:
-            remove_stale_temporaries(cell_dir)
+            remove_stale_temporaries(files.path)
         return _run_locked_cell(cell, seed, ctx)
 
 
@@ -111,12 +110,12 @@ def _run_locked_cell(cell: Cell, seed: int, ctx: RunContext) -> CellRecord:
     record.wall_seconds, record.finished = time.perf_counter() - started, now_utc()
     if world.is_main:
         run.write_record(record)
-        (run.cell_dir(cell.id, seed) / CHECKPOINT).unlink(missing_ok=True)  # the record is final: nothing to resume
+        run.cell(cell.id, seed).checkpoint.unlink(missing_ok=True)  # the record is final: nothing to resume
     return broadcast_object(record, world)
 
 
 def _train_evaluate_measure(model: ReidModel, cell: Cell, seed: int, record: CellRecord, ctx: RunContext, profile: Profile) -> None:
-    plan, world, cell_dir = ctx.plan, ctx.world, ctx.run.cell_dir(cell.id, seed)
+    plan, world, files = ctx.plan, ctx.world, ctx.run.cell(cell.id, seed)
     data, tests = ctx.images.at(model.settings)
 
     def train() -> None:
@@ -124,7 +123,7 @@ def _train_evaluate_measure(model: ReidModel, cell: Cell, seed: int, record: Cel
         options = TrainOptions(seed, plan.device, plan.dtype, world, plan.sync_bn and world.distributed, plan.compile, plan.cuda_graphs)
         told = None if ctx.on_epoch is None else (lambda epoch: ctx.on_epoch(cell.id, seed, epoch))
         board = tensorboard_hook(ctx.run.root, cell.id, seed, ctx.progress.log) if world.is_main else None
-        summary = train_model(model, data.train, profile.train, options, cell_dir, ctx.progress, told,
+        summary = train_model(model, data.train, profile.train, options, files.path, ctx.progress, told,
                               extra_hooks=[board] if board is not None else [])
         revert_sync_batchnorm(model, kinds)  # no rank-0-only forward may all-reduce with the others
         record.training = summary.to_dict()
@@ -143,7 +142,7 @@ def _train_evaluate_measure(model: ReidModel, cell: Cell, seed: int, record: Cel
 
     def keep_and_measure() -> None:
         if world.is_main:
-            save_torch_atomic(model.state_dict(), cell_dir / "model.pt")
+            save_torch_atomic(model.state_dict(), files.model)
             ctx.measure(model, record, ctx.progress.log)
 
     for phase, step in (("train", train), ("evaluate", evaluate), ("measure", keep_and_measure)):

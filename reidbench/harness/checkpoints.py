@@ -20,12 +20,11 @@ from reidbench.errors import UsageError
 from reidbench.harness.trainer import TrainContext, TrainHook
 from reidbench.runtime.distributed import any_rank
 from reidbench.runtime.files import save_torch_atomic
-
-CHECKPOINT = "checkpoint.pt"
+from reidbench.schema import EpochEntry
 
 
 class CheckpointDamaged(UsageError):
-    """A checkpoint.pt that cannot be read back; the message says how to go on."""
+    """A checkpoint that cannot be read back; the message says how to go on."""
 
 
 def read_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
@@ -46,8 +45,8 @@ def read_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
 class ResumeFromCheckpoint(TrainHook):
     """Before the first epoch: the model, optimizer, scheduler, random generators and epoch log of the last checkpoint."""
 
-    def __init__(self, cell_dir: Path) -> None:
-        self.path = cell_dir / CHECKPOINT
+    def __init__(self, path: Path) -> None:
+        self.path = path
 
     def on_start(self, ctx: TrainContext) -> None:
         if not self.path.exists():
@@ -67,7 +66,8 @@ class ResumeFromCheckpoint(TrainHook):
         torch.set_rng_state(state["torch_rng"].cpu())
         if state.get("cuda_rng") is not None and ctx.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), ctx.device)
-        ctx.start_epoch, ctx.log = state["epoch"], state["log"]
+        ctx.start_epoch = state["epoch"]
+        ctx.log = [EpochEntry.from_dict(entry, f"{self.path}: log[{i}]") for i, entry in enumerate(state["log"])]
 
 
 class Checkpointer(TrainHook):
@@ -78,15 +78,15 @@ class Checkpointer(TrainHook):
     is written.
     """
 
-    def __init__(self, cell_dir: Path) -> None:
-        self.path = cell_dir / CHECKPOINT
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self.last = monotonic()
 
     def on_start(self, ctx: TrainContext) -> None:
         self.last = monotonic()
 
-    def on_epoch(self, ctx: TrainContext, entry: dict[str, Any]) -> None:
-        epoch = entry["epoch"]
+    def on_epoch(self, ctx: TrainContext, entry: EpochEntry) -> None:
+        epoch = entry.epoch
         if not any_rank(ctx.cfg.checkpoint_due(epoch, (monotonic() - self.last) / 60), ctx.world):
             return
         generators = _gather_states(ctx.generator.get_state(), ctx)
@@ -106,7 +106,7 @@ class Checkpointer(TrainHook):
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(ctx.device) if ctx.device.type == "cuda" else None,
             "epoch": epoch,
-            "log": ctx.log,
+            "log": [entry.to_dict() for entry in ctx.log],  # plain data: torch.load(weights_only=True) reads it back
             "world_size": ctx.world.world_size,
         }
 

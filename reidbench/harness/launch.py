@@ -27,19 +27,17 @@ import torch
 from reidbench.errors import UsageError
 from reidbench.harness.cell import MeasureFactory
 from reidbench.harness.console import summary_line
-from reidbench.harness.plan import RunPlan, read_meta, resolve_settings
+from reidbench.harness.plan import RunPlan, resolve_settings
 from reidbench.rundir import RunDir
-from reidbench.harness.runner import JOB_FILE, run_one
+from reidbench.harness.runner import run_one
 from reidbench.runtime.device import resolve_device
 from reidbench.runtime.distributed import World
-from reidbench.runtime.files import now_utc, read_json, write_json
+from reidbench.runtime.files import now_utc, write_json
 from reidbench.runtime.text import first_line
 from reidbench.schema import ACTIVE, CellState, RunState
 
 LOCAL, SUBMITIT_LOCAL, SLURM = "local", "submitit-local", "slurm"
 LAUNCHERS = (LOCAL, SUBMITIT_LOCAL, SLURM)
-LAUNCH_FILE = "launch.json"
-JOBS_DIR = "jobs"
 LOCAL_TIMEOUT_MIN = 60 * 24 * 365
 """submitit-local kills a job at its timeout (2 minutes unless told); without --time, in effect never."""
 RUNNING_JOB, QUEUED_JOB, ENDED_JOB = "running", "queued", "ended"
@@ -248,12 +246,12 @@ class Fanout:
     ) -> None:
         self.run, self.plan, self.log, self.measurer = run, plan, log, measurer
         self.parameters = executor_parameters(plan, run)
-        self.executor = submitit.AutoExecutor(folder=run.root / JOBS_DIR, cluster="slurm" if plan.launcher == SLURM else "local")
+        self.executor = submitit.AutoExecutor(folder=run.jobs_dir, cluster="slurm" if plan.launcher == SLURM else "local")
         self.executor.update_parameters(**self.parameters)
         self.jobs: dict[tuple[str, int], Any] = {}
         self.queue = list(slots)
         self.launch = {
-            "launcher": plan.launcher, "folder": JOBS_DIR, "host": socket.gethostname(), "submitted": now_utc(),
+            "launcher": plan.launcher, "folder": run.jobs_dir.name, "host": socket.gethostname(), "submitted": now_utc(),
             "options": plan.to_dict(), "parameters": self.parameters,
             "jobs": [{"cell": c, "seed": s, "job_id": None, "submitted": None} for c, s in slots],
         }
@@ -283,7 +281,7 @@ class Fanout:
             entry = next(e for e in self.launch["jobs"] if (e["cell"], e["seed"]) == slot)
             entry.update(job_id=str(job.job_id), submitted=stamp)
             self.log(f"submitted {slot[0]} seed {slot[1]}: job {job.job_id}")
-        write_json(self.run.root / LAUNCH_FILE, self.launch)
+        write_json(self.run.launch_json, self.launch)
 
     def wait(self, poll_s: Optional[float] = None) -> None:
         """Until every job has ended, starting queued ones as slots free up; logs each cell as it ends."""
@@ -307,11 +305,6 @@ def _readable_record(run: RunDir, cell: str, seed: int) -> Any:
         return run.read_record(cell, seed)
     except UsageError:
         return None
-
-
-def read_launch(run: RunDir) -> Optional[dict[str, Any]]:
-    """launch.json of a fanned-out run; None for a run made by --launcher local."""
-    return read_json(run.root / LAUNCH_FILE)
 
 
 def job_states(run: RunDir, launch: dict[str, Any]) -> dict[str, tuple[Optional[str], Optional[str]]]:
@@ -371,7 +364,7 @@ def _local_state(run: RunDir, job_id: str) -> str:
 
 def job_paths(run: RunDir, job_id: str) -> Any:
     """submitit's file names for a job (task 0): log.out, log.err, result pickle, under RUN/jobs/."""
-    return submitit.core.utils.JobPaths(run.root / JOBS_DIR, job_id, 0)
+    return submitit.core.utils.JobPaths(run.jobs_dir, job_id, 0)
 
 
 def finalize(run: RunDir, rows: list[Any]) -> list[str]:
@@ -391,10 +384,10 @@ def finalize(run: RunDir, rows: list[Any]) -> list[str]:
             record.status, record.error, record.finished = CellState.FAILED, row.detail, now_utc()
             run.write_record(record)
             changes.append(f"{row.cell} seed {row.seed} recorded as failed")
-    meta = read_meta(run)
+    meta = run.meta()
     before = meta.to_dict()
     cells = meta.grid.cells
-    job = next((j for c in cells for s in meta.seeds if (j := read_json(run.cell_dir(c, s) / JOB_FILE))), None)
+    job = next((j for c in cells for s in meta.seeds if (j := run.read_job(c, s))), None)
     if job is not None and not run.environment_json.exists():
         write_json(run.environment_json, {**job["environment"], "fanned_out": True})
         changes.append("environment.json written")
@@ -406,7 +399,7 @@ def finalize(run: RunDir, rows: list[Any]) -> list[str]:
     if meta.to_dict() != before:
         write_json(run.run_json, meta.to_dict())
     csv = run.results_csv
-    if not csv.exists() or any(r.stat().st_mtime >= csv.stat().st_mtime for r in run.root.glob("cells/*/seed*/record.json")):
+    if not csv.exists() or any(r.stat().st_mtime >= csv.stat().st_mtime for r in run.record_paths()):
         run.write_results(cells)
         changes.append(f"{csv.name} rewritten")
     return changes
@@ -420,7 +413,7 @@ def fan_out(
     The settings go into run.json now (they cost nothing to resolve); the dataset facts and the
     environment need the images decoded and the job's own machine, so `finalize` adds them later.
     """
-    meta = read_meta(run)
+    meta = run.meta()
     meta.settings = resolve_settings(plan, dataset).to_dict()
     write_json(run.run_json, meta.to_dict())
     fanout = Fanout(run, launch_plan, [(c.id, s) for c in plan.cells for s in range(plan.seeds)], measurer, log)

@@ -21,8 +21,6 @@ from typing import Any, Optional
 from reidbench.errors import UsageError
 from reidbench.runtime.files import now_utc
 
-LOCK_FILE = ".lock"
-
 
 class InUse(UsageError):
     """Another live process holds the lock."""
@@ -59,15 +57,14 @@ def is_alive(owner: dict[str, Any]) -> Optional[bool]:
 
 
 class DirectoryLock:
-    """Held while this process writes `folder`; `what` names the folder in the refusal ("run", "cell")."""
+    """Held while this process writes the folder of the lock file `path`; `what` names the folder in the refusal ("run", "cell")."""
 
-    def __init__(self, folder: Path, what: str) -> None:
-        self.folder, self.what = folder, what
+    def __init__(self, path: Path, what: str) -> None:
+        self.path, self.folder, self.what = path, path.parent, what
         self.handle: Optional[Any] = None
 
     def acquire(self) -> "DirectoryLock":
-        path = self.folder / LOCK_FILE
-        handle = path.open("a+")
+        handle = self.path.open("a+")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

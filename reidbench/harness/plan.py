@@ -21,8 +21,8 @@ from reidbench.config import from_mapping, named_source
 from reidbench.profiles import Profile, TrainConfig, builtin_profiles, load_profile, load_recipe, resolve_profile_name, with_recipe
 from reidbench.runtime.device import memory_capacity, resolve_dtype
 from reidbench.runtime.distributed import World
-from reidbench.runtime.files import now_utc, read_json, write_atomic, write_json
-from reidbench.schema import GridRef, RunMeta, RunState, SchemaError, axis_text
+from reidbench.runtime.files import now_utc, write_atomic, write_json
+from reidbench.schema import GridRef, RunMeta, RunState, axis_text
 from reidbench.training.step import ranks_batch
 from reidbench.variants.factory import parse_weights_options
 from reidbench.variants.footprint import estimate_footprint
@@ -415,8 +415,8 @@ def create_run_dir(out: Optional[Path], grid_name: str) -> RunDir:
 
 def start_run(plan: RunPlan, run: RunDir) -> RunDir:
     """Write what defines the run into its directory: the grid and profile files and run.json."""
-    write_atomic(run.root / "grid.toml", plan.grid_text)
-    write_atomic(run.root / "profile.toml", plan.profile_text)
+    write_atomic(run.grid_toml, plan.grid_text)
+    write_atomic(run.profile_toml, plan.profile_text)
     meta = RunMeta(
         status=RunState.RUNNING, grid=GridRef(plan.grid.name, plan.grid.source, [c.id for c in plan.cells]),
         seeds=list(range(plan.seeds)), device=str(plan.device), dtype=plan.dtype,
@@ -429,33 +429,16 @@ def start_run(plan: RunPlan, run: RunDir) -> RunDir:
     return run
 
 
-def read_meta(run: RunDir) -> RunMeta:
-    """run.json, checked against its schema; a damaged one is named with the way on, never a traceback."""
-    try:
-        data = read_json(run.run_json)
-    except UsageError:
-        raise UsageError(
-            f"{run.run_json} is damaged (not JSON); the run cannot be resumed or reported from it. Restore it from a "
-            "backup if you have one; the cell folders under cells/ are intact and `reidbench report` still reads them."
-        ) from None
-    if data is None:
-        raise UsageError(f"{run.root} is not a reidbench run directory (it has no run.json).")
-    try:
-        return RunMeta.from_dict(data, str(run.run_json))
-    except SchemaError as exc:
-        raise SchemaError(f"{exc} It is not a run.json that reidbench wrote; restore it, or start a new run.") from None
-
-
 def load_plan(run: RunDir, device: Optional[torch.device] = None) -> RunPlan:
     """The plan of an existing run directory, for --resume and for the jobs of a fanned-out run."""
-    meta = read_meta(run)
-    if not (run.root / "grid.toml").exists() or not (run.root / "profile.toml").exists():
-        raise UsageError(f"{run.root} is not a reidbench run directory (grid.toml or profile.toml is missing).")
-    grid_text, profile_text = (run.root / "grid.toml").read_text(), (run.root / "profile.toml").read_text()
+    meta = run.meta()
+    if not run.grid_toml.exists() or not run.profile_toml.exists():
+        raise UsageError(f"{run.root} is not a reidbench run directory ({run.grid_toml.name} or {run.profile_toml.name} is missing).")
+    grid_text, profile_text = run.grid_toml.read_text(), run.profile_toml.read_text()
     grid = parse_grid(grid_text.encode(), source=meta.grid.source, name=meta.grid.name)
     grid = grid.with_axes(meta.cli_axes, "--axis (stored in run.json)") if meta.cli_axes else grid
-    profile = replace(load_profile(str(run.root / "profile.toml")), name=meta.profile.get("name", "stored"),
-                      source=meta.profile.get("source", str(run.root / "profile.toml")))
+    profile = replace(load_profile(str(run.profile_toml)), name=meta.profile.get("name", "stored"),
+                      source=meta.profile.get("source", str(run.profile_toml)))
     stored = torch.device(meta.device)
     if device is not None and device.type != stored.type:
         raise UsageError(f"{run.root} was run on {stored}; resuming on {device} would mix numbers from two devices.")

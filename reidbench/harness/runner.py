@@ -21,7 +21,7 @@ from reidbench.harness.cell import Measure, MeasureFactory, RunContext, run_cell
 from reidbench.harness.console import data_line, summary_line, test_data_line
 from reidbench.harness.lock import DirectoryLock, this_process
 from reidbench.harness.placement import ImageStore
-from reidbench.harness.plan import RunPlan, cell_settings, cells_in_size_order, load_plan, read_meta, resolve_settings
+from reidbench.harness.plan import RunPlan, cell_settings, cells_in_size_order, load_plan, resolve_settings
 from reidbench.rundir import RunDir
 from reidbench.runtime.distributed import World, describe_world, from_main, init_distributed, world_from_env
 from reidbench.runtime.environment import collect_environment
@@ -29,11 +29,6 @@ from reidbench.runtime.files import now_utc, remove_stale_temporaries, write_jso
 from reidbench.runtime.progress import Progress
 from reidbench.schema import OWNER_FIELDS, CellRecord, Owner, RunMeta, RunState
 from reidbench.variants.settings import VariantSettings
-
-JOB_FILE = "job.json"
-"""In a cell folder of a fanned-out run: where its job ran, with what `execute` would write to
-environment.json and run.json (environment, dataset facts, settings), for the launcher to merge."""
-
 
 def cell_environment(plan: RunPlan, world: World) -> dict[str, Any]:
     """Make this process's numbers reproducible, then describe it: what environment.json holds."""
@@ -100,7 +95,7 @@ def execute(
     which cells are finished, and every rank returns rank 0's records. Rank 0
     holds the run directory's lock throughout.
     """
-    with (DirectoryLock(run.root, "run") if world.is_main else nullcontext()):
+    with (DirectoryLock(run.lock, "run") if world.is_main else nullcontext()):
         prepared = prepared or prepare_run(plan, progress, dataset, world)
         ctx = RunContext(plan, prepared.settings, prepared.images, run, prepared.environment, progress, measure, world, on_epoch)
         meta = _start(ctx)
@@ -121,7 +116,7 @@ def execute(
 
 def _start(ctx: RunContext) -> RunMeta:
     """run.json says who runs it now; what a killed process left half-written goes."""
-    meta = read_meta(ctx.run)
+    meta = ctx.run.meta()
     if ctx.world.is_main:
         for path in remove_stale_temporaries(ctx.run.root):
             ctx.progress.log(f"removed {path.relative_to(ctx.run.root)}, left by a process that is gone")
@@ -183,7 +178,8 @@ def run_one(run_root: str, cell_id: str, seed: int, measurer: MeasureFactory, jo
     """Run one (cell, seed) of an existing run directory: the whole work of one job of a fanned-out run.
 
     Many of these run at once, so this writes only cells/<cell>/seed<k>/ (record, training log,
-    checkpoint, model, and JOB_FILE); run.json, environment.json and results.csv belong to the
+    checkpoint, model, and its job file: where it ran, with what `execute` would write to the run-level
+    files, for the launcher to merge); run.json, environment.json and results.csv belong to the
     launcher. As with --resume, a finished cell is returned untouched and an unfinished one
     continues from its checkpoint, so a requeued job picks up where the last one stopped.
     Plain arguments and a module-level `measurer`, so a job scheduler can pickle the call.
@@ -203,7 +199,7 @@ def run_one(run_root: str, cell_id: str, seed: int, measurer: MeasureFactory, jo
     measure = measurer(plan.profile.measure, plan.device, plan.dtype)
     ctx = RunContext(plan, prepared.settings, prepared.images, run, prepared.environment, progress, measure, world)
     if world.is_main:
-        write_json(run.cell_dir(cell.id, seed) / JOB_FILE, {
+        write_json(run.cell(cell.id, seed).job, {
             **(job or {}), **this_process(),
             "environment": ctx.environment, "dataset": ctx.images.data.info, "settings": ctx.settings.to_dict(),
         })

@@ -16,7 +16,6 @@ from reidbench.errors import UsageError
 from reidbench.harness import launch
 from reidbench.harness.launch import FAILED_JOB_DIED
 from reidbench.harness.lock import is_alive
-from reidbench.harness.plan import read_meta
 from reidbench.rundir import RunDir
 from reidbench.runtime.text import first_line
 from reidbench.schema import CellRecord, CellState, RunMeta, RunState
@@ -74,13 +73,8 @@ class RunStatus:
 def collect(root: Path) -> RunStatus:
     """The state of every planned (cell, seed) of the run directory `root`."""
     run = RunDir(root)
-    if not root.is_dir() or not run.run_json.exists():
-        raise UsageError(
-            f"{root} is not a reidbench run directory: it has no run.json listing the grid's cells and seeds. "
-            "Name a folder that `reidbench run` created (it prints it, e.g. runs/<time>-<grid>/), or check the path."
-        )
-    meta = read_meta(run)
-    fanout = launch.read_launch(run)
+    meta = run.meta()
+    fanout = run.read_launch()
     entries = {(e["cell"], e["seed"]): e for e in (fanout or {}).get("jobs", [])}
     states = launch.job_states(run, fanout) if fanout else {}
     epochs = (meta.profile.get("train") or {}).get("epochs")
@@ -146,14 +140,7 @@ def _outcome(record: CellRecord) -> str:
 
 def _progress(run: RunDir, cell: str, seed: int, epochs: Optional[int]) -> str:
     """'epoch 37/120' from the training log's last complete line; a torn last line is skipped."""
-    path = run.cell_dir(cell, seed) / "train_log.jsonl"
-    done = 0
-    if path.exists():
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                done = max(done, int(json.loads(line)["epoch"]))
-            except (ValueError, KeyError, TypeError):
-                continue
+    done = run.cell(cell, seed).read_train_log().last_epoch
     if not done:
         return "no epoch finished yet"
     return f"epoch {done}/{epochs}" if epochs else f"epoch {done}"

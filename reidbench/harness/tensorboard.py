@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping, Optional
 from reidbench.harness.trainer import TrainContext, TrainHook
 from reidbench.profiles import TrainConfig
 from reidbench.rundir import RunDir
-from reidbench.schema import CellRecord, is_number
+from reidbench.schema import CellRecord, EpochEntry, is_number
 
 Log = Callable[[str], None]
 
@@ -45,7 +45,7 @@ EPOCH_TAGS = {
     "lr": "train/lr",
     "img_per_s": "speed/img_per_s",
 }
-"""Epoch-entry key -> scalar tag; grouped by prefix so TensorBoard shows training and speed in separate sections."""
+"""`EpochEntry` field -> scalar tag; grouped by prefix so TensorBoard shows training and speed in separate sections."""
 FINAL_METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP")
 FINAL_PREFIX = "final/"
 """Final metrics get their own tags: the HParams tab must not mistake an epoch curve for a cell's result."""
@@ -55,7 +55,7 @@ _hinted: set[str] = set()
 
 
 def tensorboard_dir(run_root: Path, cell: str, seed: int) -> Path:
-    return RunDir(Path(run_root)).cell_dir(cell, seed)
+    return RunDir(Path(run_root)).cell(cell, seed).events
 
 
 def summary_writer_class(run_root: Path, log: Log) -> Optional[type]:
@@ -149,12 +149,12 @@ class TensorBoardLog(TrainHook):
         except Exception as exc:  # noqa: BLE001 - the curves are optional, the cell is not
             self.stop(exc)
 
-    def on_epoch(self, ctx: TrainContext, entry: dict[str, Any]) -> None:
+    def on_epoch(self, ctx: TrainContext, entry: EpochEntry) -> None:
         if self.writer is None:
             return
         try:
             self.write(entry)
-            if entry["epoch"] >= ctx.cfg.epochs:
+            if entry.epoch >= ctx.cfg.epochs:
                 self.close()
             else:
                 # Flushed every epoch: a cell that fails or is killed later keeps the curves up to here.
@@ -177,10 +177,10 @@ class TensorBoardLog(TrainHook):
         with contextlib.suppress(Exception):
             self.close()
 
-    def write(self, entry: Mapping[str, Any]) -> None:
+    def write(self, entry: EpochEntry) -> None:
         for key, tag in EPOCH_TAGS.items():
-            if is_number(entry.get(key)):
-                self.writer.add_scalar(tag, float(entry[key]), int(entry["epoch"]))
+            if is_number(value := getattr(entry, key)):
+                self.writer.add_scalar(tag, float(value), entry.epoch)
 
 
 def cell_hparams(record: CellRecord, extra: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:

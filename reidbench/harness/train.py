@@ -8,7 +8,6 @@ the rank) so that two ranks never crop their images alike.
 """
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -22,16 +21,15 @@ from reidbench.data.stream import AnyImageSet
 from reidbench.harness.checkpoints import Checkpointer, ResumeFromCheckpoint
 from reidbench.harness.trainer import DivergenceGuard, EpochCallback, TrainContext, Trainer, TrainHook
 from reidbench.profiles import TrainConfig
+from reidbench.rundir import CellDir
 from reidbench.runtime.compile import compile_model
 from reidbench.runtime.distributed import World
-from reidbench.runtime.files import append_line, write_atomic
 from reidbench.runtime.progress import Progress
+from reidbench.schema import EpochEntry
 from reidbench.training.graph_step import GraphedTrainStep
 from reidbench.training.sampler import PKSampler
 from reidbench.training.step import StepOptions, TrainStep, build_optimizer, lr_factor, ranks_batch
 from reidbench.variants.model import ReidModel
-
-LOG_FILE = "train_log.jsonl"
 
 
 @dataclass(frozen=True)
@@ -78,22 +76,22 @@ class TrainSummary:
 
 
 class EpochLog(TrainHook):
-    """train_log.jsonl, one line per epoch (rewritten to the checkpoint's epochs on resume), and the console line."""
+    """The cell's training log, one `EpochEntry` per epoch (rewritten to the checkpoint's epochs on resume), and the console line."""
 
-    def __init__(self, cell_dir: Path, log: Callable[[str], None]) -> None:
-        self.path, self.log = cell_dir / LOG_FILE, log
+    def __init__(self, cell: CellDir, log: Callable[[str], None]) -> None:
+        self.cell, self.log = cell, log
 
     def on_start(self, ctx: TrainContext) -> None:
         # Epochs trained after the last checkpoint were not saved: the log drops them too.
-        write_atomic(self.path, "".join(json.dumps(e) + "\n" for e in ctx.log))
+        self.cell.write_train_log(ctx.log)
 
-    def on_epoch(self, ctx: TrainContext, entry: dict[str, Any]) -> None:
-        append_line(self.path, entry)
-        done = entry["epoch"] - ctx.start_epoch
-        remaining = (ctx.cfg.epochs - entry["epoch"]) * ctx.wall_seconds / done
+    def on_epoch(self, ctx: TrainContext, entry: EpochEntry) -> None:
+        self.cell.append_epoch(entry)
+        done = entry.epoch - ctx.start_epoch
+        remaining = (ctx.cfg.epochs - entry.epoch) * ctx.wall_seconds / done
         self.log(
-            f"    epoch {entry['epoch']}/{ctx.cfg.epochs}: loss {entry['loss']:.3f} (id {entry['id_loss']:.3f}, "
-            f"triplet {entry['triplet_loss']:.3f}), train acc {entry['accuracy']:.3f}, {entry['img_per_s']:.0f} img/s, "
+            f"    epoch {entry.epoch}/{ctx.cfg.epochs}: loss {entry.loss:.3f} (id {entry.id_loss:.3f}, "
+            f"triplet {entry.triplet_loss:.3f}), train acc {entry.accuracy:.3f}, {entry.img_per_s:.0f} img/s, "
             f"training ETA {duration(remaining)}"
         )
 
@@ -103,6 +101,7 @@ def train_model(
     progress: Progress, on_epoch: Optional[Callable[[int], None]] = None, extra_hooks: Sequence[TrainHook] = (),
 ) -> TrainSummary:
     """Train `model` in place, continuing from `cell_dir`'s checkpoint when there is one; the summary to record."""
+    cell = CellDir(cell_dir)
     world, device = options.world, options.device
     sampler = PKSampler(
         train_set.pids, p=ranks_batch(cfg, world), k=cfg.k, seed=options.seed, rank=world.rank, world_size=world.world_size,
@@ -127,10 +126,10 @@ def train_model(
     )
     if options.cuda_graphs:
         step = GraphedTrainStep(step)
-    hooks: list[TrainHook] = [ResumeFromCheckpoint(cell_dir), DivergenceGuard()]
-    hooks += [EpochLog(cell_dir, progress.log)] if world.is_main else []
+    hooks: list[TrainHook] = [ResumeFromCheckpoint(cell.checkpoint), DivergenceGuard()]
+    hooks += [EpochLog(cell, progress.log)] if world.is_main else []
     hooks += list(extra_hooks)  # after the resume (they read ctx.start_epoch), before the checkpoint
-    hooks += [Checkpointer(cell_dir)] + ([EpochCallback(on_epoch)] if on_epoch is not None else [])
+    hooks += [Checkpointer(cell.checkpoint)] + ([EpochCallback(on_epoch)] if on_epoch is not None else [])
     trained.train()
     Trainer(ctx, step, sampler, train_set, progress, hooks).fit()
     trained.eval()
@@ -141,13 +140,13 @@ def summarize(ctx: TrainContext, options: TrainOptions, step: Any, train_set: An
     log, cfg = ctx.log, ctx.cfg
     mine = log[ctx.start_epoch:]
     seen = len(mine) * steps_per_epoch * cfg.batch_size
-    later = [e["img_per_s"] for e in mine[1:]]
+    later = [e.img_per_s for e in mine[1:]]
     return TrainSummary(
         epochs_done=cfg.epochs,
-        seconds=sum(e["seconds"] for e in log),
+        seconds=sum(e.seconds for e in log),
         images=len(log) * steps_per_epoch * cfg.batch_size,
-        img_per_s=(seen / ctx.wall_seconds) if ctx.wall_seconds else (log[-1]["img_per_s"] if log else 0.0),
-        final_loss=log[-1]["loss"] if log else float("nan"),
+        img_per_s=(seen / ctx.wall_seconds) if ctx.wall_seconds else (log[-1].img_per_s if log else 0.0),
+        final_loss=log[-1].loss if log else float("nan"),
         resumed_from_epoch=ctx.start_epoch,
         compiled=options.compile,
         graphed=options.cuda_graphs,
@@ -155,7 +154,7 @@ def summarize(ctx: TrainContext, options: TrainOptions, step: Any, train_set: An
         world_size=ctx.world.world_size,
         image_cache=train_set.location,
         warnings=loss_rise_warnings(log),
-        first_epoch_seconds=mine[0]["seconds"] if mine else None,
+        first_epoch_seconds=mine[0].seconds if mine else None,
         steady_img_per_s=statistics.median(later) if later else None,
         capture_seconds=getattr(step, "capture_seconds", None),
     )
@@ -167,7 +166,7 @@ LOSS_RISE_FACTOR = 2.0
 LOSS_RISE_MIN = 0.5
 
 
-def loss_rise_warnings(log: list[dict]) -> list[str]:
+def loss_rise_warnings(log: list[EpochEntry]) -> list[str]:
     """One warning per loss (total, ID, triplet) whose last epoch ended far above its best epoch.
 
     Such a cell finished and has an accuracy, but not the recipe's: a partly
@@ -176,7 +175,7 @@ def loss_rise_warnings(log: list[dict]) -> list[str]:
     """
     warnings = []
     for key, name in (("loss", "training loss"), ("id_loss", "ID loss"), ("triplet_loss", "triplet loss")):
-        values = [(e[key], e["epoch"]) for e in log if isinstance(e.get(key), (int, float)) and math.isfinite(e[key])]
+        values = [(getattr(e, key), e.epoch) for e in log if math.isfinite(getattr(e, key))]
         if len(values) < 3:
             continue
         best, best_epoch = min(values)

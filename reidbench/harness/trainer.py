@@ -22,6 +22,7 @@ from reidbench.profiles import TrainConfig
 from reidbench.runtime.device import synchronize
 from reidbench.runtime.distributed import World, all_reduce_mean
 from reidbench.runtime.progress import Progress
+from reidbench.schema import EpochEntry
 from reidbench.training.sampler import PKSampler
 from reidbench.training.step import epoch_batches
 
@@ -33,7 +34,7 @@ class TrainingDiverged(ReidbenchError):
 
 
 STAT_NAMES = ("loss", "id_loss", "triplet_loss", "accuracy")
-"""What a step returns, in order; an epoch's log entry averages them."""
+"""What a step returns, in order; an epoch's `EpochEntry` averages them."""
 
 
 @dataclass
@@ -51,7 +52,7 @@ class TrainContext:
     world: World
     cell_dir: Path
     start_epoch: int = 0
-    log: list[dict[str, Any]] = field(default_factory=list)
+    log: list[EpochEntry] = field(default_factory=list)
     wall_seconds: float = 0.0
     """Training seconds of this process's epochs so far."""
 
@@ -62,17 +63,17 @@ class TrainHook:
     def on_start(self, ctx: TrainContext) -> None:
         pass
 
-    def on_epoch(self, ctx: TrainContext, entry: dict[str, Any]) -> None:
+    def on_epoch(self, ctx: TrainContext, entry: EpochEntry) -> None:
         pass
 
 
 class DivergenceGuard(TrainHook):
     """A non-finite loss fails the cell at the epoch it appeared, with the way out, instead of training on NaN."""
 
-    def on_epoch(self, ctx: TrainContext, entry: dict[str, Any]) -> None:
-        if not all(math.isfinite(entry[name]) for name in STAT_NAMES[:3]):
+    def on_epoch(self, ctx: TrainContext, entry: EpochEntry) -> None:
+        if not all(math.isfinite(value) for value in (entry.loss, entry.id_loss, entry.triplet_loss)):
             raise TrainingDiverged(
-                f"the loss became {entry['loss']} during epoch {entry['epoch']}; lower the learning rate (train.lr) or check the data"
+                f"the loss became {entry.loss} during epoch {entry.epoch}; lower the learning rate (train.lr) or check the data"
             )
 
 
@@ -82,8 +83,8 @@ class EpochCallback(TrainHook):
     def __init__(self, callback: Callable[[int], None]) -> None:
         self.callback = callback
 
-    def on_epoch(self, ctx: TrainContext, entry: dict[str, Any]) -> None:
-        self.callback(entry["epoch"])
+    def on_epoch(self, ctx: TrainContext, entry: EpochEntry) -> None:
+        self.callback(entry.epoch)
 
 
 @dataclass
@@ -106,7 +107,7 @@ class Trainer:
             for hook in self.hooks:
                 hook.on_epoch(self.ctx, entry)
 
-    def run_epoch(self, epoch: int) -> dict[str, Any]:
+    def run_epoch(self, epoch: int) -> EpochEntry:
         """One epoch's steps; its entry: averaged statistics (all ranks), learning rate, seconds, img/s."""
         ctx, steps = self.ctx, len(self.sampler)
         self.sampler.set_epoch(epoch)
@@ -128,10 +129,10 @@ class Trainer:
         synchronize(ctx.device)
         seconds = time.perf_counter() - started
         ctx.wall_seconds += seconds
-        return {
-            "epoch": epoch + 1,
+        return EpochEntry(
+            epoch=epoch + 1,
             **dict(zip(STAT_NAMES, totals)),
-            "lr": float(ctx.optimizer.param_groups[0]["lr"]),
-            "seconds": seconds,
-            "img_per_s": steps * ctx.cfg.batch_size / seconds,
-        }
+            lr=float(ctx.optimizer.param_groups[0]["lr"]),
+            seconds=seconds,
+            img_per_s=steps * ctx.cfg.batch_size / seconds,
+        )

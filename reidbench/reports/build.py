@@ -15,6 +15,7 @@ from reidbench.harness.console import phase_breakdown
 from reidbench.profiles.profile import STANDARD_RERANK
 from reidbench.runtime.files import write_atomic
 from reidbench.runtime.text import printable
+from reidbench.rundir import RESULTS_CSV, RunDir
 from reidbench.reports.compare import Comparison, Crossing, Threshold, compare, gate
 from reidbench.reports.axis_plots import axis_plots
 from reidbench.reports.load import LoadedRun, load_run
@@ -48,7 +49,7 @@ def make_report(
     thresholds: Optional[list[Threshold]] = None,
 ) -> ReportResult:
     """Read, summarize, compare, plot, render and write; returns what was written and the gate's crossings."""
-    out = check_out(out if out is not None else run_root / "report")
+    out = check_out(out if out is not None else RunDir(run_root).report_dir)
     run = load_run(run_root)
     summaries = summarize(run)
     comparison = None
@@ -82,10 +83,10 @@ def check_out(out: Path) -> Path:
     """A report's folder: never a file, and never a run directory, whose results.csv the report's own would replace."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; name a folder for report.md, report.html, results.csv and the PNGs.")
-    if (out / "run.json").exists() or (out / "cells").is_dir():
+    if RunDir(out).looks_like_run():
         raise UsageError(
             f"--out {out} is a run directory: the report's results.csv would replace the run's own. Name another folder, "
-            f"e.g. {out / 'report'} (the default for a run is RUN_DIR/report)."
+            f"e.g. {RunDir(out).report_dir} (the default for a run is RUN_DIR/report)."
         )
     return out
 
@@ -97,7 +98,7 @@ def write_report(doc: ReportDoc, run: LoadedRun, out: Path) -> list[Path]:
         write_atomic(out / plot.filename, plot.png)
         files.append(out / plot.filename)
     for name, text in (("report.md", to_markdown(doc)), ("report.html", to_html(doc)),
-                       ("results.csv", run.frame().to_csv(index=False))):
+                       (RESULTS_CSV, run.frame().to_csv(index=False))):
         write_atomic(out / name, printable(text))
         files.append(out / name)
     return files

@@ -8,10 +8,9 @@ The format itself (paths, results.csv columns) is `reidbench.rundir`'s.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import pandas as pd
 
@@ -20,13 +19,14 @@ from reidbench.rundir import RunDir
 from reidbench.reports.quantities import COMPILE_SECONDS, MODE_COST
 from reidbench.runtime.files import read_json
 from reidbench.schema import (
-    AXIS_COLUMN_PREFIX, CellRecord, CellState, MeasureMode, RunMeta, SchemaError, check_value, is_number, results_columns, results_row,
+    AXIS_COLUMN_PREFIX, CellRecord, CellState, EpochEntry, MeasureMode, SchemaError, results_columns, results_row,
 )
 
 MISSING, DAMAGED = CellState.MISSING.value, CellState.DAMAGED.value
 """Statuses of cells the report names although they have no readable record."""
 RUNS_PARENT = Path("runs")
 """Where `reidbench run` creates run directories by default; `report` looks there for the latest."""
+T = TypeVar("T")
 
 
 @dataclass
@@ -47,8 +47,8 @@ class LoadedRun:
     environment: dict[str, Any]
     """environment.json ({} when it is missing or damaged)."""
     records: list[dict[str, Any]]
-    logs: dict[tuple[str, int], list[dict[str, Any]]]
-    """train_log.jsonl lines per (cell, seed)."""
+    logs: dict[tuple[str, int], list[EpochEntry]]
+    """The training log's epoch entries per (cell, seed)."""
     issues: list[CellIssue] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     cell_order: list[str] = field(default_factory=list)
@@ -144,7 +144,7 @@ def latest_run(parent: Path = RUNS_PARENT) -> Path:
         )
 
     def changed(path: Path) -> float:
-        stamps = [f.stat().st_mtime for f in (path / "run.json", path / "results.csv") if f.exists()]
+        stamps = [f.stat().st_mtime for f in (RunDir(path).run_json, RunDir(path).results_csv) if f.exists()]
         return max(stamps) if stamps else path.stat().st_mtime
 
     return max(candidates, key=changed)
@@ -159,11 +159,12 @@ def load_run(root: Path) -> LoadedRun:
         raise UsageError(f"{root} is not a directory; name a run directory made by `reidbench run`.")
     run = RunDir(root)
     warnings: list[str] = []
-    meta = _read_optional(run.run_json, warnings, "the header lacks the grid, profile and dataset", RunMeta)
-    environment = _read_optional(run.environment_json, warnings, "the header lacks versions and device flags")
-    planned_cells = list((meta.get("grid") or {}).get("cells") or [])
-    planned_seeds = [s for s in meta.get("seeds") or [] if isinstance(s, int)]
-    on_disk = _cells_on_disk(root)
+    stored = _read_optional(run.read_meta, run.run_json, warnings, "the header lacks the grid, profile and dataset")
+    meta = stored.to_dict() if stored is not None else {}
+    environment = _read_optional(run.read_environment, run.environment_json, warnings, "the header lacks versions and device flags") or {}
+    planned_cells = list(stored.grid.cells) if stored is not None else []
+    planned_seeds = list(stored.seeds) if stored is not None else []
+    on_disk = run.slots_on_disk()
     cell_order = planned_cells + sorted({c for c, _ in on_disk} - set(planned_cells))
     slots = sorted(
         set(on_disk) | {(c, s) for c in planned_cells for s in planned_seeds},
@@ -174,9 +175,9 @@ def load_run(root: Path) -> LoadedRun:
         record = _read_record(run, cell, seed, issues)
         if record is not None:
             records.append(record)
-            logs[(cell, seed)] = _read_log(run.cell_dir(cell, seed) / "train_log.jsonl", root, warnings)
+            logs[(cell, seed)] = _read_log(run, cell, seed, warnings)
     if not records:
-        named = "; ".join(f"{i.cell} seed {i.seed}: {i.kind}, {i.detail}" for i in issues) or "no cells/<cell>/seed<k>/record.json"
+        named = "; ".join(f"{i.cell} seed {i.seed}: {i.kind}, {i.detail}" for i in issues) or "no cell folder, and no cell planned"
         raise UsageError(f"{root} holds no readable cell record ({named}); nothing to report. Is it a reidbench run directory?")
     if meta.get("status") not in (None, "finished"):
         warnings.append(f"the run's status is {meta['status']!r}: it did not finish, the report shows what it wrote")
@@ -209,45 +210,21 @@ def _read_record(run: RunDir, cell: str, seed: int, issues: list[CellIssue]) -> 
     return parsed
 
 
-def _read_optional(path: Path, warnings: list[str], cost: str, schema: Any = None) -> dict[str, Any]:
-    """A run-level JSON file as a dict (through `schema` where it has one); {} and a warning when it cannot serve."""
+def _read_optional(read: Callable[[], Optional[T]], path: Path, warnings: list[str], cost: str) -> Optional[T]:
+    """A run-level file through its `RunDir` reader; None and a warning (what the report lacks without it) when it cannot serve."""
     try:
-        data = read_json(path)
-    except UsageError:
-        warnings.append(f"{path.name} is damaged (not JSON); {cost}")
-        return {}
-    if data is None:
-        warnings.append(f"{path.name} is missing; {cost}")
-        return {}
-    try:
-        return schema.from_dict(data, path.name).to_dict() if schema is not None else check_value(data, dict, path.name)
-    except SchemaError as exc:
+        value = read()
+    except UsageError as exc:
         warnings.append(f"{exc} {cost}")
-        return {}
+        return None
+    if value is None:
+        warnings.append(f"{path.name} is missing; {cost}")
+    return value
 
 
-def _cells_on_disk(root: Path) -> list[tuple[str, int]]:
-    found = []
-    for seed_dir in root.glob("cells/*/seed*"):
-        suffix = seed_dir.name[len("seed"):]
-        if seed_dir.is_dir() and suffix.isdigit():
-            found.append((seed_dir.parent.name, int(suffix)))
-    return found
-
-
-def _read_log(path: Path, root: Path, warnings: list[str]) -> list[dict[str, Any]]:
-    """Epoch lines; a torn line (a run killed mid-write) is skipped with a warning."""
-    if not path.exists():
-        return []
-    entries, bad = [], 0
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            bad += 1
-            continue
-        if isinstance(entry, dict) and is_number(entry.get("epoch")):
-            entries.append(entry)
-    if bad:
-        warnings.append(f"{path.relative_to(root)}: {bad} line(s) are not JSON and were skipped")
-    return entries
+def _read_log(run: RunDir, cell: str, seed: int, warnings: list[str]) -> list[EpochEntry]:
+    """The epoch entries; lines that are not entries (a torn last line of a run killed mid-write) are skipped with a warning."""
+    log = run.cell(cell, seed).read_train_log()
+    if log.skipped:
+        warnings.append(f"{log.path.relative_to(run.root)}: {log.skipped} line(s) are not epoch entries and were skipped")
+    return log.entries

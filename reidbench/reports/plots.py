@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogFormatter, MaxNLocator, NullLocator
 
-from reidbench.schema import is_number
+from reidbench.schema import EpochEntry, is_number
 from reidbench.reports.quantities import QUANTITIES
 from reidbench.reports.summary import CellSummary, short_reason
 
@@ -65,7 +65,7 @@ class Styles:
 
 
 def all_plots(
-    summaries: list[CellSummary], logs: dict[tuple[str, int], list[dict[str, Any]]], batch_sizes: list[int],
+    summaries: list[CellSummary], logs: dict[tuple[str, int], list[EpochEntry]], batch_sizes: list[int],
     chance_map: Optional[float] = None,
 ) -> list[Plot]:
     """Every figure of the report, in the order it shows them."""
@@ -364,12 +364,12 @@ def _number(value: Any) -> float:
     return float(value) if is_number(value) else math.nan
 
 
-def training_curves(summaries: list[CellSummary], styles: Styles, logs: dict[tuple[str, int], list[dict[str, Any]]]) -> Plot:
+def training_curves(summaries: list[CellSummary], styles: Styles, logs: dict[tuple[str, int], list[EpochEntry]]) -> Plot:
     """Loss and training accuracy per epoch, one line per cell and seed."""
     fig = Figure(figsize=(12, 5.8))
     loss_ax, acc_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     absent, handles = [], []
-    last_epoch = int(max((e["epoch"] for entries in logs.values() for e in entries), default=0))
+    last_epoch = max((e.epoch for entries in logs.values() for e in entries), default=0)
     for s in summaries:
         runs = [entries for (cell, _), entries in sorted(logs.items()) if cell == s.cell and entries]
         if not runs:
@@ -377,10 +377,10 @@ def training_curves(summaries: list[CellSummary], styles: Styles, logs: dict[tup
             continue
         kw = dict(color=styles.colour(s), marker=styles.marker(s), linestyle=styles.linestyle(s), markersize=5, linewidth=1.4)
         for index, entries in enumerate(runs):
-            epochs = [e["epoch"] for e in entries]
+            epochs = [e.epoch for e in entries]
             label = _cell_label(s) if index == 0 else None
-            (line,) = loss_ax.plot(epochs, [_number(e.get("loss")) for e in entries], label=label, **kw)
-            acc_ax.plot(epochs, [100 * _number(e.get("accuracy")) for e in entries], **kw)
+            (line,) = loss_ax.plot(epochs, [_number(e.loss) for e in entries], label=label, **kw)
+            acc_ax.plot(epochs, [100 * _number(e.accuracy) for e in entries], **kw)
             if index == 0:
                 handles.append(line)
     for ax, ylabel, title in ((loss_ax, "training loss (ID + triplet)", "Training loss"),
