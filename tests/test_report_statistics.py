@@ -42,7 +42,7 @@ def metrics_of(scores: QueryScores) -> dict[str, float]:
             "rank10": 1.0, "mINP": float(scores.inp[valid].mean())}
 
 
-def write_cell(root: Path, cell: str, seed: int, metrics: Optional[dict[str, float]] = None, *,
+def write_cell(root: Path, cell: str, seed: int, metrics: Optional[dict] = None, *,
                scores: Optional[QueryScores] = None, status: str = "done", latency_ms: float = 10.0) -> None:
     """One record (and, with `scores`, its queries.npz, the record's metrics then computed from them)."""
     backbone, _, neck = cell.partition("-")
@@ -266,3 +266,21 @@ def test_latency_is_gated_on_the_seeds_medians(tmp_path: Path) -> None:
 def test_fail_on_strict_needs_fail_on(compared: Path) -> None:
     result = report(str(compared), "--fail-on-strict")
     assert result.exit_code == 2 and "--fail-on mAP:-1.0 --fail-on-strict" in result.output
+
+
+def test_each_modality_subset_is_compared_with_all_three_in_the_same_cell(tmp_path: Path) -> None:
+    """Subset evaluations of one cell share its seeds: paired t over them; the subset table shows their intervals."""
+    root = tmp_path / "run"
+    subsets = {0: (0.30, 0.50), 1: (0.33, 0.52), 2: (0.31, 0.49)}
+    for seed, (rgb, full) in subsets.items():
+        write_cell(root, "vit768-ms", seed, {"mAP": full, "rank1": full + 0.2, "modality_subsets": {
+            "R": {"mAP": rgb, "rank1": rgb + 0.2}, "RNT": {"mAP": full, "rank1": full + 0.2}}})
+    finish(root, ["vit768-ms"], grid='[compare]\neach_subset_against = "RNT"\n')
+    result = report(str(root), "--out", str(tmp_path / "r"))
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(tmp_path / "r" / "comparisons.csv")
+    assert list(zip(frame["a"], frame["b"], frame["test"])) == [("vit768-ms:R", "vit768-ms:RNT", "paired-t")] * 2
+    rgb, full = [v[0] * 100 for v in subsets.values()], [v[1] * 100 for v in subsets.values()]
+    assert frame["p"][0] == pytest.approx(sps.ttest_rel(rgb, full).pvalue)
+    low, high = t_interval([v[0] for v in subsets.values()])
+    assert f"| R | {np.mean(rgb):.1f} [{low:.1f}, {high:.1f}] |" in (tmp_path / "r" / "report.md").read_text()

@@ -34,7 +34,7 @@ def _forest(found: Family, metric: str, rows: list[Row]) -> Plot:
     fig = Figure(figsize=(10, 1.6 + 0.5 * len(rows)))
     ax = fig.add_subplot()
     ys = list(range(len(rows)))[::-1]
-    ax.axvspan(-found.margin, found.margin, color="#dbe9f6", zorder=0, label=f"equivalence band ±{found.margin:g} points")
+    ax.axvspan(-found.margin, found.margin, color="#dbe9f6", zorder=0)
     ax.axvline(0, color="#333333", linewidth=1.0, zorder=1)
     for y, row in zip(ys, rows):
         c = row.result
@@ -45,10 +45,9 @@ def _forest(found: Family, metric: str, rows: list[Row]) -> Plot:
                     color=colour, fontsize=10)
     ax.set_yticks(ys, [f"{r.a} − {r.b}" for r in rows])
     ax.set_ylim(-0.8, len(rows) - 0.2)
-    ax.set_xlabel(f"A − B, {label} (percentage points, {CONFIDENCE:.0%} interval)")
+    ax.set_xlabel(f"A − B, {label} in percentage points (bars: {CONFIDENCE:.0%} interval; shaded: equivalence band ±{found.margin:g})")
     ax.set_title(f"{label}: declared comparisons")
-    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.06), framealpha=0.9, fontsize=9)
-    fig.subplots_adjust(left=0.32, right=0.8, top=1 - 0.9 / fig.get_figheight(), bottom=0.6 / fig.get_figheight())
+    fig.subplots_adjust(left=0.32, right=0.8, top=1 - 0.5 / fig.get_figheight(), bottom=0.7 / fig.get_figheight())
     return Plot(f"forest-{metric}.png", f"Declared comparisons: {label}",
                 f"Each declared comparison's {label} difference A − B with its {CONFIDENCE:.0%} interval; the shaded band "
                 f"is the equivalence margin ±{found.margin:g} points; the verdict beside each is after Holm's correction "
