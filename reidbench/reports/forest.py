@@ -36,9 +36,7 @@ def _forest(found: Family, metric: str, rows: list[Row]) -> Plot:
     ys = list(range(len(rows)))[::-1]
     ax.axvspan(-found.margin, found.margin, color="#dbe9f6", zorder=0)
     ax.axvline(0, color="#333333", linewidth=1.0, zorder=1)
-    for y, row in zip(ys, rows):
-        c = row.result
-        assert c is not None
+    for y, row, c in ((y, r, r.result) for y, r in zip(ys, rows) if r.result is not None):
         colour = VERDICT_COLOURS.get(row.verdict or "", "#57606a")
         ax.errorbar([c.diff], [y], xerr=[[c.diff - c.ci_low], [c.ci_high - c.diff]], fmt="o", color=colour, capsize=4, zorder=3)
         ax.annotate(f"{row.verdict} ({c.test})", xy=(1.01, y), xycoords=("axes fraction", "data"), va="center",
@@ -75,9 +73,7 @@ def comparisons_section(found: Family) -> Section:
 def _table(rows: list[Row]) -> Table:
     columns = ["A", "B", "metric", "test", "seeds A / B", "A − B [95 % CI]", "p", "p Holm", "P(A > B)", "verdict", "seeds needed"]
     body = []
-    for r in rows:
-        c = r.result
-        assert c is not None
+    for r, c in ((r, r.result) for r in rows if r.result is not None):
         body.append([TableCell(t) for t in (
             r.a, r.b, QUANTITIES[r.metric].label, c.test, f"{c.n_a} / {c.n_b}",
             f"{c.diff:+.2f} [{c.ci_low:+.2f}, {c.ci_high:+.2f}]", f"{c.p:.3g}", f"{r.p_holm:.3g}",

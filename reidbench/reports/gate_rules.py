@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from reidbench.reports.load import LoadedRun
 from reidbench.reports.quantities import Quantity
 from reidbench.reports.statistics import (
-    ALPHA, Operand, Sides, first_test, identity_bootstrap, paired_t, seed_queries, seed_values, welch_t,
+    ALPHA, Operand, Sides, Test, first_test, identity_bootstrap, paired_t, seed_queries, seed_values, welch_t,
 )
 from reidbench.schema import is_number
 from reidbench.stats import Comparison, compare
 
-GATE_ORDER = (paired_t, identity_bootstrap, welch_t)
+GATE_ORDER: tuple[Test, ...] = (paired_t, identity_bootstrap, welch_t)
 PLAIN = "plain difference of means"
 
 

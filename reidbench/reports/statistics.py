@@ -15,7 +15,7 @@ cells trained with the same seeds are paired. The order in which a test is chose
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 
@@ -172,11 +172,12 @@ def identity_bootstrap(sides: Sides, margin: float) -> Optional[Comparison]:
     )
 
 
-REPORT_ORDER = (paired_t, welch_t, identity_bootstrap)
+Test = Callable[[Sides, float], Optional[Comparison]]
+REPORT_ORDER: tuple[Test, ...] = (paired_t, welch_t, identity_bootstrap)
 """The report's order: the t tests over seeds first, the bootstrap where a side has one seed."""
 
 
-def first_test(sides: Sides, margin: float, order=REPORT_ORDER) -> Union[Comparison, str]:
+def first_test(sides: Sides, margin: float, order: tuple[Test, ...] = REPORT_ORDER) -> Union[Comparison, str]:
     """A − B in percentage points by the first test in `order` that applies, or why none does."""
     for test in order:
         result = test(sides, margin)
