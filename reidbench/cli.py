@@ -380,7 +380,9 @@ def report(
     run_dir: Optional[Path] = typer.Argument(None, help="A run directory (default: the latest one under ./runs)."),
     baseline: Optional[Path] = typer.Option(None, "--baseline", help="Another run directory: show every number's change against it."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for report.md, report.html, results.csv and the PNGs (default: RUN_DIR/report)."),
-    fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Regression gate (needs --baseline), e.g. mAP:-1.0,latency_ms:+10%,gflops:+0%: exit 1 when a cell crosses one."),
+    fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Regression gate (needs --baseline), e.g. mAP:-1.0,latency_ms:+10%,gflops:+0%: exit 1 when a cell's change, with its whole 95% interval, lies beyond one."),
+    fail_on_strict: bool = typer.Option(False, "--fail-on-strict", help="Gate --fail-on on the plain difference of means, without intervals."),
+    compare_pairs: Optional[List[str]] = typer.Option(None, "--compare", help="Also test A against B, e.g. --compare clip512proj-ms,vit768-ms (repeatable); joins the grid's declared comparisons."),
 ) -> None:
     """Tables, plots and a comparison from a run directory: Markdown, self-contained HTML and CSV."""
     from reidbench.reports.build import gate_lines, make_report, summary_lines
@@ -390,10 +392,13 @@ def report(
     thresholds = parse_fail_on(fail_on) if fail_on is not None else None
     if thresholds and baseline is None:
         raise UsageError("--fail-on compares against a baseline; add --baseline RUN_DIR (e.g. the main branch's run).")
+    if fail_on_strict and thresholds is None:
+        raise UsageError("--fail-on-strict changes how --fail-on decides; give the thresholds too, e.g. --fail-on mAP:-1.0 --fail-on-strict.")
     if run_dir is None:
         run_dir = latest_run()
         _log(f"report on the latest run: {run_dir}")
-    result = make_report(run_dir, out=out, baseline_root=baseline, thresholds=thresholds)
+    result = make_report(run_dir, out=out, baseline_root=baseline, thresholds=thresholds,
+                         extra_comparisons=compare_pairs or [], strict=fail_on_strict)
     typer.echo(_printable(result.markdown_table))
     for line in summary_lines(result):
         _log(line)

@@ -95,3 +95,56 @@ def test_unknown_grid_name_and_missing_file() -> None:
         load_grid("missing/grid.toml")
     with pytest.raises(UsageError, match="has no cell 'vit768-gem'; its cells are: vit768-none"):
         load_grid("default").select(["vit768-gem"])
+
+
+def test_every_shipped_grid_declares_its_comparisons() -> None:
+    from reidbench.variants.compare import declared
+
+    def pairs(name: str, subsets: list[str] = ()) -> list[tuple[str, str]]:
+        grid = load_grid(name)
+        ids = [c.id for c in grid.cells]
+        return declared(grid.compare, ids, {cell: list(subsets) for cell in ids})
+
+    assert pairs("default") == [("clip512proj-ms", "vit768-ms"), ("vit768-ms", "vit768-none"),
+                                ("clip512-ms", "clip512-none"), ("clip512proj-ms", "clip512proj-none")]
+    controls = pairs("ms-controls")
+    assert ("vit768-ms8", "vit768-ms4") in controls and ("clip768-ms", "clip768-ms16") in controls
+    assert ("vit768-gap", "vit768-none") in controls and len(controls) == 10
+    assert {b for _, b in pairs("ms-on-clip")} == {"vit768-ms"} and len(pairs("ms-on-clip")) == 4
+    modal = pairs("multimodal", ["R", "N", "T", "RN", "RT", "NT", "RNT"])
+    assert ("vit768-none:R", "vit768-none:RNT") in modal and len(modal) == 6 * 6
+    assert all(load_grid(name).compare.margin == 1.0 for name in builtin_grids())
+
+
+def test_compare_pairs_with_axes_match_the_same_axis_values(tmp_path: Path) -> None:
+    from reidbench.variants.compare import declared
+
+    grid = load_grid(write(tmp_path, """
+backbones = ["vit768"]
+necks = ["none", "ms"]
+[axes]
+stride = [12, 16]
+[compare]
+pairs = [["vit768-ms", "vit768-none"]]
+margin = 0.5
+"""))
+    assert declared(grid.compare, [c.id for c in grid.cells]) == [
+        ("vit768-ms@stride=12", "vit768-none@stride=12"), ("vit768-ms@stride=16", "vit768-none@stride=16")]
+    assert grid.compare.margin == 0.5
+
+
+@pytest.mark.parametrize("table, message", [
+    ('pairs = [["vit768-ms", "clip512-ms"]]', "pairs names 'clip512-ms', which is not a cell of this grid"),
+    ('pairs = [["vit768-ms"]]', "must be a list of [A, B] name pairs"),
+    ('pairs = [["vit768-ms", "vit768-ms"]]', "compares a name with itself"),
+    ('each_neck_against = "gap"', "'gap' is not one of this grid's necks"),
+    ('neck_pairs = [["ms", "ms16"]]', "'ms16' is not one of this grid's necks"),
+    ("margin = -1", "margin must be a number ≥ 0"),
+    ('margin = "one"', "margin must be a number ≥ 0"),
+    ("against = 1", "unknown key(s) against"),
+])
+def test_a_malformed_compare_table_is_a_clear_error(tmp_path: Path, table: str, message: str) -> None:
+    path = write(tmp_path, f'backbones = ["vit768"]\nnecks = ["none", "ms"]\n[compare]\n{table}\n')
+    with pytest.raises(UsageError) as error:
+        load_grid(path)
+    assert message in str(error.value) and "[compare]" in str(error.value)

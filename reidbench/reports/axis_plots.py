@@ -1,6 +1,6 @@
 """Results per axis: for a grid with [axes], how accuracy and cost move with each axis's value.
 
-One figure per axis: mAP (with ± std over seeds), GFLOPs and latency at the
+One figure per axis: mAP (with its 95 % interval), GFLOPs and latency at the
 smallest batch against the axis's values, one line per backbone-neck pair (and
 per value of the other axes, which the line's label names), so a reader sees
 whether an axis changes what a module buys or only what it costs.
@@ -12,7 +12,7 @@ from typing import Any, Optional
 import matplotlib
 from matplotlib.figure import Figure
 
-from reidbench.reports.plots import COLOURS, MARKERS, STYLE, Plot, _png
+from reidbench.reports.plots import COLOURS, MARKERS, STYLE, Plot, _png, interval_error
 from reidbench.reports.quantities import QUANTITIES
 from reidbench.reports.summary import CellSummary
 from reidbench.schema import axis_text
@@ -42,7 +42,7 @@ def _lines(summaries: list[CellSummary], key: str) -> dict[str, list[CellSummary
 
 def axis_plot(summaries: list[CellSummary], key: str, batch: Optional[int]) -> Plot:
     values = list(dict.fromkeys(axis_text(s.axes[key]) for s in summaries if key in s.axes))
-    panels = [("mAP", None, "mAP % (± std over seeds)"), ("gflops", None, "GFLOPs")]
+    panels = [("mAP", None, "mAP % (95 % interval)"), ("gflops", None, "GFLOPs")]
     if batch is not None:
         panels.append(("latency_ms", batch, f"latency at batch {batch}, ms median"))
     fig = Figure(figsize=(5 * len(panels), 4.4))
@@ -73,6 +73,7 @@ def _draw(ax: Any, lines: dict[str, list[CellSummary]], key: str, values: list[s
             continue
         xs = [x for x, _ in points]
         ys = [stat.mean * quantity.scale for _, stat in points]
-        errors = [(stat.std or 0.0) * quantity.scale for _, stat in points]
+        bars = [interval_error(stat, quantity.scale) or [[0.0], [0.0]] for _, stat in points]
+        errors = [[low for (low,), _ in bars], [high for _, (high,) in bars]]
         ax.errorbar(xs, ys, yerr=errors if name == "mAP" else None, label=label, capsize=3,
                     color=COLOURS[number % len(COLOURS)], marker=MARKERS[number % len(MARKERS)])

@@ -16,7 +16,9 @@ from reidbench.profiles.profile import STANDARD_RERANK
 from reidbench.runtime.files import write_atomic
 from reidbench.runtime.text import printable
 from reidbench.rundir import RESULTS_CSV, RunDir
-from reidbench.reports.compare import Comparison, Crossing, Threshold, compare, gate
+from reidbench.reports.compare import Comparison, Crossing, GateOutcome, Threshold, compare, gate
+from reidbench.reports.comparisons import Family, comparisons_csv, family
+from reidbench.reports.forest import comparisons_section, forest_plots
 from reidbench.reports.axis_plots import axis_plots
 from reidbench.reports.load import LoadedRun, load_run
 from reidbench.reports.modalities import modality_section
@@ -34,10 +36,14 @@ class ReportResult:
     files: list[Path]
     table: Table
     run: LoadedRun
-    crossings: list[Crossing] = field(default_factory=list)
-    gate_notes: list[str] = field(default_factory=list)
+    gate: GateOutcome = field(default_factory=GateOutcome)
     gated: bool = False
     """Whether --fail-on thresholds were checked."""
+    comparisons: Family = field(default_factory=Family)
+
+    @property
+    def crossings(self) -> list[Crossing]:
+        return self.gate.crossings
 
     @property
     def markdown_table(self) -> str:
@@ -46,17 +52,22 @@ class ReportResult:
 
 def make_report(
     run_root: Path, out: Optional[Path] = None, baseline_root: Optional[Path] = None,
-    thresholds: Optional[list[Threshold]] = None,
+    thresholds: Optional[list[Threshold]] = None, extra_comparisons: Optional[list[str]] = None, strict: bool = False,
 ) -> ReportResult:
-    """Read, summarize, compare, plot, render and write; returns what was written and the gate's crossings."""
+    """Read, summarize, compare, plot, render and write; returns what was written and the gate's outcome.
+
+    `extra_comparisons`: `--compare A,B` texts added to the grid's declared family; `strict`: the gate
+    compares plain means (`--fail-on-strict`).
+    """
     out = check_out(out if out is not None else RunDir(run_root).report_dir)
     run = load_run(run_root)
     summaries = summarize(run)
+    found = family(run, summaries, extra_comparisons or [])
     comparison = None
     if baseline_root is not None:
         baseline = load_run(baseline_root)
         comparison = compare(run, summaries, baseline, summarize(baseline))
-    crossings, gate_notes = gate(summaries, comparison, thresholds) if comparison and thresholds else ([], [])
+    outcome = gate(run, summaries, comparison, thresholds, strict) if comparison and thresholds else GateOutcome()
     batch_sizes = run.batch_sizes()
     table = report_table(summaries, batch_sizes, comparison)
     chance = ((run.meta.get("dataset") or {}).get("chance") or {}).get("mAP")
@@ -66,17 +77,17 @@ def make_report(
         title=f"reidbench report: {run.name}",
         header=header_items(run),
         table=table,
-        warnings=run.warnings + [f"baseline {comparison.baseline.root}: {w}" for w in (comparison.baseline.warnings if comparison else [])],
-        before_plots=_sections(run, comparison, thresholds, crossings, gate_notes) + [
+        warnings=list(dict.fromkeys(run.warnings + [f"baseline {comparison.baseline.root}: {w}" for w in (comparison.baseline.warnings if comparison else [])])),
+        before_plots=_sections(run, comparison, thresholds, outcome) + [comparisons_section(found)] + [
             section for section in [modality_section(run), _cross_domain_section(run)] if section is not None],
-        plots=plots,
+        plots=forest_plots(found) + plots,
         after_plots=[_notes_section(summaries)] + [s for s in [_time_section(run)] if s.items],
     )
     try:
-        files = write_report(doc, run, out)
+        files = write_report(doc, run, out, comparisons_csv(found))
     except OSError as exc:
         raise UsageError(f"cannot write the report into {out}: {exc.strerror or exc}.") from None
-    return ReportResult(out, files, table, run, crossings, gate_notes, gated=bool(comparison and thresholds))
+    return ReportResult(out, files, table, run, outcome, gated=bool(comparison and thresholds), comparisons=found)
 
 
 def check_out(out: Path) -> Path:
@@ -91,14 +102,14 @@ def check_out(out: Path) -> Path:
     return out
 
 
-def write_report(doc: ReportDoc, run: LoadedRun, out: Path) -> list[Path]:
+def write_report(doc: ReportDoc, run: LoadedRun, out: Path, comparisons: str) -> list[Path]:
     """Each file atomically, so a report open in a browser is never half-replaced."""
     files = []
     for plot in doc.plots:
         write_atomic(out / plot.filename, plot.png)
         files.append(out / plot.filename)
     for name, text in (("report.md", to_markdown(doc)), ("report.html", to_html(doc)),
-                       (RESULTS_CSV, run.frame().to_csv(index=False))):
+                       (RESULTS_CSV, run.frame().to_csv(index=False)), ("comparisons.csv", comparisons)):
         write_atomic(out / name, printable(text))
         files.append(out / name)
     return files
@@ -347,8 +358,7 @@ def _commit_item(run: LoadedRun) -> Item:
 
 
 def _sections(
-    run: LoadedRun, comparison: Optional[Comparison], thresholds: Optional[list[Threshold]],
-    crossings: list[Crossing], gate_notes: list[str],
+    run: LoadedRun, comparison: Optional[Comparison], thresholds: Optional[list[Threshold]], outcome: GateOutcome,
 ) -> list[Section]:
     sections = []
     if run.issues:
@@ -375,11 +385,14 @@ def _sections(
         spec = ",".join(t.text for t in thresholds)
         if comparison is None:
             return sections
+        crossings = outcome.crossings
         verdict = f"FAILED: {len(crossings)} regression(s)" if crossings else "passed"
-        items = [f"{c.cell}: {c.what}" for c in crossings] + gate_notes
+        items = [f"{c.cell}: {c.what}" for c in crossings] + outcome.passes + outcome.notes
         rules = "; ".join(t.describe() for t in thresholds)
-        sections.append(Section(f"Regression gate (--fail-on {spec}): {verdict}", rules + ". A cell done in the baseline "
-                                "and not done now is a regression too.", items, tone="bad" if crossings else "good"))
+        sections.append(Section(f"Regression gate (--fail-on {spec}): {verdict}", rules + ". A change fails only when "
+                                "its whole 95 % interval lies beyond the threshold; each line names the rule that made "
+                                "the interval. A cell done in the baseline and not done now is a regression too.",
+                                items, tone="bad" if crossings else "good"))
     return sections
 
 
@@ -435,14 +448,15 @@ def summary_lines(result: ReportResult) -> list[str]:
     lines += [f"warning: {w}" for w in result.run.warnings]
     lines += [f"{i.kind}: {i.cell} seed {i.seed} — {i.detail}" for i in result.run.issues]
     plots = sum(1 for f in result.files if f.suffix == ".png")
-    lines.append(f"report: wrote {result.out}/report.md, report.html, results.csv and {plots} plots")
+    lines.append(f"report: wrote {result.out}/report.md, report.html, results.csv, comparisons.csv and {plots} plots")
     return lines
 
 
 def gate_lines(result: ReportResult, spec: str) -> list[str]:
     if not result.gated:
         return []
-    if not result.crossings:
-        return [f"regression gate --fail-on {spec}: passed"] + [f"  note: {n}" for n in result.gate_notes]
-    return ([f"regression gate --fail-on {spec}: FAILED, {len(result.crossings)} regression(s)"]
-            + [f"  {c.cell}: {c.what}" for c in result.crossings] + [f"  note: {n}" for n in result.gate_notes])
+    outcome = result.gate
+    head = (f"regression gate --fail-on {spec}: FAILED, {len(outcome.crossings)} regression(s)" if outcome.crossings
+            else f"regression gate --fail-on {spec}: passed")
+    return ([head] + [f"  {c.cell}: {c.what}" for c in outcome.crossings] + [f"  ok {p}" for p in outcome.passes]
+            + [f"  note: {n}" for n in outcome.notes])

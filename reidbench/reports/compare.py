@@ -4,10 +4,13 @@
 (absolute, in the metric's unit) or `+x%` / `-x%` (relative to the baseline).
 The sign names the direction that is a regression: `mAP:-1.0` fails when mAP
 drops by more than 1.0 percentage point, `latency_ms:+10%` when the median
-latency rises by more than 10 %, `gflops:+0%` on any increase. Besides the
-thresholds, a cell that was done in the baseline and is not done now (failed,
-missing, an unexpected pass) fails the gate: a cell that stops working is the
-largest regression there is.
+latency rises by more than 10 %, `gflops:+0%` on any increase. A change counts
+only when its whole 95 % interval lies beyond the threshold; the rule that made
+the interval (`reidbench.reports.gate_rules`) is named on each line, and
+`--fail-on-strict` compares the plain means instead. Besides the thresholds, a
+cell that was done in the baseline and is not done now (failed, missing, an
+unexpected pass) fails the gate: a cell that stops working is the largest
+regression there is.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from reidbench.errors import UsageError
+from reidbench.reports.gate_rules import Change, change
 from reidbench.reports.load import LoadedRun
 from reidbench.reports.quantities import QUANTITIES, Quantity, format_number
 from reidbench.reports.summary import CellSummary
@@ -188,13 +192,23 @@ def resolve_batch(threshold: Threshold, comparison: Comparison) -> Optional[int]
     return comparison.batches[-1]
 
 
-def gate(summaries: list[CellSummary], comparison: Comparison, thresholds: list[Threshold]) -> tuple[list[Crossing], list[str]]:
-    """Crossings, and notes on pairs left out as noisy; a threshold that can check nothing is an error, not a pass."""
-    crossings = [
+@dataclass
+class GateOutcome:
+    crossings: list[Crossing] = field(default_factory=list)
+    passes: list[str] = field(default_factory=list)
+    """Each checked cell that passed: its change, its interval and the rule that decided."""
+    notes: list[str] = field(default_factory=list)
+    """Pairs left out (a noisy latency)."""
+
+
+def gate(
+    run: LoadedRun, summaries: list[CellSummary], comparison: Comparison, thresholds: list[Threshold], strict: bool = False,
+) -> GateOutcome:
+    """Every cell checked against every threshold; a threshold that can check nothing is an error, not a pass."""
+    outcome = GateOutcome([
         Crossing(s.cell, f"status {base.status} in the baseline, {s.status} now" + (f" ({s.message})" if s.message else ""))
         for s in summaries if (base := comparison.cells.get(s.cell)) is not None and status_regressed(base.status, s.status)
-    ]
-    notes: list[str] = []
+    ])
     for threshold in thresholds:
         batch = _checked_batch(threshold, comparison)
         checked = 0
@@ -204,18 +218,22 @@ def gate(summaries: list[CellSummary], comparison: Comparison, thresholds: list[
                 continue
             noisy = comparison.noisy(summary, threshold.quantity, batch)
             if noisy:
-                notes.append(f"{threshold.text}: {summary.cell} not checked, {noisy}")
+                outcome.notes.append(f"{threshold.text}: {summary.cell} not checked, {noisy}")
                 continue
             checked += 1
-            crossing = _crossing(threshold, summary.cell, delta, batch)
-            if crossing is not None:
-                crossings.append(crossing)
-        if checked == 0 and not any(note.startswith(f"{threshold.text}:") for note in notes):
+            moved = change(run, comparison.baseline, summary.cell, threshold.quantity,
+                           threshold.quantity.column_at(batch), delta.diff, strict)
+            crossed, text = _judge(threshold, delta, moved, batch)
+            if crossed:
+                outcome.crossings.append(Crossing(summary.cell, text))
+            else:
+                outcome.passes.append(f"{summary.cell}: {text}")
+        if checked == 0 and not any(note.startswith(f"{threshold.text}:") for note in outcome.notes):
             raise UsageError(
                 f"--fail-on {threshold.text} checks nothing: no cell has {threshold.quantity.name} in both runs. "
                 "Gate on a quantity both runs measured."
             )
-    return crossings, notes
+    return outcome
 
 
 def _checked_batch(threshold: Threshold, comparison: Comparison) -> Optional[int]:
@@ -231,16 +249,25 @@ def _checked_batch(threshold: Threshold, comparison: Comparison) -> Optional[int
     return batch
 
 
-def _crossing(threshold: Threshold, cell: str, delta: Delta, batch: Optional[int]) -> Optional[Crossing]:
+def _judge(threshold: Threshold, delta: Delta, moved: Change, batch: Optional[int]) -> tuple[bool, str]:
+    """Crossed when the whole interval of the change lies beyond the threshold; the line names the rule."""
     quantity = threshold.quantity
-    change = delta.relative if threshold.relative else delta.diff
-    if not (change > threshold.amount if threshold.sign == "+" else change < -threshold.amount):
-        return None
+    low, high = (_relative(moved.low, delta.base), _relative(moved.high, delta.base)) if threshold.relative else (moved.low, moved.high)
+    crossed = low > threshold.amount if threshold.sign == "+" else high < -threshold.amount
     at = f" at batch {batch}" if batch is not None else ""
-    return Crossing(cell, (
-        f"{quantity.name}{at} {format_number(delta.base, quantity.digits)} → {format_number(delta.new, quantity.digits)} "
-        f"({format_change(delta, quantity)}); threshold {threshold.text}"
-    ))
+    unit = "%" if threshold.relative else quantity.unit
+    interval = "" if moved.low == moved.high else f", 95 % interval [{low:+.3g}, {high:+.3g}] {unit}"
+    text = (f"{quantity.name}{at} {format_number(delta.base, quantity.digits)} → {format_number(delta.new, quantity.digits)} "
+            f"({format_change(delta, quantity)}{interval}); threshold {threshold.text}: "
+            f"{'crossed' if crossed else 'not crossed'}; rule: {moved.rule}")
+    return crossed, text
+
+
+def _relative(value: float, base: float) -> float:
+    """A change as percent of the baseline (infinite when the baseline is 0 and the change is not)."""
+    if base == 0:
+        return 0.0 if value == 0 else math.copysign(math.inf, value)
+    return value / abs(base) * 100
 
 
 def status_regressed(before: str, after: str) -> bool:

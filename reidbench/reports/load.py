@@ -21,6 +21,7 @@ from reidbench.runtime.files import read_json
 from reidbench.schema import (
     AXIS_COLUMN_PREFIX, CellRecord, CellState, EpochEntry, MeasureMode, SchemaError, results_columns, results_row,
 )
+from reidbench.schema import QueryScores
 
 MISSING, DAMAGED = CellState.MISSING.value, CellState.DAMAGED.value
 """Statuses of cells the report names although they have no readable record."""
@@ -53,6 +54,17 @@ class LoadedRun:
     warnings: list[str] = field(default_factory=list)
     cell_order: list[str] = field(default_factory=list)
     """The grid's order, then cells found only on disk."""
+    _queries: dict[tuple[str, int], Optional[dict[str, QueryScores]]] = field(default_factory=dict, repr=False)
+
+    def queries(self, cell: str, seed: int) -> Optional[dict[str, QueryScores]]:
+        """The cell's per-query scores (queries.npz), read once; None, with a warning when damaged, where it has none."""
+        if (cell, seed) not in self._queries:
+            try:
+                self._queries[(cell, seed)] = RunDir(self.root).read_queries(cell, seed)
+            except UsageError as exc:
+                self.warnings.append(f"{exc} Its intervals over query identities are left out")
+                self._queries[(cell, seed)] = None
+        return self._queries[(cell, seed)]
 
     @property
     def name(self) -> str:

@@ -119,8 +119,7 @@ def accuracy_vs_flops(summaries: list[CellSummary], styles: Styles, chance_map: 
     fig = Figure(figsize=(9, 6))
     ax = fig.add_subplot()
     for s, x, y, st in drawn:
-        yerr = None if st.std is None else st.std * m_ap.scale
-        ax.errorbar([x], [y], yerr=None if yerr is None else [yerr], fmt=styles.marker(s), color=styles.colour(s),
+        ax.errorbar([x], [y], yerr=interval_error(st, m_ap.scale), fmt=styles.marker(s), color=styles.colour(s),
                     markersize=9, capsize=4, zorder=3)
     frontier = pareto_frontier([(x, y) for _, x, y, _ in drawn])
     if len(frontier) >= 1:
@@ -142,8 +141,15 @@ def accuracy_vs_flops(summaries: list[CellSummary], styles: Styles, chance_map: 
     fig.subplots_adjust(left=0.09, right=0.97, top=0.93, bottom=0.1 + bottom)
     _place_labels(fig, ax, [(_cell_label(s), x, y) for s, x, y, _ in drawn], lines=ax.get_lines())
     return Plot("map_vs_gflops.png", "mAP against GFLOPs",
-                "Each cell's mAP (mean over seeds, bars: ± std) against its inference GFLOPs; the dashed step is the "
+                "Each cell's mAP (mean over seeds, bars: its 95 % interval) against its inference GFLOPs; the dashed step is the "
                 "Pareto frontier. Cells without numbers are listed under the axes.", _png(fig))
+
+
+def interval_error(stat: Any, scale: float) -> Optional[list[list[float]]]:
+    """matplotlib's asymmetric error bar for a Stat's interval (None without one)."""
+    if stat is None or stat.low is None or stat.high is None:
+        return None
+    return [[(stat.mean - stat.low) * scale], [(stat.high - stat.mean) * scale]]
 
 
 def pareto_frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -1,12 +1,12 @@
-"""One summary per cell over its seeds: status, message, mean ± std of every number, and seed-noise pairs.
+"""One summary per cell over its seeds: status, message, and every number's mean with its 95 % interval.
 
-Seeds are what separates a real difference between two cells from luck; the
-rule used to call a difference noise is stated in `NOISE_RULE` and printed in
-every report that applies it.
+The interval is Student's t over the seeds; a cell with one seed gets the
+bootstrap over query identities where its per-query scores exist, and no
+interval where they do not (the table says so). Which differences between cells
+are real is the declared comparisons' question (`reidbench.reports.comparisons`).
 """
 from __future__ import annotations
 
-import itertools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -15,23 +15,27 @@ import pandas as pd
 
 from reidbench.reports.load import DAMAGED, MISSING, LoadedRun
 from reidbench.schema import MeasureMode, is_number
-from reidbench.reports.quantities import Quantity
+from reidbench.reports.quantities import ACCURACY, RERANKED, Quantity
+from reidbench.reports.statistics import CONFIDENCE, one_seed_interval
+from reidbench.stats import mean_interval
 
 SEVERITY = ["failed", "xpass", DAMAGED, MISSING, "interrupted", "running", "xfail", "done"]
 """Most severe first: a cell whose seeds disagree shows its worst status."""
-NOISE_RULE = (
-    "two cells are within seed noise on a metric when |mean_a − mean_b| ≤ std_a + std_b "
-    "(std over seeds, ddof = 1; cells with ≥ 2 seeds)"
-)
+T_OVER_SEEDS, IDENTITY_BOOTSTRAP = "t over seeds", "bootstrap over query identities"
+"""How a Stat's interval was made."""
+ACCURACY_COLUMNS = frozenset(q.column for q in ACCURACY + RERANKED)
 NON_NUMERIC = {"cell", "backbone", "neck", "seed", "status", "error", "memory_kind"}
 
 
 @dataclass
 class Stat:
     mean: float
-    std: Optional[float]
-    """Sample standard deviation (ddof = 1); None with one value."""
     n: int
+    low: Optional[float] = None
+    high: Optional[float] = None
+    """The 95 % interval of the mean (unscaled); None where there is none (one seed, no per-query scores)."""
+    method: str = ""
+    """T_OVER_SEEDS or IDENTITY_BOOTSTRAP; '' without an interval."""
 
 
 @dataclass
@@ -89,14 +93,8 @@ def summarize(run: LoadedRun) -> list[CellSummary]:
         if len(set(statuses.values())) > 1 and message:
             message = f"seed {_seed_text(worst_rows['seed'].iloc[0])}: {message}"
         record = records.get(cell, {})
-        values = {}
-        for column in frame.columns:
-            if column in NON_NUMERIC:
-                continue
-            numbers = [float(v) for v in rows[column] if is_number(v)]
-            if numbers:
-                series = pd.Series(numbers)
-                values[column] = Stat(float(series.mean()), float(series.std(ddof=1)) if len(numbers) > 1 else None, len(numbers))
+        values = {str(column): stat for column in frame.columns if column not in NON_NUMERIC
+                  and (stat := column_stat(run, str(cell), str(column), rows[column])) is not None}
         summaries.append(CellSummary(
             cell=str(cell),
             backbone=str(rows["backbone"].iloc[0]),
@@ -116,6 +114,20 @@ def summarize(run: LoadedRun) -> list[CellSummary]:
     return summaries
 
 
+def column_stat(run: LoadedRun, cell: str, column: str, series: pd.Series) -> Optional[Stat]:
+    """The mean over seeds with its interval: t over seeds, else (one seed, accuracy) over query identities."""
+    numbers = [float(v) for v in series if is_number(v)]
+    if not numbers:
+        return None
+    if len(numbers) > 1:
+        interval = mean_interval(numbers, CONFIDENCE)
+        return Stat(interval.mean, interval.n, interval.low, interval.high, T_OVER_SEEDS)
+    bootstrap = one_seed_interval(run, cell, column) if column in ACCURACY_COLUMNS else None
+    if bootstrap is not None:
+        return Stat(numbers[0], 1, bootstrap.low, bootstrap.high, IDENTITY_BOOTSTRAP)
+    return Stat(numbers[0], 1)
+
+
 def latency_noise(records: list[dict[str, Any]]) -> dict[int, str]:
     """Batch size -> why the eager latency there is noisy, from every seed's record."""
     noise: dict[int, str] = {}
@@ -132,18 +144,6 @@ def _severity(status: str) -> int:
 
 def _seed_text(seed: Any) -> str:
     return str(int(seed)) if is_number(seed) else "?"
-
-
-def noise_pairs(summaries: list[CellSummary], quantity: Quantity) -> list[tuple[str, str]]:
-    """Pairs of done cells, each with ≥ 2 seeds of `quantity`, whose difference is within their seed noise."""
-    eligible = [
-        (s.cell, stat) for s in summaries
-        if s.status == "done" and (stat := s.stat(quantity)) is not None and stat.n >= 2 and stat.std is not None
-    ]
-    return [
-        (a, b) for (a, sa), (b, sb) in itertools.combinations(eligible, 2)
-        if abs(sa.mean - sb.mean) <= sa.std + sb.std
-    ]
 
 
 def short_reason(summary: CellSummary) -> str:

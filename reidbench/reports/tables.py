@@ -10,7 +10,7 @@ from reidbench.reports.compare import Comparison, format_change
 from reidbench.bench.export import onnx_table_text
 from reidbench.schema import axis_text
 from reidbench.reports.quantities import ACCURACY, COMPILE_SECONDS, MODE_COST, QUANTITIES, RERANKED, Quantity, format_number
-from reidbench.reports.summary import NOISE_RULE, CellSummary, Stat, noise_pairs
+from reidbench.reports.summary import IDENTITY_BOOTSTRAP, CellSummary, Stat
 
 
 def _millions(n: Any) -> str:
@@ -165,7 +165,6 @@ class Table:
     footnotes: list[str] = field(default_factory=list)
 
 
-NOISE_MARK = "≈"
 NOISY_TIMING_MARK = "(noisy)"
 """After a latency whose p90 / median or repeat count says the machine disturbed it (`reidbench.bench.timing`)."""
 MISSING_VALUE = "—"
@@ -176,15 +175,12 @@ def report_table(
 ) -> Table:
     """One row per cell: status, accuracy, parameters per part, FLOPs, latency per batch, memory, training time.
 
-    Numbers are means over seeds, with ± std where a cell has several; accuracy
-    values within seed noise of another cell's carry NOISE_MARK, and the
-    footnotes name the pairs and the rule.
+    Numbers are means over seeds with their 95 % interval `mean [low, high]`; the
+    footnotes say how each interval was made and which cells have none.
     """
     several = any(s.seeds > 1 for s in summaries)
     keys, summaries = grouped_by_axes(summaries)
     accuracy = ACCURACY + [q for q in RERANKED if any(s.stat(q) is not None for s in summaries)]
-    pairs = {q.name: noise_pairs(summaries, q) for q in accuracy}
-    noisy = {name: {c for pair in found for c in pair} for name, found in pairs.items()}
     columns = ["cell", "backbone", "neck", *keys, "status"] + (["seeds"] if several else [])
     columns += [q.label for q in accuracy]
     columns += ["params M total (backbone / neck / head)", "GMACs", "GFLOPs"]
@@ -209,11 +205,7 @@ def report_table(
                TableCell(s.status, status=s.status, message=s.message)]
         if several:
             row.append(TableCell(str(s.seeds)))
-        for q in accuracy:
-            cell = value(s, q.name)
-            if s.cell in noisy[q.name]:
-                cell.text += " " + NOISE_MARK
-            row.append(cell)
+        row += [value(s, q.name) for q in accuracy]
         params = value(s, "params")
         parts = [s.values.get(f"params_{p}") for p in ("backbone", "neck", "head")]
         if all(parts):
@@ -225,17 +217,25 @@ def report_table(
         row += [value(s, "peak_infer_mib"), value(s, "peak_train_mib"), value(s, "train_seconds")]
         row += [TableCell(onnx_table_text(s.onnx) if s.onnx else MISSING_VALUE)] if exported else []
         rows.append(row)
-    footnotes = []
-    if several:
-        footnotes.append(f"Numbers are mean ± std over seeds. {NOISE_MARK}: within seed noise of another cell — {NOISE_RULE}.")
-        for q in accuracy:
-            if pairs[q.name]:
-                footnotes.append(f"{NOISE_MARK} {q.label}: " + "; ".join(f"{a} vs {b}" for a, b in pairs[q.name]))
-        if not any(pairs.values()):
-            footnotes.append("No two cells are within seed noise of each other on any accuracy metric.")
+    footnotes = interval_notes(summaries)
     footnotes += [f"{NOISY_TIMING_MARK} {s.cell} bs{b}: {why}; the CI gate skips this latency" for s in summaries for b, why in s.noise.items()]
     footnotes += window_notes(summaries)
     return Table(columns, rows, [s.cell for s in summaries], footnotes)
+
+
+def interval_notes(summaries: list[CellSummary]) -> list[str]:
+    """How the table's intervals were made, and the cells whose accuracy has none."""
+    m_ap = QUANTITIES["mAP"]
+    bootstrapped = [s.cell for s in summaries if (st := s.stat(m_ap)) is not None and st.method == IDENTITY_BOOTSTRAP]
+    bare = [s.cell for s in summaries if (st := s.stat(m_ap)) is not None and st.low is None]
+    notes = ["Numbers are means over seeds with their 95 % interval, mean [low, high]: Student's t over the seeds "
+             "(n − 1 degrees of freedom); parameters and FLOPs are the same for every seed and have none."]
+    if bootstrapped:
+        notes.append("One seed, accuracy: the interval is the percentile bootstrap over query identities (2000 resamples) — "
+                     "the test set's uncertainty only, not the seed's: " + ", ".join(bootstrapped) + ".")
+    if bare:
+        notes.append("One seed and no per-query scores (queries.npz), so no interval: " + ", ".join(bare) + ".")
+    return notes
 
 
 def window_notes(summaries: list[CellSummary]) -> list[str]:
@@ -286,9 +286,9 @@ def _stat_text(stat: Optional[Stat], q: Quantity) -> str:
     if stat is None:
         return MISSING_VALUE
     text = format_number(stat.mean * q.scale, q.digits)
-    if stat.std is not None and not q.deterministic:
+    if stat.low is not None and stat.high is not None and not q.deterministic:
         decimals = len(text.partition(".")[2])
-        text += f" ± {stat.std * q.scale:.{decimals}f}"
+        text += f" [{stat.low * q.scale:.{decimals}f}, {stat.high * q.scale:.{decimals}f}]"
     return text
 
 

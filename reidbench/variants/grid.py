@@ -23,6 +23,9 @@ A grid is data -- a TOML file. Named grids ship in `reidbench/variants/grids/`;
     [backbone.clip512]             # optional, per backbone: its own settings, and a recipe per profile
     camera_embedding_scale = 0.0
     recipe = { full = "clipreid" } # under the full profile, clip512's cells train with the clipreid recipe
+    [compare]                      # optional: the comparisons the report tests (see reidbench.variants.compare)
+    pairs = [["clip512proj-ms", "vit768-ms"]]
+    each_neck_against = "none"
 
 A `[weights]` entry must name a backbone of the grid and an existing file or a
 weights name; a path is stored resolved (absolute), a name as written (fetched
@@ -44,6 +47,7 @@ from typing import Any, Iterable, Optional
 from reidbench.errors import UsageError
 from reidbench.schema import axis_text
 from reidbench.variants.backbones import BACKBONES
+from reidbench.variants.compare import CompareSpec, parse_compare
 from reidbench.variants.necks import NECKS
 from reidbench.variants.settings import VariantSettings
 from reidbench.variants.pretrained import check_weights_value
@@ -54,7 +58,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 GRIDS_DIR = Path(__file__).parent / "grids"
-GRID_KEYS = ("description", "data", "backbones", "necks", "settings", "expect", "pretrained", "weights", "axes", "backbone")
+GRID_KEYS = ("description", "data", "backbones", "necks", "settings", "expect", "pretrained", "weights", "axes", "backbone", "compare")
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,@+-]*$")
 """What a cell id may hold: it names a folder of the run directory."""
 MAX_ID_LENGTH = 200
@@ -118,6 +122,8 @@ class Grid:
     """The [settings] the file gave (an axis may not repeat one of them)."""
     data: Optional[str] = None
     """The dataset spec a run of this grid uses unless --data names another (multi-modal grids need multi-modal data)."""
+    compare: CompareSpec = field(default_factory=CompareSpec, hash=False)
+    """The comparisons the report makes, declared before any number exists ([compare], `reidbench.variants.compare`)."""
 
     def variant_settings(self, cell: Cell, base: Optional[VariantSettings] = None) -> VariantSettings:
         """`base` (default: the grid's [settings]) with the cell's backbone table and its variant-setting axes laid over it."""
@@ -231,10 +237,12 @@ def parse_grid(data: bytes, source: str, name: str, base_dir: Optional[Path] = N
         base_dir = GRIDS_DIR if source.startswith("builtin:") else Path(source).parent
     weights = _weights(raw.get("weights", {}), backbones, source, base_dir)
     backbone_settings, recipes = _backbone_tables(_table(raw, "backbone", source), backbones, settings, source, base_dir)
+    cells = _product(pairs, axes, source)
     return Grid(
-        name=name, source=source, description=description, settings=settings, cells=_product(pairs, axes, source),
+        name=name, source=source, description=description, settings=settings, cells=cells,
         weights=weights, axes=axes, backbone_settings=backbone_settings, recipes=recipes, settings_table=dict(settings_table),
         data=data, pretrained=raw.get("pretrained", False),
+        compare=parse_compare(raw.get("compare", {}), [c.id for c in cells], f"grid file {source}"),
     )
 
 
