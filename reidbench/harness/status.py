@@ -151,7 +151,9 @@ def _progress(run: RunDir, cell: str, seed: int, epochs: Optional[int]) -> str:
     if path.exists():
         for line in path.read_text(errors="replace").splitlines():
             try:
-                done = max(done, int(json.loads(line)["epoch"]))
+                entry = json.loads(line)
+                if "stage" not in entry:  # lines of an earlier stage (CLIP-ReID's prompt learning) count their own epochs
+                    done = max(done, int(entry["epoch"]))
             except (ValueError, KeyError, TypeError):
                 continue
     if not done:

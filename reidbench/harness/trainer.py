@@ -23,7 +23,7 @@ from reidbench.runtime.device import synchronize
 from reidbench.runtime.distributed import World, all_reduce_mean
 from reidbench.runtime.progress import Progress
 from reidbench.training.sampler import PKSampler
-from reidbench.training.step import epoch_batches
+from reidbench.training.step import STEP_STATS, epoch_batches
 
 
 class TrainingDiverged(ReidbenchError):
@@ -32,8 +32,8 @@ class TrainingDiverged(ReidbenchError):
     exit_code = 1
 
 
-STAT_NAMES = ("loss", "id_loss", "triplet_loss", "accuracy")
-"""What a step returns, in order; an epoch's log entry averages them."""
+STAT_NAMES = STEP_STATS
+"""The statistics every step returns first (a step's `stat_names` may add more); an epoch's log entry averages them."""
 
 
 @dataclass
@@ -90,7 +90,7 @@ class EpochCallback(TrainHook):
 class Trainer:
     ctx: TrainContext
     step: Any
-    """A `TrainStep` or `GraphedTrainStep`: `begin_epoch(batches)` and `(number, batch) -> stats`."""
+    """A `TrainStep` or `GraphedTrainStep`: `begin_epoch(batches)`, `(number, batch) -> stats` and `stat_names`."""
     sampler: PKSampler
     train_set: AnyImageSet
     progress: Progress
@@ -110,7 +110,8 @@ class Trainer:
         """One epoch's steps; its entry: averaged statistics (all ranks), learning rate, seconds, img/s."""
         ctx, steps = self.ctx, len(self.sampler)
         self.sampler.set_epoch(epoch)
-        sums = torch.zeros(len(STAT_NAMES), device=ctx.device)  # summed on the device, read once per epoch
+        names = self.step.stat_names
+        sums = torch.zeros(len(names), device=ctx.device)  # summed on the device, read once per epoch
         started = time.perf_counter()
         with self.progress.task(steps, f"epoch {epoch + 1}/{ctx.cfg.epochs}", "batch") as advance:
             previous = None
@@ -130,7 +131,7 @@ class Trainer:
         ctx.wall_seconds += seconds
         return {
             "epoch": epoch + 1,
-            **dict(zip(STAT_NAMES, totals)),
+            **dict(zip(names, totals)),
             "lr": float(ctx.optimizer.param_groups[0]["lr"]),
             "seconds": seconds,
             "img_per_s": steps * ctx.cfg.batch_size / seconds,

@@ -8,6 +8,7 @@ from typing import Any, Iterable, Optional
 
 from reidbench.errors import UsageError
 from reidbench.variants.backbones import BACKBONES
+from reidbench.variants.clipreid import ClipReidModel, build_clipreid_model, take_clip_weights
 from reidbench.variants.grid import Cell
 from reidbench.variants.head import BNNeckHead
 from reidbench.variants.modalities import SeparateBackbones, SeparateNecks
@@ -54,10 +55,15 @@ def create_variant(
         weights = resolve_weights_path(weights, backbone_name, "create_variant weights=")
     backbone = BACKBONES.get(backbone_name).builder(resolved)
     neck = NECKS.get(neck_name).builder(backbone.embed_dim, resolved)
-    head = BNNeckHead(neck.out_dim * resolved.num_modalities, resolved.num_classes)
-    model = ReidModel(f"{backbone_name}-{neck_name}", backbone, neck, head, resolved)
+    cell_id = f"{backbone_name}-{neck_name}"
+    if resolved.head == "clipreid":
+        model: ReidModel = build_clipreid_model(cell_id, backbone, neck, resolved)
+    else:
+        model = ReidModel(cell_id, backbone, neck, BNNeckHead(neck.out_dim * resolved.num_modalities, resolved.num_classes), resolved)
     if weights is not None:
         model.weights_report = load_weights(model, backbone_name, weights)
+        if isinstance(model, ClipReidModel):
+            take_clip_weights(model, weights)
     if resolved.num_modalities > 1 and resolved.modality_weights == "separate":
         _separate_modalities(model, backbone_name, neck_name, weights is not None)
     if resolved.freeze_backbone:
