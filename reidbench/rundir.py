@@ -52,7 +52,7 @@ RESULTS_CSV = "results.csv"
 """Also the name of a report's own table, which is why a report never writes into a run directory."""
 FILE_NAMES = (
     "run.json", "environment.json", "grid.toml", "profile.toml", RESULTS_CSV, "launch.json", LOCK,
-    RECORD, TRAIN_LOG, "checkpoint.pt", "model.pt", "job.json", "queries.npz",
+    RECORD, TRAIN_LOG, "checkpoint.pt", "model.pt", "job.json", "queries.npz", "prompt_stage.json",
 )
 """Every file name of a run directory (the architecture test holds the rest of the package to not spelling them)."""
 DIR_NAMES = (CELLS_DIR, "jobs", "report", "onnx")
@@ -85,7 +85,8 @@ class TrainLog:
 
     @property
     def last_epoch(self) -> int:
-        return max((entry.epoch for entry in self.entries), default=0)
+        """The cell's own epochs done; an earlier stage's lines (CLIP-ReID's prompt learning) count their own."""
+        return max((entry.epoch for entry in self.entries if entry.stage is None), default=0)
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,11 @@ class CellDir:
     def model(self) -> Path:
         """The trained weights (a state dict), once the cell is done."""
         return self.path / "model.pt"
+
+    @property
+    def prompt_stage(self) -> Path:
+        """CLIP-ReID's stage 1 of the cell: its log lines and cost, so a resumed cell records them without rerunning it."""
+        return self.path / "prompt_stage.json"
 
     @property
     def queries(self) -> Path:

@@ -377,22 +377,28 @@ class EpochEntry:
     """
 
     epoch: int
-    """1-based: the number of epochs done when it was written."""
+    """1-based: the number of epochs done when it was written (within its stage)."""
     loss: float
-    """The total loss (ID + triplet); NaN or infinite only in the epoch that fails a cell."""
-    id_loss: float
-    triplet_loss: float
-    accuracy: float
-    """The ID classifier's training accuracy, 0..1."""
+    """The total loss; NaN or infinite only in the epoch that fails a cell."""
     lr: float
     """The learning rate at the epoch's end."""
     seconds: float
-    img_per_s: float
+    id_loss: Optional[float] = None
+    """None on the lines of an earlier stage (CLIP-ReID's prompt learning), which has no ID loss; so the next two."""
+    triplet_loss: Optional[float] = None
+    accuracy: Optional[float] = None
+    """The ID classifier's training accuracy, 0..1."""
+    img_per_s: Optional[float] = None
+    i2t_loss: Optional[float] = None
+    """CLIP-ReID's image-to-text loss (head = "clipreid"); None for other heads."""
+    stage: Optional[int] = None
+    """None: the cell's own training; 1: CLIP-ReID's prompt-learning stage, logged before it with its own epochs."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Fields written by other versions of reidbench, kept as they are."""
 
     def to_dict(self) -> dict[str, Any]:
-        return to_plain(self)
+        """Absent statistics are left out, so a line holds what its stage measured."""
+        return {key: value for key, value in to_plain(self).items() if value is not None}
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "epoch entry") -> "EpochEntry":

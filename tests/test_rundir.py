@@ -112,8 +112,8 @@ def test_a_train_log_line_that_is_not_an_entry_is_skipped_and_counted(tmp_path: 
 
 
 def test_an_epoch_entry_is_checked_field_by_field() -> None:
-    with pytest.raises(SchemaError, match="line 7 lacks the field 'img_per_s'"):
-        EpochEntry.from_dict({k: v for k, v in ENTRY.to_dict().items() if k != "img_per_s"}, "line 7")
+    with pytest.raises(SchemaError, match="line 7 lacks the field 'seconds'"):
+        EpochEntry.from_dict({k: v for k, v in ENTRY.to_dict().items() if k != "seconds"}, "line 7")
     with pytest.raises(SchemaError, match="epoch is 1.5; expected a whole number"):
         EpochEntry.from_dict({**ENTRY.to_dict(), "epoch": 1.5}, "line 7")
     diverged = EpochEntry.from_dict(json.loads(json.dumps({**ENTRY.to_dict(), "loss": math.nan})))

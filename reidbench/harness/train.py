@@ -23,12 +23,15 @@ from reidbench.harness.trainer import DivergenceGuard, EpochCallback, TrainConte
 from reidbench.profiles import TrainConfig
 from reidbench.rundir import CellDir
 from reidbench.runtime.compile import compile_model
-from reidbench.runtime.distributed import World
+from reidbench.runtime.distributed import World, broadcast_object
+from reidbench.runtime.files import read_json, write_json
 from reidbench.runtime.progress import Progress
 from reidbench.schema import EpochEntry
+from reidbench.training.clipreid import train_prompts
 from reidbench.training.graph_step import GraphedTrainStep
 from reidbench.training.sampler import PKSampler
 from reidbench.training.step import StepOptions, TrainStep, build_optimizer, lr_factor, ranks_batch
+from reidbench.variants.clipreid import ClipReidModel
 from reidbench.variants.model import ReidModel
 
 
@@ -70,6 +73,9 @@ class TrainSummary:
     """Median img/s of this process's later epochs: the speed without that one-off cost (None with one epoch)."""
     capture_seconds: Optional[float] = None
     """Time to record the graph-replayed step (`reidbench.training.graph_step`)."""
+    stage1: Optional[dict[str, Any]] = None
+    """CLIP-ReID's prompt-learning stage before these epochs (head = "clipreid"): epochs_done, seconds, final_loss, ...;
+    the fields above are the image-encoder training's (its stage 2)."""
 
     def to_dict(self) -> dict:
         return {**vars(self), "warnings": list(self.warnings)}
@@ -78,12 +84,13 @@ class TrainSummary:
 class EpochLog(TrainHook):
     """The cell's training log, one `EpochEntry` per epoch (rewritten to the checkpoint's epochs on resume), and the console line."""
 
-    def __init__(self, cell: CellDir, log: Callable[[str], None]) -> None:
-        self.cell, self.log = cell, log
+    def __init__(self, cell: CellDir, log: Callable[[str], None], before: Sequence[EpochEntry] = ()) -> None:
+        """`before`: lines of an earlier stage (CLIP-ReID's stage 1, marked with `stage`), kept at the top of the log."""
+        self.cell, self.log, self.before = cell, log, list(before)
 
     def on_start(self, ctx: TrainContext) -> None:
         # Epochs trained after the last checkpoint were not saved: the log drops them too.
-        self.cell.write_train_log(ctx.log)
+        self.cell.write_train_log([*self.before, *ctx.log])
 
     def on_epoch(self, ctx: TrainContext, entry: EpochEntry) -> None:
         self.cell.append_epoch(entry)
@@ -91,7 +98,8 @@ class EpochLog(TrainHook):
         remaining = (ctx.cfg.epochs - entry.epoch) * ctx.wall_seconds / done
         self.log(
             f"    epoch {entry.epoch}/{ctx.cfg.epochs}: loss {entry.loss:.3f} (id {entry.id_loss:.3f}, "
-            f"triplet {entry.triplet_loss:.3f}), train acc {entry.accuracy:.3f}, {entry.img_per_s:.0f} img/s, "
+            f"triplet {entry.triplet_loss:.3f}" + (f", i2t {entry.i2t_loss:.3f}" if entry.i2t_loss is not None else "")
+            + f"), train acc {entry.accuracy:.3f}, {entry.img_per_s:.0f} img/s, "
             f"training ETA {duration(remaining)}"
         )
 
@@ -107,6 +115,7 @@ def train_model(
         train_set.pids, p=ranks_batch(cfg, world), k=cfg.k, seed=options.seed, rank=world.rank, world_size=world.world_size,
         covers=cfg.epoch_covers,
     )
+    stage1 = prompt_stage(model, train_set, cfg, options, cell, progress)
     if options.compile:
         compile_model(model)
     trained: torch.nn.Module = model
@@ -127,13 +136,52 @@ def train_model(
     if options.cuda_graphs:
         step = GraphedTrainStep(step)
     hooks: list[TrainHook] = [ResumeFromCheckpoint(cell.checkpoint), DivergenceGuard()]
-    hooks += [EpochLog(cell, progress.log)] if world.is_main else []
+    hooks += [EpochLog(cell, progress.log, stage1.entries if stage1 else ())] if world.is_main else []
     hooks += list(extra_hooks)  # after the resume (they read ctx.start_epoch), before the checkpoint
     hooks += [Checkpointer(cell.checkpoint)] + ([EpochCallback(on_epoch)] if on_epoch is not None else [])
     trained.train()
     Trainer(ctx, step, sampler, train_set, progress, hooks).fit()
     trained.eval()
-    return summarize(ctx, options, step, train_set, steps)
+    summary = summarize(ctx, options, step, train_set, steps)
+    summary.stage1 = stage1.summary if stage1 else None
+    return summary
+
+
+@dataclass
+class PromptStageRecord:
+    """CLIP-ReID's stage 1 of a cell as recorded: its cost (`summary`) and its log lines."""
+
+    summary: dict[str, Any]
+    entries: list[EpochEntry]
+
+
+def prompt_stage(
+    model: ReidModel, train_set: AnyImageSet, cfg: TrainConfig, options: TrainOptions, cell: CellDir, progress: Progress,
+) -> Optional[PromptStageRecord]:
+    """CLIP-ReID's stage 1 for a model with its head, before the image encoder trains; None for other models.
+
+    A cell resumed from a checkpoint has done it: the checkpoint holds the text
+    features and the cell's prompt-stage file the stage's log and cost. Under DDP every
+    rank runs it and rank 0's text features are kept, so the ranks train against one classifier.
+    """
+    if not isinstance(model, ClipReidModel):
+        return None
+    saved = read_json(cell.prompt_stage) if cell.checkpoint.exists() else None
+    if saved is not None:
+        entries = [EpochEntry.from_dict(e, f"{cell.prompt_stage}: entries[{i}]") for i, e in enumerate(saved["entries"])]
+        return PromptStageRecord(saved["summary"], entries)
+    progress.log(f"    stage 1: identity prompts, {cfg.prompt_epochs} epochs, image and text towers frozen")
+    weights = model.weights_report.path if model.weights_report is not None else None
+    stage = train_prompts(model, train_set, cfg, options.device, options.dtype, options.seed, weights)
+    model.head.text_features.copy_(broadcast_object(model.head.text_features.cpu(), options.world))
+    done = PromptStageRecord(stage.summary(cfg), stage.entries)
+    if options.world.is_main:
+        write_json(cell.prompt_stage, {"summary": done.summary, "entries": [e.to_dict() for e in done.entries]})
+        progress.log(
+            f"    stage 1 done: loss {stage.entries[0].loss:.3f} -> {stage.entries[-1].loss:.3f} over "
+            f"{len(stage.entries)} epochs in {duration(stage.seconds)}"
+        )
+    return done
 
 
 def summarize(ctx: TrainContext, options: TrainOptions, step: Any, train_set: AnyImageSet, steps_per_epoch: int) -> TrainSummary:

@@ -24,7 +24,7 @@ from reidbench.runtime.distributed import World, all_reduce_mean
 from reidbench.runtime.progress import Progress
 from reidbench.schema import EpochEntry
 from reidbench.training.sampler import PKSampler
-from reidbench.training.step import epoch_batches
+from reidbench.training.step import STEP_STATS, epoch_batches
 
 
 class TrainingDiverged(ReidbenchError):
@@ -33,8 +33,6 @@ class TrainingDiverged(ReidbenchError):
     exit_code = 1
 
 
-STAT_NAMES = ("loss", "id_loss", "triplet_loss", "accuracy")
-"""What a step returns, in order; an epoch's `EpochEntry` averages them."""
 
 
 @dataclass
@@ -91,7 +89,7 @@ class EpochCallback(TrainHook):
 class Trainer:
     ctx: TrainContext
     step: Any
-    """A `TrainStep` or `GraphedTrainStep`: `begin_epoch(batches)` and `(number, batch) -> stats`."""
+    """A `TrainStep` or `GraphedTrainStep`: `begin_epoch(batches)`, `(number, batch) -> stats` and `stat_names`."""
     sampler: PKSampler
     train_set: AnyImageSet
     progress: Progress
@@ -111,7 +109,8 @@ class Trainer:
         """One epoch's steps; its entry: averaged statistics (all ranks), learning rate, seconds, img/s."""
         ctx, steps = self.ctx, len(self.sampler)
         self.sampler.set_epoch(epoch)
-        sums = torch.zeros(len(STAT_NAMES), device=ctx.device)  # summed on the device, read once per epoch
+        names = self.step.stat_names
+        sums = torch.zeros(len(names), device=ctx.device)  # summed on the device, read once per epoch
         started = time.perf_counter()
         with self.progress.task(steps, f"epoch {epoch + 1}/{ctx.cfg.epochs}", "batch") as advance:
             previous = None
@@ -131,7 +130,7 @@ class Trainer:
         ctx.wall_seconds += seconds
         return EpochEntry(
             epoch=epoch + 1,
-            **dict(zip(STAT_NAMES, totals)),
+            **dict(zip(names, totals)),
             lr=float(ctx.optimizer.param_groups[0]["lr"]),
             seconds=seconds,
             img_per_s=steps * ctx.cfg.batch_size / seconds,

@@ -89,6 +89,18 @@ class TrainConfig:
     triplet_margin: float = 0.3
     id_weight: float = 1.0
     triplet_weight: float = 1.0
+    i2t_weight: float = 1.0
+    """Weight of the image-to-text cross-entropy against the identity text features (CLIP-ReID's I2T_LOSS_WEIGHT);
+    used by models with head = "clipreid" only, as are the prompt_* settings of its stage 1."""
+    prompt_epochs: int = 120
+    """CLIP-ReID's stage 1 (prompt learning, both encoders frozen): its epochs, batch, Adam learning rate and decay,
+    and its cosine schedule (warm-up from prompt_warmup_lr over prompt_warmup_epochs, floor prompt_lr_min)."""
+    prompt_batch_size: int = 64
+    prompt_lr: float = 0.00035
+    prompt_weight_decay: float = 0.0001
+    prompt_warmup_epochs: int = 5
+    prompt_warmup_lr: float = 0.00001
+    prompt_lr_min: float = 0.000001
     augment: bool = True
     """Random flip and pad-and-crop (padding scaled with the input height), then random erasing."""
     erase_p: float = 0.5
@@ -105,6 +117,7 @@ class TrainConfig:
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"optimizer {self.optimizer!r} is unknown; choose one of {', '.join(OPTIMIZERS)}.")
         self._check_schedule()
+        self._check_prompt_stage()
         if self.triplet not in TRIPLETS:
             raise UsageError(f"triplet {self.triplet!r} is unknown; choose one of {', '.join(TRIPLETS)}.")
         if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
@@ -133,6 +146,15 @@ class TrainConfig:
             raise UsageError(f"milestones {list(self.milestones)} must be increasing epochs between 1 and epochs - 1 = {self.epochs - 1}.")
         if self.weight_decay_bias is not None and self.weight_decay_bias < 0:
             raise UsageError(f"weight_decay_bias {self.weight_decay_bias} must be >= 0.")
+
+    def _check_prompt_stage(self) -> None:
+        if self.prompt_epochs < 1 or self.prompt_batch_size < 2 or not 0 <= self.prompt_warmup_epochs < self.prompt_epochs:
+            raise UsageError(
+                f"prompt_epochs {self.prompt_epochs} must be >= 1, prompt_batch_size {self.prompt_batch_size} >= 2 and "
+                f"prompt_warmup_epochs {self.prompt_warmup_epochs} in [0, prompt_epochs)."
+            )
+        if self.prompt_lr <= 0 or min(self.prompt_weight_decay, self.prompt_warmup_lr, self.prompt_lr_min, self.i2t_weight) < 0:
+            raise UsageError("prompt_lr must be > 0; prompt_weight_decay, prompt_warmup_lr, prompt_lr_min and i2t_weight >= 0.")
 
     @property
     def batch_size(self) -> int:

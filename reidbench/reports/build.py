@@ -123,7 +123,7 @@ def header_items(run: LoadedRun) -> list[tuple[str, str]]:
     """
     items: list[tuple[str, str]] = []
     for build in (_run_item, _grid_item, _device_item, _software_item, _input_item, _dataset_item,
-                  _initialisation_item, _profile_item, _recipes_item, _training_item, _evaluation_item, _latency_item, _flops_item, _seeds_item, _commit_item):
+                  _initialisation_item, _profile_item, _recipes_item, _training_item, _stage1_item, _evaluation_item, _latency_item, _flops_item, _seeds_item, _commit_item):
         try:
             item = build(run)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError):
@@ -318,6 +318,19 @@ def _training_item(run: LoadedRun) -> Item:
     if not ways:
         return None
     return "Training", "; ".join(f"{way} ({n} cell{'s' if n != 1 else ''})" for way, n in ways.items())
+
+
+def _stage1_item(run: LoadedRun) -> Item:
+    """CLIP-ReID's prompt-learning stage, where cells ran it before training: its cost is not in the train seconds."""
+    parts = []
+    for record in run.records:
+        stage1 = (record.get("training") or {}).get("stage1")
+        if isinstance(stage1, dict) and is_number(stage1.get("seconds")) and is_number(stage1.get("final_loss")):
+            parts.append(f"{record['cell']} seed {record.get('seed')}: {stage1.get('epochs_done')} epochs, "
+                         f"final loss {stage1['final_loss']:.3f}, {stage1['seconds']:.1f} s")
+    if not parts:
+        return None
+    return "Stage 1 (CLIP-ReID identity prompts, before training)", "; ".join(parts)
 
 
 def _evaluation_item(run: LoadedRun) -> Item:

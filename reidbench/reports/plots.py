@@ -370,38 +370,59 @@ def _number(value: Any) -> float:
     return float(value) if is_number(value) else math.nan
 
 
+def _split_stages(entries: list[EpochEntry]) -> tuple[list[EpochEntry], list[EpochEntry]]:
+    """A train log's own epochs, and the lines of an earlier stage (CLIP-ReID's prompt learning, marked `stage`)."""
+    return [e for e in entries if e.stage is None], [e for e in entries if e.stage is not None]
+
+
+def _epoch_axis(ax: Any, last_epoch: int) -> None:
+    ax.set_xlabel("epoch")
+    if last_epoch:
+        ax.set_xlim(0.5, last_epoch + 0.5)
+        if last_epoch <= 12:
+            ax.set_xticks(range(1, last_epoch + 1))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def training_curves(summaries: list[CellSummary], styles: Styles, logs: dict[tuple[str, int], list[EpochEntry]]) -> Plot:
-    """Loss and training accuracy per epoch, one line per cell and seed."""
-    fig = Figure(figsize=(12, 5.8))
-    loss_ax, acc_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    """Loss and training accuracy per epoch, one line per cell and seed; a third panel with stage 1's loss where a
+    cell trained CLIP-ReID's prompts first."""
+    split = {key: _split_stages(entries) for key, entries in logs.items()}
+    staged = any(stage1 for _, stage1 in split.values())
+    fig = Figure(figsize=(18 if staged else 12, 5.8))
+    loss_ax, acc_ax = fig.add_subplot(1, 3 if staged else 2, 1), fig.add_subplot(1, 3 if staged else 2, 2)
+    stage_ax = fig.add_subplot(1, 3, 3) if staged else None
     absent, handles = [], []
-    last_epoch = max((e.epoch for entries in logs.values() for e in entries), default=0)
+    last_epoch = int(max((e.epoch for entries, _ in split.values() for e in entries), default=0))
     for s in summaries:
-        runs = [entries for (cell, _), entries in sorted(logs.items()) if cell == s.cell and entries]
+        runs = [split[key] for key in sorted(split) if key[0] == s.cell and logs[key]]
         if not runs:
             absent.append(_why_absent(s, "no training log"))
             continue
         kw = dict(color=styles.colour(s), marker=styles.marker(s), linestyle=styles.linestyle(s), markersize=5, linewidth=1.4)
-        for index, entries in enumerate(runs):
+        for index, (entries, stage1) in enumerate(runs):
             epochs = [e.epoch for e in entries]
             label = _cell_label(s) if index == 0 else None
             (line,) = loss_ax.plot(epochs, [_number(e.loss) for e in entries], label=label, **kw)
             acc_ax.plot(epochs, [100 * _number(e.accuracy) for e in entries], **kw)
+            if stage_ax is not None and stage1:
+                stage_ax.plot([e.epoch for e in stage1], [_number(e.loss) for e in stage1], **{**kw, "markersize": 3})
             if index == 0:
                 handles.append(line)
     for ax, ylabel, title in ((loss_ax, "training loss (ID + triplet)", "Training loss"),
                               (acc_ax, "training accuracy (%, ID classifier)", "Training accuracy")):
-        ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
-        if last_epoch:
-            ax.set_xlim(0.5, last_epoch + 0.5)
-            if last_epoch <= 12:
-                ax.set_xticks(range(1, last_epoch + 1))
-            else:
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _epoch_axis(ax, last_epoch)
         if not handles:
             ax.text(0.5, 0.5, "no training logs", transform=ax.transAxes, ha="center", va="center", color="#666666")
+    if stage_ax is not None:
+        stage_ax.set_ylabel("image-to-text + text-to-image contrastive loss")
+        stage_ax.set_title("Stage 1: identity prompts (CLIP-ReID)")
+        _epoch_axis(stage_ax, int(max(e.epoch for _, stage1 in split.values() for e in stage1)))
     _legend_below(fig, absent, handles, wspace=0.25)
     return Plot("training.png", "Training curves",
-                "Loss and training accuracy per epoch (one line per seed), from each cell's train_log.jsonl.", _png(fig))
+                "Loss and training accuracy per epoch (one line per seed), from each cell's train_log.jsonl"
+                + ("; for cells with CLIP-ReID's head, the loss of stage 1 (prompt learning, encoders frozen) beside "
+                   "them, the other panels being stage 2." if staged else "."), _png(fig))

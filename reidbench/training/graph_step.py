@@ -83,6 +83,10 @@ class GraphedTrainStep:
         """Wall time of the capture call (recording plus its first replay)."""
         self.side_stream = torch.cuda.Stream(device=step.device)
 
+    @property
+    def stat_names(self) -> tuple[str, ...]:
+        return self.step.stat_names
+
     def begin_epoch(self, batches: torch.Tensor) -> None:
         self.step.begin_epoch(batches)
 

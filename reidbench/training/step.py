@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -19,8 +19,10 @@ from reidbench.runtime.device import autocast
 from reidbench.runtime.dispatch import labeller
 from reidbench.runtime.distributed import World, unwrap
 from reidbench.training.augment import AugmentConfig, BatchAugmentation, normalize, to_device_async
+from reidbench.training.clipreid import CLIPREID_STATS, clipreid_losses
 from reidbench.training.losses import batch_accuracy, batch_hard_triplet, id_loss
 from reidbench.training.sampler import PKSampler
+from reidbench.variants.clipreid import ClipReidModel
 from reidbench.variants.model import ReidModel
 
 
@@ -94,6 +96,19 @@ def augment_padding(img_size: tuple[int, int]) -> int:
     return max(1, round(10 * img_size[0] / 256))
 
 
+STEP_STATS = ("loss", "id_loss", "triplet_loss", "accuracy")
+"""What a step of the common recipe returns, in order; an epoch's log entry averages them."""
+
+
+def model_losses(model: ReidModel, cfg: TrainConfig) -> tuple[Callable[[Any, torch.Tensor], tuple[torch.Tensor, torch.Tensor]], tuple[str, ...]]:
+    """`(training output, targets) -> (loss, stats)` for `model`, and the stats' names: CLIP-ReID's stage-2 losses
+    for its head (`reidbench.training.clipreid`), the recipe's ID + triplet otherwise."""
+    if isinstance(model, ClipReidModel):
+        return clipreid_losses(cfg), CLIPREID_STATS
+    common = step_losses(cfg)
+    return (lambda output, targets: common(output.logits, output.features, targets)), STEP_STATS
+
+
 def step_losses(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """`(logits, features, targets) -> (loss, [loss, id loss, triplet loss, accuracy])` for the recipe in `cfg`.
 
@@ -157,7 +172,7 @@ class TrainStep:
         self.augment = AugmentConfig(pad=augment_padding(self.image_size), erase_p=cfg.erase_p) if cfg.augment else None
         self.augmentation: Optional[BatchAugmentation] = None
         self.augment_method = options.augment_method
-        self.losses = step_losses(cfg)
+        self.losses, self.stat_names = model_losses(module, cfg)
         self.region = labeller(options.regions)
         if options.compile_backend is not None:
             self.losses = torch.compile(self.losses, backend=options.compile_backend, dynamic=False)
@@ -173,7 +188,7 @@ class TrainStep:
     def __call__(self, step: int, batch: LabelledBatch) -> torch.Tensor:
         """Train on `batch` (from the training set's `batches`), batch `step` of the epoch begun last.
 
-        Returns [loss, id loss, triplet loss, accuracy], on the device.
+        Returns the statistics named by `stat_names` ([loss, id loss, triplet loss, accuracy, ...]), on the device.
         """
         x, target, cam = self.inputs(step, batch)
         self.optimizer.zero_grad(set_to_none=True)
@@ -202,7 +217,7 @@ class TrainStep:
         with region("forward"), autocast(self.device, self.dtype):
             output = self.model(x, cam)
         with region("losses"):
-            loss, stats = self.losses(output.logits, output.features, target)
+            loss, stats = self.losses(output, target)
         with region("backward"):
             loss.backward()
         with region("optimizer"):

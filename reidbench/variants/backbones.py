@@ -8,7 +8,7 @@ patch embedding, camera embedding, token projection).
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -149,6 +149,17 @@ class TransReIDViT(Backbone):
         return list(self.vit.blocks)
 
 
+class ClipFeatures(NamedTuple):
+    """A CLIP tower's outputs for CLIP-ReID's losses (`CLIPReIDViT.clip_features`)."""
+
+    tokens: torch.Tensor
+    """What `forward` returns: every token after ln_post (and proj, and the token projection, where the tower has them)."""
+    penultimate_cls: torch.Tensor
+    """[B, 768] the CLS after the next-to-last block (after ln_pre at depth 1), before ln_post."""
+    cls: torch.Tensor
+    """[B, 768] the CLS after the last block and ln_post, before proj."""
+
+
 class CLIPReIDViT(Backbone):
     """CLIP-ReID-style CLIP ViT-B/16 visual tower whose every output token is projected by `proj`.
 
@@ -222,6 +233,18 @@ class CLIPReIDViT(Backbone):
     def forward(
         self, images: torch.Tensor, cam_ids: Optional[torch.Tensor] = None, modality_ids: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
+        return self.clip_features(images, cam_ids, modality_ids).tokens
+
+    def clip_features(
+        self, images: torch.Tensor, cam_ids: Optional[torch.Tensor] = None, modality_ids: Optional[torch.Tensor] = None
+    ) -> "ClipFeatures":
+        """The token sequence `forward` returns, and the CLS features CLIP-ReID's losses read along the way.
+
+        CLIP-ReID's visual tower (Syliz517/CLIP-ReID, model/clip/model.py,
+        VisionTransformer.forward) returns the tokens after the next-to-last block
+        (its triplet loss takes their CLS) and after the last block and `ln_post`
+        (its 768-d image feature); the blocks run one by one to keep the first.
+        """
         v = self.visual
         x = v.conv1(images).flatten(2).transpose(1, 2)
         cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
@@ -234,10 +257,15 @@ class CLIPReIDViT(Backbone):
         if self.modality_embed is not None and modality_ids is not None:
             x = x + self.modality_embed[modality_ids].to(x.dtype)
         x = v.ln_pre(v.patch_dropout(x))
-        x = v.ln_post(v.transformer(x))
+        *earlier, last = v.transformer.resblocks
+        for block in earlier:
+            x = block(x)
+        penultimate_cls = x[:, 0]
+        x = v.ln_post(last(x))
+        cls = x[:, 0]
         if v.proj is not None:
             x = x @ v.proj
-        return self.token_proj(x) if self.token_proj is not None else x
+        return ClipFeatures(self.token_proj(x) if self.token_proj is not None else x, penultimate_cls, cls)
 
     def blocks(self) -> list[nn.Module]:
         return list(self.visual.transformer.resblocks)

@@ -7,6 +7,7 @@ from typing import Any, Iterable, Optional
 
 from reidbench.errors import UsageError
 from reidbench.variants.backbones import BACKBONES
+from reidbench.variants.clipreid import ClipReidModel, build_clipreid_model, take_clip_weights
 from reidbench.variants.grid import Cell
 from reidbench.variants.head import BNNeckHead
 from reidbench.variants.modalities import SeparateBackbones, SeparateNecks
@@ -55,11 +56,16 @@ def create_variant(
     file, hub = weights_file(weights, backbone_name, "create_variant weights=") if weights is not None else (None, None)
     backbone = BACKBONES.get(backbone_name).builder(resolved)
     neck = NECKS.get(neck_name).builder(backbone.embed_dim, resolved)
-    head = BNNeckHead(neck.out_dim * resolved.num_modalities, resolved.num_classes)
-    model = ReidModel(f"{backbone_name}-{neck_name}", backbone, neck, head, resolved)
+    cell_id = f"{backbone_name}-{neck_name}"
+    if resolved.head == "clipreid":
+        model: ReidModel = build_clipreid_model(cell_id, backbone, neck, resolved)
+    else:
+        model = ReidModel(cell_id, backbone, neck, BNNeckHead(neck.out_dim * resolved.num_modalities, resolved.num_classes), resolved)
     if file is not None:
         report = load_weights(model, backbone_name, file)
         model.weights_report = with_hub(report, hub) if hub is not None else report
+        if isinstance(model, ClipReidModel):
+            take_clip_weights(model, file)
     if resolved.num_modalities > 1 and resolved.modality_weights == "separate":
         _separate_modalities(model, backbone_name, neck_name, file is not None)
     if resolved.freeze_backbone:

@@ -24,6 +24,7 @@ FEATURE_CHOICES = ("before", "after")
 MODALITY_NAMES = ("rgb", "nir", "tir")
 """Modalities a multi-modal sample may hold: visible, near-infrared and thermal (RGBNT201, RGBNT100, MSVR310)."""
 MODALITY_WEIGHTS = ("shared", "separate")
+HEADS = ("bnneck", "clipreid")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,11 @@ class VariantSettings:
     """Multi-modal only: one backbone and neck for every modality, told apart by a learned modality embedding
     (MambaPro's shared backbone), or a separate backbone and neck per modality."""
 
+    head: str = "bnneck"
+    """'bnneck': one BNNeck and ID classifier on the cell's feature. 'clipreid': CLIP-ReID's two (the cell's feature
+    and the 512-d projected CLS) beside a text-feature classifier learned from identity prompts first
+    (`reidbench.variants.clipreid`; CLIP towers only)."""
+
     ALIASES = {"sie_xishu": "camera_embedding_scale"}
     """Older names a grid, profile or --set may still use, and the setting each names now."""
 
@@ -92,6 +98,8 @@ class VariantSettings:
             raise UsageError(f"camera_embedding_scale {self.camera_embedding_scale} is negative; use 0 or num_cameras = 0 to disable it.")
         if not self.neck_scales or any(s < 1 for s in self.neck_scales):
             raise UsageError(f"neck_scales {list(self.neck_scales)} must be a non-empty list of positive window sizes.")
+        if self.head not in HEADS:
+            raise UsageError(f"head {self.head!r} is unknown; choose one of {', '.join(HEADS)}.")
         if self.feature not in FEATURE_CHOICES:
             raise UsageError(f"feature {self.feature!r} is unknown; choose one of {', '.join(FEATURE_CHOICES)}.")
         self._check_modalities()
