@@ -200,7 +200,11 @@ def run(
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory to create (default: runs/<time>-<grid>)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory: finished cells are kept, unfinished ones continue from their last checkpoint."),
     only: Optional[List[str]] = typer.Option(None, "--only", help="Run only this cell (repeatable)."),
-    seeds: Optional[int] = typer.Option(None, "--seeds", help="Train every cell with seeds 0..N-1 (default 1)."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="N: train every cell with seeds 0..N-1 (default 1). auto[:MAX]: 3 seeds, then one more per round "
+                                        "to each cell whose 95% interval of mAP is wider than --precision, up to MAX (default 10); it stops on precision, "
+                                        "never on a p-value (stopping on significance inflates false positives)."),
+    precision: Optional[float] = typer.Option(None, "--precision", help="With --seeds auto: the half-width of a cell's 95% interval of mean mAP over seeds, "
+                                              "in points, at which it needs no more seeds (default 2.0)."),
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a variant setting after the profile, e.g. --set stride=12."),
     bars: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars (default: when stderr is a terminal)."),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
@@ -241,7 +245,7 @@ def run(
     if world.distributed and launch_plan.fanned_out:
         raise UsageError(f"--launcher {launcher} starts its own jobs; under torchrun use --launcher local (the default).")
     request = RunRequest(grid, data, profile, dtype, seeds, tuple(only or ()), tuple(overrides or ()), tuple(weights or ()),
-                         compile_, data_cache, sync_bn, cuda_graphs, tuple(test_data or ()), tuple(axis or ()), pretrained=pretrained)
+                         compile_, data_cache, sync_bn, cuda_graphs, tuple(test_data or ()), tuple(axis or ()), pretrained=pretrained, precision=precision)
     progress = Progress(_log, bars if world.is_main else False)
     interrupt_on_sigterm()
     if resume is not None:
@@ -286,6 +290,8 @@ def _new_plan(request: Any, launch_plan: Any, world: Any) -> tuple[Any, Any]:
     from reidbench.runtime.distributed import init_distributed, main_first
 
     plan = new_plan(request, launch_plan.device, launch_plan.cell_world(world))
+    if plan.auto_seeds is not None and launch_plan.fanned_out:
+        raise UsageError("--seeds auto decides each round from the last one's results, in this process; use --launcher local, or --seeds N.")
     _log(cells_line(plan.grid, plan.cells, plan.seeds))
     if (request.profile or "auto") == "auto":
         _log(f"profile auto -> {plan.profile.name} ({'CUDA device found' if plan.device.type == 'cuda' else 'no CUDA device'}): {plan.profile.description}")

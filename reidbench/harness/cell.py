@@ -1,4 +1,4 @@
-"""One cell and seed of a run: probe -> train -> evaluate -> save -> measure -> record.
+"""One cell and seed of a run: probe -> train -> evaluate (record's metrics, queries.npz) -> save -> measure -> record.
 
 A cell that raises, goes NaN or runs out of memory is recorded as failed and
 the grid goes on. Ctrl-C records it as interrupted and re-raises. Its training
@@ -133,11 +133,14 @@ def _train_evaluate_measure(model: ReidModel, cell: Cell, seed: int, record: Cel
 
     def evaluate() -> None:
         cfg = plan.profile.eval
-        record.metrics = evaluate_model(model, data.query, data.gallery, cfg, plan.device, plan.dtype, ctx.progress, world)
+        scored = evaluate_model(model, data.query, data.gallery, cfg, plan.device, plan.dtype, ctx.progress, world)
+        record.metrics, queries = scored.metrics, dict(scored.queries)
         for test in tests:
-            metrics = evaluate_model(model, test.query, test.gallery, cfg, plan.device, plan.dtype, ctx.progress, world)
-            record.cross_domain[test.spec] = {**metrics, "dataset": test.name}
-        if world.is_main:
+            scored = evaluate_model(model, test.query, test.gallery, cfg, plan.device, plan.dtype, ctx.progress, world, test.spec)
+            record.cross_domain[test.spec] = {**scored.metrics, "dataset": test.name}
+            queries.update(scored.queries)
+        if world.is_main:  # before any record that says done: a done cell always has its queries.npz
+            ctx.run.write_queries(cell.id, seed, queries)
             write_cell_hparams(ctx.run.root, record, ctx.progress.log, extra=train_hparams(profile.train, profile.name))
 
     def keep_and_measure() -> None:

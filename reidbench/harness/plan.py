@@ -6,6 +6,7 @@ refuses any option that would change it, naming the option.
 """
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -22,7 +23,7 @@ from reidbench.profiles import Profile, TrainConfig, builtin_profiles, load_prof
 from reidbench.runtime.device import memory_capacity, resolve_dtype
 from reidbench.runtime.distributed import World
 from reidbench.runtime.files import now_utc, write_atomic, write_json
-from reidbench.schema import GridRef, RunMeta, RunState, axis_text
+from reidbench.schema import AutoSeeds, GridRef, RunMeta, RunState, axis_text
 from reidbench.training.step import ranks_batch
 from reidbench.variants.factory import parse_weights_options
 from reidbench.variants.footprint import estimate_footprint
@@ -39,7 +40,8 @@ class RunRequest:
     data: Optional[str] = None
     profile: Optional[str] = None
     dtype: Optional[str] = None
-    seeds: Optional[int] = None
+    seeds: Optional[str] = None
+    """`--seeds N` or `--seeds auto[:MAX]`, as typed."""
     only: tuple[str, ...] = ()
     overrides: tuple[str, ...] = ()
     weights: tuple[str, ...] = ()
@@ -52,6 +54,8 @@ class RunRequest:
     """`--axis KEY=V1,V2`: more axes over the grid's cells."""
     pretrained: Optional[bool] = None
     """`--pretrained/--no-pretrained`; None: as the grid says."""
+    precision: Optional[float] = None
+    """`--precision P`: with `--seeds auto`, the mAP half-width (points) at which a cell needs no more seeds."""
 
     def given(self) -> list[str]:
         """The options given, as typed on the command line."""
@@ -71,6 +75,7 @@ class RunPlan:
     device: torch.device
     dtype: str
     seeds: int
+    """Seeds every cell trains (0..seeds-1); with `auto_seeds`, the first round's."""
     only: list[str] = field(default_factory=list)
     overrides: dict[str, Any] = field(default_factory=dict)
     weights: dict[str, str] = field(default_factory=dict)
@@ -87,6 +92,8 @@ class RunPlan:
     """More test sets every trained cell is also evaluated on (cross-domain), each with its own protocol."""
     cli_axes: dict[str, list[Any]] = field(default_factory=dict)
     """Axes added with --axis (already in `grid`; kept so that --resume adds them again)."""
+    auto_seeds: Optional[AutoSeeds] = None
+    """`--seeds auto`: more seeds in rounds until each cell is precise (`harness.seed_rounds`); its `cells` grow."""
     now_only: list[str] = field(default_factory=list)
     """This invocation runs only these of the planned cells (`--resume --only`); not saved."""
 
@@ -98,11 +105,51 @@ class RunPlan:
     def cells_now(self) -> list[Cell]:
         return [c for c in self.cells if not self.now_only or c.id in self.now_only or c.pair in self.now_only]
 
+    def seeds_of(self, cell: str) -> int:
+        """How many seeds (0..N-1) `cell` is planned with so far."""
+        return self.auto_seeds.cells.get(cell, self.seeds) if self.auto_seeds is not None else self.seeds
+
+
+FIRST_ROUND_SEEDS = 3
+"""Seeds every cell trains in the first round of `--seeds auto`: the fewest whose Student t interval has a
+usable width (the 95 % factor is 12.7 standard errors at 2 seeds, 4.3 at 3). `--seeds N` gives a fixed N
+instead, so the two do not combine."""
+DEFAULT_MAX_SEEDS = 10
+DEFAULT_PRECISION = 2.0
+"""mAP points: the default target half-width of a cell's 95 % interval over seeds."""
+
+
+def parse_seeds(text: Optional[str], precision: Optional[float]) -> tuple[int, Optional[AutoSeeds]]:
+    """`--seeds N` or `--seeds auto[:MAX]` with `--precision P`: (seeds of the first round, the auto setting or None)."""
+    head, _, tail = (text or "").strip().partition(":")
+    if head.lower() != "auto":
+        if precision is not None:
+            raise UsageError("--precision says when --seeds auto stops adding seeds; give it with --seeds auto (or auto:MAX), or drop it.")
+        try:
+            seeds = 1 if text is None else int(text)
+        except ValueError:
+            raise UsageError(f"--seeds {text!r}: give a number of seeds (e.g. --seeds 3) or auto[:MAX] (e.g. --seeds auto:10: "
+                             "seeds are added until each cell's mAP is known to --precision points, at most MAX).") from None
+        if seeds < 1:
+            raise UsageError(f"--seeds must be at least 1 (got {seeds}).")
+        return seeds, None
+    try:
+        max_seeds = int(tail) if tail else DEFAULT_MAX_SEEDS
+    except ValueError:
+        max_seeds = 0
+    if max_seeds < 2:
+        raise UsageError(f"--seeds {text}: MAX in auto:MAX must be a whole number of at least 2 (an interval over seeds needs two), "
+                         f"e.g. --seeds auto:{DEFAULT_MAX_SEEDS}.")
+    target = DEFAULT_PRECISION if precision is None else precision
+    if not math.isfinite(target) or target <= 0:
+        raise UsageError(f"--precision {precision}: give the half-width of a cell's 95 % interval of mAP that is precise enough, "
+                         f"in points, a positive number (default {DEFAULT_PRECISION}); for a fixed number of seeds use --seeds N.")
+    return min(FIRST_ROUND_SEEDS, max_seeds), AutoSeeds(max_seeds, float(target))
+
 
 def new_plan(request: RunRequest, device: torch.device, cell_world: World) -> RunPlan:
     """The plan of a new run: the request with every default filled in."""
-    if request.seeds is not None and request.seeds < 1:
-        raise UsageError(f"--seeds must be at least 1 (got {request.seeds}).")
+    seeds, auto_seeds = parse_seeds(request.seeds, request.precision)
     cli_axes = parse_axes(request.axes)
     grid = load_grid(request.grid or "default")
     grid = grid.with_axes(cli_axes, "--axis") if cli_axes else grid
@@ -113,11 +160,11 @@ def new_plan(request: RunRequest, device: torch.device, cell_world: World) -> Ru
     return RunPlan(
         grid=grid, grid_text=source_text(grid.source, GRIDS_DIR), profile=profile,
         profile_text=profile.to_toml(), dataset=request.data or grid.data or "synthetic", device=device,
-        dtype=resolve_dtype(request.dtype or "auto", device), seeds=request.seeds or 1, only=list(request.only),
+        dtype=resolve_dtype(request.dtype or "auto", device), seeds=seeds, only=list(request.only),
         overrides=overrides, weights=merged_weights(grid, request.weights, request.pretrained, request.only),
         compile=bool(request.compile), data_cache=request.data_cache or "auto", sync_bn=bool(request.sync_bn),
         cuda_graphs=request.cuda_graphs if request.cuda_graphs is not None else default_cuda_graphs(device, cell_world),
-        test_data=list(request.test_data), cli_axes=cli_axes,
+        test_data=list(request.test_data), cli_axes=cli_axes, auto_seeds=auto_seeds,
     )
 
 
@@ -424,6 +471,7 @@ def start_run(plan: RunPlan, run: RunDir) -> RunDir:
         dataset={"spec": plan.dataset}, started=now_utc(), command=" ".join(sys.argv), only=plan.only,
         overrides=plan.overrides, weights=plan.weights, compile=plan.compile, data_cache=plan.data_cache,
         sync_bn=plan.sync_bn, cuda_graphs=plan.cuda_graphs, test_data=plan.test_data, cli_axes=plan.cli_axes,
+        auto_seeds=plan.auto_seeds,
     )
     write_json(run.run_json, meta.to_dict())
     return run
@@ -448,5 +496,5 @@ def load_plan(run: RunDir, device: Optional[torch.device] = None) -> RunPlan:
         grid=grid, grid_text=grid_text, profile=profile, profile_text=profile_text, dataset=meta.dataset.get("spec", "synthetic"),
         device=stored, dtype=meta.dtype, seeds=len(meta.seeds), only=meta.only, overrides=meta.overrides,
         weights=meta.weights, compile=meta.compile, data_cache=meta.data_cache, sync_bn=meta.sync_bn,
-        cuda_graphs=meta.cuda_graphs, test_data=meta.test_data, cli_axes=meta.cli_axes,
+        cuda_graphs=meta.cuda_graphs, test_data=meta.test_data, cli_axes=meta.cli_axes, auto_seeds=meta.auto_seeds,
     )
