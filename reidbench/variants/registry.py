@@ -49,7 +49,9 @@ class Registry(Generic[BuilderT]):
             return self._entries[name]
         except KeyError:
             raise UsageError(
-                f"unknown {self.kind} {name!r}; valid {self.kind}s are: {', '.join(self.names())}."
+                f"unknown {self.kind} {name!r}; valid {self.kind}s are: {', '.join(self.names())}. A {self.kind} of your "
+                "own is registered by a module that reidbench imports: give it with --import MODULE (or FILE.py), "
+                "or install it under the reidbench.plugins entry points."
             ) from None
 
     def names(self) -> list[str]:
