@@ -363,6 +363,9 @@ class RunMeta:
     """Axes added on the command line (--axis), which --resume adds to the stored grid again."""
     auto_seeds: Optional[AutoSeeds] = None
     """Set by `--seeds auto`; `seeds` then lists the first round's seeds, which every cell has."""
+    plugins: list[str] = field(default_factory=list)
+    """Modules imported for their registrations (entry points, --import names, absolute .py paths); --resume,
+    export, report, status and launcher jobs import them again before rebuilding a cell."""
     test_sets: dict[str, dict[str, Any]] = field(default_factory=dict)
     """--test-data spec -> that set's facts (counts, skipped images, queries without a match, chance level)."""
     settings: dict[str, Any] = field(default_factory=dict)

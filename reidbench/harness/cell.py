@@ -23,7 +23,7 @@ from reidbench.harness.evaluate import evaluate_model
 from reidbench.harness.lock import DirectoryLock
 from reidbench.harness.placement import ImageStore
 from reidbench.harness.plan import RunPlan, cell_profile, cell_settings
-from reidbench.profiles import Profile
+from reidbench.profiles import SET_ORIGIN, Profile
 from reidbench.harness.tensorboard import tensorboard_hook, train_hparams, write_cell_hparams
 from reidbench.harness.train import TrainOptions, train_model
 from reidbench.rundir import RunDir
@@ -157,9 +157,11 @@ def _train_evaluate_measure(model: ReidModel, cell: Cell, seed: int, record: Cel
 
 
 def recipe_record(profile: Profile) -> dict[str, Any]:
-    """What a cell trained with, for its record: a reader of its accuracy must see the recipe beside it."""
+    """What a cell trained with, for its record: a reader of its accuracy must see the recipe beside it, and
+    which of its values the command line set (`--set TABLE.KEY`, under "set")."""
+    given = {key: value for key, value, origin in profile.resolved() if origin == SET_ORIGIN}
     return {"profile": profile.name, "follows": profile.follows, "departures": list(profile.departures),
-            "train": asdict(profile.train)}
+            "train": asdict(profile.train), **({"set": given} if given else {})}
 
 
 def _probe_agrees(status: CellState, world: World) -> None:
