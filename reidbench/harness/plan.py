@@ -13,12 +13,13 @@ from typing import Any, Optional
 
 import torch
 
-from reidbench.data import ReidDataset, load_dataset
+from reidbench.data import PERSON_SIZE, ReidDataset, load_dataset, parse_dataset_spec
 from reidbench.errors import UsageError
 from reidbench.harness.placement import check_cache_policy
+from reidbench.harness.recipe_choice import RecipeChoice, choose_recipe
 from reidbench.rundir import RunDir, new_run_dir
 from reidbench.config import from_mapping, named_source
-from reidbench.profiles import Profile, TrainConfig, builtin_profiles, load_profile, load_recipe, resolve_profile_name, with_recipe
+from reidbench.profiles import Profile, TrainConfig, builtin_profiles, load_profile, resolve_profile_name
 from reidbench.runtime.device import resolve_dtype
 from reidbench.runtime.distributed import World
 from reidbench.runtime.files import now_utc, read_json, write_atomic, write_json
@@ -26,7 +27,7 @@ from reidbench.schema import GridRef, RunMeta, RunState, SchemaError
 from reidbench.training.step import ranks_batch
 from reidbench.variants.factory import parse_weights_options
 from reidbench.variants.grid import VARIANT_KEYS, GRIDS_DIR, Cell, Grid, load_grid, parse_grid, tomllib, train_axes
-from reidbench.variants.settings import VariantSettings
+from reidbench.variants.settings import PATCH_SIZE, VariantSettings
 
 
 @dataclass(frozen=True)
@@ -290,7 +291,7 @@ def check_cuda_graphs(plan: RunPlan, world: World) -> None:
 
 def resolve_settings(plan: RunPlan, dataset: ReidDataset) -> VariantSettings:
     """The run's base settings (no cell's own): grid settings, the profile's model overrides, --set, the dataset."""
-    settings = plan.grid.settings.with_overrides(plan.profile.model, f"profile {plan.profile.name} [model]")
+    settings = sized_for(plan, dataset, plan.grid.settings.with_overrides(plan.profile.model, f"profile {plan.profile.name} [model]"))
     settings = settings.with_overrides(plan.overrides, "--set")
     return settings.with_overrides(dataset_settings(dataset), "dataset")
 
@@ -310,12 +311,16 @@ def check_axes(grid: Grid) -> None:
             from_mapping(TrainConfig, {key: list(value) if isinstance(value, tuple) else value}, f"grid {grid.name} axis {key!r}")
 
 
+def cell_recipe(plan: RunPlan, cell: Cell) -> RecipeChoice:
+    """The recipe a cell trains with and why (`recipe_choice`): its backbone's recipe for this profile when it was
+    written for the cell's initialisation, else the profile's own."""
+    asked = plan.grid.recipes.get(cell.backbone, {}).get(plan.profile.name)
+    return choose_recipe(plan.profile, asked, plan.weights.get(cell.backbone), parse_dataset_spec(plan.dataset)[0])
+
+
 def cell_profile(plan: RunPlan, cell: Cell) -> Profile:
-    """The profile a cell trains with: the run's, with its backbone's recipe for this profile and its [train] axes."""
-    profile = plan.profile
-    recipe = plan.grid.recipes.get(cell.backbone, {}).get(profile.name)
-    if recipe is not None:
-        profile = with_recipe(profile, load_recipe(recipe))
+    """The profile a cell trains with: the run's, with the recipe `cell_recipe` chose and the cell's [train] axes."""
+    profile = cell_recipe(plan, cell).profile
     axes = train_axes(cell)
     if axes:
         with named_source(f"grid {plan.grid.name} cell {cell.id}"):
@@ -324,12 +329,29 @@ def cell_profile(plan: RunPlan, cell: Cell) -> Profile:
 
 
 def cell_settings(plan: RunPlan, cell: Cell, dataset: ReidDataset) -> VariantSettings:
-    """A cell's settings: the grid's [settings], the profile's [model] (with the backbone's recipe), the grid's
-    [backbone.<name>] table, the cell's variant-setting axes, --set, then what the dataset dictates."""
+    """A cell's settings: the grid's [settings], the profile's [model] (with the backbone's recipe), the input size
+    the dataset asks for (`follow_dataset_size`), the grid's [backbone.<name>] table, the cell's variant-setting axes,
+    --set, then what the dataset dictates."""
     profile = cell_profile(plan, cell)
-    settings = plan.grid.settings.with_overrides(profile.model, f"profile {profile.name} [model]")
+    settings = sized_for(plan, dataset, plan.grid.settings.with_overrides(profile.model, f"profile {profile.name} [model]"))
     settings = plan.grid.variant_settings(cell, settings).with_overrides(plan.overrides, "--set")
     return settings.with_overrides(dataset_settings(dataset), "dataset")
+
+
+def sized_for(plan: RunPlan, dataset: ReidDataset, settings: VariantSettings) -> VariantSettings:
+    """`settings` with the input size scaled from the person sets' to the dataset's own where the run follows it.
+
+    The grid's and profile's img_size are written for a person set (256x128):
+    quick's 64x32 is a quarter of it on each side, so on a vehicle set
+    (128x256) it becomes 32x64; each side is rounded to the patch size.
+    Sizes given explicitly per cell ([backbone.<name>], an axis, --set) win.
+    """
+    follow = plan.grid.follow_dataset_size
+    if not (plan.profile.follow_dataset_size if follow is None else follow) or dataset.native_size == PERSON_SIZE:
+        return settings
+    size = [max(PATCH_SIZE, round(side * native / person / PATCH_SIZE) * PATCH_SIZE)
+            for side, native, person in zip(settings.img_size, dataset.native_size, PERSON_SIZE)]
+    return settings.with_overrides({"img_size": size}, f"{dataset.name}'s input size")
 
 
 def dataset_settings(dataset: ReidDataset) -> dict[str, Any]:

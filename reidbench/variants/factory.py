@@ -60,9 +60,6 @@ def create_variant(
         model.weights_report = load_weights(model, backbone_name, weights)
     if resolved.num_modalities > 1 and resolved.modality_weights == "separate":
         _separate_modalities(model, backbone_name, neck_name, weights is not None)
-    if resolved.freeze_backbone:
-        model.backbone.requires_grad_(False)
-        model.backbone.notes.append("backbone frozen: only the neck and head train")
     return model
 
 

@@ -5,6 +5,7 @@ A grid is data -- a TOML file. Named grids ship in `reidbench/variants/grids/`;
 
     description = "..."            # optional
     data = "synthetic-rgbnt"       # optional: the dataset a run uses when --data is not given (default: synthetic)
+    follow_dataset_size = true     # optional: scale the person-set img_size to the dataset's own (default: the profile's)
     backbones = ["vit768", ...]    # registered backbone names
     necks = ["none", "ms"]         # registered neck names
     [settings]                     # optional, see VariantSettings
@@ -50,7 +51,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 GRIDS_DIR = Path(__file__).parent / "grids"
-GRID_KEYS = ("description", "data", "backbones", "necks", "settings", "expect", "weights", "axes", "backbone")
+GRID_KEYS = ("description", "data", "follow_dataset_size", "backbones", "necks", "settings", "expect", "weights", "axes", "backbone")
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,@+-]*$")
 """What a cell id may hold: it names a folder of the run directory."""
 EXPECT_STATUSES = ("xfail",)
@@ -107,6 +108,8 @@ class Grid:
     """The [settings] the file gave (an axis may not repeat one of them)."""
     data: Optional[str] = None
     """The dataset spec a run of this grid uses unless --data names another (multi-modal grids need multi-modal data)."""
+    follow_dataset_size: Optional[bool] = None
+    """Whether the input size follows the dataset's (`Profile.follow_dataset_size`); None: as the profile says."""
 
     def variant_settings(self, cell: Cell, base: Optional[VariantSettings] = None) -> VariantSettings:
         """`base` (default: the grid's [settings]) with the cell's backbone table and its variant-setting axes laid over it."""
@@ -213,6 +216,8 @@ def parse_grid(data: bytes, source: str, name: str, base_dir: Optional[Path] = N
         raise UsageError(f"grid file {source}: description must be a string.")
     if data is not None and (not isinstance(data, str) or not data.strip()):
         raise UsageError(f"grid file {source}: data must be a dataset spec string, e.g. data = \"synthetic-rgbnt\".")
+    if not isinstance(raw.get("follow_dataset_size", False), bool):
+        raise UsageError(f"grid file {source}: follow_dataset_size must be true or false.")
     if base_dir is None:
         base_dir = GRIDS_DIR if source.startswith("builtin:") else Path(source).parent
     weights = _weights(raw.get("weights", {}), backbones, source, base_dir)
@@ -220,7 +225,7 @@ def parse_grid(data: bytes, source: str, name: str, base_dir: Optional[Path] = N
     return Grid(
         name=name, source=source, description=description, settings=settings, cells=_product(pairs, axes, source),
         weights=weights, axes=axes, backbone_settings=backbone_settings, recipes=recipes, settings_table=dict(settings_table),
-        data=data,
+        data=data, follow_dataset_size=raw.get("follow_dataset_size"),
     )
 
 
