@@ -208,7 +208,7 @@ def report_table(
         row = [TableCell(s.cell), TableCell(s.backbone), TableCell(s.neck), *(TableCell(axis_text(s.axes.get(k, ""))) for k in keys),
                TableCell(s.status, status=s.status, message=s.message)]
         if several:
-            row.append(TableCell(str(s.seeds)))
+            row.append(TableCell(_seeds_text(s)))
         for q in accuracy:
             cell = value(s, q.name)
             if s.cell in noisy[q.name]:
@@ -227,7 +227,8 @@ def report_table(
         rows.append(row)
     footnotes = []
     if several:
-        footnotes.append(f"Numbers are mean ± std over seeds. {NOISE_MARK}: within seed noise of another cell — {NOISE_RULE}.")
+        footnotes.append(f"Numbers are mean ± std over the seeds that produced them (seeds: 'k of n' where only k of the n "
+                         f"seeds run gave an accuracy). {NOISE_MARK}: within seed noise of another cell — {NOISE_RULE}.")
         for q in accuracy:
             if pairs[q.name]:
                 footnotes.append(f"{NOISE_MARK} {q.label}: " + "; ".join(f"{a} vs {b}" for a, b in pairs[q.name]))
@@ -290,6 +291,13 @@ def _stat_text(stat: Optional[Stat], q: Quantity) -> str:
         decimals = len(text.partition(".")[2])
         text += f" ± {stat.std * q.scale:.{decimals}f}"
     return text
+
+
+def _seeds_text(s: CellSummary) -> str:
+    """The seeds behind the cell's accuracy means (mAP's count), and of how many it ran where some gave no number."""
+    behind = s.stat(ACCURACY[0])
+    counted = behind.n if behind is not None else 0
+    return str(s.seeds) if counted == s.seeds else f"{counted} of {s.seeds}"
 
 
 def _memory_header(summaries: list[CellSummary], which: str) -> str:
