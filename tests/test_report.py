@@ -446,6 +446,18 @@ def test_noise_pairs_follow_the_stated_rule() -> None:
     assert noise_pairs(summaries, m_ap) == [("a", "b")]  # |0.03| <= 0.035; c is 0.07 away from b > 0.025
 
 
+def test_the_seeds_column_counts_the_seeds_behind_the_numbers() -> None:
+    from reidbench.reports.tables import report_table
+
+    def cell(name: str, statuses: dict[int, str], n: int) -> CellSummary:
+        return CellSummary(name, name, "none", "done", None, statuses=statuses, values={"mAP": Stat(0.5, 0.01 if n > 1 else None, n)})
+
+    table = report_table([cell("a", {0: "done", 1: "done"}, 2), cell("b", {0: "done", 1: "failed", 2: "done"}, 2)], [])
+    seeds = table.columns.index("seeds")
+    assert [row[seeds].text for row in table.rows] == ["2", "2 of 3"]
+    assert any("the seeds that produced them" in note for note in table.footnotes)
+
+
 def test_fail_on_grammar() -> None:
     mAP, latency, rate = parse_fail_on("mAP:-1.0, latency_ms@64:+10%,img_per_s:-5%")
     assert (mAP.quantity.name, mAP.sign, mAP.amount, mAP.relative, mAP.batch) == ("mAP", "-", 1.0, False, None)

@@ -294,10 +294,11 @@ def _stat_text(stat: Optional[Stat], q: Quantity) -> str:
 
 
 def _seeds_text(s: CellSummary) -> str:
-    """The seeds behind the cell's accuracy means (mAP's count), and of how many it ran where some gave no number."""
+    """The seeds behind the cell's accuracy means (mAP's count), 'k of n' where only some of its seeds gave one;
+    a cell with no accuracy at all (an expected failure) shows the seeds it ran."""
     behind = s.stat(ACCURACY[0])
     counted = behind.n if behind is not None else 0
-    return str(s.seeds) if counted == s.seeds else f"{counted} of {s.seeds}"
+    return f"{counted} of {s.seeds}" if 0 < counted < s.seeds else str(s.seeds)
 
 
 def _memory_header(summaries: list[CellSummary], which: str) -> str:
