@@ -247,6 +247,8 @@ def run(
     test_data: Optional[List[str]] = typer.Option(None, "--test-data", help="Also evaluate every trained cell on this dataset's query and gallery (repeatable; cross-domain), e.g. dukemtmc:PATH or synthetic:seed=1 (another synthetic world)."),
     cuda_graphs: Optional[bool] = typer.Option(None, "--cuda-graphs/--no-cuda-graphs", help="Train with every step after three eager ones replayed as one CUDA graph (fused SGD / capturable AdamW; recorded per cell). With --compile the compiled blocks are what the graph records. Default: on for a CUDA device with one process per cell, else off; asking for it elsewhere is an error."),
     imports: Optional[List[str]] = typer.Option(None, "--import", help=IMPORT_HELP),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Resolve and print the whole plan (cells, seeds, each cell's initialisation, recipe and why, every setting), then exit: nothing is trained, no image decoded, no run directory created."),
+    as_json: bool = typer.Option(False, "--json", help="With --dry-run: print the plan as JSON."),
 ) -> None:
     """Train, evaluate and measure every cell of a grid; write a run directory.
 
@@ -269,6 +271,10 @@ def run(
         raise UsageError(f"--launcher {launcher} starts its own jobs; under torchrun use --launcher local (the default).")
     request = RunRequest(grid, data, profile, dtype, seeds, tuple(only or ()), tuple(overrides or ()), tuple(weights or ()),
                          compile_, data_cache, sync_bn, cuda_graphs, tuple(test_data or ()), tuple(axis or ()), pretrained=pretrained, precision=precision, imports=tuple(imports or ()))
+    if as_json and not dry_run:
+        raise UsageError("run --json prints a dry run's plan; add --dry-run (a run's results are in its run directory's results.csv).")
+    if dry_run:
+        return _dry_run(request, launch_plan, world, resume, as_json)
     progress = Progress(_log, bars if world.is_main else False)
     interrupt_on_sigterm()
     if resume is not None:
@@ -282,6 +288,17 @@ def run(
     if launch_plan.fanned_out:
         return _fan_out(plan, run_dir, dataset, launch_plan)
     _execute(plan, run_dir, prepared, dataset, progress, world)
+
+
+def _dry_run(request: Any, launch_plan: Any, world: Any, resume: Optional[Path], as_json: bool) -> None:
+    from reidbench.harness.dryrun import describe_plan, plan_text
+    from reidbench.harness.plan import check_plan, new_plan
+
+    if resume is not None:
+        raise UsageError("--dry-run resolves a new run's plan; drop --resume (a run directory's plan is in its run.json).")
+    plan = new_plan(request, launch_plan.device, launch_plan.cell_world(world))
+    described = describe_plan(plan, check_plan(plan, launch_plan.cell_world(world)))
+    typer.echo(json.dumps(described, indent=2) if as_json else _printable(plan_text(described)))
 
 
 def _resume_run(resume: Path, request: Any, device: str, launch_plan: Any, world: Any) -> tuple[Any, Any, Any]:

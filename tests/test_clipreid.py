@@ -120,21 +120,35 @@ def small_clipreid_recipe(folder: Path) -> Path:
     recipe = load_recipe("clipreid")
     train = {**recipe.train, "epochs": 2, "p": 4, "k": 2, "warmup_epochs": 1, "milestones": [], "lr": 1e-4,
              "prompt_epochs": 3, "prompt_batch_size": 16, "prompt_warmup_epochs": 1}
-    lines = ["follows = \"the clipreid recipe, shrunk\"", "[model]", *(f"{k} = {json.dumps(v)}" for k, v in recipe.model.items()),
+    lines = ["follows = \"the clipreid recipe, shrunk\"", 'init = "pretrained"', f"weights = {json.dumps(recipe.init.weights)}", "[model]", *(f"{k} = {json.dumps(v)}" for k, v in recipe.model.items()),
              "[train]", *(f"{k} = {json.dumps(v)}" for k, v in train.items())]
     path = folder / "clipreid-small.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
+def pretrained_shaped_clip(folder: Path) -> Path:
+    """A whole CLIP ViT-B-16 state dict (image and text towers, full widths) at depth 1, random: what the recipe starts from."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    torch.manual_seed(5)
+    model = CLIP(embed_dim=512, vision_cfg=CLIPVisionCfg(layers=1, width=768, patch_size=16, image_size=224),
+                 text_cfg=CLIPTextCfg(layers=1), quick_gelu=True)
+    path = folder / "open_clip_pytorch_model.bin"
+    torch.save(model.state_dict(), path)
+    return path
+
+
 def test_a_grid_with_the_clipreid_recipe_runs_both_stages_and_reports_them(tiny_synthetic: Path, tmp_path: Path) -> None:
+    """The recipe fine-tunes pretrained CLIP, so the cell starts from a (pretrained-shaped) CLIP file."""
     small_clipreid_recipe(tmp_path)
+    weights = pretrained_shaped_clip(tmp_path)
     (tmp_path / "grid.toml").write_text(
         'backbones = ["clip768"]\nnecks = ["none"]\n[backbone.clip768]\nrecipe = { profile = "clipreid-small.toml" }\n')
     (tmp_path / "profile.toml").write_text(profile_toml(2))
     inputs = {"grid": tmp_path / "grid.toml", "profile": tmp_path / "profile.toml", "data": tiny_synthetic}
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, run_args(inputs, out))
+    result = CliRunner().invoke(app, run_args(inputs, out, "--weights", f"clip768={weights}"))
     assert result.exit_code == 0, result.output
     assert "stage 1 done" in result.output
     record = RunDir(out).read_record("clip768-none", 0)
@@ -142,6 +156,7 @@ def test_a_grid_with_the_clipreid_recipe_runs_both_stages_and_reports_them(tiny_
     stage1 = record.training["stage1"]
     assert stage1["epochs_done"] == 3 and stage1["seconds"] > 0 and stage1["final_loss"] > 0
     assert record.feature_dim == 1280 and record.recipe["train"]["prompt_epochs"] == 3
+    assert record.recipe["init"] == "pretrained" and record.recipe["profile"].endswith("+clipreid-small")
     lines = [json.loads(line) for line in (out / "cells" / "clip768-none" / "seed0" / "train_log.jsonl").read_text().splitlines()]
     assert [(e.get("stage"), e["epoch"]) for e in lines] == [(1, 1), (1, 2), (1, 3), (None, 1), (None, 2)]
     assert all("i2t_loss" in e for e in lines[3:])

@@ -57,12 +57,14 @@ def _plan(tmp_path: Path, grid: str, *sets: str, axes: tuple[str, ...] = ()):
 
 
 def test_set_is_laid_over_the_recipe_and_keeps_cell_ids(tmp_path: Path) -> None:
-    grid = 'backbones = ["clip512"]\nnecks = ["none"]\n[backbone.clip512]\nrecipe = { full = "clipreid" }\n'
+    recipe = tmp_path / "scratch_recipe.toml"  # written for random initialisation, so a cell from scratch takes it
+    recipe.write_text('init = "scratch"\nfollows = "a test"\ndepartures = []\n[train]\nlr = 0.3\n')
+    grid = f'backbones = ["clip512"]\nnecks = ["none"]\n[backbone.clip512]\nrecipe = {{ full = "{recipe}" }}\n'
     plain = cell_profile(_plan(tmp_path, grid), _plan(tmp_path, grid).cells[0])
     plan = _plan(tmp_path, grid, "train.lr=0.5", "model.depth=2", "eval.flip=true", "stride=12")
     cell = plan.cells[0]
     profile = cell_profile(plan, cell)
-    assert profile.name == plain.name == "full+clipreid" and plain.train.lr != 0.5  # the recipe sets lr ...
+    assert profile.name == plain.name and plain.name.startswith("full+") and plain.train.lr == 0.3  # the recipe sets lr ...
     assert profile.train.lr == 0.5 and profile.origins["train.lr"] == "--set"  # ... and --set has the last word
     assert profile.train.epochs == plain.train.epochs and plan.profile.eval.flip is True
     assert cell.id == "clip512-none"
@@ -71,7 +73,7 @@ def test_set_is_laid_over_the_recipe_and_keeps_cell_ids(tmp_path: Path) -> None:
 
 def _facts() -> SimpleNamespace:
     """A stand-in dataset with the facts cell_settings reads (no images needed)."""
-    return SimpleNamespace(num_train_pids=8, num_cameras=3, modalities=("rgb",))
+    return SimpleNamespace(num_train_pids=8, num_cameras=3, modalities=("rgb",), native_size=(256, 128))
 
 
 def test_set_of_an_axis_key_is_refused(tmp_path: Path) -> None:

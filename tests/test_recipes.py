@@ -97,7 +97,7 @@ _BEFORE_TRAIN = {
     "bias_lr_factor": 2.0, "weight_decay_bias": 0.0001, "epoch_covers": "images", "warmup_epochs": 5, "warmup_from": 0.01,
     "schedule": "cosine", "schedule_unit": "epoch", "lr_floor": 0.002, "milestones": (), "gamma": 0.1, "label_smoothing": 0.0,
     "triplet": "soft", "triplet_margin": 0.3, "id_weight": 1.0, "triplet_weight": 1.0, "augment": True, "erase_p": 0.5,
-    "checkpoint_minutes": 1.0, "checkpoint_every": 0,
+    "checkpoint_minutes": 1.0, "checkpoint_every": 0, "freeze_backbone": False,
 }
 _BEFORE_EVAL = {"metric": "euclidean", "normalize": True, "flip": False, "batch_size": 256, "rerank": False, "rerank_k1": 20,
                 "rerank_k2": 6, "rerank_lambda": 0.3}

@@ -190,8 +190,11 @@ def test_numbers_in_the_table_are_the_records(grid_run: Path, tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     row = markdown_rows((tmp_path / "report.md").read_text())["vit768-ms"]
     record = json.loads((grid_run / "cells/vit768-ms/seed0/record.json").read_text())
-    assert row["mAP %"] == f"{record['metrics']['mAP'] * 100:.1f}"
-    assert row["R-10 %"] == f"{record['metrics']['rank10'] * 100:.1f}"
+    for column, key in (("mAP %", "mAP"), ("R-10 %", "rank10")):
+        # one seed with its queries.npz: the mean, then the bootstrap interval over query identities around it
+        mean, _, interval = row[column].partition(" [")
+        low, high = (float(x) for x in interval.rstrip("]").split(", "))
+        assert mean == f"{record['metrics'][key] * 100:.1f}" and low <= float(mean) <= high
     params = record["params"]
     assert row["params M total (backbone / neck / head)"] == (
         f"{params['total'] / 1e6:.1f} ({params['backbone'] / 1e6:.2f} / {params['neck'] / 1e6:.2f} / {params['head'] / 1e6:.3g})"
@@ -434,6 +437,19 @@ def test_seeds_show_the_mean_and_its_interval(seeds_run: Path, tmp_path: Path) -
     assert "Student's t over the seeds" in md
     frame = pd.read_csv(tmp_path / "results.csv")
     assert list(frame["seed"]) == [0, 1, 0, 1] and list(frame["status"]) == ["done", "done", "xfail", "xfail"]
+
+
+def test_the_seeds_column_counts_the_seeds_behind_the_numbers() -> None:
+    from reidbench.reports.summary import CellSummary, Stat
+    from reidbench.reports.tables import report_table
+
+    def cell(name: str, statuses: dict[int, str], n: int) -> CellSummary:
+        return CellSummary(name, name, "none", "done", None, statuses=statuses, values={"mAP": Stat(0.5, n)})
+
+    table = report_table([cell("a", {0: "done", 1: "done"}, 2), cell("b", {0: "done", 1: "failed", 2: "done"}, 2)], [])
+    seeds = table.columns.index("seeds")
+    assert [row[seeds].text for row in table.rows] == ["2", "2 of 3"]
+    assert any("'k of n'" in note for note in table.footnotes)
 
 
 def test_fail_on_grammar() -> None:

@@ -81,15 +81,6 @@ def test_bnneck_bias_is_frozen_and_classifier_has_no_bias() -> None:
     assert head.classifier.bias is None
 
 
-def test_a_frozen_backbone_gets_no_gradient_and_the_neck_and_head_do() -> None:
-    model = create_variant("vit768-ms", img_size=(128, 64), neck_scales=(1, 2, 4), freeze_backbone=True, **SHALLOW)
-    model.train()
-    model(model.example_input(3), torch.tensor([0, 1, 2])).logits.sum().backward()
-    assert not any(p.requires_grad or p.grad is not None for p in model.backbone.parameters())
-    assert all(p.grad is not None for p in model.neck.parameters()) and model.head.classifier.weight.grad is not None
-    assert "backbone frozen: only the neck and head train" in model.backbone.notes
-
-
 def test_unknown_names_list_the_valid_choices() -> None:
     with pytest.raises(UsageError, match="valid backbones are: vit768, clip512, clip512proj"):
         create_variant("resnet50-none")

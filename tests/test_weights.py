@@ -6,12 +6,14 @@ the library's own network built at 256x128 from the same file.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import pickle
 import zipfile
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import open_clip
@@ -20,7 +22,7 @@ import safetensors.torch
 import timm
 import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg, resize_pos_embed
-from timm.layers import resample_abs_pos_embed
+from timm.layers import resample_abs_pos_embed as timm_resample
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
@@ -43,6 +45,16 @@ DEPTH = 2
 VARIANT = dict(depth=DEPTH, num_cameras=0, num_classes=10)
 TEXT = CLIPTextCfg(context_length=8, vocab_size=100, width=64, heads=1, layers=1)
 ATOL = 1e-5
+
+
+def resample_abs_pos_embed(posemb: torch.Tensor, new_size: list[int] | tuple[int, int]) -> torch.Tensor:
+    """timm's resampling as TransReID and CLIP-ReID resize when they load weights: bilinear, no antialiasing."""
+    return timm_resample(posemb, list(new_size), interpolation="bilinear", antialias=False)
+
+
+timm_filter = functools.partial(checkpoint_filter_fn, interpolation="bilinear", antialias=False)
+clip_resize = functools.partial(resize_pos_embed, interpolation="bilinear", antialias=False)
+"""timm's and open_clip's loaders' resize, as TransReID's and CLIP-ReID's: bilinear, no antialiasing."""
 
 
 def _perturb(model: nn.Module) -> nn.Module:
@@ -151,9 +163,9 @@ def _timm_reference(path: Path, img_size=(256, 128)) -> VisionTransformer:
     if path.suffix == ".npz":
         native = VisionTransformer(img_size=224, depth=DEPTH, num_classes=1000)
         native.load_pretrained(str(path))
-        reference.load_state_dict(checkpoint_filter_fn(native.state_dict(), reference))
+        reference.load_state_dict(timm_filter(native.state_dict(), reference))
     else:
-        timm.models.load_checkpoint(reference, str(path), filter_fn=checkpoint_filter_fn)
+        timm.models.load_checkpoint(reference, str(path), filter_fn=timm_filter)
     return reference
 
 
@@ -162,10 +174,11 @@ def _open_clip_reference(path: Path, image_size=(256, 128)) -> CLIP:
     reference = _clip(image_size)
     if path.name == "ViT-B-16.pt":
         state = {k: v.float() for k, v in torch.jit.load(str(path)).state_dict().items() if k != "attn_mask"}
-        resize_pos_embed(state, reference)
+        clip_resize(state, reference)
         reference.load_state_dict(state)
     else:
-        open_clip.load_checkpoint(reference, str(path))
+        with mock.patch.object(open_clip.factory, "resize_pos_embed", clip_resize):
+            open_clip.load_checkpoint(reference, str(path))
     reference.visual.output_tokens = True
     return reference
 
@@ -185,7 +198,7 @@ def test_vit768_from_every_format_equals_timm(vit_files: dict[str, Path], fmt: s
     assert report.resized == {
         "backbone.vit.pos_embed": {
             "from": [1, 197, 768], "to": [1, 129, 768], "grid_from": [14, 14], "grid_to": [16, 8],
-            "method": "bicubic, antialias, align_corners=False, CLS position kept",
+            "method": "bilinear, align_corners=False, no antialias, CLS position kept",
         }
     }
     assert all(k.startswith(("neck.", "head.")) for k in report.new) and "head.classifier.weight" in report.new
@@ -289,7 +302,7 @@ def test_position_embedding_resize_equals_timm_and_open_clip(grid: tuple[int, in
     class _Visual:
         grid_size = grid
 
-    resize_pos_embed(state, type("M", (), {"visual": _Visual()})())
+    clip_resize(state, type("M", (), {"visual": _Visual()})())
     torch.testing.assert_close(ours, state["visual.positional_embedding"], atol=1e-6, rtol=0)
 
 

@@ -4,10 +4,11 @@ Nothing here opens an image; transforms, samplers and data loaders build on
 the :class:`ReidDataset` records.
 """
 from reidbench.data.formats import (
-    DATASET_KINDS, load_dataset, load_dukemtmc, load_market1501, load_msmt17, load_synthetic, load_veri776, parse_dataset_spec,
+    DATASET_KINDS, NATIVE_SIZES, load_dataset, load_dukemtmc, load_market1501, load_msmt17, load_synthetic, load_veri776,
+    native_size, parse_dataset_spec,
 )
 from reidbench.data.multimodal import load_msvr310, load_rgbnt100, load_rgbnt201
-from reidbench.data.records import DISTRACTOR_PID, JUNK_PID, ImageRecord, ReidDataset
+from reidbench.data.records import DISTRACTOR_PID, JUNK_PID, PERSON_SIZE, ImageRecord, ReidDataset
 from reidbench.data.synthetic import (
     DEFAULT_PARAMS, SyntheticParams, default_synthetic_root, ensure_synthetic, generate_synthetic, read_manifest,
 )
@@ -18,6 +19,8 @@ __all__ = [
     "DISTRACTOR_PID",
     "JUNK_PID",
     "ImageRecord",
+    "NATIVE_SIZES",
+    "PERSON_SIZE",
     "ReidDataset",
     "SyntheticParams",
     "default_synthetic_root",
@@ -32,6 +35,7 @@ __all__ = [
     "load_rgbnt201",
     "load_synthetic",
     "load_veri776",
+    "native_size",
     "parse_dataset_spec",
     "read_manifest",
 ]

@@ -17,7 +17,7 @@ from reidbench.data.layout import (
     MARKET_FOLDERS, apply_protocol, holding, list_images, missing_folder, parse_names, quote, require_root,
 )
 from reidbench.data.multimodal import load_msvr310, load_rgbnt100, load_rgbnt201
-from reidbench.data.records import ImageRecord, ReidDataset
+from reidbench.data.records import PERSON_SIZE, ImageRecord, ReidDataset
 from reidbench.data.synthetic import (
     default_synthetic_root, ensure_multimodal_synthetic, ensure_synthetic, multimodal_version, read_manifest,
     read_multimodal_manifest, synthetic_version,
@@ -174,6 +174,9 @@ LOADERS: dict[str, Callable[[Path], ReidDataset]] = {
     "rgbnt100": load_rgbnt100,
     "msvr310": load_msvr310,
 }
+#: Input size (height, width) per dataset kind where it is not the person sets' PERSON_SIZE: the vehicle sets as
+#: their upstream configs train them (MambaPro configs/RGBNT100 and configs/MSVR310: 128x256; TransReID configs/VeRi: 256x256).
+NATIVE_SIZES: dict[str, tuple[int, int]] = {"rgbnt100": (128, 256), "msvr310": (128, 256), "veri776": (256, 256)}
 #: Sets reidbench generates itself: a spec may name them without a path.
 GENERATED = ("synthetic", "synthetic-rgbnt")
 DATASET_KINDS = (*GENERATED, *LOADERS)
@@ -216,6 +219,16 @@ def load_dataset(spec: str, synthetic_root: Path | None = None) -> ReidDataset:
     absent or empty.
     """
     kind, path = parse_dataset_spec(spec)
+    dataset = _load_kind(kind, path, spec, synthetic_root)
+    return replace(dataset, native_size=native_size(kind))
+
+
+def native_size(kind: str) -> tuple[int, int]:
+    """The input size a dataset kind is trained at upstream (a profile with follow_dataset_size scales to it)."""
+    return NATIVE_SIZES.get(kind, PERSON_SIZE)
+
+
+def _load_kind(kind: str, path: Path | None, spec: str, synthetic_root: Path | None) -> ReidDataset:
     if kind == "synthetic-rgbnt":
         return load_multimodal_synthetic(path)
     if kind != "synthetic":

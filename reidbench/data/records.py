@@ -69,6 +69,11 @@ class ImageRecord:
         return self.views or (View(self.path),)
 
 
+PERSON_SIZE = (256, 128)
+"""The input size (height x width) of the person sets (TransReID's, CLIP-ReID's and MambaPro's RGBNT201 configs),
+and the size a profile's or grid's img_size is written for."""
+
+
 @dataclass
 class ReidDataset:
     """A dataset as three lists of records plus what a run must record about it.
@@ -91,6 +96,8 @@ class ReidDataset:
     modalities: tuple[str, ...] = ("rgb",)
     #: per split, multi-modal samples left out because a modality's file is missing (never paired with another file).
     incomplete: dict[str, int] = field(default_factory=dict)
+    #: the input size (height, width) its upstream configs train at: persons 256x128, set by `load_dataset`.
+    native_size: tuple[int, int] = PERSON_SIZE
 
     @classmethod
     def from_splits(
@@ -155,7 +162,7 @@ class ReidDataset:
 
     def facts(self) -> dict[str, object]:
         """What `data info --json` prints and a run records: counts per split and everything the loader left out."""
-        return {"name": self.name, "root": str(self.root), "version": self.version, "counts": self.counts(),
+        return {"name": self.name, "root": str(self.root), "version": self.version, "native_size": list(self.native_size), "counts": self.counts(),
                 "dropped": dict(self.dropped), "modalities": list(self.modalities), "incomplete": dict(self.incomplete),
                 "exclusion": self.exclusion}
 

@@ -22,7 +22,7 @@ from reidbench.errors import ReidbenchError
 from reidbench.harness.evaluate import evaluate_model
 from reidbench.harness.lock import DirectoryLock
 from reidbench.harness.placement import ImageStore
-from reidbench.harness.plan import RunPlan, cell_profile, cell_settings
+from reidbench.harness.plan import RunPlan, cell_profile, cell_recipe, cell_settings
 from reidbench.profiles import SET_ORIGIN, Profile
 from reidbench.harness.tensorboard import tensorboard_hook, train_hparams, write_cell_hparams
 from reidbench.harness.train import TrainOptions, train_model
@@ -94,7 +94,7 @@ def _run_locked_cell(cell: Cell, seed: int, ctx: RunContext) -> CellRecord:
             run.write_record(record)
         raise
     record = probe.record(cell, settings, seed)
-    record.axes, record.recipe = dict(cell.axes), recipe_record(profile)
+    record.axes, record.recipe = dict(cell.axes), recipe_record(profile, cell_recipe(plan, cell).to_dict())
     record.started, record.phase_seconds = stamp, {"probe": time.perf_counter() - started}
     record.environment = {"commit": ctx.environment.get("git_commit"), "device_name": ctx.environment.get("device_name")}
     record.distributed = ctx.environment.get("distributed")
@@ -156,12 +156,13 @@ def _train_evaluate_measure(model: ReidModel, cell: Cell, seed: int, record: Cel
             return
 
 
-def recipe_record(profile: Profile) -> dict[str, Any]:
-    """What a cell trained with, for its record: a reader of its accuracy must see the recipe beside it, and
-    which of its values the command line set (`--set TABLE.KEY`, under "set")."""
+def recipe_record(profile: Profile, choice: dict[str, Any]) -> dict[str, Any]:
+    """What a cell trained with, for its record: a reader of its accuracy must see the recipe beside it, why that
+    recipe (`RecipeChoice.to_dict`: the cell's initialisation and the recipe's), and which of its values the command
+    line set (`--set TABLE.KEY`, under "set")."""
     given = {key: value for key, value, origin in profile.resolved() if origin == SET_ORIGIN}
     return {"profile": profile.name, "follows": profile.follows, "departures": list(profile.departures),
-            "train": asdict(profile.train), **({"set": given} if given else {})}
+            **choice, "train": asdict(profile.train), **({"set": given} if given else {})}
 
 
 def _probe_agrees(status: CellState, world: World) -> None:

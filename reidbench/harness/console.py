@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from reidbench.harness.placement import RunData, TestData
-from reidbench.harness.plan import RunPlan
+from reidbench.harness.plan import RunPlan, cell_recipe
 from reidbench.runtime.distributed import World
 from reidbench.schema import CellState, axis_text
 from reidbench.variants.grid import Cell, Grid
@@ -15,14 +15,13 @@ def run_header(plan: RunPlan, root: Any, world: World) -> str:
     follows = ""
     if profile.follows:
         follows = f" (follows {profile.follows}" + (f"; departs in {len(profile.departures)} ways, listed in the report)" if profile.departures else ")")
-    recipes = {b: r[profile.name] for b, r in plan.grid.recipes.items() if profile.name in r}
-    follows += "".join(f"; {backbone} cells train with the {recipe} recipe" for backbone, recipe in recipes.items())
     return (
         f"run {root}: grid {plan.grid.name}, {len(plan.cells)} cell(s) x {plan.seeds} seed(s){_auto_seeds(plan)}, profile {profile.name}"
         f"{follows}, device {plan.device}, dtype {plan.dtype}"
         + (f", {world.world_size} processes (DDP)" if world.distributed else "")
         + (", transformer blocks compiled" if plan.compile else "")
         + (", training steps replayed as CUDA graphs (--no-cuda-graphs: eager)" if plan.cuda_graphs else "")
+        + "\nrecipes:\n" + "\n".join(recipe_lines(plan))
     )
 
 
@@ -32,6 +31,14 @@ def _auto_seeds(plan: RunPlan) -> str:
         return ""
     return (f" to start, then one more per round to each cell whose 95% interval of mAP is wider than ±{auto.precision:g} points, "
             f"up to {auto.max_seeds} (--seeds auto)")
+
+
+def recipe_lines(plan: RunPlan) -> list[str]:
+    """Which recipe the cells train with and why, one line per reason (the cells sharing it named)."""
+    groups: dict[str, list[str]] = {}
+    for cell in plan.cells:
+        groups.setdefault(cell_recipe(plan, cell).why, []).append(cell.id)
+    return [f"  {', '.join(cells)}: {why}" for why, cells in groups.items()]
 
 
 def cells_line(grid: Grid, cells: list[Cell], seeds: int) -> str:

@@ -14,14 +14,13 @@ from typing import Any, Optional
 
 import torch
 
-from reidbench.data import ReidDataset, load_dataset
+from reidbench.data import PERSON_SIZE, ReidDataset, load_dataset, parse_dataset_spec
 from reidbench.errors import UsageError
 from reidbench.harness.placement import check_cache_policy
+from reidbench.harness.recipe_choice import RecipeChoice, choose_recipe
 from reidbench.rundir import RunDir, new_run_dir
 from reidbench.config import from_mapping, named_source
-from reidbench.profiles import (
-    Profile, TrainConfig, builtin_profiles, load_profile, load_recipe, resolve_profile_name, split_sets, with_recipe, with_sets,
-)
+from reidbench.profiles import Profile, TrainConfig, builtin_profiles, load_profile, resolve_profile_name, split_sets, with_sets
 from reidbench.runtime.device import memory_capacity, resolve_dtype
 from reidbench.runtime.distributed import World
 from reidbench.runtime.files import now_utc, write_atomic, write_json
@@ -32,7 +31,7 @@ from reidbench.variants.factory import parse_weights_options
 from reidbench.variants.footprint import estimate_footprint
 from reidbench.variants.pretrained import fetch_named, pretrained_weights
 from reidbench.variants.grid import VARIANT_KEYS, GRIDS_DIR, Cell, Grid, load_grid, parse_grid, tomllib, train_axes
-from reidbench.variants.settings import VariantSettings
+from reidbench.variants.settings import PATCH_SIZE, VariantSettings
 
 
 @dataclass(frozen=True)
@@ -341,7 +340,7 @@ def check_memory(plan: RunPlan, cell: Cell, settings: VariantSettings, profile: 
     estimate, before any model or batch is built (building it is what would exhaust the host)."""
     train_batch = max(profile.train.batch_size, profile.measure.train_batch_size)
     infer_batch = max(profile.eval.batch_size, *profile.measure.batch_sizes)
-    footprint = estimate_footprint(settings, train_batch, infer_batch, 2 if plan.dtype == "bf16" else 4)
+    footprint = estimate_footprint(settings, train_batch, infer_batch, 2 if plan.dtype == "bf16" else 4, profile.train.freeze_backbone)
     capacity, what = memory_capacity(plan.device)
     if footprint.peak > capacity:
         rows, cols = settings.grid_size
@@ -412,7 +411,7 @@ def check_cuda_graphs(plan: RunPlan, world: World) -> None:
 
 def resolve_settings(plan: RunPlan, dataset: ReidDataset) -> VariantSettings:
     """The run's base settings (no cell's own): grid settings, the profile's model overrides, --set, the dataset."""
-    settings = plan.grid.settings.with_overrides(plan.profile.model, f"profile {plan.profile.name} [model]")
+    settings = sized_for(plan, dataset, plan.grid.settings.with_overrides(plan.profile.model, f"profile {plan.profile.name} [model]"))
     settings = settings.with_overrides(plan.variant_overrides, "--set")
     return settings.with_overrides(dataset_settings(dataset), "dataset")
 
@@ -432,13 +431,17 @@ def check_axes(grid: Grid) -> None:
             from_mapping(TrainConfig, {key: list(value) if isinstance(value, tuple) else value}, f"grid {grid.name} axis {key!r}")
 
 
+def cell_recipe(plan: RunPlan, cell: Cell) -> RecipeChoice:
+    """The recipe a cell trains with and why (`recipe_choice`): its backbone's recipe for this profile when it was
+    written for the cell's initialisation, else the profile's own."""
+    asked = plan.grid.recipes.get(cell.backbone, {}).get(plan.profile.name)
+    return choose_recipe(plan.profile, asked, plan.weights.get(cell.backbone), parse_dataset_spec(plan.dataset)[0])
+
+
 def cell_profile(plan: RunPlan, cell: Cell) -> Profile:
-    """The profile a cell trains with: the run's (with `--set TABLE.KEY`), its backbone's recipe for this profile,
-    `--set TABLE.KEY` again over the recipe (the command line has the last word), then its [train] axes."""
-    profile = plan.profile
-    recipe = plan.grid.recipes.get(cell.backbone, {}).get(profile.name)
-    if recipe is not None:
-        profile = with_sets(with_recipe(profile, load_recipe(recipe)), split_sets(plan.overrides)[1])
+    """The profile a cell trains with: the run's (with `--set TABLE.KEY`), the recipe `cell_recipe` chose, `--set
+    TABLE.KEY` again over the recipe (the command line has the last word), then the cell's [train] axes."""
+    profile = with_sets(cell_recipe(plan, cell).profile, split_sets(plan.overrides)[1])
     axes = train_axes(cell)
     if axes:
         with named_source(f"grid {plan.grid.name} cell {cell.id}"):
@@ -447,12 +450,29 @@ def cell_profile(plan: RunPlan, cell: Cell) -> Profile:
 
 
 def cell_settings(plan: RunPlan, cell: Cell, dataset: ReidDataset) -> VariantSettings:
-    """A cell's settings: the grid's [settings], the profile's [model] (with the backbone's recipe), the grid's
-    [backbone.<name>] table, the cell's variant-setting axes, --set, then what the dataset dictates."""
+    """A cell's settings: the grid's [settings], the profile's [model] (with the backbone's recipe), the input size
+    the dataset asks for (`follow_dataset_size`), the grid's [backbone.<name>] table, the cell's variant-setting axes,
+    --set, then what the dataset dictates."""
     profile = cell_profile(plan, cell)
-    settings = plan.grid.settings.with_overrides(profile.model, f"profile {profile.name} [model]")
+    settings = sized_for(plan, dataset, plan.grid.settings.with_overrides(profile.model, f"profile {profile.name} [model]"))
     settings = plan.grid.variant_settings(cell, settings).with_overrides(plan.variant_overrides, "--set")
     return settings.with_overrides(dataset_settings(dataset), "dataset")
+
+
+def sized_for(plan: RunPlan, dataset: ReidDataset, settings: VariantSettings) -> VariantSettings:
+    """`settings` with the input size scaled from the person sets' to the dataset's own where the run follows it.
+
+    The grid's and profile's img_size are written for a person set (256x128):
+    quick's 64x32 is a quarter of it on each side, so on a vehicle set
+    (128x256) it becomes 32x64; each side is rounded to the patch size.
+    Sizes given explicitly per cell ([backbone.<name>], an axis, --set) win.
+    """
+    follow = plan.grid.follow_dataset_size
+    if not (plan.profile.follow_dataset_size if follow is None else follow) or dataset.native_size == PERSON_SIZE:
+        return settings
+    size = [max(PATCH_SIZE, round(side * native / person / PATCH_SIZE) * PATCH_SIZE)
+            for side, native, person in zip(settings.img_size, dataset.native_size, PERSON_SIZE)]
+    return settings.with_overrides({"img_size": size}, f"{dataset.name}'s input size")
 
 
 def dataset_settings(dataset: ReidDataset) -> dict[str, Any]:

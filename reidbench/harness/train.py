@@ -119,11 +119,13 @@ def train_model(
     if options.compile:
         compile_model(model)
     trained: torch.nn.Module = model
-    if world.distributed:
-        if options.sync_bn:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if world.distributed and options.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    # Before DDP wraps the model: the optimizer's groups decide which parameters are frozen (`freeze_backbone`),
+    # and DDP reduces the gradients of those that still ask for them.
     optimizer = build_optimizer(model, cfg, graph_safe_on=device if options.cuda_graphs else None)
+    if world.distributed:
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     steps = len(sampler)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps, cfg))
     generator = torch.Generator().manual_seed(options.seed + 1_000_003 * world.rank)

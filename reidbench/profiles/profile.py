@@ -110,6 +110,9 @@ class TrainConfig:
     first epoch that ends this long after the last one (0: every epoch), and always after the last epoch."""
     checkpoint_every: int = 0
     """Also write one every this many epochs (0: by time alone)."""
+    freeze_backbone: bool = False
+    """Train without the backbone's pretrained network (MambaPro's FROZEN): its parameters are left out of the
+    optimizer and get no gradient; camera and modality embeddings, projections, neck and head still train."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.p < 2 or self.k < 2:
@@ -244,6 +247,61 @@ class MeasureConfig:
 BASE = "base"
 """The origin of a value no profile file states: the field defaults below, TransReID's recipe."""
 
+INITS = ("scratch", "pretrained")
+INIT_KEYS = ("init", "weights", "weights_file")
+
+
+@dataclass(frozen=True)
+class Init:
+    """The initialisation a recipe was written for: a fine-tuning recipe belongs to its pretrained weights.
+
+    A cell that starts otherwise trains with its profile's own recipe instead
+    (`reidbench.harness.recipe_choice`). The base's is TransReID's: ImageNet
+    ViT-B/16 weights (timm's copy of jx_vit_base_p16_224-80ecf9dd.pth).
+    """
+
+    kind: str = "pretrained"
+    """'scratch' (random initialisation) or 'pretrained'."""
+    weights: str = "timm/vit_base_patch16_224.orig_in21k_ft_in1k"
+    """The weights' name, as --weights and --pretrained take it ('' for scratch)."""
+    weights_file: str = "jx_vit_base_p16_224-80ecf9dd.pth"
+    """The upstream's file of those weights: a --weights file of this name counts as them ('' for scratch)."""
+
+    @property
+    def pretrained(self) -> bool:
+        return self.kind == "pretrained"
+
+    def describe(self) -> str:
+        return f"pretrained weights ({self.weights or self.weights_file})" if self.pretrained else "random initialisation"
+
+    def owns(self, spec: str) -> bool:
+        """Whether a weights value (a name or a file) is the weights this recipe was written for."""
+        return self.pretrained and bool(spec) and (spec == self.weights or (bool(self.weights_file) and Path(spec).name == self.weights_file))
+
+    def to_toml(self) -> list[str]:
+        return [f"{key} = {_toml_value(value)}" for key, value in (("init", self.kind), ("weights", self.weights),
+                                                                     ("weights_file", self.weights_file))]
+
+
+def read_init(raw: dict[str, Any], where: str, inherited: Optional[Init]) -> Init:
+    """A file's `init`, `weights` and `weights_file`; without `init`, `inherited` (None: the file must state it)."""
+    if "init" not in raw:
+        if any(key in raw for key in INIT_KEYS[1:]) or inherited is None:
+            raise UsageError(
+                f"{where}: state the initialisation it was written for: init = \"scratch\", or init = \"pretrained\" with "
+                "weights = \"NAME\" (e.g. \"openai\") and, optionally, weights_file = \"FILE\" (the upstream's file name)."
+            )
+        return inherited
+    kind, weights, weights_file = raw["init"], raw.get("weights", ""), raw.get("weights_file", "")
+    if kind not in INITS or not isinstance(weights, str) or not isinstance(weights_file, str):
+        raise UsageError(f"{where}: init must be one of {', '.join(INITS)}, and weights and weights_file strings (got init = {kind!r}).")
+    if (kind == "pretrained") != bool(weights or weights_file):
+        raise UsageError(
+            f"{where}: init = {kind!r} " + ("needs weights = \"NAME\", the weights it was written for." if kind == "pretrained"
+                                              else "takes no weights or weights_file: it starts from random initialisation.")
+        )
+    return Init(kind, weights, weights_file)
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -261,6 +319,11 @@ class Profile:
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     extends: str = ""
     """The profile this one's file extends ('' for the base)."""
+    init: Init = field(default_factory=Init)
+    """The initialisation its recipe was written for (the base's: TransReID's ImageNet weights)."""
+    follow_dataset_size: bool = False
+    """Scale the input size its [model] (or the grid) gives for a person set (256x128) to the dataset's own
+    (`reidbench.data.native_size`): 128x256 for the vehicle sets. A grid's `follow_dataset_size` wins."""
     origins: dict[str, str] = field(default_factory=dict, compare=False)
     """'train.lr' -> where that value came from: BASE, or the source of the profile or recipe file that set it."""
 
@@ -282,7 +345,8 @@ class Profile:
         """Every resolved value spelled out, no `extends`: the run directory's copy, which --resume reads back
         and which stays the same profile whatever the files it extended say later."""
         lines = [f"# profile {self.name} as resolved from {self.source}: every value spelled out, nothing extended",
-                 *(f"{key} = {_toml_value(getattr(self, key))}" for key in ("description", "follows")),
+                 *(f"{key} = {_toml_value(getattr(self, key))}" for key in ("description", "follows", "follow_dataset_size")),
+                 *self.init.to_toml(),
                  "departures = [", *(f"    {_toml_value(d)}," for d in self.departures), "]"]
         for section in ("model", *SECTIONS):
             values = self.model if section == "model" else asdict(getattr(self, section))
@@ -296,7 +360,7 @@ def _toml_value(value: Any) -> str:
 
 
 SECTIONS = {"train": TrainConfig, "eval": EvalConfig, "measure": MeasureConfig}
-PROFILE_KEYS = ("extends", "description", "follows", "departures", "model", *SECTIONS)
+PROFILE_KEYS = ("extends", "description", "follows", "departures", *INIT_KEYS, "follow_dataset_size", "model", *SECTIONS)
 SET_ORIGIN = "--set"
 """The origin of a value given on the command line as `--set TABLE.KEY=VALUE`."""
 
@@ -381,9 +445,13 @@ def _load_profile(name_or_path: str, folder: Path, chain: tuple[str, ...]) -> Pr
                 for key, cls in SECTIONS.items()}
     origins = dict(parent.origins) if parent else {}
     origins.update({f"{table}.{key}": source for table in ("model", *SECTIONS) for key in raw.get(table, {})})
+    follow = raw.get("follow_dataset_size", parent.follow_dataset_size if parent else False)
+    if not isinstance(follow, bool):
+        raise UsageError(f"profile file {source}: follow_dataset_size must be true or false.")
     return Profile(
         name=name, source=source, description=str(raw.get("description", "")), model={**(parent.model if parent else {}), **model},
-        follows=str(raw.get("follows", "")), departures=tuple(departures), **sections, extends=extends, origins=origins,
+        follows=str(raw.get("follows", "")), departures=tuple(departures), **sections, extends=extends,
+        init=read_init(raw, f"profile file {source}", parent.init if parent else Init()), follow_dataset_size=follow, origins=origins,
     )
 
 
@@ -403,9 +471,14 @@ def _read_profile(path: Path, source: str) -> dict[str, Any]:
 RECIPES_DIR = PROFILES_DIR / "recipes"
 
 
+RECIPE_KEYS = ("follows", "departures", *INIT_KEYS, "model", "train", "dataset")
+DATASET_TABLE_KEYS = ("follows", "departures", "model", "train")
+
+
 @dataclass(frozen=True)
 class Recipe:
-    """A named training recipe laid over a profile for some cells: [train] and [model] overrides, with what it follows."""
+    """A named training recipe laid over a profile for some cells: [train] and [model] overrides, with what it
+    follows, the initialisation it was written for and, per dataset kind, what its upstream changes there."""
 
     name: str
     source: str
@@ -413,6 +486,19 @@ class Recipe:
     departures: tuple[str, ...]
     model: dict[str, Any]
     train: dict[str, Any]
+    init: Init = field(default_factory=Init)
+    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Dataset kind ('rgbnt100', ...) -> its [dataset.<kind>] table: follows, departures, model, train."""
+
+    def for_dataset(self, kind: str) -> "Recipe":
+        """The recipe as its upstream runs it on `kind`: that table's values win, its departures are added."""
+        table = self.datasets.get(kind)
+        if table is None:
+            return self
+        return replace(
+            self, follows=table.get("follows", self.follows), departures=(*self.departures, *table.get("departures", [])),
+            model={**self.model, **table.get("model", {})}, train={**self.train, **table.get("train", {})}, datasets={},
+        )
 
 
 def builtin_recipes() -> list[str]:
@@ -429,22 +515,35 @@ def load_recipe(name: str) -> Recipe:
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise UsageError(f"recipe file {path} is not valid TOML ({exc}).") from None
-    unknown = sorted(set(raw) - {"follows", "departures", "model", "train"})
+    unknown = sorted(set(raw) - set(RECIPE_KEYS))
     if unknown:
-        raise UsageError(f"recipe {path}: unknown key(s) {', '.join(unknown)}; valid: follows, departures, model, train.")
+        raise UsageError(f"recipe {path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(RECIPE_KEYS)}.")
     source = str(path) if name.endswith(".toml") else f"builtin-recipe:{name}"
     name = path.stem
-    VariantSettings().with_overrides(raw.get("model", {}), f"recipe {name} [model]")
-    from_mapping(TrainConfig, raw.get("train", {}), f"recipe {name} [train]")
+    datasets = raw.get("dataset", {})
+    for where, table in [(f"recipe {name}", raw), *((f"recipe {name} [dataset.{k}]", t) for k, t in datasets.items())]:
+        _check_recipe_table(table, where, top=table is raw)
     return Recipe(name, source, str(raw.get("follows", "")), tuple(raw.get("departures", [])),
-                  dict(raw.get("model", {})), dict(raw.get("train", {})))
+                  dict(raw.get("model", {})), dict(raw.get("train", {})), read_init(raw, f"recipe {name}", None),
+                  {kind: dict(table) for kind, table in datasets.items()})
+
+
+def _check_recipe_table(table: Any, where: str, top: bool) -> None:
+    if not isinstance(table, dict) or (not top and set(table) - set(DATASET_TABLE_KEYS)):
+        raise UsageError(f"{where}: must be a table of {', '.join(DATASET_TABLE_KEYS)} (dataset kinds: rgbnt201, rgbnt100, ...).")
+    departures = table.get("departures", [])
+    if not isinstance(departures, list) or not all(isinstance(d, str) for d in departures):
+        raise UsageError(f"{where}: departures must be a list of sentences (strings).")
+    VariantSettings().with_overrides(table.get("model", {}), f"{where} [model]")
+    from_mapping(TrainConfig, table.get("train", {}), f"{where} [train]")
 
 
 def with_recipe(profile: Profile, recipe: Recipe) -> Profile:
-    """`profile` with `recipe` laid over its [train] and [model] tables; it follows the recipe's upstream instead."""
+    """`profile` with `recipe` laid over its [train] and [model] tables; it follows the recipe's upstream instead, and
+    was written for the recipe's initialisation. Per-dataset tables are applied first (`Recipe.for_dataset`)."""
     train = from_mapping(TrainConfig, recipe.train, f"recipe {recipe.name} [train] over profile {profile.name}", base=profile.train)
     origins = {**profile.origins, **{f"{table}.{key}": recipe.source for table in ("model", "train") for key in getattr(recipe, table)}}
     return replace(
         profile, name=f"{profile.name}+{recipe.name}", model={**profile.model, **recipe.model}, train=train,
-        follows=recipe.follows, departures=recipe.departures, origins=origins,
+        follows=recipe.follows, departures=recipe.departures, init=recipe.init, origins=origins,
     )

@@ -284,19 +284,21 @@ def _initialisation_item(run: LoadedRun) -> Item:
 
 
 def _recipes_item(run: LoadedRun) -> Item:
-    """Where cells trained with a recipe other than the profile's (a grid's per-backbone recipe, a [train] axis)."""
+    """Which recipe each cell trained with and why (its record's recipe section): a recipe is chosen per cell from its
+    initialisation, and a grid's per-backbone recipe or a [train] axis makes it differ from the profile's."""
     base = (run.meta.get("profile") or {}).get("name")
-    used: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    used: dict[tuple[str, str], tuple[dict[str, Any], list[str]]] = {}
     for record in run.records:
         recipe = record.get("recipe") or {}
-        if recipe.get("profile") and recipe["profile"] != base:
-            used.setdefault(recipe["profile"], (recipe, []))[1].append(record["cell"])
+        if recipe.get("why") or (recipe.get("profile") and recipe["profile"] != base):
+            used.setdefault((recipe.get("profile"), recipe.get("why") or ""), (recipe, []))[1].append(record["cell"])
     if not used:
         return None
     parts = [
-        f"{name} for {', '.join(dict.fromkeys(cells))}: follows {recipe.get('follows') or 'no upstream recipe'}"
-        + (f", departing in these ways: {'; '.join(recipe.get('departures') or [])}" if recipe.get("departures") else "")
-        for name, (recipe, cells) in used.items()
+        f"{name} for {', '.join(dict.fromkeys(cells))}" + (f" ({why})" if why else "")
+        + ("" if name == base else f": follows {recipe.get('follows') or 'no upstream recipe'}"
+           + (f", departing in these ways: {'; '.join(recipe.get('departures') or [])}" if recipe.get("departures") else ""))
+        for (name, why), (recipe, cells) in used.items()
     ]
     return "Recipes", " | ".join(parts)
 

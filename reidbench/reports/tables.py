@@ -204,7 +204,7 @@ def report_table(
         row = [TableCell(s.cell), TableCell(s.backbone), TableCell(s.neck), *(TableCell(axis_text(s.axes.get(k, ""))) for k in keys),
                TableCell(s.status, status=s.status, message=s.message)]
         if several:
-            row.append(TableCell(str(s.seeds)))
+            row.append(TableCell(_seeds_text(s)))
         row += [value(s, q.name) for q in accuracy]
         params = value(s, "params")
         parts = [s.values.get(f"params_{p}") for p in ("backbone", "neck", "head")]
@@ -218,6 +218,8 @@ def report_table(
         row += [TableCell(onnx_table_text(s.onnx) if s.onnx else MISSING_VALUE)] if exported else []
         rows.append(row)
     footnotes = interval_notes(summaries)
+    if any(" of " in _seeds_text(s) for s in summaries):
+        footnotes.append("Seeds 'k of n': only k of the n seeds run gave an accuracy; its mean and interval use those k.")
     footnotes += [f"{NOISY_TIMING_MARK} {s.cell} bs{b}: {why}; the CI gate skips this latency" for s in summaries for b, why in s.noise.items()]
     footnotes += window_notes(summaries)
     return Table(columns, rows, [s.cell for s in summaries], footnotes)
@@ -290,6 +292,14 @@ def _stat_text(stat: Optional[Stat], q: Quantity) -> str:
         decimals = len(text.partition(".")[2])
         text += f" [{stat.low * q.scale:.{decimals}f}, {stat.high * q.scale:.{decimals}f}]"
     return text
+
+
+def _seeds_text(s: CellSummary) -> str:
+    """The seeds behind the cell's accuracy means (mAP's count), 'k of n' where only some of its seeds gave one;
+    a cell with no accuracy at all (an expected failure) shows the seeds it ran."""
+    behind = s.stat(ACCURACY[0])
+    counted = behind.n if behind is not None else 0
+    return f"{counted} of {s.seeds}" if 0 < counted < s.seeds else str(s.seeds)
 
 
 def _memory_header(summaries: list[CellSummary], which: str) -> str:

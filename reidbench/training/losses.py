@@ -54,7 +54,8 @@ def id_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float)
     """Identity cross-entropy with label smoothing, in float32.
 
     With smoothing ε the target puts ``1 - ε + ε/C`` on the true identity and
-    ``ε/C`` on each of the C - 1 others (Szegedy et al.; TransReID uses ε = 0.1),
+    ``ε/C`` on each of the C - 1 others (Szegedy et al.; ε = 0.1 in CLIP-ReID's person configs and MambaPro's;
+    TransReID's configs set IF_LABELSMOOTH 'off', ε = 0),
     which is ``(1 - ε) · NLL + ε · mean over classes of -log p``.
     """
     with torch.autocast(device_type=logits.device.type, enabled=False):

@@ -48,9 +48,23 @@ def build_optimizer(model: ReidModel, cfg: TrainConfig, graph_safe_on: Optional[
     return optimizer(groups, **capturable)
 
 
+def frozen_parameters(model: ReidModel, cfg: TrainConfig) -> set[torch.nn.Parameter]:
+    """The parameters `freeze_backbone` keeps as they are: the backbone's pretrained network (MambaPro's FROZEN
+    freezes CLIP's visual tower and trains its camera embedding outside it), the whole backbone where it declares none."""
+    if not cfg.freeze_backbone:
+        return set()
+    spec = getattr(model.backbone, "pretrained_spec", None)
+    network = spec.network_of(model.backbone) if spec is not None else model.backbone
+    return set(network.parameters())
+
+
 def parameter_groups(model: ReidModel, cfg: TrainConfig) -> list[dict]:
-    """One group, or weights and biases apart when the recipe treats biases otherwise."""
+    """One group, or weights and biases apart when the recipe treats biases otherwise; frozen parameters
+    (`freeze_backbone`) are in none and stop asking for gradients."""
     bias_decay = cfg.weight_decay if cfg.weight_decay_bias is None else cfg.weight_decay_bias
+    frozen = frozen_parameters(model, cfg)
+    for parameter in frozen:
+        parameter.requires_grad_(False)
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     if cfg.bias_lr_factor == 1 and bias_decay == cfg.weight_decay:
         return [{"params": [p for _, p in named], "lr": cfg.lr, "weight_decay": cfg.weight_decay}]

@@ -67,10 +67,7 @@ def create_variant(
         if isinstance(model, ClipReidModel):
             take_clip_weights(model, file)
     if resolved.num_modalities > 1 and resolved.modality_weights == "separate":
-        _separate_modalities(model, backbone_name, neck_name, file is not None)
-    if resolved.freeze_backbone:
-        model.backbone.requires_grad_(False)
-        model.backbone.notes.append("backbone frozen: only the neck and head train")
+        _separate_modalities(model, backbone_name, neck_name, weights is not None)
     return model
 
 

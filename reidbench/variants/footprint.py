@@ -57,7 +57,9 @@ def token_count(settings: VariantSettings) -> int:
     return 1 + rows * cols
 
 
-def estimate_footprint(settings: VariantSettings, train_batch: int, infer_batch: int, activation_bytes: int) -> Footprint:
+def estimate_footprint(
+    settings: VariantSettings, train_batch: int, infer_batch: int, activation_bytes: int, frozen_backbone: bool = False,
+) -> Footprint:
     """The least memory a cell takes to train on `train_batch` images and embed `infer_batch` at once.
 
     Weights and gradients are float32 (mixed precision keeps float32 masters); activations
@@ -65,10 +67,10 @@ def estimate_footprint(settings: VariantSettings, train_batch: int, infer_batch:
     """
     params = parameter_count(settings)
     backbone_params = params - settings.num_classes * SMALLEST_FEATURE * settings.num_modalities
-    trainable = params - backbone_params if settings.freeze_backbone else params
+    trainable = params - backbone_params if frozen_backbone else params
     weights = 4 * params + 4 * trainable
     per_image = token_count(settings) * ENCODER_WIDTH * activation_bytes * settings.num_modalities
-    saved_blocks = 1 if settings.freeze_backbone else settings.depth
+    saved_blocks = 1 if frozen_backbone else settings.depth
     images = 4 * 3 * settings.img_size[0] * settings.img_size[1] * settings.num_modalities
     training = weights + train_batch * (per_image * SAVED_WIDTHS_PER_BLOCK * saved_blocks + images)
     inference = 4 * params + infer_batch * (per_image * LIVE_WIDTHS_PER_BLOCK + images)

@@ -5,6 +5,7 @@ A grid is data -- a TOML file. Named grids ship in `reidbench/variants/grids/`;
 
     description = "..."            # optional
     data = "synthetic-rgbnt"       # optional: the dataset a run uses when --data is not given (default: synthetic)
+    follow_dataset_size = true     # optional: scale the person-set img_size to the dataset's own (default: the profile's)
     backbones = ["vit768", ...]    # registered backbone names
     necks = ["none", "ms"]         # registered neck names
     [settings]                     # optional, see VariantSettings
@@ -58,7 +59,10 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 GRIDS_DIR = Path(__file__).parent / "grids"
-GRID_KEYS = ("description", "data", "backbones", "necks", "settings", "expect", "pretrained", "weights", "axes", "backbone", "compare")
+GRID_KEYS = (
+    "description", "data", "follow_dataset_size", "backbones", "necks", "settings", "expect", "pretrained", "weights", "axes",
+    "backbone", "compare",
+)
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,@+-]*$")
 """What a cell id may hold: it names a folder of the run directory."""
 MAX_ID_LENGTH = 200
@@ -124,6 +128,8 @@ class Grid:
     """The dataset spec a run of this grid uses unless --data names another (multi-modal grids need multi-modal data)."""
     compare: CompareSpec = field(default_factory=CompareSpec, hash=False)
     """The comparisons the report makes, declared before any number exists ([compare], `reidbench.variants.compare`)."""
+    follow_dataset_size: Optional[bool] = None
+    """Whether the input size follows the dataset's (`Profile.follow_dataset_size`); None: as the profile says."""
 
     def variant_settings(self, cell: Cell, base: Optional[VariantSettings] = None) -> VariantSettings:
         """`base` (default: the grid's [settings]) with the cell's backbone table and its variant-setting axes laid over it."""
@@ -233,6 +239,8 @@ def parse_grid(data: bytes, source: str, name: str, base_dir: Optional[Path] = N
         raise UsageError(f"grid file {source}: data must be a dataset spec string, e.g. data = \"synthetic-rgbnt\".")
     if not isinstance(raw.get("pretrained", False), bool):
         raise UsageError(f"grid file {source}: pretrained must be true or false.")
+    if not isinstance(raw.get("follow_dataset_size", False), bool):
+        raise UsageError(f"grid file {source}: follow_dataset_size must be true or false.")
     if base_dir is None:
         base_dir = GRIDS_DIR if source.startswith("builtin:") else Path(source).parent
     weights = _weights(raw.get("weights", {}), backbones, source, base_dir)
@@ -241,7 +249,7 @@ def parse_grid(data: bytes, source: str, name: str, base_dir: Optional[Path] = N
     return Grid(
         name=name, source=source, description=description, settings=settings, cells=cells,
         weights=weights, axes=axes, backbone_settings=backbone_settings, recipes=recipes, settings_table=dict(settings_table),
-        data=data, pretrained=raw.get("pretrained", False),
+        data=data, pretrained=raw.get("pretrained", False), follow_dataset_size=raw.get("follow_dataset_size"),
         compare=parse_compare(raw.get("compare", {}), [c.id for c in cells], f"grid file {source}"),
     )
 

@@ -57,8 +57,6 @@ class VariantSettings:
     """Stochastic depth during training (no effect at inference)."""
     clip_quick_gelu: bool = True
     """CLIP towers use QuickGELU, as OpenAI's CLIP weights were trained with it."""
-    freeze_backbone: bool = False
-    """Train only the neck and head: the backbone's parameters get no gradient (a linear-probe-style control)."""
     modalities: tuple[str, ...] = ("rgb",)
     """What a sample holds, set from the dataset: ("rgb",), or ("rgb", "nir", "tir") for multi-modal ReID, where
     every modality goes through the backbone and neck and the ReID feature is their concatenation."""

@@ -8,12 +8,13 @@ import torch.nn.functional as F
 
 from reidbench.variants.weights.spec import PositionTable
 
-POS_EMBED_RESIZE = "bicubic, antialias, align_corners=False, CLS position kept"
-"""How the position-embedding grid is resized: as timm's checkpoint filter and open_clip's loader do."""
+POS_EMBED_RESIZE = "bilinear, align_corners=False, no antialias, CLS position kept"
+"""How the position-embedding grid is resized: as TransReID (model/backbones/vit_pytorch.py resize_pos_embed) and
+CLIP-ReID (model/clip/model.py) do when they load their weights, F.interpolate(mode='bilinear')."""
 
 
 def resize_position_embedding(table: torch.Tensor, new_grid: tuple[int, int], old_grid: Optional[tuple[int, int]] = None) -> torch.Tensor:
-    """[1 + H*W, C] -> [1 + h*w, C]: the CLS row kept, the grid rows resized bicubically (antialiased).
+    """[1 + H*W, C] -> [1 + h*w, C]: the CLS row kept, the grid rows resized bilinearly (`POS_EMBED_RESIZE`).
 
     `old_grid` defaults to the square grid the row count implies (14x14 for 197
     rows). The result is float32, whatever the table's dtype.
@@ -26,7 +27,7 @@ def resize_position_embedding(table: torch.Tensor, new_grid: tuple[int, int], ol
     if rows * cols != grid.shape[0]:
         raise ValueError(f"{grid.shape[0]} position rows do not form a {rows}x{cols} grid")
     image = grid.reshape(1, rows, cols, -1).permute(0, 3, 1, 2)
-    image = F.interpolate(image, size=tuple(new_grid), mode="bicubic", antialias=True, align_corners=False)
+    image = F.interpolate(image, size=tuple(new_grid), mode="bilinear", align_corners=False)
     return torch.cat([cls, image.permute(0, 2, 3, 1).reshape(-1, grid.shape[1])])
 
 
