@@ -341,7 +341,10 @@ def check_memory(plan: RunPlan, cell: Cell, settings: VariantSettings, profile: 
     train_batch = max(profile.train.batch_size, profile.measure.train_batch_size)
     infer_batch = max(profile.eval.batch_size, *profile.measure.batch_sizes)
     footprint = estimate_footprint(settings, train_batch, infer_batch, 2 if plan.dtype == "bf16" else 4, profile.train.freeze_backbone)
-    capacity, what = memory_capacity(plan.device)
+    known = memory_capacity(plan.device)
+    if known is None:
+        return  # a GPU on the machine the launcher's jobs go to: not known here
+    capacity, what = known
     if footprint.peak > capacity:
         rows, cols = settings.grid_size
         raise UsageError(

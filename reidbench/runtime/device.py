@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from typing import Optional
+
 import torch
 
 from reidbench.errors import UsageError
@@ -44,12 +46,15 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def memory_capacity(device: torch.device) -> tuple[int, str]:
-    """(bytes, what they are) of the memory a cell on `device` has at most: the GPU's, or the host's.
+def memory_capacity(device: torch.device) -> Optional[tuple[int, str]]:
+    """(bytes, what they are) of the memory a cell on `device` has at most: the GPU's, or the host's; None for a
+    GPU this process cannot see (a launcher's jobs will run on another machine's).
 
     The host's is its physical memory, or its control group's limit where that is lower (a container, a
     scheduler's job): what the kernel would let the process use before it kills it.
     """
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return None
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         return props.total_memory, f"the GPU ({props.name})"
