@@ -23,7 +23,7 @@ import warnings
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -41,8 +41,8 @@ from reidbench.schema import CellRecord, CellState
 from reidbench.variants.factory import create_variant
 from reidbench.variants.model import ReidModel
 from reidbench.variants.settings import VariantSettings
+from reidbench.runtime.progress import Log
 
-Log = Callable[[str], None]
 
 EXPORTERS = ("dynamo", "torchscript")
 MIN_COSINE = 0.9999

@@ -28,8 +28,8 @@ from reidbench.variants.grid import Cell, Grid
 from reidbench.variants.model import ReidModel
 from reidbench.variants.probe import probe_cell
 from reidbench.variants.settings import PATCH_SIZE, VariantSettings
+from reidbench.runtime.progress import Log
 
-Log = Callable[[str], None]
 
 
 def bench_grid(

@@ -29,7 +29,7 @@ from reidbench.harness.train import TrainOptions, train_model
 from reidbench.rundir import RunDir
 from reidbench.runtime.distributed import World, batchnorm_kinds, broadcast_object, gather_objects, revert_sync_batchnorm
 from reidbench.runtime.files import now_utc, remove_stale_temporaries, save_torch_atomic
-from reidbench.runtime.progress import Progress
+from reidbench.runtime.progress import Log, Progress
 from reidbench.schema import CellRecord, CellState
 from reidbench.variants.factory import create_variant
 from reidbench.variants.grid import Cell
@@ -37,7 +37,6 @@ from reidbench.variants.model import ReidModel
 from reidbench.variants.probe import probe_cell
 from reidbench.variants.settings import VariantSettings
 
-Log = Callable[[str], None]
 Measure = Callable[[ReidModel, CellRecord, Log], None]
 """Fills a trained cell's record with its costs (FLOPs, latency, memory); a failure marks the record failed."""
 MeasureFactory = Callable[..., Measure]

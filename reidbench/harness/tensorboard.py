@@ -33,8 +33,8 @@ from reidbench.harness.trainer import TrainContext, TrainHook
 from reidbench.profiles import TrainConfig
 from reidbench.rundir import RunDir
 from reidbench.schema import CellRecord, EpochEntry, is_number
+from reidbench.runtime.progress import Log
 
-Log = Callable[[str], None]
 
 INSTALL_HINT = "TensorBoard logs are off: the tensorboard package is missing; `pip install tensorboard` turns them on."
 EPOCH_TAGS = {
