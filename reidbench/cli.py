@@ -36,14 +36,15 @@ def _user_errors(command: Callable) -> Callable:
         except OSError as exc:
             if exc.errno not in FILE_SYSTEM_ERRORS:
                 raise
-            typer.echo(f"error: {exc.filename or 'a file'}: {exc.strerror}. {FILE_SYSTEM_ERRORS[exc.errno]}", err=True)
+            resumable = RESUMABLE if command.__name__ == "run" and exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            typer.echo(f"error: {exc.filename or 'a file'}: {exc.strerror}. {FILE_SYSTEM_ERRORS[exc.errno]}{resumable}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper
 
 
 FILE_SYSTEM_ERRORS = {
-    errno.ENOSPC: "The disk is full: free space (or choose --out on another disk), then run again; an interrupted run continues with --resume.",
+    errno.ENOSPC: "The disk is full: free space (or choose --out on another disk), then run again.",
     errno.EDQUOT: "The disk quota is used up: free space (or choose --out on another disk), then run again.",
     errno.EROFS: "That file system is read-only: choose a writable folder (--out), then run again.",
     errno.EACCES: "reidbench may not write there: choose a folder you may write (--out), or fix the permissions.",
@@ -53,6 +54,8 @@ FILE_SYSTEM_ERRORS = {
     errno.ENAMETOOLONG: "The name is too long for the file system: choose a shorter path.",
 }
 """File-system errors a user fixes by changing the disk or the path: one paragraph and exit 2, not a traceback."""
+RESUMABLE = " An interrupted run continues with --resume."
+"""Said after a full disk by `run` alone: the one command that continues where it stopped."""
 
 
 def _log(message: str) -> None:
@@ -305,6 +308,7 @@ def _resume_run(resume: Path, request: Any, device: str, launch_plan: Any, world
     from dataclasses import replace
 
     from reidbench.harness.plan import check_plan, resume_plan
+    from reidbench.harness.runner import check_resumed_data
     from reidbench.rundir import RunDir
     from reidbench.runtime.device import resolve_device
     from reidbench.runtime.distributed import init_distributed, main_first
@@ -317,6 +321,8 @@ def _resume_run(resume: Path, request: Any, device: str, launch_plan: Any, world
     plan = resume_plan(run_dir, request, None if device == "auto" else resolve_device(device))
     plan = replace(plan, device=init_distributed(world, plan.device))
     dataset = main_first(world, lambda: check_plan(plan, world))
+    for warning in check_resumed_data(run_dir, plan, dataset):
+        _log(warning)
     only = f", only {', '.join(plan.now_only)} this time" if plan.now_only else ""
     _log(f"resuming {resume}: grid {plan.grid.name}, profile {plan.profile.name}, device {plan.device}{only}")
     return plan, run_dir, dataset

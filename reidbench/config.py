@@ -18,6 +18,14 @@ T = TypeVar("T")
 
 def from_mapping(cls: type[T], values: Mapping[str, Any], source: str, base: Optional[T] = None) -> T:
     """`cls` built from `values` (on top of `base`, else the defaults); bad names or types name `source`."""
+    coerced = coerce_mapping(cls, values, source)
+    with named_source(source):
+        return replace(base, **coerced) if base is not None else cls(**coerced)
+
+
+def coerce_mapping(cls: type[Any], values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """`values` checked one by one against `cls`'s fields (name, type, limits) and coerced, without building `cls`:
+    how values relate to the others (warmup_epochs < epochs) is judged where the others are known, not on defaults."""
     declared = {f.name: f for f in fields(cls)}
     aliases: Mapping[str, str] = getattr(cls, "ALIASES", {})
     coerced: dict[str, Any] = {}
@@ -41,8 +49,7 @@ def from_mapping(cls: type[T], values: Mapping[str, Any], source: str, base: Opt
                 f"{source}: setting {key!r} = {value!r} has the wrong type; expected something like {_example(default)}."
             ) from None
         _check_limits(key, coerced[key], spec.metadata, source)
-    with named_source(source):
-        return replace(base, **coerced) if base is not None else cls(**coerced)
+    return coerced
 
 
 def _check_limits(key: str, value: Any, metadata: Mapping[str, Any], source: str) -> None:

@@ -39,8 +39,9 @@ from typing import Any, Iterable, Optional
 
 from reidbench.errors import UsageError
 from reidbench.runtime.files import append_line, read_json, write_atomic, write_json
+from reidbench.runtime.processes import is_alive
 from reidbench.schema import (
-    CellRecord, EpochEntry, QueryScores, RunMeta, SchemaError, check_value, query_scores_bytes, query_scores_from_npz,
+    CellRecord, CellState, EpochEntry, QueryScores, RunMeta, RunState, SchemaError, check_value, query_scores_bytes, query_scores_from_npz,
     results_columns, results_row,
 )
 
@@ -329,3 +330,24 @@ class RunDir:
         order = {cell: i for i, cell in enumerate(cell_order)}
         rows = sorted((results_row(r) for r in self.records()), key=lambda r: (order.get(r["cell"], len(order)), r["seed"]))
         write_atomic(self.results_csv, pd.DataFrame(rows, columns=results_columns(rows)).to_csv(index=False))
+
+
+def owner_gone(meta: RunMeta) -> str:
+    """Why a run that says it is running is not: its process is gone (killed, out of memory); '' when it lives or
+    cannot be asked from this host. `status` and `report` both judge a run by this, so they never disagree."""
+    if meta.status != RunState.RUNNING or meta.owner is None:
+        return ""
+    owner = meta.owner
+    if is_alive({"pid": owner.pid, "host": owner.host, "start_ticks": owner.start_ticks}) is not False:
+        return ""
+    return f"its process {owner.pid} on {owner.host} (started {owner.started}) is gone"
+
+
+def standing(state: CellState, gone: str) -> CellState:
+    """A cell's state as it stands: a record that says running in a run whose process is gone (`owner_gone`) was interrupted."""
+    return CellState.INTERRUPTED if gone and state == CellState.RUNNING else state
+
+
+def run_standing(meta: RunMeta) -> RunState:
+    """The run's own state by the same rule: running with its process gone is interrupted."""
+    return RunState.INTERRUPTED if owner_gone(meta) else meta.status

@@ -109,6 +109,19 @@ CATALOGUE = [
           "lists a value twice"),
     Fault("cell-id-too-long", "axis values that make a cell id too long for a folder name",
           "reidbench run --axis milestones=[1,2,...,89]", 2, "is too long for a folder name"),
+    Fault("resume-data-changed", "the data under an interrupted run changed (images deleted, a file replaced; test sets too)",
+          "reidbench run --resume RUN", 2, "the data changed since the run used it"),
+    Fault("export-weights-a-pipe", "a done cell's model.pt is a pipe (FIFO)", "reidbench export RUN", 1,
+          "is not a regular file (a device, a pipe or a socket)"),
+    Fault("export-nothing", "no cell can be exported (model.pt deleted)", "reidbench export RUN", 1, "no cell was exported"),
+    Fault("disk-full-checkpoint", "the disk fills up under torch.save (its `enforce fail at inline_container.cc`)",
+          "reidbench run", 1, "No space left on device: the disk is full. Writing"),
+    Fault("synth-disk-full", "the disk fills up while the synthetic set is written", "reidbench data synth --out DIR", 2,
+          "Nothing was kept (the partly written set is removed)"),
+    Fault("axis-limit-of-the-cell", "an axis value out of range for the cell's own [train] (a 3-epoch profile)",
+          "reidbench run --axis warmup_epochs=-3,0", 2, "must be in [0, epochs = 3)"),
+    Fault("report-killed-run", "a report on a run whose process was killed (SIGKILL, out of memory)", "reidbench report RUN", 0,
+          "it was interrupted; continue it with reidbench run --resume"),
 ]
 FAULTS = {fault.key: fault for fault in CATALOGUE}
 
@@ -117,7 +130,7 @@ def render_catalogue() -> str:
     lines = [
         "# Faults and bad input: exit codes and messages",
         "",
-        "Every row is a test in `tests/test_faults.py` or `tests/test_faults_settings.py` (this page is generated from",
+        "Every row is a test in `tests/test_faults.py`, `tests/test_faults_settings.py` or `tests/test_faults_runs.py` (this page is generated from",
         "`tests/test_faults.py`: `python tests/test_faults.py`). Exit codes: 0 fine, 1 a cell failed or passed unexpectedly,",
         "2 bad input, 130 Ctrl-C, 143 SIGTERM; - for a Python call. A message is one paragraph that names the bad input and",
         "the fix, never a traceback; one in parentheses is what the call returns instead.",

@@ -42,6 +42,7 @@ from reidbench.variants.factory import create_variant
 from reidbench.variants.model import ReidModel
 from reidbench.variants.settings import VariantSettings
 from reidbench.runtime.progress import Log
+from reidbench.variants.weights.paths import not_a_file
 
 
 EXPORTERS = ("dynamo", "torchscript")
@@ -321,8 +322,9 @@ def _read_cell(run_dir: Path, cell: str, seed: int) -> tuple[Optional[CellRecord
         return None, {**base, "status": CellState.MISSING.value, "skipped": f"no record at {files.record}"}
     if record.status != CellState.DONE:
         return None, _skip(base, record)
-    if not files.model.exists():
-        return None, {**base, "status": record.status.value, "skipped": f"no trained weights at {files.model}"}
+    why = not_a_file(files.model)
+    if why is not None:
+        return None, {**base, "status": record.status.value, "skipped": f"its trained weights {files.model} {why}"}
     return record, {**base, "status": record.status.value}
 
 
@@ -417,18 +419,22 @@ def export_run(
 
 
 def export_problems(results: Sequence[dict[str, Any]]) -> list[str]:
-    """Done cells that did not export, or exported with a parity failure or an error: what makes `reidbench export` exit 1.
+    """What makes `reidbench export` exit 1: a done cell that did not export (its weights gone or not a file, the
+    export or its parity failed, an error), a damaged record, or nothing exported at all.
 
-    Skipped cells (xfail, failed, ...) are not problems of the export: their
-    own status already says what happened to them.
+    Cells skipped for their own status (xfail, failed, interrupted, ...) are not problems of the export: that
+    status already says what happened to them. But a command asked to export that exported nothing must not
+    pass (a CI step would pass on nothing).
     """
     problems = []
     for result in results:
-        if "skipped" in result:
+        if "skipped" in result and result["status"] not in (CellState.DONE.value, CellState.DAMAGED.value):
             continue
         parity = result.get("parity") or {}
         if not result.get("exported") or result.get("error") or not parity.get("ok"):
             problems.append(f"{result['cell']} seed {result['seed']}: {summary_line(result)}")
+    if not any(result.get("exported") for result in results):
+        problems.append("no cell was exported: the run has no done cell with its trained weights")
     return problems
 
 

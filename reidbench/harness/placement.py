@@ -13,12 +13,17 @@ from typing import Any, Optional
 import torch
 
 from reidbench.data import ReidDataset
+from reidbench.data.fingerprint import fingerprint
 from reidbench.data.images import load_images
 from reidbench.data.stream import AnyImageSet, stream_images
 from reidbench.errors import UsageError
 from reidbench.evaluation.metrics import evaluate_rank
 from reidbench.runtime.progress import Progress
 from reidbench.variants.settings import VariantSettings
+
+
+TEST_SPLITS = ("query", "gallery")
+"""What a --test-data set contributes: it is scored on, never trained on."""
 
 
 @dataclass
@@ -53,6 +58,7 @@ def prepare_data(
         "cache": {"location": location, "policy": policy, "why": why},
         "used": used_counts(sets),
         **scored_queries(sets["query"], sets["gallery"], dataset.name),
+        "fingerprint": fingerprint(dataset),
     }
     return RunData(dataset, sets["train"], sets["query"], sets["gallery"], info)
 
@@ -97,12 +103,13 @@ def prepare_test_data(
     h, w = settings.img_size
     size = (len(dataset.query) + len(dataset.gallery)) * 3 * h * w
     where, why = cache_location(size, device, policy, _available_memory())
-    sets = decode_splits(dataset, ("query", "gallery"), settings, where, device, progress)
+    sets = decode_splits(dataset, TEST_SPLITS, settings, where, device, progress)
     info = {
         "spec": spec, "name": dataset.name, "version": dataset.version, "counts": dataset.counts(),
         "unreadable": {s: len(v.skipped) for s, v in sets.items()}, "used": used_counts(sets),
         "cache": {"location": sets["query"].location, "policy": policy, "why": why},
         **scored_queries(sets["query"], sets["gallery"], f"test set {spec}"),
+        "fingerprint": fingerprint(dataset, TEST_SPLITS),
     }
     return TestData(spec, dataset.name, sets["query"], sets["gallery"], info)
 

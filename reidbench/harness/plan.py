@@ -19,7 +19,7 @@ from reidbench.errors import UsageError
 from reidbench.harness.placement import check_cache_policy
 from reidbench.harness.recipe_choice import RecipeChoice, choose_recipe
 from reidbench.rundir import RunDir, new_run_dir
-from reidbench.config import from_mapping, named_source
+from reidbench.config import coerce_mapping, from_mapping, named_source
 from reidbench.profiles import Profile, TrainConfig, builtin_profiles, load_profile, resolve_profile_name, split_sets, with_sets
 from reidbench.runtime.device import memory_capacity, resolve_dtype
 from reidbench.runtime.distributed import World
@@ -430,8 +430,8 @@ def check_axes(grid: Grid) -> None:
                 f"grid {grid.name}: axis {key!r} is neither a variant setting ({', '.join(sorted(f.name for f in fields(VariantSettings)))}) "
                 f"nor a [train] setting ({', '.join(sorted(train_keys))})."
             )
-        for value in values:
-            from_mapping(TrainConfig, {key: list(value) if isinstance(value, tuple) else value}, f"grid {grid.name} axis {key!r}")
+        for value in values:  # each cell's resolved [train] judges the value against its epochs (check_plan)
+            coerce_mapping(TrainConfig, {key: list(value) if isinstance(value, tuple) else value}, f"grid {grid.name} axis {key!r}")
 
 
 def cell_recipe(plan: RunPlan, cell: Cell) -> RecipeChoice:

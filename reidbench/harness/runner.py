@@ -16,11 +16,14 @@ from typing import Any, Callable, Optional
 import torch
 
 from reidbench.data import ReidDataset, load_dataset
+from reidbench.data.fingerprint import changes, fingerprint
+from reidbench.data.records import SPLITS
 from reidbench.errors import ReidbenchError, UsageError
 from reidbench.harness.cell import Measure, MeasureFactory, RunContext, run_cell
 from reidbench.harness.console import data_line, summary_line, test_data_line
-from reidbench.harness.lock import DirectoryLock, this_process
-from reidbench.harness.placement import ImageStore
+from reidbench.harness.lock import DirectoryLock
+from reidbench.runtime.processes import this_process
+from reidbench.harness.placement import TEST_SPLITS, ImageStore
 from reidbench.harness.plan import RunPlan, cell_settings, cells_in_size_order, load_plan, resolve_settings
 from reidbench.harness.seed_rounds import next_round
 from reidbench.rundir import RunDir
@@ -86,6 +89,31 @@ def prepare_run(plan: RunPlan, progress: Progress, dataset: Optional[ReidDataset
     return Prepared(settings, images, cell_environment(plan, world))
 
 
+def check_resumed_data(run: RunDir, plan: RunPlan, dataset: ReidDataset) -> list[str]:
+    """Refuse to continue a run on data other than the data it trained and scored on (its fingerprint in run.json);
+    the warnings returned say where that cannot be checked (a run recorded before fingerprints)."""
+    meta = run.meta()
+    sets = [(plan.dataset, meta.dataset, dataset, SPLITS)]
+    sets += [(f"test set {spec}", meta.test_sets.get(spec) or {}, load_dataset(spec), TEST_SPLITS) for spec in plan.test_data]
+    warnings, found = [], []
+    for name, recorded, data, splits in sets:
+        if "fingerprint" not in recorded:
+            if "counts" in recorded:
+                warnings.append(f"warning: {run.root} was recorded before reidbench fingerprinted the data it runs on, so whether "
+                                f"{name} is still the data its finished cells used cannot be checked; go on only if it is unchanged.")
+            continue
+        differ = changes(recorded["fingerprint"], fingerprint(data, splits), "sample" if data.multimodal else "image")
+        if differ:
+            found.append(f"{name}: {'; '.join(differ)}")
+    if found:
+        raise UsageError(
+            f"--resume {run.root}: the data changed since the run used it ({'. '.join(found)}). Its cells would be trained or "
+            "scored on different data and listed side by side, so nothing was resumed: restore the data the run used, or "
+            f"start a new run on the data as it is now (reidbench run --data {plan.dataset} --out NEW_DIR)."
+        )
+    return warnings
+
+
 def execute(
     plan: RunPlan, run: RunDir, progress: Progress, measure: Measure, *, prepared: Optional[Prepared] = None,
     dataset: Optional[ReidDataset] = None, world: World = World(), on_epoch: Optional[Callable[[str, int, int], None]] = None,
@@ -123,8 +151,10 @@ def _start(ctx: RunContext) -> RunMeta:
         for path in remove_stale_temporaries(ctx.run.root):
             ctx.progress.log(f"removed {path.relative_to(ctx.run.root)}, left by a process that is gone")
         write_json(ctx.run.environment_json, ctx.environment)
-        meta.status, meta.settings, meta.dataset = RunState.RUNNING, ctx.settings.to_dict(), ctx.images.data.info
-        meta.test_sets = {test.spec: test.info for test in ctx.images.tests}
+        meta.status, meta.settings = RunState.RUNNING, ctx.settings.to_dict()
+        # The facts of the data the run's first cells used stand; a resume on other data was refused before this.
+        meta.dataset = meta.dataset if "counts" in meta.dataset else ctx.images.data.info
+        meta.test_sets = {test.spec: meta.test_sets.get(test.spec) or test.info for test in ctx.images.tests}
         meta.owner, meta.error = Owner(**{k: v for k, v in this_process().items() if k in OWNER_FIELDS}), None
         write_json(ctx.run.run_json, meta.to_dict())
     return meta
@@ -213,7 +243,10 @@ def run_one(run_root: str, cell_id: str, seed: int, measurer: MeasureFactory, jo
     if existing is not None and existing.status.finished:
         return existing
     progress = Progress(lambda message: print(message, file=sys.stderr, flush=True), bars=False)
-    prepared = prepare_run(plan, progress, None, world)
+    dataset = load_dataset(plan.dataset)
+    for warning in check_resumed_data(run, plan, dataset):  # a requeued job continues on the data the run used, or not at all
+        progress.log(warning)
+    prepared = prepare_run(plan, progress, dataset, world)
     measure = measurer(plan.profile.measure, plan.device, plan.dtype)
     ctx = RunContext(plan, prepared.settings, prepared.images, run, prepared.environment, progress, measure, world)
     if world.is_main:

@@ -15,10 +15,9 @@ from typing import Any, Optional
 from reidbench.errors import UsageError
 from reidbench.harness import launch
 from reidbench.harness.launch import FAILED_JOB_DIED
-from reidbench.harness.lock import is_alive
-from reidbench.rundir import RunDir
+from reidbench.rundir import RunDir, owner_gone, run_standing, standing
 from reidbench.runtime.text import first_line
-from reidbench.schema import CellRecord, CellState, RunMeta, RunState
+from reidbench.schema import CellRecord, CellState, RunMeta
 
 DONE, XFAIL, XPASS, FAILED = CellState.DONE, CellState.XFAIL, CellState.XPASS, CellState.FAILED
 INTERRUPTED, RUNNING, PENDING = CellState.INTERRUPTED, CellState.RUNNING, CellState.PENDING
@@ -54,7 +53,7 @@ class RunStatus:
         cells = len({r.cell for r in self.rows})
         how = f" ({self.launch['launcher']} jobs)" if self.launch else ""
         counts = ", ".join(f"{n} {state}" for state, n in self.counts().items())
-        gone = _owner_gone(self.meta)
+        gone = owner_gone(self.meta)
         per_cell = sorted({len(self.meta.cell_seeds(cell)) for cell in self.meta.grid.cells} or {len(self.meta.seeds)})
         seeds = str(per_cell[0]) if len(per_cell) == 1 else f"{per_cell[0]}-{per_cell[-1]}"
         return f"{self.root}: {cells} cell(s) x {seeds} seed(s){how}: {counts}" + (f"; {gone}" if gone else "")
@@ -68,7 +67,7 @@ class RunStatus:
     def to_json(self) -> str:
         return json.dumps({
             "run": str(self.root), "launcher": (self.launch or {}).get("launcher", launch.LOCAL),
-            "status": self.meta.status.value, "counts": self.counts(), "cells": [asdict(r) for r in self.rows],
+            "status": run_standing(self.meta).value, "counts": self.counts(), "cells": [asdict(r) for r in self.rows],
         }, indent=2, default=str)
 
 
@@ -81,25 +80,15 @@ def collect(root: Path) -> RunStatus:
     states = launch.job_states(run, fanout) if fanout else {}
     epochs = (meta.profile.get("train") or {}).get("epochs")
     status = RunStatus(root, meta, fanout)
-    gone = _owner_gone(meta)
+    gone = owner_gone(meta)
     for cell in meta.grid.cells:
         for seed in meta.cell_seeds(cell):
             job_id = (entries.get((cell, seed)) or {}).get("job_id")
             row = slot_status(run, cell, seed, epochs, fanout, job_id, *states.get(job_id, (None, None)))
-            if gone and row.state == RUNNING:
-                row.state, row.detail = INTERRUPTED, f"{gone} after {row.detail}; continue with reidbench run --resume {root}"
+            if standing(row.state, gone) != row.state:
+                row.state, row.detail = standing(row.state, gone), f"{gone} after {row.detail}; continue with reidbench run --resume {root}"
             status.rows.append(row)
     return status
-
-
-def _owner_gone(meta: RunMeta) -> str:
-    """Why a run that says it is running is not: its process is gone (killed, out of memory); '' when it lives or cannot be asked."""
-    if meta.status != RunState.RUNNING or meta.owner is None:
-        return ""
-    owner = meta.owner
-    if is_alive({"pid": owner.pid, "host": owner.host, "start_ticks": owner.start_ticks}) is not False:
-        return ""
-    return f"its process {owner.pid} on {owner.host} (started {owner.started}) is gone"
 
 
 def slot_status(

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, TypeVar
 import pandas as pd
 
 from reidbench.errors import UsageError
-from reidbench.rundir import RunDir
+from reidbench.rundir import RunDir, owner_gone, run_standing, standing
 from reidbench.reports.quantities import COMPILE_SECONDS, MODE_COST
 from reidbench.runtime.files import read_json
 from reidbench.schema import (
@@ -191,9 +191,23 @@ def load_run(root: Path) -> LoadedRun:
     if not records:
         named = "; ".join(f"{i.cell} seed {i.seed}: {i.kind}, {i.detail}" for i in issues) or "no cell folder, and no cell planned"
         raise UsageError(f"{root} holds no readable cell record ({named}); nothing to report. Is it a reidbench run directory?")
-    if meta.get("status") not in (None, "finished"):
+    gone = owner_gone(stored) if stored is not None else ""
+    for record in records:
+        _settle(record, gone, root)
+    if gone:
+        meta["status"] = run_standing(stored).value
+        warnings.append(f"the run says it is running, but {gone}: it was interrupted; continue it with reidbench run --resume {root}")
+    elif meta.get("status") not in (None, "finished"):
         warnings.append(f"the run's status is {meta['status']!r}: it did not finish, the report shows what it wrote")
     return LoadedRun(root, meta, environment, records, logs, issues, warnings, cell_order)
+
+
+def _settle(record: dict[str, Any], gone: str, root: Path) -> None:
+    """A record that says running in a run whose process is gone is shown as `status` shows it: interrupted, and why."""
+    state = CellState(record["status"])
+    if standing(state, gone) != state:
+        record["status"] = standing(state, gone).value
+        record["error"] = f"{gone}; continue with reidbench run --resume {root}"
 
 
 def _read_record(run: RunDir, cell: str, seed: int, issues: list[CellIssue]) -> Optional[dict[str, Any]]:

@@ -22,9 +22,12 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Optional
+
+from PIL import Image
 
 from reidbench.errors import UsageError
-from reidbench.runtime.files import TEMPORARY, pid_alive
+from reidbench.runtime.files import TEMPORARY, DiskFull, is_disk_full, pid_alive
 
 MANIFEST_NAME = "dataset.json"
 
@@ -149,10 +152,33 @@ def build(
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         tmp.chmod(0o755)  # mkdtemp makes it private
         _publish(tmp, out)
-    except BaseException:
+    except BaseException as exc:
+        full = _disk_full(exc, tmp, out)  # the free space as the write met it, before the partial set goes
         shutil.rmtree(tmp, ignore_errors=True)
+        if full is not None:
+            raise full from exc
         raise
     return out
+
+
+def _disk_full(exc: BaseException, tmp: Path, out: Path) -> Optional[DiskFull]:
+    """A full disk, naming the file at the place it was to have; nothing is kept, so there is nothing to continue."""
+    if not is_disk_full(exc):
+        return None
+    written = getattr(exc, "filename", None)
+    path = out / Path(written).relative_to(tmp) if written and Path(written).is_relative_to(tmp) else out
+    return DiskFull(path, None, f"Nothing was kept (the partly written set is removed). Free space there, or choose --out "
+                                "on another disk, then run the command again: generation starts over.")
+
+
+def save_image(image: Image.Image, path: Path, quality: int) -> None:
+    """`image.save`, with a failed write naming its file (PIL's own OSError names none)."""
+    try:
+        image.save(path, quality=quality)
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
 
 
 def ensure(root: Path, up_to_date: Callable[[Path], bool], generate: Callable[[Path], Path]) -> Path:

@@ -31,7 +31,7 @@ import numpy as np
 
 from reidbench.data.layout import MARKET_FOLDERS
 from reidbench.data.synthetic.cache import (
-    build, default_root, ensure, matches, read_manifest_of, settings_digest, shared_problems,
+    build, default_root, ensure, matches, read_manifest_of, save_image, settings_digest, shared_problems,
 )
 from reidbench.data.synthetic.scene import SCENE_VERSION, Identity, random_camera, random_identity, render
 from reidbench.errors import UsageError
@@ -125,7 +125,7 @@ def _write(out: Path, p: SyntheticParams) -> dict[str, dict[str, int]]:
         image = render(p.size, cameras[cam], ident, rng, junk=pid == -1)
         frames[cam] += 1
         name = f"{'-1' if pid < 0 else f'{pid:04d}'}_c{cam + 1}s1_{frames[cam] * 25:06d}_01.jpg"
-        image.save(out / folder / name, quality=p.jpeg_quality)
+        save_image(image, out / folder / name, p.jpeg_quality)
         c = counts[folder]
         c["images"] += 1
         if pid > 0:

@@ -52,7 +52,7 @@ from PIL import Image
 
 from reidbench.data.records import MODALITIES as RECORD_MODALITIES
 from reidbench.data.synthetic.cache import (
-    build, default_root, ensure, matches, read_manifest_of, settings_digest, shared_problems,
+    build, default_root, ensure, matches, read_manifest_of, save_image, settings_digest, shared_problems,
 )
 from reidbench.data.synthetic.scene import (
     SCENE_VERSION,
@@ -358,7 +358,7 @@ def _write(out: Path, p: MultimodalParams) -> dict[str, dict[str, int]]:
         frames[cam] += 1
         name = f"{pid:06d}_cam{cam + 1}_{frames[cam]:04d}_{k:02d}.jpg"
         for modality, image in zip(MODALITIES, images):
-            image.save(out / folder / MODALITY_FOLDERS[modality] / name, quality=p.jpeg_quality)
+            save_image(image, out / folder / MODALITY_FOLDERS[modality] / name, p.jpeg_quality)
         c = counts[folder]
         c["samples"] += 1
         c["ids"].add(pid)

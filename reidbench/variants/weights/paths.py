@@ -17,6 +17,23 @@ URL = re.compile(r"^[a-z][a-z0-9+.-]*://")
 """A URL: refused, as reidbench fetches weights by name only."""
 
 
+IS_A_FOLDER = "is a folder"
+NOT_REGULAR = "is not a regular file (a device, a pipe or a socket)"
+MISSING = "does not exist"
+
+
+def not_a_file(path: Path) -> Optional[str]:
+    """Why `path` cannot be read as a weights file (IS_A_FOLDER, NOT_REGULAR, MISSING), None for a regular file.
+
+    Asked before anything opens it: torch.load on a FIFO waits for a writer forever, and on a device reads without end.
+    """
+    if path.is_file():
+        return None
+    if path.is_dir():
+        return IS_A_FOLDER
+    return NOT_REGULAR if path.exists() else MISSING
+
+
 def resolve_weights_path(value: str | os.PathLike, backbone: str, where: str = "weights", base_dir: Optional[Path] = None) -> Path:
     """The absolute path of an existing local file; URLs and missing files are refused.
 
@@ -27,15 +44,13 @@ def resolve_weights_path(value: str | os.PathLike, backbone: str, where: str = "
     path = Path(text).expanduser()
     if base_dir is not None and not path.is_absolute():
         path = base_dir / path
-    if path.is_file():
+    kind = not_a_file(path)
+    if kind is None:
         return Path(os.path.abspath(path))  # absolute, `..` folded; symlinks kept as the user named them
-    if path.is_dir():
-        raise UsageError(f"{where}: weights for {backbone}, {path}, is a folder; pass the checkpoint file inside it.")
-    if path.exists():
-        raise UsageError(
-            f"{where}: weights for {backbone}, {path}, is not a regular file (a device, a pipe or a socket); pass the "
-            "path of a checkpoint file."
-        )
+    if kind == IS_A_FOLDER:
+        raise UsageError(f"{where}: weights for {backbone}, {path}, {kind}; pass the checkpoint file inside it.")
+    if kind == NOT_REGULAR:
+        raise UsageError(f"{where}: weights for {backbone}, {path}, {kind}; pass the path of a checkpoint file.")
     if URL.match(text):
         raise UsageError(
             f"{where}: weights for {backbone} {text!r} are a URL; reidbench fetches weights by name only (a timm tag, "
