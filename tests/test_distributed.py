@@ -127,7 +127,7 @@ def train_and_evaluate_scenario(world: World, out: Path) -> dict[str, Any]:
     torch.manual_seed(0)
     model = create_variant("vit768-none", depth=1, img_size=(32, 16), num_classes=8, num_cameras=3)
     quiet = Progress(lambda message: None, bars=False)
-    cfg = TrainConfig(epochs=2, p=4, k=2, optimizer="adamw", lr=1e-3, warmup_epochs=1)
+    cfg = TrainConfig(epochs=2, p=4, k=2, optimizer="adamw", lr=1e-3, warmup_epochs=1, epoch_covers="identities")  # one PK pass over the ids
     original, train_module.PKSampler = train_module.PKSampler, RecordingSampler
     try:
         train_module.train_model(
