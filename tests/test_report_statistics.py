@@ -353,3 +353,12 @@ def test_a_folder_without_a_results_csv_of_reidbench_or_an_unknown_grid_is_a_usa
     assert result.exit_code == 2 and "lacks the column(s) cell, backbone, neck, seed, status" in result.output
     result = report(str(compared), "--out", str(tmp_path / "r"), "--grid", "no-such-grid")
     assert result.exit_code == 2 and "unknown grid 'no-such-grid'" in result.output
+
+
+def test_an_accuracy_interval_is_cut_at_the_metrics_range(tmp_path: Path) -> None:
+    root = seeds_run(tmp_path / "run", {0: 0.99, 1: 0.40, 2: 0.98})
+    assert report(str(root), "--out", str(tmp_path / "r")).exit_code == 0
+    low, high = t_interval([0.99, 0.40, 0.98])
+    assert low < 0 and high > 100  # Student's t reaches past both ends; the table shows the metric's range
+    row = results_row((tmp_path / "r" / "report.md").read_text(), "vit768-ms")
+    assert row["mAP %"] == "79.0 [0.0, 100.0]"
