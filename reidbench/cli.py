@@ -437,6 +437,7 @@ def report(
     fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Regression gate (needs --baseline), e.g. mAP:-1.0,latency_ms:+10%,gflops:+0%: exit 1 when a cell's change, with its whole 95% interval, lies beyond one."),
     fail_on_strict: bool = typer.Option(False, "--fail-on-strict", help="Gate --fail-on on the plain difference of means, without intervals."),
     compare_pairs: Optional[List[str]] = typer.Option(None, "--compare", help="Also test A against B, e.g. --compare clip512proj-ms,vit768-ms (repeatable); joins the grid's declared comparisons."),
+    grid: Optional[str] = typer.Option(None, "--grid", help="Take the declared comparisons (\\[compare]) from this grid (a built-in name or a .toml file) instead of the run's grid.toml; for a folder that kept only a run's results.csv."),
     imports: Optional[List[str]] = typer.Option(None, "--import", help=IMPORT_HELP),
 ) -> None:
     """Tables, plots and a comparison from a run directory: Markdown, self-contained HTML and CSV."""
@@ -454,7 +455,7 @@ def report(
         _log(f"report on the latest run: {run_dir}")
     _plugins(imports, run_dir, baseline)
     result = make_report(run_dir, out=out, baseline_root=baseline, thresholds=thresholds,
-                         extra_comparisons=compare_pairs or [], strict=fail_on_strict)
+                         extra_comparisons=compare_pairs or [], strict=fail_on_strict, grid=grid)
     typer.echo(_printable(result.markdown_table))
     for line in summary_lines(result):
         _log(line)

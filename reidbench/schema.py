@@ -23,7 +23,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import Any, Optional, TypeVar, Union
 
 from reidbench.errors import UsageError
 
@@ -491,40 +491,47 @@ def query_scores_from_npz(data: Any, where: str) -> dict[str, QueryScores]:
 # --------------------------------------------------------------------------- results.csv
 
 
-def _part(name: str, key: str) -> Callable[[CellRecord], Any]:
-    return lambda record: (getattr(record, name) or {}).get(key)
+@dataclass(frozen=True)
+class ResultColumn:
+    """One results.csv column: where in a record its value lives, so a row can be written from a record and a
+    record rebuilt from a row (an archived run keeps only its results.csv)."""
+
+    name: str
+    part: str
+    """The record's field."""
+    key: Optional[str] = None
+    """The key within that field (a table); None: the field itself."""
+    integer: bool = False
+    """A whole number (read back from a CSV as a float where the column has blanks)."""
+
+    def value(self, record: CellRecord) -> Any:
+        found = getattr(record, self.part)
+        if self.key is not None:
+            return (found or {}).get(self.key)
+        return found.value if isinstance(found, Enum) else found
 
 
-RESULT_COLUMNS: tuple[tuple[str, Callable[[CellRecord], Any]], ...] = (
-    ("cell", lambda r: r.cell),
-    ("backbone", lambda r: r.backbone),
-    ("neck", lambda r: r.neck),
-    ("seed", lambda r: r.seed),
-    ("status", lambda r: r.status.value),
-    ("error", lambda r: r.error),
-    ("mAP", _part("metrics", "mAP")),
-    ("rank1", _part("metrics", "rank1")),
-    ("rank5", _part("metrics", "rank5")),
-    ("rank10", _part("metrics", "rank10")),
-    ("mINP", _part("metrics", "mINP")),
-    ("mAP_rr", _part("metrics", "mAP_rr")),
-    ("rank1_rr", _part("metrics", "rank1_rr")),
-    ("rank5_rr", _part("metrics", "rank5_rr")),
-    ("rank10_rr", _part("metrics", "rank10_rr")),
-    ("mINP_rr", _part("metrics", "mINP_rr")),
-    ("params", _part("params", "total")),
-    ("params_backbone", _part("params", "backbone")),
-    ("params_neck", _part("params", "neck")),
-    ("params_head", _part("params", "head")),
-    ("gmacs", lambda r: r.gmacs),
-    ("gflops", lambda r: r.gflops),
-    ("train_seconds", _part("training", "seconds")),
-    ("train_img_per_s", _part("training", "img_per_s")),
-    ("train_img_per_s_steady", _part("training", "steady_img_per_s")),
-    ("epochs", _part("training", "epochs_done")),
+RESULT_COLUMNS: tuple[ResultColumn, ...] = (
+    ResultColumn("cell", "cell"),
+    ResultColumn("backbone", "backbone"),
+    ResultColumn("neck", "neck"),
+    ResultColumn("seed", "seed", integer=True),
+    ResultColumn("status", "status"),
+    ResultColumn("error", "error"),
+    *(ResultColumn(name, "metrics", name) for name in NUMERIC["metrics"]),
+    ResultColumn("params", "params", "total", integer=True),
+    ResultColumn("params_backbone", "params", "backbone", integer=True),
+    ResultColumn("params_neck", "params", "neck", integer=True),
+    ResultColumn("params_head", "params", "head", integer=True),
+    ResultColumn("gmacs", "gmacs"),
+    ResultColumn("gflops", "gflops"),
+    ResultColumn("train_seconds", "training", "seconds"),
+    ResultColumn("train_img_per_s", "training", "img_per_s"),
+    ResultColumn("train_img_per_s_steady", "training", "steady_img_per_s"),
+    ResultColumn("epochs", "training", "epochs_done", integer=True),
 )
-"""results.csv, column by column: its name and how a record gives its value (the one definition of that file)."""
-RESULT_COLUMN_NAMES = [name for name, _ in RESULT_COLUMNS]
+"""results.csv, column by column (the one definition of that file)."""
+RESULT_COLUMN_NAMES = [column.name for column in RESULT_COLUMNS]
 
 
 AXIS_COLUMN_PREFIX = "axis:"
@@ -542,7 +549,7 @@ def axis_text(value: Any) -> str:
 
 
 def results_row(record: CellRecord) -> dict[str, Any]:
-    row = {name: value(record) for name, value in RESULT_COLUMNS}
+    row = {column.name: column.value(record) for column in RESULT_COLUMNS}
     row.update({AXIS_COLUMN_PREFIX + key: axis_text(value) for key, value in record.axes.items()})
     return row
 
@@ -551,6 +558,25 @@ def results_columns(rows: list[dict[str, Any]]) -> list[str]:
     """results.csv's columns for these rows: the fixed ones, then the axis columns any row has, in first-seen order."""
     axes = dict.fromkeys(k for row in rows for k in row if k.startswith(AXIS_COLUMN_PREFIX))
     return RESULT_COLUMN_NAMES + list(axes)
+
+
+def record_from_results_row(row: dict[str, Any], where: str) -> CellRecord:
+    """The record a results.csv row was written from, as far as the row holds it (metrics, parameters, FLOPs,
+    training time, axes); blank cells are absent fields. A row that does not fit the schema raises SchemaError."""
+    data: dict[str, Any] = {}
+    for column in RESULT_COLUMNS:
+        value = row.get(column.name)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        if column.integer and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if column.key is None:
+            data[column.part] = value
+        else:
+            data.setdefault(column.part, {})[column.key] = value
+    data["axes"] = {key.removeprefix(AXIS_COLUMN_PREFIX): axis_text(value) for key, value in row.items()
+                    if key.startswith(AXIS_COLUMN_PREFIX) and not (isinstance(value, float) and math.isnan(value))}
+    return CellRecord.from_dict(data, where)
 
 
 def is_number(value: Any) -> bool:

@@ -284,3 +284,81 @@ def test_each_modality_subset_is_compared_with_all_three_in_the_same_cell(tmp_pa
     assert frame["p"][0] == pytest.approx(sps.ttest_rel(rgb, full).pvalue)
     low, high = t_interval([v[0] for v in subsets.values()])
     assert f"| R | {np.mean(rgb):.1f} [{low:.1f}, {high:.1f}] |" in (tmp_path / "r" / "report.md").read_text()
+
+
+def grid_file(path: Path) -> Path:
+    """The constructed runs' grid as a file `--grid` can name (an archived folder keeps no grid.toml)."""
+    path.write_text('backbones = ["vit768", "clip768"]\nnecks = ["none", "ms"]\n' + COMPARE)
+    return path
+
+
+def archive(results_csv: Path, folder: Path) -> Path:
+    """A folder that kept only a run's results.csv."""
+    folder.mkdir(parents=True)
+    (folder / "results.csv").write_bytes(results_csv.read_bytes())
+    return folder
+
+
+def test_an_archived_results_csv_gives_the_run_directorys_comparisons(compared: Path, tmp_path: Path) -> None:
+    grid = grid_file(tmp_path / "grid.toml")
+    assert report(str(compared), "--out", str(tmp_path / "full"), "--grid", str(grid)).exit_code == 0
+    expected = pd.read_csv(tmp_path / "full" / "comparisons.csv")
+    assert set(expected["test"]) == {"paired-t", "welch"} and len(expected) == 6
+    run_copy = tmp_path / "run"
+    run_copy.mkdir()
+    for cell in CELLS:  # the run's own results.csv, as `reidbench run` writes it
+        for record in (r for r in RunDir(compared).records() if r.cell == cell):
+            RunDir(run_copy).write_record(record)
+    RunDir(run_copy).write_results(CELLS)
+    for source in (tmp_path / "full" / "results.csv", run_copy / "results.csv"):
+        folder = archive(source, tmp_path / f"archived-{source.parent.name}")
+        result = report(str(folder), "--grid", str(grid), "--out", str(folder))
+        assert result.exit_code == 0, result.output
+        pd.testing.assert_frame_equal(pd.read_csv(folder / "comparisons.csv"), expected)
+        md = (folder / "report.md").read_text()
+        assert "rebuilt from its results.csv alone" in md and "query-level intervals are unavailable" in md
+        assert "Initialisation" not in md and "eager steps" not in md
+        assert f"the grid {grid} (--grid)" in md and "6 of the 6 tests" in md
+        assert (folder / "forest-mAP.png").read_bytes().startswith(PNG)
+        low, high = t_interval([r.metrics["mAP"] for r in RunDir(compared).records() if r.cell == "vit768-ms"])
+        assert results_row(md, "vit768-ms")["mAP %"].endswith(f"[{low:.1f}, {high:.1f}]")
+    # A report's results.csv is kept as it was when the report is written into the archived folder.
+    assert (tmp_path / "archived-full" / "results.csv").read_bytes() == (tmp_path / "full" / "results.csv").read_bytes()
+
+
+def test_an_archived_one_seed_cell_has_no_interval_and_no_bootstrap(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    write_cell(root, "vit768-ms", 0, scores=query_scores(1))
+    write_cell(root, "vit768-none", 0, scores=query_scores(1, shift=-0.05))
+    finish(root, ["vit768-ms", "vit768-none"])
+    assert report(str(root), "--out", str(tmp_path / "full")).exit_code == 0
+    folder = archive(tmp_path / "full" / "results.csv", tmp_path / "archived")
+    assert report(str(folder), "--out", str(tmp_path / "r")).exit_code == 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "declares no comparison" in md
+    grid = grid_file(tmp_path / "grid.toml")
+    result = report(str(folder), "--out", str(tmp_path / "r"), "--grid", str(grid))
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "vit768-ms vs vit768-none: not tested — 1 and 1 seed(s) and per-query scores on neither side" in md
+    assert pd.read_csv(tmp_path / "r" / "comparisons.csv").empty
+    assert results_row(md, "vit768-ms")["mAP %"] == f"{metrics_of(query_scores(1))['mAP'] * 100:.1f}"
+    assert "records neither where the backbones' weights came from" in md
+
+
+def test_a_folder_without_a_results_csv_of_reidbench_or_an_unknown_grid_is_a_usage_error(compared: Path, tmp_path: Path) -> None:
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "results.csv").write_text("name,score\na,1\n")
+    result = report(str(tmp_path / "other"), "--out", str(tmp_path / "r"))
+    assert result.exit_code == 2 and "lacks the column(s) cell, backbone, neck, seed, status" in result.output
+    result = report(str(compared), "--out", str(tmp_path / "r"), "--grid", "no-such-grid")
+    assert result.exit_code == 2 and "unknown grid 'no-such-grid'" in result.output
+
+
+def test_an_accuracy_interval_is_cut_at_the_metrics_range(tmp_path: Path) -> None:
+    root = seeds_run(tmp_path / "run", {0: 0.99, 1: 0.40, 2: 0.98})
+    assert report(str(root), "--out", str(tmp_path / "r")).exit_code == 0
+    low, high = t_interval([0.99, 0.40, 0.98])
+    assert low < 0 and high > 100  # Student's t reaches past both ends; the table shows the metric's range
+    row = results_row((tmp_path / "r" / "report.md").read_text(), "vit768-ms")
+    assert row["mAP %"] == "79.0 [0.0, 100.0]"

@@ -53,16 +53,18 @@ class ReportResult:
 def make_report(
     run_root: Path, out: Optional[Path] = None, baseline_root: Optional[Path] = None,
     thresholds: Optional[list[Threshold]] = None, extra_comparisons: Optional[list[str]] = None, strict: bool = False,
+    grid: Optional[str] = None,
 ) -> ReportResult:
     """Read, summarize, compare, plot, render and write; returns what was written and the gate's outcome.
 
     `extra_comparisons`: `--compare A,B` texts added to the grid's declared family; `strict`: the gate
-    compares plain means (`--fail-on-strict`).
+    compares plain means (`--fail-on-strict`); `grid`: the grid (name or file) whose [compare] declares the
+    family, instead of the run's grid.toml (`--grid`, for an archived run that has none).
     """
     out = check_out(out if out is not None else RunDir(run_root).report_dir)
     run = load_run(run_root)
     summaries = summarize(run)
-    found = family(run, summaries, extra_comparisons or [])
+    found = family(run, summaries, extra_comparisons or [], grid)
     comparison = None
     if baseline_root is not None:
         baseline = load_run(baseline_root)
@@ -122,8 +124,11 @@ def header_items(run: LoadedRun) -> list[tuple[str, str]]:
     line whose source is missing or malformed is left out rather than failing the report.
     """
     items: list[tuple[str, str]] = []
-    for build in (_run_item, _grid_item, _device_item, _software_item, _input_item, _dataset_item,
-                  _initialisation_item, _profile_item, _recipes_item, _training_item, _stage1_item, _evaluation_item, _latency_item, _flops_item, _seeds_item, _commit_item):
+    builds = (_run_item, _grid_item, _device_item, _software_item, _input_item, _dataset_item,
+              _initialisation_item, _profile_item, _recipes_item, _training_item, _stage1_item, _evaluation_item, _latency_item, _flops_item, _seeds_item, _commit_item)
+    if run.archived is not None:  # the other lines would read an absent fact (no weights, no mode) as random or eager
+        builds = (_run_item, _flops_item)
+    for build in builds:
         try:
             item = build(run)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError):
@@ -140,7 +145,15 @@ def _options(run: LoadedRun) -> dict:
     return run.records[0].get("options") or {}
 
 
+ARCHIVED = ("rebuilt from its results.csv alone (an archived run: no run.json, no cell records, no queries.npz), so the "
+            "header, the training curves and the cells' notes are not available, and query-level intervals are unavailable: "
+            "a one-seed cell shows its mean without an interval, and a comparison needs at least two seeds in each cell")
+"""What a report of an archived run lacks, said in its header."""
+
+
 def _run_item(run: LoadedRun) -> Item:
+    if run.archived is not None:
+        return "Run", f"{run.root} — {ARCHIVED}"
     meta = run.meta
     facts = [f"status {meta.get('status', 'unknown (no run.json)')}"]
     if meta.get("started"):
@@ -238,7 +251,10 @@ def _profile_item(run: LoadedRun) -> Item:
 
 def what_was_trained(run: LoadedRun) -> str:
     """The banner: where the backbones' weights came from (random initialisation, or pretrained and from what) and
-    whether the data are synthetic, said in plain words."""
+    whether the data are synthetic, said in plain words. An archived run's results.csv records neither."""
+    if run.archived is not None:
+        return ("This report was rebuilt from a results.csv alone, which records neither where the backbones' weights came "
+                "from (random initialisation or pretrained) nor which dataset was used: the page that keeps this run says.")
     random = sorted({r["backbone"] for r in run.records if not r.get("weights") and r.get("status") not in ("xfail",)})
     pretrained = {r["backbone"]: _weights_origin(r["weights"], short=True) for r in run.records if r.get("weights")}
     spec = str((run.meta.get("dataset") or {}).get("spec") or "")

@@ -1,7 +1,8 @@
 """The report's declared comparisons: A − B with its interval, p, Holm over the family, P(A > B), verdict.
 
 The family is fixed before any number is seen: the comparisons the run's grid file declares in
-[compare] (`reidbench.variants.compare`) and those `report --compare A,B` adds, each on every
+[compare] (`reidbench.variants.compare`; `report --grid` names the grid instead, for an archived
+run that kept no grid.toml) and those `report --compare A,B` adds, each on every
 metric in METRICS. Holm's correction runs over every test of that family that could be made;
 a comparison that could not be made (a cell not done, one seed without per-query scores) is
 listed with its reason and is not part of the family.
@@ -20,7 +21,7 @@ from reidbench.reports.summary import CellSummary
 from reidbench.rundir import RunDir
 from reidbench.stats import Comparison, decide, holm
 from reidbench.variants.compare import DEFAULT_MARGIN, SUBSET_SEPARATOR, CompareSpec, cells_of, declared, read_compare
-from reidbench.variants.grid import tomllib
+from reidbench.variants.grid import load_grid, tomllib
 
 METRICS = ("mAP", "rank1")
 """The metrics every declared comparison is tested on (each one a member of the family)."""
@@ -48,22 +49,28 @@ class Family:
     """Declared comparisons (each tested on every metric)."""
     added: int = 0
     """Of which `--compare` added."""
+    source: str = "the run's grid file"
+    """Where the [compare] table came from."""
 
     @property
     def tested(self) -> list[Row]:
         return [r for r in self.rows if r.result is not None]
 
 
-def declared_pairs(run: LoadedRun, extra: list[str]) -> tuple[list[tuple[str, str]], float, int]:
-    """(A, B) operands from the run's grid.toml [compare] and from `--compare`, the margin, and how many were added."""
-    spec = CompareSpec()
+def declared_pairs(run: LoadedRun, extra: list[str], grid: Optional[str] = None) -> tuple[list[tuple[str, str]], float, int]:
+    """(A, B) operands from the grid's [compare] (`grid`, else the run's grid.toml) and from `--compare`, the margin,
+    and how many were added."""
+    spec = load_grid(grid).compare if grid is not None else CompareSpec()
     grid_file = RunDir(run.root).grid_toml
-    if grid_file.is_file():
+    if grid is None and grid_file.is_file():
         try:
             spec = read_compare(tomllib.loads(grid_file.read_text()).get("compare", {}), "the run's grid.toml")
         except (UsageError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             run.warnings.append(f"the run's grid.toml [compare] cannot be read ({exc}); no comparison is declared")
     subsets = {r["cell"]: list((r.get("metrics") or {}).get("modality_subsets") or {}) for r in run.records}
+    if spec.each_subset_against is not None and not any(subsets.values()):
+        run.warnings.append(f"[compare] each_subset_against = {spec.each_subset_against!r} compares modality subsets, and no "
+                            "record of this run holds any (a results.csv keeps none): those comparisons cannot be made")
     named = [name for pair in spec.pairs for name in pair]  # a pair naming a cell this run left out is listed as skipped
     pairs = declared(spec, list(dict.fromkeys(run.cell_order + named)), subsets)
     added = [pair for text in extra for pair in _option_pairs(text, run.cell_order) if pair not in pairs]
@@ -83,9 +90,9 @@ def _option_pairs(text: str, cells: list[str]) -> list[tuple[str, str]]:
     return declared(CompareSpec(pairs=((names[0], names[1]),)), cells)
 
 
-def family(run: LoadedRun, summaries: list[CellSummary], extra: list[str]) -> Family:
+def family(run: LoadedRun, summaries: list[CellSummary], extra: list[str], grid: Optional[str] = None) -> Family:
     """Every declared comparison on every metric, Holm-corrected over those that could be tested."""
-    pairs, margin, added = declared_pairs(run, extra)
+    pairs, margin, added = declared_pairs(run, extra, grid)
     status = {s.cell: s for s in summaries}
     rows = [_row(run, status, Operand.parse(a), Operand.parse(b), metric, margin) for a, b in pairs for metric in METRICS]
     tested = [r for r in rows if r.result is not None]
@@ -93,7 +100,7 @@ def family(run: LoadedRun, summaries: list[CellSummary], extra: list[str]) -> Fa
         results = [r.result for r in tested if r.result is not None]
         for row, p_holm, verdict in zip(tested, holm([c.p for c in results]), decide(results, ALPHA)):
             row.p_holm, row.verdict = float(p_holm), verdict
-    return Family(rows, margin, len(pairs), added)
+    return Family(rows, margin, len(pairs), added, "the run's grid file" if grid is None else f"the grid {grid} (--grid)")
 
 
 def _row(run: LoadedRun, status: dict[str, CellSummary], a: Operand, b: Operand, metric: str, margin: float) -> Row:

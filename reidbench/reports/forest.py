@@ -55,7 +55,7 @@ def _forest(found: Family, metric: str, rows: list[Row]) -> Plot:
 def comparisons_section(found: Family) -> Section:
     """The family, its table and the comparisons that could not be made, with their reasons."""
     metrics = " and ".join(QUANTITIES[m].label.removesuffix(" %") for m in METRICS)
-    origin = "the run's grid file ([compare])" + (f", {found.added} of them added by --compare" if found.added else "")
+    origin = f"{found.source} ([compare])" + (f", {found.added} of them added by --compare" if found.added else "")
     intro = (
         f"The family: {found.pairs} declared comparison(s) from {origin}, each on {metrics}; {len(found.tested)} of the "
         f"{len(found.rows)} tests could be made and Holm's correction runs over those {len(found.tested)}. "
@@ -63,8 +63,8 @@ def comparisons_section(found: Family) -> Section:
         f"b-better when the Holm-adjusted p < {1 - CONFIDENCE:.2f}; equivalent when the Holm-adjusted equivalence test "
         f"(TOST) shows the difference within ±{found.margin:g} points; else undecided. P(A > B): how often a run of A "
         "beats a run of B. Seeds needed: per cell, for a t test to detect max(|A − B|, margin) with power 0.8."
-    ) if found.pairs else ("The grid declares no comparison ([compare] in its grid file) and none was asked with "
-                           "--compare A,B: no difference in this report is tested.")
+    ) if found.pairs else (f"{found.source[0].upper()}{found.source[1:]} declares no comparison ([compare]) between this "
+                           "run's cells and none was asked with --compare A,B: no difference in this report is tested.")
     skipped = list(dict.fromkeys(f"{r.a} vs {r.b}: not tested — {r.skipped}" for r in found.rows if r.skipped))
     tables = [("Comparisons", _table(found.tested))] if found.tested else []
     return Section("Comparisons", intro, skipped, tables=tables)

@@ -4,6 +4,8 @@ A report is most needed when a run went wrong, so nothing here assumes a run
 finished: a cell without its record is listed as missing, a record that does
 not parse is listed as damaged (with its file), a missing run.json costs the
 header, not the report. Only a directory with no record at all is an error.
+An archived run — a folder that kept only its results.csv (a report's, or a run's) — is read
+from that file: the records it can rebuild, no header, no training log, no per-query scores.
 The format itself (paths, results.csv columns) is `reidbench.rundir`'s.
 """
 from __future__ import annotations
@@ -19,7 +21,8 @@ from reidbench.rundir import RunDir, owner_gone, run_standing, standing
 from reidbench.reports.quantities import COMPILE_SECONDS, MODE_COST
 from reidbench.runtime.files import read_json
 from reidbench.schema import (
-    AXIS_COLUMN_PREFIX, CellRecord, CellState, EpochEntry, MeasureMode, SchemaError, results_columns, results_row,
+    AXIS_COLUMN_PREFIX, CellRecord, CellState, EpochEntry, MeasureMode, SchemaError, is_number, record_from_results_row,
+    results_columns, results_row,
 )
 from reidbench.schema import QueryScores
 
@@ -55,6 +58,8 @@ class LoadedRun:
     cell_order: list[str] = field(default_factory=list)
     """The grid's order, then cells found only on disk."""
     _queries: dict[tuple[str, int], Optional[dict[str, QueryScores]]] = field(default_factory=dict, repr=False)
+    archived: Optional[pd.DataFrame] = None
+    """The results.csv an archived run was rebuilt from (None for a run directory): the report's rows as kept."""
 
     def queries(self, cell: str, seed: int) -> Optional[dict[str, QueryScores]]:
         """The cell's per-query scores (queries.npz), read once; None, with a warning when damaged, where it has none."""
@@ -76,10 +81,13 @@ class LoadedRun:
         Unreadable cells get a row too (status `missing` / `damaged`, the reason in `error`), so a
         pandas user sees the same holes as the report's reader.
         """
-        rows = [{**results_row(CellRecord.from_dict(r)), **measurement_columns(r)} for r in self.records]
-        rows += [{"cell": i.cell, "seed": i.seed, "status": i.kind, "error": i.detail, **_id_parts(i.cell)} for i in self.issues]
-        frame = pd.DataFrame(rows)
-        fixed = results_columns(rows)
+        if self.archived is not None:
+            frame = self.archived.copy()
+        else:
+            rows = [{**results_row(CellRecord.from_dict(r)), **measurement_columns(r)} for r in self.records]
+            rows += [{"cell": i.cell, "seed": i.seed, "status": i.kind, "error": i.detail, **_id_parts(i.cell)} for i in self.issues]
+            frame = pd.DataFrame(rows)
+        fixed = results_columns([dict.fromkeys(frame.columns)])
         extra = sorted((c for c in frame.columns if c not in fixed), key=_extra_column_order)
         frame = frame.reindex(columns=fixed + extra)
         order = {cell: i for i, cell in enumerate(self.cell_order)}
@@ -88,8 +96,8 @@ class LoadedRun:
         return frame.sort_values(["_order", "_seed"], kind="stable").drop(columns=["_order", "_seed"]).reset_index(drop=True)
 
     def batch_sizes(self) -> list[int]:
-        """Every inference batch size measured in any cell, ascending."""
-        return sorted({e["batch_size"] for r in self.records for e in r.get("latency") or [] if isinstance(e.get("batch_size"), int)})
+        """Every inference batch size measured in any cell (a `...@<batch>` column), ascending."""
+        return sorted({int(batch) for column in self.frame().columns if (batch := str(column).partition("@")[2]).isdigit()})
 
 
 def measurement_columns(record: dict[str, Any]) -> dict[str, Any]:
@@ -170,6 +178,8 @@ def load_run(root: Path) -> LoadedRun:
     if not root.is_dir():
         raise UsageError(f"{root} is not a directory; name a run directory made by `reidbench run`.")
     run = RunDir(root)
+    if not run.looks_like_run() and run.results_csv.is_file():
+        return load_archived(run)
     warnings: list[str] = []
     stored = _read_optional(run.read_meta, run.run_json, warnings, "the header lacks the grid, profile and dataset")
     meta = stored.to_dict() if stored is not None else {}
@@ -208,6 +218,39 @@ def _settle(record: dict[str, Any], gone: str, root: Path) -> None:
     if standing(state, gone) != state:
         record["status"] = standing(state, gone).value
         record["error"] = f"{gone}; continue with reidbench run --resume {root}"
+
+
+def load_archived(run: RunDir) -> LoadedRun:
+    """A run kept as its results.csv alone: one record per row, rebuilt from the row's results.csv columns.
+
+    The latency and memory columns a report's results.csv adds stay in the frame for the table and
+    plots; rows the run listed as missing or damaged stay issues. No header, training log or
+    per-query scores: the report says what it lacks.
+    """
+    where = run.results_csv
+    try:
+        frame = pd.read_csv(where)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{where} is not a readable results.csv ({exc}); nothing to report.") from None
+    lacking = [c for c in ("cell", "backbone", "neck", "seed", "status") if c not in frame.columns]
+    if lacking:
+        raise UsageError(f"{where} lacks the column(s) {', '.join(lacking)}: it is not a reidbench results.csv, and "
+                         f"{run.root} holds no run.json or cell folders either. Name a run directory or a folder with its results.csv.")
+    records, issues = [], []
+    for line, row in enumerate(frame.to_dict("records"), start=2):
+        cell, seed, status = str(row["cell"]), row["seed"], row["status"]
+        seed = int(seed) if is_number(seed) else None
+        if status in (MISSING, DAMAGED):
+            issues.append(CellIssue(cell, seed, status, str(row.get("error") or "")))
+            continue
+        try:
+            records.append(record_from_results_row(row, f"{where.name} line {line}").to_dict())
+        except SchemaError as exc:
+            issues.append(CellIssue(cell, seed, DAMAGED, f"{exc}"))
+    if not records:
+        raise UsageError(f"{where} holds no row that rebuilds a cell record; nothing to report.")
+    cells = list(dict.fromkeys(str(c) for c in frame["cell"]))
+    return LoadedRun(run.root, {}, {}, records, {}, issues, [], cells, archived=frame)
 
 
 def _read_record(run: RunDir, cell: str, seed: int, issues: list[CellIssue]) -> Optional[dict[str, Any]]:

@@ -68,7 +68,8 @@ def all_plots(
     summaries: list[CellSummary], logs: dict[tuple[str, int], list[EpochEntry]], batch_sizes: list[int],
     chance_map: Optional[float] = None,
 ) -> list[Plot]:
-    """Every figure of the report, in the order it shows them."""
+    """Every figure of the report, in the order it shows them; no training curves where no log was read (a run
+    archived as its results.csv keeps none)."""
     styles = Styles(summaries)
     with matplotlib.rc_context(STYLE):
         return [
@@ -76,7 +77,7 @@ def all_plots(
             latency_vs_batch(summaries, styles, batch_sizes),
             memory_bars(summaries),
             params_bars(summaries),
-            training_curves(summaries, styles, logs),
+            *([training_curves(summaries, styles, logs)] if logs else []),
         ]
 
 

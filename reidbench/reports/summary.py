@@ -121,7 +121,10 @@ def column_stat(run: LoadedRun, cell: str, column: str, series: pd.Series) -> Op
         return None
     if len(numbers) > 1:
         interval = mean_interval(numbers, CONFIDENCE)
-        return Stat(interval.mean, interval.n, interval.low, interval.high, T_OVER_SEEDS)
+        low, high = interval.low, interval.high
+        if column in ACCURACY_COLUMNS:  # a share of queries: Student's t can reach past 0 % and 100 %, the metric cannot
+            low, high = max(low, 0.0), min(high, 1.0)
+        return Stat(interval.mean, interval.n, low, high, T_OVER_SEEDS)
     bootstrap = one_seed_interval(run, cell, column) if column in ACCURACY_COLUMNS else None
     if bootstrap is not None:
         return Stat(numbers[0], 1, bootstrap.low, bootstrap.high, IDENTITY_BOOTSTRAP)

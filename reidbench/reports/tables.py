@@ -231,7 +231,8 @@ def interval_notes(summaries: list[CellSummary]) -> list[str]:
     bootstrapped = [s.cell for s in summaries if (st := s.stat(m_ap)) is not None and st.method == IDENTITY_BOOTSTRAP]
     bare = [s.cell for s in summaries if (st := s.stat(m_ap)) is not None and st.low is None]
     notes = ["Numbers are means over seeds with their 95 % interval, mean [low, high]: Student's t over the seeds "
-             "(n − 1 degrees of freedom); parameters and FLOPs are the same for every seed and have none."]
+             "(n − 1 degrees of freedom), an accuracy's cut at 0 and 100 %; parameters and FLOPs are the same for every "
+             "seed and have none."]
     if bootstrapped:
         notes.append("One seed, accuracy: the interval is the percentile bootstrap over query identities (2000 resamples) — "
                      "the test set's uncertainty only, not the seed's: " + ", ".join(bootstrapped) + ".")
@@ -290,8 +291,14 @@ def _stat_text(stat: Optional[Stat], q: Quantity) -> str:
     text = format_number(stat.mean * q.scale, q.digits)
     if stat.low is not None and stat.high is not None and not q.deterministic:
         decimals = len(text.partition(".")[2])
-        text += f" [{stat.low * q.scale:.{decimals}f}, {stat.high * q.scale:.{decimals}f}]"
+        text += f" [{_fixed(stat.low * q.scale, decimals)}, {_fixed(stat.high * q.scale, decimals)}]"
     return text
+
+
+def _fixed(value: float, decimals: int) -> str:
+    """`value` to `decimals` places, without the sign of a value that rounds to zero ('-0')."""
+    text = f"{value:.{decimals}f}"
+    return text.removeprefix("-") if float(text) == 0 else text
 
 
 def _seeds_text(s: CellSummary) -> str:
