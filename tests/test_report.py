@@ -487,3 +487,16 @@ def test_window_notes_that_change_how_the_table_reads_stand_beside_it(grid_run: 
     md = (tmp_path / "report.md").read_text()
     results, plots = md.index("## Results"), md.index("## Plots")
     assert "Neck: ms neck: window" in md[results:plots]
+
+
+def test_the_baseline_comparison_names_a_different_set_and_thread_count(tmp_path: Path) -> None:
+    from reidbench.reports.compare import setting_differences
+    from reidbench.reports.load import LoadedRun
+
+    def run(overrides: dict, threads: int) -> LoadedRun:
+        return LoadedRun(tmp_path, {"overrides": overrides}, {"torch_threads": threads}, [], {}, [], [], [])
+
+    same = setting_differences(run({}, 2), run({}, 2))
+    differ = setting_differences(run({"train.epochs": 3}, 1), run({}, 2))
+    assert same == []
+    assert differ == ["--set: none in the baseline, train.epochs=3 here", "torch threads: 2 in the baseline, 1 here"]

@@ -164,6 +164,8 @@ def setting_differences(run: LoadedRun, baseline: LoadedRun) -> list[str]:
             "stride": settings.get("stride"),
             "depth": settings.get("depth"),
             "profile": (r.meta.get("profile") or {}).get("name"),
+            "--set": ", ".join(f"{k}={v}" for k, v in sorted((r.meta.get("overrides") or {}).items())) or "none",
+            "torch threads": r.environment.get("torch_threads"),
             "dataset": (r.meta.get("dataset") or {}).get("version"),
         }
 
