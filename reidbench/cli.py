@@ -104,9 +104,24 @@ def parse_int_list(text: str, option: str) -> list[int]:
 
 GRID_HELP = "A built-in grid name (see `reidbench list`) or a path to a TOML grid file."
 WEIGHTS_HELP = ("BACKBONE=SPEC: a local pretrained checkpoint for that backbone, or a name (timm/ARCH.TAG, an open_clip tag such "
-                "as openai, hf-hub:ORG/REPO[/FILE][@REVISION]) fetched into the Hugging Face cache (repeatable; overrides the grid's \\[weights]).")
+                "as openai, hf-hub:ORG/REPO\\[/FILE]\\[@REVISION]) fetched into the Hugging Face cache (repeatable; overrides the grid's \\[weights]).")
 PRETRAINED_HELP = ("Every backbone starts from its upstream weights (`reidbench list` shows which), fetched into the Hugging Face "
                    "cache; \\[weights] and --weights win for the backbones they name. Default: as the grid says (pretrained = true).")
+
+IMPORT_HELP = ("Import this plugin module first, for the backbones and necks it registers (repeatable): a module name "
+               "(from sys.path, then the current directory) or a path to a .py file. Installed reidbench.plugins entry points "
+               "are always imported.")
+
+
+def _plugins(imports: Optional[List[str]], *runs: Optional[Path]) -> None:
+    """Import the entry-point plugins, `--import`'s modules, then those each run directory's run.json records."""
+    from reidbench.harness.plan import import_run_plugins
+    from reidbench.runtime.plugins import import_plugins
+
+    import_plugins(imports or [])
+    for run_dir in runs:
+        if run_dir is not None:
+            import_run_plugins(run_dir)
 
 
 def _bench_help(text: str, name: str) -> str:
@@ -141,22 +156,28 @@ def bench(
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help=PRETRAINED_HELP),
     axis: Optional[List[str]] = typer.Option(None, "--axis", help="KEY=V1,V2: add an axis to the grid (any variant setting; repeatable), e.g. --axis stride=12,16."),
     runtime: Optional[str] = typer.Option(None, "--runtime", help="eager (the default), or onnxruntime: also export each cell to ONNX, check parity with PyTorch and time it under ONNX Runtime (CPU) beside eager."),
+    imports: Optional[List[str]] = typer.Option(None, "--import", help=IMPORT_HELP),
 ) -> None:
     """Measure parameters, FLOPs, latency and memory of every cell; no training."""
     from reidbench.bench.options import BenchOptions
     from reidbench.bench.suite import bench_grid
     from reidbench.harness.console import cells_line
     from reidbench.harness.plan import check_axes, merged_weights, parse_axes, parse_overrides
+    from reidbench.profiles import split_sets
     from reidbench.reports.tables import bench_table
     from reidbench.runtime.device import resolve_device, resolve_dtype
     from reidbench.runtime.files import write_json
     from reidbench.variants.grid import load_grid
 
+    _plugins(imports)
     loaded = load_grid(grid)
     cli_axes = parse_axes(axis or [])
     loaded = loaded.with_axes(cli_axes, "--axis") if cli_axes else loaded
     check_axes(loaded)  # bench trains nothing, but a misspelled axis is still an error
-    given_settings = parse_overrides(overrides or [])
+    given_settings, tables = split_sets(parse_overrides(overrides or []))
+    if tables:
+        raise UsageError(f"bench --set takes variant settings (e.g. --set depth=2); {', '.join(f'{t}.*' for t in tables)} "
+                         "belongs to a run's profile, and bench has none: its own options (--batch-sizes, --repeats, ...) say how it measures.")
     settings = loaded.settings.with_overrides(given_settings, "--set")
     cells = loaded.select(only)
     _log(cells_line(loaded, cells, 1))
@@ -200,8 +221,12 @@ def run(
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory to create (default: runs/<time>-<grid>)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory: finished cells are kept, unfinished ones continue from their last checkpoint."),
     only: Optional[List[str]] = typer.Option(None, "--only", help="Run only this cell (repeatable)."),
-    seeds: Optional[int] = typer.Option(None, "--seeds", help="Train every cell with seeds 0..N-1 (default 1)."),
-    overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a variant setting after the profile, e.g. --set stride=12."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="N: train every cell with seeds 0..N-1 (default 1). auto[:MAX]: 3 seeds, then one more per round "
+                                        "to each cell whose 95% interval of mAP is wider than --precision, up to MAX (default 10); it stops on precision, "
+                                        "never on a p-value (stopping on significance inflates false positives)."),
+    precision: Optional[float] = typer.Option(None, "--precision", help="With --seeds auto: the half-width of a cell's 95% interval of mean mAP over seeds, "
+                                              "in points, at which it needs no more seeds (default 2.0)."),
+    overrides: Optional[List[str]] = typer.Option(None, "--set", help="KEY=VALUE (a TOML value; repeatable): a variant setting, e.g. --set stride=12, or a key of the profile's model, train, eval or measure table, e.g. --set train.epochs=5 or --set eval.rerank=true; over the profile and recipe, recorded, cell ids unchanged."),
     bars: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars (default: when stderr is a terminal)."),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help=PRETRAINED_HELP),
@@ -221,6 +246,7 @@ def run(
     axis: Optional[List[str]] = typer.Option(None, "--axis", help="KEY=V1,V2: add an axis to the grid (a variant or \\[train] setting; repeatable), e.g. --axis stride=12,16 or --axis lr=0.008,0.004."),
     test_data: Optional[List[str]] = typer.Option(None, "--test-data", help="Also evaluate every trained cell on this dataset's query and gallery (repeatable; cross-domain), e.g. dukemtmc:PATH or synthetic:seed=1 (another synthetic world)."),
     cuda_graphs: Optional[bool] = typer.Option(None, "--cuda-graphs/--no-cuda-graphs", help="Train with every step after three eager ones replayed as one CUDA graph (fused SGD / capturable AdamW; recorded per cell). With --compile the compiled blocks are what the graph records. Default: on for a CUDA device with one process per cell, else off; asking for it elsewhere is an error."),
+    imports: Optional[List[str]] = typer.Option(None, "--import", help=IMPORT_HELP),
 ) -> None:
     """Train, evaluate and measure every cell of a grid; write a run directory.
 
@@ -234,6 +260,7 @@ def run(
     from reidbench.runtime.progress import Progress
     from reidbench.runtime.signals import interrupt_on_sigterm
 
+    _plugins(imports)
     world = world_from_env()
     launch_plan = check_launch(LaunchOptions(
         launcher, gpus_per_cell, cpus_per_cell, time_limit, mem_gb, slurm_partition, slurm_account, slurm_qos, max_parallel, wait,
@@ -241,7 +268,7 @@ def run(
     if world.distributed and launch_plan.fanned_out:
         raise UsageError(f"--launcher {launcher} starts its own jobs; under torchrun use --launcher local (the default).")
     request = RunRequest(grid, data, profile, dtype, seeds, tuple(only or ()), tuple(overrides or ()), tuple(weights or ()),
-                         compile_, data_cache, sync_bn, cuda_graphs, tuple(test_data or ()), tuple(axis or ()), pretrained=pretrained)
+                         compile_, data_cache, sync_bn, cuda_graphs, tuple(test_data or ()), tuple(axis or ()), pretrained=pretrained, precision=precision, imports=tuple(imports or ()))
     progress = Progress(_log, bars if world.is_main else False)
     interrupt_on_sigterm()
     if resume is not None:
@@ -286,6 +313,8 @@ def _new_plan(request: Any, launch_plan: Any, world: Any) -> tuple[Any, Any]:
     from reidbench.runtime.distributed import init_distributed, main_first
 
     plan = new_plan(request, launch_plan.device, launch_plan.cell_world(world))
+    if plan.auto_seeds is not None and launch_plan.fanned_out:
+        raise UsageError("--seeds auto decides each round from the last one's results, in this process; use --launcher local, or --seeds N.")
     _log(cells_line(plan.grid, plan.cells, plan.seeds))
     if (request.profile or "auto") == "auto":
         _log(f"profile auto -> {plan.profile.name} ({'CUDA device found' if plan.device.type == 'cuda' else 'no CUDA device'}): {plan.profile.description}")
@@ -350,6 +379,7 @@ def _fan_out(plan: Any, run_dir: Any, dataset: Any, launch_plan: Any) -> None:
 def status_(
     run_dir: Path = typer.Argument(..., help="A run directory (made by `reidbench run`, with any launcher)."),
     as_json: bool = typer.Option(False, "--json", help="Print the states as JSON."),
+    imports: Optional[List[str]] = typer.Option(None, "--import", help=IMPORT_HELP),
 ) -> None:
     """Which cells of a run are pending, running (with their epoch), done, xfail or failed (and why), with job ids and logs.
 
@@ -358,6 +388,7 @@ def status_(
     from reidbench.harness import launch, status
     from reidbench.rundir import RunDir
 
+    _plugins(imports, run_dir)
     result = status.collect(run_dir)
     notes = []
     if result.launch is not None:
@@ -383,6 +414,7 @@ def report(
     fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Regression gate (needs --baseline), e.g. mAP:-1.0,latency_ms:+10%,gflops:+0%: exit 1 when a cell's change, with its whole 95% interval, lies beyond one."),
     fail_on_strict: bool = typer.Option(False, "--fail-on-strict", help="Gate --fail-on on the plain difference of means, without intervals."),
     compare_pairs: Optional[List[str]] = typer.Option(None, "--compare", help="Also test A against B, e.g. --compare clip512proj-ms,vit768-ms (repeatable); joins the grid's declared comparisons."),
+    imports: Optional[List[str]] = typer.Option(None, "--import", help=IMPORT_HELP),
 ) -> None:
     """Tables, plots and a comparison from a run directory: Markdown, self-contained HTML and CSV."""
     from reidbench.reports.build import gate_lines, make_report, summary_lines
@@ -397,6 +429,7 @@ def report(
     if run_dir is None:
         run_dir = latest_run()
         _log(f"report on the latest run: {run_dir}")
+    _plugins(imports, run_dir, baseline)
     result = make_report(run_dir, out=out, baseline_root=baseline, thresholds=thresholds,
                          extra_comparisons=compare_pairs or [], strict=fail_on_strict)
     typer.echo(_printable(result.markdown_table))
@@ -416,6 +449,7 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for <cell>-seed<k>.onnx and .json (default: RUN_DIR/onnx)."),
     batch_sizes: str = typer.Option("1,8", "--batch-sizes", help="Batch sizes of the ONNX Runtime latency."),
     exporter: str = typer.Option("dynamo", "--exporter", help="dynamo (torch.export, the default) or torchscript (the legacy tracer)."),
+    imports: Optional[List[str]] = typer.Option(None, "--import", help=IMPORT_HELP),
 ) -> None:
     """Export a run's done cells to ONNX (dynamic batch), check parity under ONNX Runtime and time them.
 
@@ -431,6 +465,7 @@ def export(
         raise UsageError(missing)
     if not RunDir(run_dir).cells_dir.is_dir():
         raise UsageError(f"{run_dir} is not a reidbench run directory (it has no cells/ folder).")
+    _plugins(imports, run_dir)
     target = out if out is not None else RunDir(run_dir).onnx_dir
     results = export_run(run_dir, target, parse_int_list(batch_sizes, "--batch-sizes"), only, _log, exporter=exporter)
     problems = export_problems(results)
@@ -451,12 +486,14 @@ def data_synth(
     seed: int = typer.Option(0, "--seed", help="Generator seed: the same seed writes byte-identical files."),
     modalities: str = typer.Option("rgb", "--modalities", help="rgb (Market-1501 layout), or rgb,nir,tir: the multi-modal "
                                    "set in RGBNT201 layout, an RGB, a near-infrared and a thermal image of each scene."),
+    imports: Optional[List[str]] = typer.Option(None, "--import", help=IMPORT_HELP),
 ) -> None:
     """Write the synthetic ReID dataset: Market-1501 layout, or RGBNT201 layout with --modalities rgb,nir,tir."""
     from reidbench.data import generate_synthetic, load_synthetic
     from reidbench.data.formats import load_multimodal_synthetic
     from reidbench.data.synthetic import DEFAULT_MULTIMODAL_PARAMS, MODALITIES, generate_multimodal_synthetic
 
+    _plugins(imports)
     wanted = tuple(m.strip().lower() for m in modalities.split(",") if m.strip())
     if wanted == ("rgb",):
         generate_synthetic(out, seed=seed)
@@ -475,10 +512,12 @@ def data_info(
     spec: str = typer.Argument(..., help="synthetic, synthetic-rgbnt, market1501:PATH, dukemtmc:PATH, msmt17:PATH, veri776:PATH, "
                                "rgbnt201:PATH, rgbnt100:PATH or msvr310:PATH."),
     as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
+    imports: Optional[List[str]] = typer.Option(None, "--import", help=IMPORT_HELP),
 ) -> None:
     """Identities, images and cameras per split, as the evaluation protocol sees them."""
     from reidbench.data import load_dataset
 
+    _plugins(imports)
     dataset = load_dataset(spec)
     if as_json:
         typer.echo(json.dumps(dataset.facts(), indent=2))
@@ -493,7 +532,7 @@ app.add_typer(weights_app, name="weights")
 @weights_app.command("pull")
 @_user_errors
 def weights_pull(
-    specs: Optional[List[str]] = typer.Argument(None, help="BACKBONE=SPEC: a name (timm/ARCH.TAG, an open_clip tag, hf-hub:ORG/REPO[/FILE][@REVISION]) or a local file."),
+    specs: Optional[List[str]] = typer.Argument(None, help="BACKBONE=SPEC: a name (timm/ARCH.TAG, an open_clip tag, hf-hub:ORG/REPO\\[/FILE]\\[@REVISION]) or a local file."),
     grid: Optional[str] = typer.Option(None, "--grid", help="Pull what this grid's runs load: its \\[weights], and with pretrained = true (or --pretrained) every backbone's upstream weights."),
     pretrained: bool = typer.Option(False, "--pretrained", help="Every backbone's upstream weights (of --grid, else of the default grid)."),
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="Build the backbones that check each file with this setting, e.g. --set depth=1 (repeatable)."),
@@ -543,14 +582,18 @@ def list_(
     grid: Optional[str] = typer.Option(None, "--grid", help="Show one grid's cells and resolved settings."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Show one profile's resolved values instead (a built-in name or a .toml file), each with where it came from."),
     recipe: Optional[str] = typer.Option(None, "--recipe", help="With --profile: lay this recipe over it first (a built-in name or a .toml file)."),
+    overrides: Optional[List[str]] = typer.Option(None, "--set", help="With --profile: lay TABLE.KEY=VALUE over it last, as `run --set` does (repeatable), e.g. --set train.epochs=5."),
+    imports: Optional[List[str]] = typer.Option(None, "--import", help=IMPORT_HELP),
 ) -> None:
     """Show the grids, profiles, recipes, backbones, necks and settings reidbench knows."""
     from reidbench.variants import BACKBONES, NECKS, builtin_grids, load_grid
 
-    if recipe is not None and profile is None:
-        raise UsageError("--recipe is laid over a profile; add --profile NAME (e.g. --profile full --recipe clipreid).")
+    _plugins(imports)
+    for option, given in (("--recipe", recipe), ("--set", overrides)):
+        if given and profile is None:
+            raise UsageError(f"{option} is laid over a profile; add --profile NAME (e.g. --profile full {option} ...).")
     if profile is not None:
-        return _list_profile(profile, recipe)
+        return _list_profile(profile, recipe, overrides or [])
     grids = [load_grid(grid)] if grid else [load_grid(name) for name in builtin_grids()]
     for g in grids:
         typer.echo(f"grid {g.name} ({g.source}): {g.description}")
@@ -587,12 +630,16 @@ def _list_profiles() -> None:
         typer.echo(f"  {name:<12} follows {load_recipe(name).follows}")
 
 
-def _list_profile(name: str, recipe: Optional[str]) -> None:
-    """Every resolved value of a profile, and which file set it: the base (the field defaults) or a profile or recipe file."""
-    from reidbench.profiles import load_profile, load_recipe, with_recipe
+def _list_profile(name: str, recipe: Optional[str], overrides: List[str]) -> None:
+    """Every resolved value of a profile, and what set it: the base (the field defaults), a profile or recipe file, or --set."""
+    from reidbench.harness.plan import parse_overrides
+    from reidbench.profiles import load_profile, load_recipe, split_sets, with_recipe, with_sets
 
+    variant, tables = split_sets(parse_overrides(overrides))
+    if variant:
+        raise UsageError(f"--set {', '.join(variant)}: list --profile shows the profile's tables; name one, e.g. --set model.depth=2.")
     loaded = load_profile(name)
-    loaded = with_recipe(loaded, load_recipe(recipe)) if recipe else loaded
+    loaded = with_sets(with_recipe(loaded, load_recipe(recipe)) if recipe else loaded, tables)
     typer.echo(_printable(f"profile {loaded.name} ({loaded.source}, extends {loaded.extends or 'the base'}): {loaded.description}"))
     if loaded.follows:
         typer.echo(_printable(f"  follows {loaded.follows}; departs in {len(loaded.departures)} way(s)"))

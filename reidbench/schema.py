@@ -328,6 +328,17 @@ OWNER_FIELDS = ("pid", "host", "started", "started_unix", "start_ticks")
 
 
 @dataclass
+class AutoSeeds:
+    """`--seeds auto`: seeds added in rounds until each cell's mAP is known to `precision` (see harness.seed_rounds)."""
+
+    max_seeds: int
+    precision: float
+    """The target half-width of the 95 % interval of a cell's mean mAP over seeds, in percentage points."""
+    cells: dict[str, int] = field(default_factory=dict)
+    """Cells planned with more seeds than the first round's (`RunMeta.seeds`): cell -> N, for seeds 0..N-1."""
+
+
+@dataclass
 class RunMeta:
     """run.json: what defines a run (so --resume needs nothing else), and where it stands."""
 
@@ -350,6 +361,11 @@ class RunMeta:
     test_data: list[str] = field(default_factory=list)
     cli_axes: dict[str, list[Any]] = field(default_factory=dict)
     """Axes added on the command line (--axis), which --resume adds to the stored grid again."""
+    auto_seeds: Optional[AutoSeeds] = None
+    """Set by `--seeds auto`; `seeds` then lists the first round's seeds, which every cell has."""
+    plugins: list[str] = field(default_factory=list)
+    """Modules imported for their registrations (entry points, --import names, absolute .py paths); --resume,
+    export, report, status and launcher jobs import them again before rebuilding a cell."""
     test_sets: dict[str, dict[str, Any]] = field(default_factory=dict)
     """--test-data spec -> that set's facts (counts, skipped images, queries without a match, chance level)."""
     settings: dict[str, Any] = field(default_factory=dict)
@@ -359,6 +375,11 @@ class RunMeta:
     error: Optional[str] = None
     """Why the run stopped, when it failed before its cells ended."""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def cell_seeds(self, cell: str) -> list[int]:
+        """The seeds planned for `cell`: `seeds`, or more where `--seeds auto` added some."""
+        planned = self.auto_seeds.cells.get(cell) if self.auto_seeds is not None else None
+        return list(range(planned)) if planned is not None else list(self.seeds)
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)

@@ -24,7 +24,7 @@ LAYERS = [
     {"training", "evaluation"},
     {"bench", "harness"},
     {"reports"},
-    {"cli"},
+    {"cli", "api"},
     {"__main__", "__init__"},
 ]
 """Bottom first. A module may import its own top-level part and the layers below its own, nothing beside or above:

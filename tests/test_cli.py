@@ -171,3 +171,23 @@ def test_weights_of_the_wrong_network_or_a_corrupt_file_exit_2(tmp_path: Path) -
 
     hub = invoke("bench", "--only", "clip512-none", *FAST, "--weights", "clip512=openai")  # offline, not cached
     assert hub.exit_code == 2 and "reidbench weights pull" in hub.output and "local path" in hub.output
+
+
+def _commands(group, prefix=()):
+    """Every command path of the typer app: ('run',), ('weights', 'pull'), ..."""
+    import typer.main
+
+    click_group = typer.main.get_command(group) if not hasattr(group, "commands") else group
+    for name, command in click_group.commands.items():
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*prefix, name))
+        else:
+            yield (*prefix, name)
+
+
+@pytest.mark.parametrize("path", sorted(_commands(app)), ids=" ".join)
+def test_every_commands_help_renders(path: tuple[str, ...]) -> None:
+    """Help text is rich markup: a literal [x] in it must be escaped, or --help itself fails."""
+    result = CliRunner().invoke(app, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output

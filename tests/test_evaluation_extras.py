@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -68,6 +69,22 @@ def test_every_trained_cell_is_also_scored_on_the_test_sets(run_dir: Path, other
     assert cli.invoke(app, ["report", str(run_dir), "--out", str(tmp_path / "r")]).exit_code == 0
     md = (tmp_path / "r" / "report.md").read_text()
     assert "Cross-domain: trained on" in md and f"vit768-none → {spec}: mAP" in md
+
+
+def test_queries_npz_keeps_every_evaluations_per_query_scores(run_dir: Path, other_world: Path) -> None:
+    spec = f"synthetic:{other_world}"
+    run = RunDir(run_dir)
+    record, queries = run.read_record("vit768-none", 0), run.read_queries("vit768-none", 0)
+    assert set(queries) == {"test", "test/rr", f"cross/{spec}", f"cross/{spec}/rr"}
+    cross = record.cross_domain[spec]
+    for key, metrics, suffix in (("test", record.metrics, ""), ("test/rr", record.metrics, "_rr"),
+                                 (f"cross/{spec}", cross, ""), (f"cross/{spec}/rr", cross, "_rr")):
+        scores = queries[key]
+        assert len(scores.pid) == metrics["protocol"]["num_query"], key
+        assert np.nanmean(scores.ap) == pytest.approx(metrics[f"mAP{suffix}"], abs=1e-9), key
+        assert np.nanmean(scores.inp) == pytest.approx(metrics[f"mINP{suffix}"], abs=1e-9), key
+        assert (scores.first_rank[scores.valid] == 1).mean() == pytest.approx(metrics[f"rank1{suffix}"]), key
+    np.testing.assert_array_equal(queries["test"].pid, queries["test/rr"].pid)
 
 
 def test_resume_keeps_the_test_sets_it_was_planned_with(run_dir: Path, other_world: Path) -> None:

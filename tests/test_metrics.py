@@ -8,25 +8,25 @@ import pytest
 import torch
 
 from reidbench.errors import UsageError
-from reidbench.evaluation.metrics import RankResult, evaluate_rank
+from reidbench.evaluation.metrics import RankResult, evaluate_distances, evaluate_rank
 
 TOL = 1e-6
 
 
-def reference_rank(qf, gf, q_pids, g_pids, q_camids, g_camids, metric, max_rank):
+def reference_per_query(qf, gf, q_pids, g_pids, q_camids, g_camids, metric):
     """Market-1501 protocol one query at a time, straight from the definitions.
 
     Ties between a correct and a wrong gallery entry put the wrong one first
     (lexsort on (distance, is_match)), the rule evaluate_rank documents.
-    Returns (mAP, cmc, mINP, num_valid, num_skipped).
+    Returns per query (AP, 1-based rank of the first correct match, INP); a
+    skipped query (no correct match left) has NaN, 0, NaN.
     """
     qf = np.asarray(qf, dtype=np.float64)
     gf = np.asarray(gf, dtype=np.float64)
     if metric == "cosine":
         qf = qf / np.linalg.norm(qf, axis=1, keepdims=True)
         gf = gf / np.linalg.norm(gf, axis=1, keepdims=True)
-    aps, inps, cmcs = [], [], []
-    skipped = 0
+    aps, first_ranks, inps = np.full(len(qf), np.nan), np.zeros(len(qf), dtype=np.int64), np.full(len(qf), np.nan)
     for i in range(len(qf)):
         if metric == "cosine":
             dist = 1.0 - gf @ qf[i]
@@ -35,15 +35,22 @@ def reference_rank(qf, gf, q_pids, g_pids, q_camids, g_camids, metric, max_rank)
         keep = (g_pids != -1) & ~((g_pids == q_pids[i]) & (g_camids == q_camids[i]))
         dist, is_match = dist[keep], g_pids[keep] == q_pids[i]
         if not is_match.any():
-            skipped += 1
             continue
         hits = is_match[np.lexsort((is_match, dist))]
         hit_positions = np.flatnonzero(hits)  # 0-based ranks of the correct matches
         precisions = [(n + 1) / (pos + 1) for n, pos in enumerate(hit_positions)]
-        aps.append(sum(precisions) / len(precisions))
-        inps.append(len(hit_positions) / (hit_positions[-1] + 1))
-        cmcs.append([1.0 if hit_positions[0] <= k else 0.0 for k in range(max_rank)])
-    return float(np.mean(aps)), np.mean(cmcs, axis=0), float(np.mean(inps)), len(aps), skipped
+        aps[i] = sum(precisions) / len(precisions)
+        first_ranks[i] = hit_positions[0] + 1
+        inps[i] = len(hit_positions) / (hit_positions[-1] + 1)
+    return aps, first_ranks, inps
+
+
+def reference_rank(qf, gf, q_pids, g_pids, q_camids, g_camids, metric, max_rank):
+    """The per-query reference averaged over the valid queries: (mAP, cmc, mINP, num_valid, num_skipped)."""
+    aps, first_ranks, inps = reference_per_query(qf, gf, q_pids, g_pids, q_camids, g_camids, metric)
+    valid = first_ranks > 0
+    cmc = np.mean([[1.0 if rank <= k + 1 else 0.0 for k in range(max_rank)] for rank in first_ranks[valid]], axis=0)
+    return float(np.mean(aps[valid])), cmc, float(np.mean(inps[valid])), int(valid.sum()), int((~valid).sum())
 
 
 def make_data(seed, num_q=60, num_g=400, dim=16, dtype=np.float64):
@@ -85,6 +92,39 @@ def test_matches_reference(metric, chunk_size):
     assert result.metric == metric
     assert result.num_skipped_queries >= 6  # query 0 and every query with id 31..35
     assert_matches_reference(result, data, metric, max_rank=20)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("chunk_size", [1, 7, None])
+def test_per_query_scores_match_the_reference_and_average_to_the_metrics(metric, chunk_size):
+    data = make_data(seed=5)
+    result = evaluate_rank(*data, metric=metric, max_rank=20, chunk_size=chunk_size)
+    queries = result.queries
+    ref_ap, ref_first, ref_inp = reference_per_query(*data, metric)
+
+    np.testing.assert_array_equal(queries.pid, data[2])
+    np.testing.assert_array_equal(queries.first_rank, ref_first)
+    np.testing.assert_allclose(queries.ap, ref_ap, rtol=0, atol=1e-5)  # NaN where skipped, on both sides
+    np.testing.assert_allclose(queries.inp, ref_inp, rtol=0, atol=1e-5)
+    valid = queries.valid
+    assert int((~valid).sum()) == result.num_skipped_queries >= 6
+    assert np.isnan(queries.ap[~valid]).all() and np.isnan(queries.inp[~valid]).all()
+    assert queries.ap[valid].mean() == pytest.approx(result.mAP, abs=1e-12)
+    assert queries.inp[valid].mean() == pytest.approx(result.mINP, abs=1e-12)
+    cmc = [(queries.first_rank[valid] <= k).mean() for k in range(1, 21)]
+    np.testing.assert_allclose(result.cmc, cmc, rtol=0, atol=1e-12)
+    assert "queries" not in result.to_dict()
+
+
+def test_per_query_scores_of_a_distance_matrix_line_up_with_the_query_set():
+    qf, gf, q_pids, g_pids, q_camids, g_camids = make_data(seed=6)
+    dist = np.sqrt(((qf[:, None, :] - gf[None, :, :]) ** 2).sum(axis=2))
+    queries = evaluate_distances(dist, q_pids, g_pids, q_camids, g_camids, chunk_size=11).queries
+    ref_ap, ref_first, ref_inp = reference_per_query(qf, gf, q_pids, g_pids, q_camids, g_camids, "euclidean")
+    np.testing.assert_array_equal(queries.pid, q_pids)
+    np.testing.assert_array_equal(queries.first_rank, ref_first)
+    np.testing.assert_allclose(queries.ap, ref_ap, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(queries.inp, ref_inp, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -206,6 +246,9 @@ def test_cuda_matches_reference(metric):
     assert_matches_reference(on_gpu, data, metric, max_rank=20)
     also_gpu = evaluate_rank(*data, metric=metric, max_rank=20, chunk_size=7, device="cuda")
     assert also_gpu.to_dict() == on_gpu.to_dict()
+    ref_ap, ref_first, _ = reference_per_query(*data, metric)
+    np.testing.assert_array_equal(on_gpu.queries.first_rank, ref_first)  # numpy on the host, whatever the device
+    np.testing.assert_allclose(on_gpu.queries.ap, ref_ap, rtol=0, atol=1e-5)
 
 
 def _bad(**overrides):

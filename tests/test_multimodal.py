@@ -12,7 +12,7 @@ from reidbench.data.images import load_images
 from reidbench.data.records import ImageRecord, View
 from reidbench.errors import UsageError
 from reidbench.evaluation.metrics import evaluate_rank
-from reidbench.evaluation.modality_subsets import keep_modalities, modality_subsets, subset_metrics
+from reidbench.evaluation.modality_subsets import keep_modalities, modality_subsets, subset_record, subset_results
 from reidbench.training.augment import normalize, train_augment
 from reidbench.variants.factory import create_variant
 from reidbench.variants.params import count_parameters
@@ -140,11 +140,17 @@ def test_only_the_modality_that_carries_identity_scores_alone_and_all_together_e
     features = torch.cat([noise(), identity + 0.1 * noise(), 0.3 * noise()], dim=1)  # only N carries identity
     q, g = features[:20], features[20:]
     ids = (pids[:20], pids[20:], cams[:20], cams[20:])
-    scores = subset_metrics(q, g, ids, THREE, normalize=True, metric="euclidean")
+    results = subset_results(q, g, ids, THREE, normalize=True, metric="euclidean")
+    scores = subset_record(results)
+    assert list(scores["N"]) == ["mAP", "rank1", "rank5", "rank10", "mINP"]
     assert scores["N"]["mAP"] > 0.95 and scores["R"]["mAP"] < 0.5 and scores["T"]["mAP"] < 0.5
     assert scores["NT"]["mAP"] > scores["RT"]["mAP"]
     full = evaluate_rank(torch.nn.functional.normalize(q, dim=1), torch.nn.functional.normalize(g, dim=1), *ids, metric="euclidean")
     assert scores["RNT"]["mAP"] == pytest.approx(full.mAP) and scores["RNT"]["rank1"] == pytest.approx(full.rank1)
+    for name, result in results.items():  # each subset keeps its own per-query scores, in query order
+        assert result.queries.pid.tolist() == pids[:20].tolist()
+        assert np.nanmean(result.queries.ap) == pytest.approx(scores[name]["mAP"])
+    np.testing.assert_allclose(results["RNT"].queries.ap, full.queries.ap, atol=1e-6)
 
 
 def test_msvr310s_protocol_removes_same_identity_entries_of_the_querys_scene_not_its_camera() -> None:

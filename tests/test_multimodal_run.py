@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from reidbench.cli import app
 from reidbench.data.synthetic import MultimodalParams, generate_multimodal_synthetic
+from reidbench.rundir import RunDir
 from tiny_run import profile_toml
 
 runner = CliRunner()
@@ -45,6 +47,12 @@ def test_a_multimodal_cell_records_every_modality_subset_beside_the_full_evaluat
     assert any("ReID feature = their 3 features concatenated (2304-d)" in note for note in record["notes"])
     run_json = json.loads((multimodal_run / "run.json").read_text())
     assert run_json["dataset"]["modalities"] == ["rgb", "nir", "tir"] and run_json["dataset"]["spec"].startswith("synthetic-rgbnt:")
+    queries = RunDir(multimodal_run).read_queries("vit768-ms", 0)
+    assert set(queries) == {"test", *(f"modalities/{name}" for name in SUBSETS)}
+    for name in SUBSETS:  # each subset's per-query scores average to the mAP its record keeps
+        subset = queries[f"modalities/{name}"]
+        assert len(subset.pid) == metrics["protocol"]["num_query"]
+        assert np.nanmean(subset.ap) == pytest.approx(metrics["modality_subsets"][name]["mAP"], abs=1e-9)
 
 
 def test_the_report_shows_a_subset_by_metric_table_per_cell(multimodal_run: Path, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -78,6 +79,22 @@ def test_run_directory_holds_everything_a_report_needs(finished_run: Path) -> No
     assert row["train_img_per_s_steady"] == pytest.approx(record["training"]["steady_img_per_s"])
     assert (cell / "model.pt").exists() and not (cell / "checkpoint.pt").exists()
     assert not list(finished_run.rglob(".*.tmp-*"))
+
+
+def test_every_done_cell_keeps_every_querys_scores(finished_run: Path) -> None:
+    run = RunDir(finished_run)
+    num_query = json.loads(run.run_json.read_text())["dataset"]["counts"]["query"]["images"]
+    for record in run.records():
+        queries = run.read_queries(record.cell, record.seed)
+        if record.status != "done":
+            assert queries is None, record.cell  # the xfail cell was never evaluated
+            continue
+        assert set(queries) == {"test"}
+        scores, metrics = queries["test"], record.metrics
+        assert len(scores.pid) == num_query == metrics["protocol"]["num_query"]
+        assert np.nanmean(scores.ap) == pytest.approx(metrics["mAP"], abs=1e-9)
+        assert int((~scores.valid).sum()) == metrics["num_skipped_queries"]
+        assert (scores.first_rank[scores.valid] <= 5).mean() == pytest.approx(metrics["rank5"])
 
 
 def test_a_cell_record_says_where_its_wall_time_went(finished_run: Path) -> None:

@@ -378,9 +378,9 @@ def run_cells(run_dir: Path, only: Optional[Sequence[str]] = None) -> list[tuple
     unknown = sorted(set(only or []) - set(meta.grid.cells))
     if unknown:
         raise UsageError(f"{', '.join(unknown)}: not a cell of this run; its cells are: {', '.join(meta.grid.cells)}.")
-    pairs = [(cell, seed) for cell in cells for seed in meta.seeds]
+    pairs = [(cell, seed) for cell in cells for seed in meta.cell_seeds(cell)]
     for cell in only or []:
-        reasons = [_read_cell(Path(run_dir), cell, seed) for seed in meta.seeds]
+        reasons = [_read_cell(Path(run_dir), cell, seed) for seed in meta.cell_seeds(cell)]
         if all(record is None for record, _ in reasons):
             why = "; ".join(f"seed {r['seed']}: {r['skipped']}" for _, r in reasons)
             raise UsageError(f"{cell} has nothing to export ({why}); name a cell that is done (`reidbench status {run_dir}`).")

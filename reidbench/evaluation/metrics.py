@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from reidbench.data.records import JUNK_PID
 from reidbench.errors import UsageError
-from reidbench.schema import DISTANCES
+from reidbench.schema import DISTANCES, QueryScores
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
@@ -50,6 +50,12 @@ class RankResult:
     after the protocol's removals; the ``num_skipped_queries`` others are not
     in any average, so a low count of valid queries is visible rather than
     silently inflating or deflating the scores.
+
+    ``queries`` holds every query's own identity, AP, first correct rank and
+    INP (skipped queries with NaN AP and INP and rank 0), in the order of the
+    query set: the averages above are their means over the valid queries, and
+    an interval over query identities resamples them. Not in ``to_dict``: the
+    record keeps the averages, queries.npz the per-query values.
     """
 
     mAP: float
@@ -58,6 +64,7 @@ class RankResult:
     num_valid_queries: int
     num_skipped_queries: int
     metric: str
+    queries: QueryScores
 
     def _cmc_at(self, k: int) -> float:
         if k > len(self.cmc):
@@ -163,7 +170,7 @@ def evaluate_rank(
             num_q, q_pids_t, q_cams_t, g_pids_t, g_cams_t, chunk_size,
         )
 
-    return _summarize(scores, num_q, num_g, max_rank, metric)
+    return _summarize(scores, q_pids_t, num_g, max_rank, metric)
 
 
 def evaluate_distances(
@@ -202,7 +209,7 @@ def evaluate_distances(
             return (block[:, columns] if columns is not None else block).clone()  # the scoring writes into its slab
 
         scores = _score_all(rows, num_q, q_pids_t, q_cams_t, g_pids_t, g_cams_t, chunk_size)
-    return _summarize(scores, num_q, int(g_pids_t.numel()), max_rank, metric)
+    return _summarize(scores, q_pids_t, int(g_pids_t.numel()), max_rank, metric)
 
 
 def _check_settings(metric: str, max_rank: int, chunk_size: int | None) -> None:
@@ -261,13 +268,14 @@ def _default_chunk_size(num_g: int, dtype: torch.dtype) -> int:
 
 def _summarize(
     scores: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
-    num_q: int,
+    q_pids: torch.Tensor,
     num_g: int,
     max_rank: int,
     metric: str,
 ) -> RankResult:
     """Average the per-query scores of :func:`_score_all` over the queries that have a correct match."""
     num_matches, ap, inp, first_rank = scores
+    num_q = int(q_pids.numel())
     valid = num_matches > 0
     num_valid = int(valid.sum())
     if num_valid == 0:
@@ -287,7 +295,25 @@ def _summarize(
         num_valid_queries=num_valid,
         num_skipped_queries=num_q - num_valid,
         metric=metric,
+        queries=_per_query(q_pids, valid, ap, inp, first_rank),
     )
+
+
+def _per_query(
+    q_pids: torch.Tensor, valid: torch.Tensor, ap: torch.Tensor, inp: torch.Tensor, first_rank: torch.Tensor
+) -> QueryScores:
+    """Every query's scores as numpy arrays in query order; a skipped query's AP and INP NaN, its rank 0."""
+    nan = torch.tensor(math.nan, dtype=torch.float64, device=ap.device)
+    arrays = (
+        q_pids.to(torch.int64),
+        torch.where(valid, ap, nan),
+        torch.where(valid, first_rank + 1, torch.zeros_like(first_rank)),
+        torch.where(valid, inp, nan),
+    )
+    pid, ap_np, rank_np, inp_np = (a.cpu().numpy() for a in arrays)
+    for array in (pid, ap_np, rank_np, inp_np):
+        array.flags.writeable = False
+    return QueryScores(pid=pid, ap=ap_np, first_rank=rank_np, inp=inp_np)
 
 
 @dataclass(frozen=True, eq=False)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from reidbench.data.records import MODALITY_LETTERS
-from reidbench.evaluation.metrics import evaluate_rank
+from reidbench.evaluation.metrics import RankResult, evaluate_rank
 
 #: The metrics each subset records (the full-feature evaluation records more).
 SUBSET_METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP")
@@ -48,16 +48,20 @@ def keep_modalities(features: torch.Tensor, present: tuple[int, ...], count: int
     return blocks.flatten(1)
 
 
-def subset_metrics(
+def subset_results(
     qf: torch.Tensor, gf: torch.Tensor, ids: tuple[torch.Tensor, ...], modalities: tuple[str, ...], normalize: bool,
     metric: str,
-) -> dict[str, dict[str, Any]]:
-    """Per subset name, the metrics of query vs gallery with only that subset's modalities (`qf`, `gf` as extracted)."""
+) -> dict[str, RankResult]:
+    """Per subset name, query vs gallery scored with only that subset's modalities (`qf`, `gf` as extracted)."""
     count, out = len(modalities), {}
     for name, present in modality_subsets(modalities):
         q, g = keep_modalities(qf, present, count), keep_modalities(gf, present, count)
         if normalize:
             q, g = F.normalize(q, dim=1), F.normalize(g, dim=1)
-        scored = evaluate_rank(q, g, *ids, metric=metric).to_dict()
-        out[name] = {key: scored[key] for key in SUBSET_METRICS}
+        out[name] = evaluate_rank(q, g, *ids, metric=metric)
     return out
+
+
+def subset_record(results: dict[str, RankResult]) -> dict[str, dict[str, Any]]:
+    """What a record keeps of each subset's result: the `SUBSET_METRICS`."""
+    return {name: {key: result.to_dict()[key] for key in SUBSET_METRICS} for name, result in results.items()}

@@ -1,4 +1,4 @@
-"""One cell and seed of a run: probe -> train -> evaluate -> save -> measure -> record.
+"""One cell and seed of a run: probe -> train -> evaluate (record's metrics, queries.npz) -> save -> measure -> record.
 
 A cell that raises, goes NaN or runs out of memory is recorded as failed and
 the grid goes on. Ctrl-C records it as interrupted and re-raises. Its training
@@ -23,7 +23,7 @@ from reidbench.harness.evaluate import evaluate_model
 from reidbench.harness.lock import DirectoryLock
 from reidbench.harness.placement import ImageStore
 from reidbench.harness.plan import RunPlan, cell_profile, cell_settings
-from reidbench.profiles import Profile
+from reidbench.profiles import SET_ORIGIN, Profile
 from reidbench.harness.tensorboard import tensorboard_hook, train_hparams, write_cell_hparams
 from reidbench.harness.train import TrainOptions, train_model
 from reidbench.rundir import RunDir
@@ -133,11 +133,14 @@ def _train_evaluate_measure(model: ReidModel, cell: Cell, seed: int, record: Cel
 
     def evaluate() -> None:
         cfg = plan.profile.eval
-        record.metrics = evaluate_model(model, data.query, data.gallery, cfg, plan.device, plan.dtype, ctx.progress, world)
+        scored = evaluate_model(model, data.query, data.gallery, cfg, plan.device, plan.dtype, ctx.progress, world)
+        record.metrics, queries = scored.metrics, dict(scored.queries)
         for test in tests:
-            metrics = evaluate_model(model, test.query, test.gallery, cfg, plan.device, plan.dtype, ctx.progress, world)
-            record.cross_domain[test.spec] = {**metrics, "dataset": test.name}
-        if world.is_main:
+            scored = evaluate_model(model, test.query, test.gallery, cfg, plan.device, plan.dtype, ctx.progress, world, test.spec)
+            record.cross_domain[test.spec] = {**scored.metrics, "dataset": test.name}
+            queries.update(scored.queries)
+        if world.is_main:  # before any record that says done: a done cell always has its queries.npz
+            ctx.run.write_queries(cell.id, seed, queries)
             write_cell_hparams(ctx.run.root, record, ctx.progress.log, extra=train_hparams(profile.train, profile.name))
 
     def keep_and_measure() -> None:
@@ -154,9 +157,11 @@ def _train_evaluate_measure(model: ReidModel, cell: Cell, seed: int, record: Cel
 
 
 def recipe_record(profile: Profile) -> dict[str, Any]:
-    """What a cell trained with, for its record: a reader of its accuracy must see the recipe beside it."""
+    """What a cell trained with, for its record: a reader of its accuracy must see the recipe beside it, and
+    which of its values the command line set (`--set TABLE.KEY`, under "set")."""
+    given = {key: value for key, value, origin in profile.resolved() if origin == SET_ORIGIN}
     return {"profile": profile.name, "follows": profile.follows, "departures": list(profile.departures),
-            "train": asdict(profile.train)}
+            "train": asdict(profile.train), **({"set": given} if given else {})}
 
 
 def _probe_agrees(status: CellState, world: World) -> None:

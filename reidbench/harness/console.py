@@ -18,12 +18,20 @@ def run_header(plan: RunPlan, root: Any, world: World) -> str:
     recipes = {b: r[profile.name] for b, r in plan.grid.recipes.items() if profile.name in r}
     follows += "".join(f"; {backbone} cells train with the {recipe} recipe" for backbone, recipe in recipes.items())
     return (
-        f"run {root}: grid {plan.grid.name}, {len(plan.cells)} cell(s) x {plan.seeds} seed(s), profile {profile.name}"
+        f"run {root}: grid {plan.grid.name}, {len(plan.cells)} cell(s) x {plan.seeds} seed(s){_auto_seeds(plan)}, profile {profile.name}"
         f"{follows}, device {plan.device}, dtype {plan.dtype}"
         + (f", {world.world_size} processes (DDP)" if world.distributed else "")
         + (", transformer blocks compiled" if plan.compile else "")
         + (", training steps replayed as CUDA graphs (--no-cuda-graphs: eager)" if plan.cuda_graphs else "")
     )
+
+
+def _auto_seeds(plan: RunPlan) -> str:
+    auto = plan.auto_seeds
+    if auto is None:
+        return ""
+    return (f" to start, then one more per round to each cell whose 95% interval of mAP is wider than ±{auto.precision:g} points, "
+            f"up to {auto.max_seeds} (--seeds auto)")
 
 
 def cells_line(grid: Grid, cells: list[Cell], seeds: int) -> str:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 import submitit
 import torch
 
-from reidbench.errors import UsageError
+from reidbench.errors import ReidbenchError, UsageError
 from reidbench.harness.cell import MeasureFactory
 from reidbench.harness.console import summary_line
 from reidbench.harness.plan import RunPlan, resolve_settings
@@ -34,7 +34,7 @@ from reidbench.runtime.device import resolve_device
 from reidbench.runtime.distributed import World
 from reidbench.runtime.files import now_utc, write_json
 from reidbench.runtime.text import first_line
-from reidbench.schema import ACTIVE, CellState, RunState
+from reidbench.schema import ACTIVE, CellRecord, CellState, RunState
 
 LOCAL, SUBMITIT_LOCAL, SLURM = "local", "submitit-local", "slurm"
 LAUNCHERS = (LOCAL, SUBMITIT_LOCAL, SLURM)
@@ -224,6 +224,11 @@ def run_cell_job(run_root: str, cell_id: str, seed: int, measurer: MeasureFactor
     The torchrun variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) are exported
     from the job's own ranks, so the run code sees what `torchrun` would give it; every GPU of the
     node stays visible and LOCAL_RANK picks one, as under torchrun.
+
+    The call's pickled arguments are plain values and reidbench functions, so unpickling needs no
+    plugin; `run_one` imports the run's recorded plugins (`load_plan`) before it reads the grid or
+    builds a cell. Input the job finds bad (a plugin missing on this node) becomes the cell's
+    failed record, so that `status` shows why instead of "ended without a final record".
     """
     env = submitit.JobEnvironment()
     if env.num_tasks > 1:
@@ -232,8 +237,21 @@ def run_cell_job(run_root: str, cell_id: str, seed: int, measurer: MeasureFactor
         torch.set_num_threads(threads)
     job = {"launcher": SLURM if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" else SUBMITIT_LOCAL,
            "job_id": env.job_id, "host": env.hostname}
-    record = run_one(run_root, cell_id, seed, measurer, job=job)
+    try:
+        record = run_one(run_root, cell_id, seed, measurer, job=job)
+    except ReidbenchError as exc:
+        _record_job_failure(RunDir(Path(run_root)), cell_id, seed, exc)
+        raise
     return {"cell": cell_id, "seed": seed, "status": record.status.value, "error": record.error}
+
+
+def _record_job_failure(run: RunDir, cell_id: str, seed: int, exc: ReidbenchError) -> None:
+    """A failed record for a cell whose job stopped before the cell wrote one (a cell that started keeps its own)."""
+    if os.environ.get("RANK", "0") != "0" or _readable_record(run, cell_id, seed) is not None:
+        return
+    backbone, neck = cell_id.split("@")[0].split("-", 1)  # ids are <backbone>-<neck>[@axes]; backbones hold no '-'
+    run.write_record(CellRecord(cell_id, backbone, neck, CellState.FAILED, seed=seed, error=f"the job could not start the cell: {exc}",
+                                finished=now_utc()))
 
 
 class Fanout:

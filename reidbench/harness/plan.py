@@ -6,6 +6,7 @@ refuses any option that would change it, naming the option.
 """
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -18,11 +19,14 @@ from reidbench.errors import UsageError
 from reidbench.harness.placement import check_cache_policy
 from reidbench.rundir import RunDir, new_run_dir
 from reidbench.config import from_mapping, named_source
-from reidbench.profiles import Profile, TrainConfig, builtin_profiles, load_profile, load_recipe, resolve_profile_name, with_recipe
+from reidbench.profiles import (
+    Profile, TrainConfig, builtin_profiles, load_profile, load_recipe, resolve_profile_name, split_sets, with_recipe, with_sets,
+)
 from reidbench.runtime.device import memory_capacity, resolve_dtype
 from reidbench.runtime.distributed import World
 from reidbench.runtime.files import now_utc, write_atomic, write_json
-from reidbench.schema import GridRef, RunMeta, RunState, axis_text
+from reidbench.runtime.plugins import import_plugins
+from reidbench.schema import AutoSeeds, GridRef, RunMeta, RunState, axis_text
 from reidbench.training.step import ranks_batch
 from reidbench.variants.factory import parse_weights_options
 from reidbench.variants.footprint import estimate_footprint
@@ -39,7 +43,8 @@ class RunRequest:
     data: Optional[str] = None
     profile: Optional[str] = None
     dtype: Optional[str] = None
-    seeds: Optional[int] = None
+    seeds: Optional[str] = None
+    """`--seeds N` or `--seeds auto[:MAX]`, as typed."""
     only: tuple[str, ...] = ()
     overrides: tuple[str, ...] = ()
     weights: tuple[str, ...] = ()
@@ -52,10 +57,15 @@ class RunRequest:
     """`--axis KEY=V1,V2`: more axes over the grid's cells."""
     pretrained: Optional[bool] = None
     """`--pretrained/--no-pretrained`; None: as the grid says."""
+    precision: Optional[float] = None
+    """`--precision P`: with `--seeds auto`, the mAP half-width (points) at which a cell needs no more seeds."""
+    imports: tuple[str, ...] = ()
+    """`--import MODULE`: plugin modules that register components."""
 
     def given(self) -> list[str]:
         """The options given, as typed on the command line."""
-        flags = {"overrides": "--set", "data_cache": "--data-cache", "sync_bn": "--sync-bn", "test_data": "--test-data", "axes": "--axis"}
+        flags = {"overrides": "--set", "data_cache": "--data-cache", "sync_bn": "--sync-bn", "test_data": "--test-data", "axes": "--axis",
+                 "imports": "--import"}
         return [flags.get(f.name, f"--{f.name.replace('_', '-')}") for f in fields(self) if getattr(self, f.name) not in (None, ())]
 
 
@@ -71,8 +81,10 @@ class RunPlan:
     device: torch.device
     dtype: str
     seeds: int
+    """Seeds every cell trains (0..seeds-1); with `auto_seeds`, the first round's."""
     only: list[str] = field(default_factory=list)
     overrides: dict[str, Any] = field(default_factory=dict)
+    """`--set` as given: variant settings (`depth`) and profile-table keys (`train.epochs`; see `split_sets`)."""
     weights: dict[str, str] = field(default_factory=dict)
     """Backbone name -> local checkpoint or weights name (--pretrained's, the grid's [weights] table, then --weights)."""
     compile: bool = False
@@ -87,6 +99,10 @@ class RunPlan:
     """More test sets every trained cell is also evaluated on (cross-domain), each with its own protocol."""
     cli_axes: dict[str, list[Any]] = field(default_factory=dict)
     """Axes added with --axis (already in `grid`; kept so that --resume adds them again)."""
+    auto_seeds: Optional[AutoSeeds] = None
+    """`--seeds auto`: more seeds in rounds until each cell is precise (`harness.seed_rounds`); its `cells` grow."""
+    plugins: list[str] = field(default_factory=list)
+    """The plugin modules imported (`reidbench.runtime.plugins`); every process that rebuilds a cell imports them."""
     now_only: list[str] = field(default_factory=list)
     """This invocation runs only these of the planned cells (`--resume --only`); not saved."""
 
@@ -95,14 +111,60 @@ class RunPlan:
         return self.grid.select(self.only)
 
     @property
+    def variant_overrides(self) -> dict[str, Any]:
+        """The `--set` values that are variant settings (the others are laid over the profile)."""
+        return split_sets(self.overrides)[0]
+
+    @property
     def cells_now(self) -> list[Cell]:
         return [c for c in self.cells if not self.now_only or c.id in self.now_only or c.pair in self.now_only]
+
+    def seeds_of(self, cell: str) -> int:
+        """How many seeds (0..N-1) `cell` is planned with so far."""
+        return self.auto_seeds.cells.get(cell, self.seeds) if self.auto_seeds is not None else self.seeds
+
+
+FIRST_ROUND_SEEDS = 3
+"""Seeds every cell trains in the first round of `--seeds auto`: the fewest whose Student t interval has a
+usable width (the 95 % factor is 12.7 standard errors at 2 seeds, 4.3 at 3). `--seeds N` gives a fixed N
+instead, so the two do not combine."""
+DEFAULT_MAX_SEEDS = 10
+DEFAULT_PRECISION = 2.0
+"""mAP points: the default target half-width of a cell's 95 % interval over seeds."""
+
+
+def parse_seeds(text: Optional[str], precision: Optional[float]) -> tuple[int, Optional[AutoSeeds]]:
+    """`--seeds N` or `--seeds auto[:MAX]` with `--precision P`: (seeds of the first round, the auto setting or None)."""
+    head, _, tail = (text or "").strip().partition(":")
+    if head.lower() != "auto":
+        if precision is not None:
+            raise UsageError("--precision says when --seeds auto stops adding seeds; give it with --seeds auto (or auto:MAX), or drop it.")
+        try:
+            seeds = 1 if text is None else int(text)
+        except ValueError:
+            raise UsageError(f"--seeds {text!r}: give a number of seeds (e.g. --seeds 3) or auto[:MAX] (e.g. --seeds auto:10: "
+                             "seeds are added until each cell's mAP is known to --precision points, at most MAX).") from None
+        if seeds < 1:
+            raise UsageError(f"--seeds must be at least 1 (got {seeds}).")
+        return seeds, None
+    try:
+        max_seeds = int(tail) if tail else DEFAULT_MAX_SEEDS
+    except ValueError:
+        max_seeds = 0
+    if max_seeds < 2:
+        raise UsageError(f"--seeds {text}: MAX in auto:MAX must be a whole number of at least 2 (an interval over seeds needs two), "
+                         f"e.g. --seeds auto:{DEFAULT_MAX_SEEDS}.")
+    target = DEFAULT_PRECISION if precision is None else precision
+    if not math.isfinite(target) or target <= 0:
+        raise UsageError(f"--precision {precision}: give the half-width of a cell's 95 % interval of mAP that is precise enough, "
+                         f"in points, a positive number (default {DEFAULT_PRECISION}); for a fixed number of seeds use --seeds N.")
+    return min(FIRST_ROUND_SEEDS, max_seeds), AutoSeeds(max_seeds, float(target))
 
 
 def new_plan(request: RunRequest, device: torch.device, cell_world: World) -> RunPlan:
     """The plan of a new run: the request with every default filled in."""
-    if request.seeds is not None and request.seeds < 1:
-        raise UsageError(f"--seeds must be at least 1 (got {request.seeds}).")
+    seeds, auto_seeds = parse_seeds(request.seeds, request.precision)
+    plugins = import_plugins(request.imports)  # before the grid: it may name what they register
     cli_axes = parse_axes(request.axes)
     grid = load_grid(request.grid or "default")
     grid = grid.with_axes(cli_axes, "--axis") if cli_axes else grid
@@ -111,13 +173,13 @@ def new_plan(request: RunRequest, device: torch.device, cell_world: World) -> Ru
     check_overrides_axes(grid, overrides)
     profile = load_profile(resolve_profile_name(request.profile or "auto", device))
     return RunPlan(
-        grid=grid, grid_text=source_text(grid.source, GRIDS_DIR), profile=profile,
+        grid=grid, grid_text=source_text(grid.source, GRIDS_DIR), profile=with_sets(profile, split_sets(overrides)[1]),
         profile_text=profile.to_toml(), dataset=request.data or grid.data or "synthetic", device=device,
-        dtype=resolve_dtype(request.dtype or "auto", device), seeds=request.seeds or 1, only=list(request.only),
+        dtype=resolve_dtype(request.dtype or "auto", device), seeds=seeds, only=list(request.only),
         overrides=overrides, weights=merged_weights(grid, request.weights, request.pretrained, request.only),
         compile=bool(request.compile), data_cache=request.data_cache or "auto", sync_bn=bool(request.sync_bn),
         cuda_graphs=request.cuda_graphs if request.cuda_graphs is not None else default_cuda_graphs(device, cell_world),
-        test_data=list(request.test_data), cli_axes=cli_axes,
+        test_data=list(request.test_data), cli_axes=cli_axes, auto_seeds=auto_seeds, plugins=plugins,
     )
 
 
@@ -128,7 +190,7 @@ def resume_plan(run: RunDir, request: RunRequest, device: Optional[torch.device]
     planned) and leaves the plan as it is.
     """
     plan = load_plan(run, device)
-    conflicting = [flag for flag in request.given() if flag not in ("--only", "--cuda-graphs")]
+    conflicting = [flag for flag in request.given() if flag not in ("--only", "--cuda-graphs", "--import")]
     if conflicting:
         raise UsageError(
             f"--resume {run.root} continues the run as it was planned (run.json); {', '.join(conflicting)} would change it. "
@@ -300,8 +362,10 @@ def _size(num_bytes: int) -> str:
 
 
 def check_overrides_axes(grid: Grid, overrides: dict[str, Any]) -> None:
-    """--set on an axis key would give every cell of that axis the same value under different names."""
-    clash = sorted(set(overrides) & {key for key, _ in grid.axes})
+    """--set on an axis key would give every cell of that axis the same value under different names
+    (a variant setting), or be undone by the axis in every cell (`train.KEY`, `model.KEY`)."""
+    axis_keys = {key for key, _ in grid.axes}
+    clash = sorted(k for k in overrides if k.rpartition(".")[2] in axis_keys and k.partition(".")[0] in ("model", "train", k))
     if clash:
         raise UsageError(
             f"--set {', '.join(clash)}: grid {grid.name} varies {'this setting' if len(clash) == 1 else 'these settings'} "
@@ -349,7 +413,7 @@ def check_cuda_graphs(plan: RunPlan, world: World) -> None:
 def resolve_settings(plan: RunPlan, dataset: ReidDataset) -> VariantSettings:
     """The run's base settings (no cell's own): grid settings, the profile's model overrides, --set, the dataset."""
     settings = plan.grid.settings.with_overrides(plan.profile.model, f"profile {plan.profile.name} [model]")
-    settings = settings.with_overrides(plan.overrides, "--set")
+    settings = settings.with_overrides(plan.variant_overrides, "--set")
     return settings.with_overrides(dataset_settings(dataset), "dataset")
 
 
@@ -369,11 +433,12 @@ def check_axes(grid: Grid) -> None:
 
 
 def cell_profile(plan: RunPlan, cell: Cell) -> Profile:
-    """The profile a cell trains with: the run's, with its backbone's recipe for this profile and its [train] axes."""
+    """The profile a cell trains with: the run's (with `--set TABLE.KEY`), its backbone's recipe for this profile,
+    `--set TABLE.KEY` again over the recipe (the command line has the last word), then its [train] axes."""
     profile = plan.profile
     recipe = plan.grid.recipes.get(cell.backbone, {}).get(profile.name)
     if recipe is not None:
-        profile = with_recipe(profile, load_recipe(recipe))
+        profile = with_sets(with_recipe(profile, load_recipe(recipe)), split_sets(plan.overrides)[1])
     axes = train_axes(cell)
     if axes:
         with named_source(f"grid {plan.grid.name} cell {cell.id}"):
@@ -386,7 +451,7 @@ def cell_settings(plan: RunPlan, cell: Cell, dataset: ReidDataset) -> VariantSet
     [backbone.<name>] table, the cell's variant-setting axes, --set, then what the dataset dictates."""
     profile = cell_profile(plan, cell)
     settings = plan.grid.settings.with_overrides(profile.model, f"profile {profile.name} [model]")
-    settings = plan.grid.variant_settings(cell, settings).with_overrides(plan.overrides, "--set")
+    settings = plan.grid.variant_settings(cell, settings).with_overrides(plan.variant_overrides, "--set")
     return settings.with_overrides(dataset_settings(dataset), "dataset")
 
 
@@ -424,6 +489,8 @@ def start_run(plan: RunPlan, run: RunDir) -> RunDir:
         dataset={"spec": plan.dataset}, started=now_utc(), command=" ".join(sys.argv), only=plan.only,
         overrides=plan.overrides, weights=plan.weights, compile=plan.compile, data_cache=plan.data_cache,
         sync_bn=plan.sync_bn, cuda_graphs=plan.cuda_graphs, test_data=plan.test_data, cli_axes=plan.cli_axes,
+        auto_seeds=plan.auto_seeds,
+        plugins=plan.plugins,
     )
     write_json(run.run_json, meta.to_dict())
     return run
@@ -432,6 +499,7 @@ def start_run(plan: RunPlan, run: RunDir) -> RunDir:
 def load_plan(run: RunDir, device: Optional[torch.device] = None) -> RunPlan:
     """The plan of an existing run directory, for --resume and for the jobs of a fanned-out run."""
     meta = run.meta()
+    import_plugins(meta.plugins, needed_by=f"the run {run.root}")  # before the grid: it may name what they register
     if not run.grid_toml.exists() or not run.profile_toml.exists():
         raise UsageError(f"{run.root} is not a reidbench run directory ({run.grid_toml.name} or {run.profile_toml.name} is missing).")
     grid_text, profile_text = run.grid_toml.read_text(), run.profile_toml.read_text()
@@ -439,6 +507,7 @@ def load_plan(run: RunDir, device: Optional[torch.device] = None) -> RunPlan:
     grid = grid.with_axes(meta.cli_axes, "--axis (stored in run.json)") if meta.cli_axes else grid
     profile = replace(load_profile(str(run.profile_toml)), name=meta.profile.get("name", "stored"),
                       source=meta.profile.get("source", str(run.profile_toml)))
+    profile = with_sets(profile, split_sets(meta.overrides)[1])
     stored = torch.device(meta.device)
     if device is not None and device.type != stored.type:
         raise UsageError(f"{run.root} was run on {stored}; resuming on {device} would mix numbers from two devices.")
@@ -448,5 +517,15 @@ def load_plan(run: RunDir, device: Optional[torch.device] = None) -> RunPlan:
         grid=grid, grid_text=grid_text, profile=profile, profile_text=profile_text, dataset=meta.dataset.get("spec", "synthetic"),
         device=stored, dtype=meta.dtype, seeds=len(meta.seeds), only=meta.only, overrides=meta.overrides,
         weights=meta.weights, compile=meta.compile, data_cache=meta.data_cache, sync_bn=meta.sync_bn,
-        cuda_graphs=meta.cuda_graphs, test_data=meta.test_data, cli_axes=meta.cli_axes,
+        cuda_graphs=meta.cuda_graphs, test_data=meta.test_data, cli_axes=meta.cli_axes, auto_seeds=meta.auto_seeds, plugins=meta.plugins,
     )
+
+
+def import_run_plugins(root: Path) -> list[str]:
+    """Import the plugins a run directory's run.json records, before reading its cells (export, report, status);
+    a run.json that is missing or damaged records none (those commands say what else it costs)."""
+    try:
+        meta = RunDir(root).read_meta()
+    except UsageError:
+        return []
+    return import_plugins(meta.plugins if meta is not None else [], needed_by=f"the run {root}")

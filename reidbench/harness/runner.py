@@ -22,12 +22,14 @@ from reidbench.harness.console import data_line, summary_line, test_data_line
 from reidbench.harness.lock import DirectoryLock, this_process
 from reidbench.harness.placement import ImageStore
 from reidbench.harness.plan import RunPlan, cell_settings, cells_in_size_order, load_plan, resolve_settings
+from reidbench.harness.seed_rounds import next_round
 from reidbench.rundir import RunDir
 from reidbench.runtime.distributed import World, describe_world, from_main, init_distributed, world_from_env
 from reidbench.runtime.environment import collect_environment
 from reidbench.runtime.files import now_utc, remove_stale_temporaries, write_json
 from reidbench.runtime.progress import Progress
 from reidbench.schema import OWNER_FIELDS, CellRecord, Owner, RunMeta, RunState
+from reidbench.variants.grid import Cell
 from reidbench.variants.settings import VariantSettings
 
 def cell_environment(plan: RunPlan, world: World) -> dict[str, Any]:
@@ -103,7 +105,7 @@ def execute(
         for test in ctx.images.tests:
             progress.log(test_data_line(test))
         try:
-            records = _run_cells(ctx)
+            records = _run_cells(ctx, meta)
         except KeyboardInterrupt:
             _end_run(ctx, meta, RunState.INTERRUPTED)
             raise
@@ -128,9 +130,24 @@ def _start(ctx: RunContext) -> RunMeta:
     return meta
 
 
-def _run_cells(ctx: RunContext) -> list[CellRecord]:
-    plan, run, log = ctx.plan, ctx.run, ctx.progress.log
-    jobs = [(cell, seed) for cell in cells_in_size_order(plan, ctx.images.dataset) for seed in range(plan.seeds)]
+def _run_cells(ctx: RunContext, meta: RunMeta) -> list[CellRecord]:
+    """Every planned (cell, seed); under `--seeds auto`, then round after round of more seeds where a cell needs them."""
+    plan = ctx.plan
+    cells = cells_in_size_order(plan, ctx.images.dataset)
+    records = _run_slots(ctx, [(cell, seed) for cell in cells for seed in range(plan.seeds_of(cell.id))])
+    while plan.auto_seeds is not None:
+        slots = next_round(plan, cells, records, ctx.progress.log)
+        if not slots:
+            break
+        if ctx.world.is_main:  # the round is planned before it runs, so --resume finishes it
+            meta.auto_seeds = plan.auto_seeds
+            write_json(ctx.run.run_json, meta.to_dict())
+        records += _run_slots(ctx, slots)
+    return records
+
+
+def _run_slots(ctx: RunContext, jobs: list[tuple[Cell, int]]) -> list[CellRecord]:
+    run, log = ctx.run, ctx.progress.log
     records = []
     for index, (cell, seed) in enumerate(jobs, 1):
         existing = from_main(ctx.world, lambda: _finished_record(run, cell.id, seed, log))
@@ -142,7 +159,7 @@ def _run_cells(ctx: RunContext) -> list[CellRecord]:
         record = run_cell(cell, seed, ctx)
         records.append(record)
         if ctx.world.is_main:
-            run.write_results(c.id for c in plan.cells)
+            run.write_results(c.id for c in ctx.plan.cells)
         log(f"[{index}/{len(jobs)}] {cell.id} seed {seed}: {summary_line(record.to_dict())}")
     return records
 
@@ -189,8 +206,9 @@ def run_one(run_root: str, cell_id: str, seed: int, measurer: MeasureFactory, jo
     plan = load_plan(run)
     plan = replace(plan, device=init_distributed(world, plan.device))
     cell = plan.grid.cell(cell_id)
-    if cell not in plan.cells or not 0 <= seed < plan.seeds:
-        raise UsageError(f"{run.root} plans no {cell_id} seed {seed}; its cells are {', '.join(c.id for c in plan.cells)}, seeds 0..{plan.seeds - 1}.")
+    if cell not in plan.cells or not 0 <= seed < plan.seeds_of(cell.id):
+        raise UsageError(f"{run.root} plans no {cell_id} seed {seed}; its cells are {', '.join(c.id for c in plan.cells)}, "
+                         f"seeds 0..{plan.seeds_of(cell.id) - 1}.")
     existing = from_main(world, lambda: run.read_record(cell.id, seed))
     if existing is not None and existing.status.finished:
         return existing

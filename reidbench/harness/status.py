@@ -55,7 +55,9 @@ class RunStatus:
         how = f" ({self.launch['launcher']} jobs)" if self.launch else ""
         counts = ", ".join(f"{n} {state}" for state, n in self.counts().items())
         gone = _owner_gone(self.meta)
-        return f"{self.root}: {cells} cell(s) x {len(self.meta.seeds)} seed(s){how}: {counts}" + (f"; {gone}" if gone else "")
+        per_cell = sorted({len(self.meta.cell_seeds(cell)) for cell in self.meta.grid.cells} or {len(self.meta.seeds)})
+        seeds = str(per_cell[0]) if len(per_cell) == 1 else f"{per_cell[0]}-{per_cell[-1]}"
+        return f"{self.root}: {cells} cell(s) x {seeds} seed(s){how}: {counts}" + (f"; {gone}" if gone else "")
 
     def table(self) -> str:
         header = ("cell", "seed", "state", "job", "detail")
@@ -81,7 +83,7 @@ def collect(root: Path) -> RunStatus:
     status = RunStatus(root, meta, fanout)
     gone = _owner_gone(meta)
     for cell in meta.grid.cells:
-        for seed in meta.seeds:
+        for seed in meta.cell_seeds(cell):
             job_id = (entries.get((cell, seed)) or {}).get("job_id")
             row = slot_status(run, cell, seed, epochs, fanout, job_id, *states.get(job_id, (None, None)))
             if gone and row.state == RUNNING:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 
@@ -308,6 +308,40 @@ def _toml_value(value: Any) -> str:
 
 SECTIONS = {"train": TrainConfig, "eval": EvalConfig, "measure": MeasureConfig}
 PROFILE_KEYS = ("extends", "description", "follows", "departures", "model", *SECTIONS)
+SET_ORIGIN = "--set"
+"""The origin of a value given on the command line as `--set TABLE.KEY=VALUE`."""
+
+
+def split_sets(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """`--set` values as (variant settings, {table: {key: value}}): `depth` is a variant setting, as it always
+    was; `train.epochs` is a key of the profile's [train] table (likewise eval, measure and model)."""
+    variant: dict[str, Any] = {}
+    tables: dict[str, dict[str, Any]] = {}
+    for dotted, value in overrides.items():
+        table, dot, key = dotted.partition(".")
+        if not dot:
+            variant[dotted] = value
+        elif table in ("model", *SECTIONS) and key and "." not in key:
+            tables.setdefault(table, {})[key] = value
+        else:
+            raise UsageError(
+                f"--set {dotted}: a dotted key names a profile table and one of its keys -- model, "
+                f"{', '.join(SECTIONS)} (e.g. --set train.epochs=5, --set eval.rerank=true); a key without a dot is a "
+                "variant setting (e.g. --set depth=2)."
+            )
+    return variant, tables
+
+
+def with_sets(profile: Profile, tables: Mapping[str, Mapping[str, Any]]) -> Profile:
+    """`profile` with `--set TABLE.KEY` values laid over it, checked as a profile file's are (names, types, bounds)."""
+    if not tables:
+        return profile
+    model = tables.get("model", {})
+    VariantSettings().with_overrides(model, "--set model.*")
+    sections = {key: from_mapping(cls, tables[key], f"--set {key}.*", base=getattr(profile, key))
+                for key, cls in SECTIONS.items() if key in tables}
+    origins = {**profile.origins, **{f"{table}.{key}": SET_ORIGIN for table, values in tables.items() for key in values}}
+    return replace(profile, model={**profile.model, **model}, **sections, origins=origins)
 
 
 def builtin_profiles() -> list[str]:

@@ -352,7 +352,7 @@ def _name_list(raw: dict, key: str, source: str) -> list[str]:
 
 def _in_registry(registry, name: str, source: str) -> None:
     if name not in registry:
-        raise UsageError(f"grid file {source}: unknown {registry.kind} {name!r}; valid {registry.kind}s are: {', '.join(registry.names())}.")
+        raise UsageError(f"grid file {source}: {registry.unknown(name)}")
 
 
 def _expectations(table: Any, cell_ids: list[str], source: str) -> dict[str, Expectation]:

@@ -51,9 +51,15 @@ class Registry(Generic[BuilderT]):
         try:
             return self._entries[name]
         except KeyError:
-            raise UsageError(
-                f"unknown {self.kind} {name!r}; valid {self.kind}s are: {', '.join(self.names())}."
-            ) from None
+            raise UsageError(self.unknown(name)) from None
+
+    def unknown(self, name: str) -> str:
+        """Why `name` cannot be built, and the way to a component of one's own."""
+        return (
+            f"unknown {self.kind} {name!r}; valid {self.kind}s are: {', '.join(self.names())}. A {self.kind} of your "
+            "own is registered by a module that reidbench imports: give it with --import MODULE (or FILE.py), "
+            "or install it under the reidbench.plugins entry points."
+        )
 
     def names(self) -> list[str]:
         return list(self._entries)
