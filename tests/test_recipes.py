@@ -104,7 +104,7 @@ _BEFORE_EVAL = {"metric": "euclidean", "normalize": True, "flip": False, "batch_
 _BEFORE_MEASURE = {"batch_sizes": (1, 64, 256), "train_batch_size": 64, "repeats": 50, "warmup": 3, "max_seconds": 5.0,
                    "compile": False, "cuda_graphs": False, "reference": False, "onnx": False}
 _QUICK_TRAIN = {**_BEFORE_TRAIN, "epochs": 30, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.05, "bias_lr_factor": 1.0,
-                "weight_decay_bias": None, "epoch_covers": "identities", "warmup_epochs": 1, "schedule_unit": "step",
+                "weight_decay_bias": None, "epoch_covers": "identities", "warmup_epochs": 3, "schedule_unit": "step",
                 "lr_floor": 0.0, "label_smoothing": 0.1, "erase_p": 0.0}
 _CLIPREID_TRAIN = {"epochs": 60, "optimizer": "adam", "lr": 5e-06, "weight_decay": 0.0001, "bias_lr_factor": 2.0,
                    "weight_decay_bias": 0.0001, "epoch_covers": "images", "warmup_epochs": 10, "warmup_from": 0.1,
@@ -153,15 +153,15 @@ def test_every_value_names_where_it_came_from() -> None:
 
 
 def test_a_profile_states_only_what_it_changes_on_what_it_extends(tmp_path) -> None:
-    (tmp_path / "mine.toml").write_text('extends = "quick"\n[train]\nepochs = 3\n')
+    (tmp_path / "mine.toml").write_text('extends = "quick"\n[train]\nepochs = 5\n')
     (tmp_path / "bare.toml").write_text('[train]\nepochs = 30\n')
     mine, bare = load_profile(str(tmp_path / "mine.toml")), load_profile(str(tmp_path / "bare.toml"))
-    assert mine.train == replace(load_profile("quick").train, epochs=3) and mine.model == load_profile("quick").model
+    assert mine.train == replace(load_profile("quick").train, epochs=5) and mine.model == load_profile("quick").model
     # without `extends`: the base alone, which is full's recipe, with the grid's model sizes
     assert bare.train == replace(load_profile("full").train, epochs=30) and bare.model == {}
     (tmp_path / "deeper.toml").write_text('extends = "mine.toml"\n[eval]\nflip = true\n')  # relative to the extending file
     deeper = load_profile(str(tmp_path / "deeper.toml"))
-    assert deeper.train.epochs == 3 and deeper.eval.flip and deeper.origins["train.epochs"] == str(tmp_path / "mine.toml")
+    assert deeper.train.epochs == 5 and deeper.eval.flip and deeper.origins["train.epochs"] == str(tmp_path / "mine.toml")
 
 
 def test_a_resolved_profile_reads_back_as_itself(tmp_path) -> None:

@@ -1,7 +1,8 @@
 """Resumable training state: what a checkpoint holds, when one is written, and how training continues from it.
 
 A checkpoint holds model, optimizer, scheduler, the augmentation generator
-(every rank's, under DDP), torch's RNG state and the epoch log, so a run
+(every rank's, under DDP), torch's RNG state, the epoch log and the weights'
+moving average when the recipe keeps one, so a run
 interrupted after epoch e and resumed gives the same numbers as one that never
 stopped (on the CPU, where kernels are deterministic).
 """
@@ -66,6 +67,13 @@ class ResumeFromCheckpoint(TrainHook):
         torch.set_rng_state(state["torch_rng"].cpu())
         if state.get("cuda_rng") is not None and ctx.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), ctx.device)
+        if ctx.average is not None:
+            if state.get("average") is None:
+                raise CheckpointDamaged(
+                    f"{self.path} holds no moving average of the weights, which this cell's recipe keeps (train.ema_decay); "
+                    "it was written with other settings. Delete it to train the cell again from its first epoch."
+                )
+            ctx.average.load_state_dict(state["average"])
         ctx.start_epoch = state["epoch"]
         ctx.log = [EpochEntry.from_dict(entry, f"{self.path}: log[{i}]") for i, entry in enumerate(state["log"])]
 
@@ -108,6 +116,7 @@ class Checkpointer(TrainHook):
             "epoch": epoch,
             "log": [entry.to_dict() for entry in ctx.log],  # plain data: torch.load(weights_only=True) reads it back
             "world_size": ctx.world.world_size,
+            "average": ctx.average.state_dict() if ctx.average is not None else None,
         }
 
 

@@ -130,19 +130,20 @@ def train_model(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps, cfg))
     generator = torch.Generator().manual_seed(options.seed + 1_000_003 * world.rank)
     torch.manual_seed(options.seed)
-    ctx = TrainContext(model, cfg, optimizer, scheduler, generator, device, world, cell_dir)
-    step: TrainStep | GraphedTrainStep = TrainStep(
+    eager = TrainStep(
         trained, cfg, optimizer, scheduler, generator,
         StepOptions(device, options.dtype, compile_backend="inductor" if options.compile else None),
     )
-    if options.cuda_graphs:
-        step = GraphedTrainStep(step)
+    ctx = TrainContext(model, cfg, optimizer, scheduler, generator, device, world, cell_dir, eager.average)
+    step: TrainStep | GraphedTrainStep = GraphedTrainStep(eager) if options.cuda_graphs else eager
     hooks: list[TrainHook] = [ResumeFromCheckpoint(cell.checkpoint), DivergenceGuard()]
     hooks += [EpochLog(cell, progress.log, stage1.entries if stage1 else ())] if world.is_main else []
     hooks += list(extra_hooks)  # after the resume (they read ctx.start_epoch), before the checkpoint
     hooks += [Checkpointer(cell.checkpoint)] + ([EpochCallback(on_epoch)] if on_epoch is not None else [])
     trained.train()
     Trainer(ctx, step, sampler, train_set, progress, hooks).fit()
+    if ctx.average is not None:
+        ctx.average.copy_to_model()  # the average is what is evaluated, measured and saved
     trained.eval()
     summary = summarize(ctx, options, step, train_set, steps)
     summary.stage1 = stage1.summary if stage1 else None

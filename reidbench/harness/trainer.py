@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -23,6 +23,7 @@ from reidbench.runtime.device import synchronize
 from reidbench.runtime.distributed import World, all_reduce_mean
 from reidbench.runtime.progress import Progress
 from reidbench.schema import EpochEntry
+from reidbench.training.average import WeightAverage
 from reidbench.training.sampler import PKSampler
 from reidbench.training.step import STEP_STATS, epoch_batches
 
@@ -49,6 +50,8 @@ class TrainContext:
     device: torch.device
     world: World
     cell_dir: Path
+    average: Optional[WeightAverage] = None
+    """The weights' moving average (train.ema_decay), saved and restored with the rest of the state."""
     start_epoch: int = 0
     log: list[EpochEntry] = field(default_factory=list)
     wall_seconds: float = 0.0

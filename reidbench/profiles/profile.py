@@ -105,6 +105,13 @@ class TrainConfig:
     """Random flip and pad-and-crop (padding scaled with the input height), then random erasing."""
     erase_p: float = 0.5
     """Probability of random erasing per image (when augment is on)."""
+    grad_clip_norm: float = 0.0
+    """Scale each step's gradients down to this total L2 norm when above it, before the update (0: off, as
+    TransReID and CLIP-ReID train). One outlying batch then moves the weights no further than a typical one."""
+    ema_decay: float = 0.0
+    """Keep an exponential moving average of the weights, updated after every step with this decay (0: off, as
+    TransReID and CLIP-ReID train); the average is what is evaluated, measured and saved. The decay ramps up as
+    (1 + t) / (10 + t) over the first steps t, so the random initial weights do not linger in it."""
     checkpoint_minutes: float = 1.0
     """Most training minutes an interruption may lose: a resumable checkpoint is written at the end of the
     first epoch that ends this long after the last one (0: every epoch), and always after the last epoch."""
@@ -125,6 +132,10 @@ class TrainConfig:
             raise UsageError(f"triplet {self.triplet!r} is unknown; choose one of {', '.join(TRIPLETS)}.")
         if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
             raise UsageError("lr must be > 0, weight_decay >= 0 and label_smoothing in [0, 1).")
+        if self.grad_clip_norm < 0 or not 0 <= self.ema_decay < 1:
+            raise UsageError(
+                f"grad_clip_norm {self.grad_clip_norm} must be >= 0 (0: off) and ema_decay {self.ema_decay} in [0, 1) (0: off)."
+            )
         if not 0 <= self.erase_p <= 1:
             raise UsageError(f"erase_p {self.erase_p} must lie in [0, 1].")
         if not 0 <= self.warmup_epochs < self.epochs:

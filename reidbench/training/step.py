@@ -19,6 +19,7 @@ from reidbench.runtime.device import autocast
 from reidbench.runtime.dispatch import labeller
 from reidbench.runtime.distributed import World, unwrap
 from reidbench.training.augment import AugmentConfig, BatchAugmentation, normalize, to_device_async
+from reidbench.training.average import WeightAverage
 from reidbench.training.clipreid import CLIPREID_STATS, clipreid_losses
 from reidbench.training.losses import batch_accuracy, batch_hard_triplet, id_loss
 from reidbench.training.sampler import PKSampler
@@ -187,6 +188,9 @@ class TrainStep:
         self.augmentation: Optional[BatchAugmentation] = None
         self.augment_method = options.augment_method
         self.losses, self.stat_names = model_losses(module, cfg)
+        self.clipped = [p for p in module.parameters() if p.requires_grad] if cfg.grad_clip_norm else []
+        self.average = WeightAverage(module, cfg.ema_decay) if cfg.ema_decay else None
+        """The weights' moving average (train.ema_decay), which the trained model receives at the end."""
         self.region = labeller(options.regions)
         if options.compile_backend is not None:
             self.losses = torch.compile(self.losses, backend=options.compile_backend, dynamic=False)
@@ -225,7 +229,8 @@ class TrainStep:
     def update(self, x: torch.Tensor, target: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
         """Forward, losses, backward and the optimizer's step on prepared inputs (gradients already cleared).
 
-        The part of a step with fixed shapes and no host work, which `GraphedTrainStep` captures.
+        The part of a step with fixed shapes and no host work, which `GraphedTrainStep` captures:
+        gradient clipping (train.grad_clip_norm) and the weight average (train.ema_decay) included.
         """
         region = self.region
         with region("forward"), autocast(self.device, self.dtype):
@@ -235,7 +240,11 @@ class TrainStep:
         with region("backward"):
             loss.backward()
         with region("optimizer"):
+            if self.clipped:
+                torch.nn.utils.clip_grad_norm_(self.clipped, self.cfg.grad_clip_norm, foreach=True)
             self.optimizer.step()
+            if self.average is not None:
+                self.average.update()
         return stats
 
 

@@ -1,0 +1,70 @@
+"""Where a run's spread comes from, per cell: seeds against the test set, and what the weight average changed.
+
+For every cell of a run directory with per-query scores (queries.npz), prints one Markdown row:
+the mAP of each seed, their mean and standard deviation (ddof 1), the test set's own standard
+error of one seed's mAP (the identity bootstrap of `reidbench.stats`, as a 95 % interval's
+width / 3.92), and the part of a seed-to-seed difference that the test set explains (the
+identity-bootstrap standard error of the paired per-query difference of two seeds, over
+sqrt 2 so that it reads as one seed's share; averaged over the seed pairs). A cell whose
+seed spread is well above both is spread by its training, not by the sample of query
+identities.
+
+With a second argument, the folder that `scripts/live_weights/sitecustomize.py` filled, the
+row also gives every seed's mAP with the last weights instead of their moving average
+(train.ema_decay) and the mean change: the average does not steer the training, so the last
+weights' mAP is what the same run gives without it. Usage (repository root):
+
+  python scripts/seed_spread.py RUN_DIR [LIVE_DIR]
+"""
+from __future__ import annotations
+
+import json
+import sys
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+from reidbench.rundir import RunDir
+from reidbench.stats.bootstrap import identity_bootstrap_interval
+
+Z95 = 3.92
+"""Width of a normal 95 % interval in standard errors."""
+
+
+def standard_error(values: np.ndarray, pids: np.ndarray) -> float:
+    return identity_bootstrap_interval(values, pids).width / Z95
+
+
+def cell_row(run: RunDir, cell: str, live_dir: Path | None) -> str:
+    seeds = sorted(int(p.name[4:]) for p in (run.root / "cells" / cell).glob("seed*") if (p / "queries.npz").exists())
+    scores = [run.read_queries(cell, seed)["test"] for seed in seeds]
+    aps = [(s.pid[s.valid], s.ap[s.valid]) for s in scores]
+    maps = np.array([100 * ap.mean() for _, ap in aps])
+    test_se = np.mean([100 * standard_error(ap, pid) for pid, ap in aps])
+    pairs = [100 * standard_error(b[1] - a[1], a[0]) / np.sqrt(2) for a, b in combinations(aps, 2)]
+    spread = f"{maps.std(ddof=1):.1f}" if len(maps) > 1 else "–"
+    row = [cell, ", ".join(f"{m:.1f}" for m in maps), f"{maps.mean():.1f} ± {spread}", f"{test_se:.1f}",
+           f"{np.mean(pairs):.1f}" if pairs else "–"]
+    files = [live_dir / f"{cell}-seed{seed}.json" for seed in seeds] if live_dir is not None else []
+    live = [json.loads(f.read_text()) for f in files if f.exists()]
+    if live:
+        last = np.array([100 * entry["live"] for entry in live])
+        change = np.mean([100 * (entry["ema"] - entry["live"]) for entry in live])
+        row += [", ".join(f"{m:.1f}" for m in last), f"{last.mean():.1f} ± {last.std(ddof=1) if len(last) > 1 else 0:.1f}", f"{change:+.1f}"]
+    return "| " + " | ".join(row) + " |"
+
+
+def main(run_root: str, live: str | None = None) -> None:
+    run = RunDir(Path(run_root))
+    cells = sorted({p.parent.parent.name for p in Path(run_root).glob("cells/*/seed*/queries.npz")})
+    header = ["cell", "mAP % per seed", "mean ± sd", "test-set se of one seed", "test set's share of a seed change"]
+    header += ["last weights' mAP % per seed", "mean ± sd", "average − last"] if live else []
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for cell in cells:
+        print(cell_row(run, cell, Path(live) if live else None))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
