@@ -197,7 +197,7 @@ def test_bench_with_pretrained_records_tag_revision_and_sha256(cache: Path, vit_
     assert vit["hub"] == {"spec": VIT_TAG, "repo": VIT_REPO, "revision": REV, "file": "model.safetensors"}
     assert vit["sha256"] == hashlib.sha256(vit_bytes).hexdigest()
     assert clip["hub"]["spec"] == "openai" and clip["sha256"] == hashlib.sha256(clip_bytes).hexdigest()
-    run = SimpleNamespace(records=[{"backbone": "vit768", "status": "done", "weights": vit}], meta={"dataset": {"spec": "market1501:/d"}})
+    run = SimpleNamespace(records=[{"backbone": "vit768", "status": "done", "weights": vit}], meta={"dataset": {"spec": "market1501:/d"}}, archived=None)
     assert what_was_trained(run) == f"The backbone vit768 started from pretrained weights (vit768 from {VIT_TAG} ({VIT_REPO}@{REV[:12]}, model.safetensors))."
     assert _initialisation_item(run) == ("Initialisation", f"vit768: {VIT_TAG} ({VIT_REPO}@{REV}, model.safetensors, SHA-256 {vit['sha256']})")
 
