@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from dataclasses import MISSING, fields, replace
-from typing import Any, Iterator, Mapping, Optional, TypeVar
+from typing import Any, Iterator, Mapping, Optional, Sequence, TypeVar
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
 
 from reidbench.errors import UsageError
 
@@ -115,3 +121,20 @@ def _coerce(value: Any, default: Any) -> Any:
 
 def _example(default: Any) -> str:
     return repr(list(default)) if isinstance(default, tuple) else repr(default)
+
+
+def read_toml(text: str | bytes, what: str, keys: Sequence[str]) -> dict[str, Any]:
+    """A grid, profile or recipe file's top-level table: the TOML parsed and its keys checked against `keys`.
+
+    `what` names the file in every message ("grid file grids/x.toml"); each fault is one UsageError.
+    """
+    try:
+        raw = tomllib.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{what} is not valid TOML: {exc}.") from None
+    except RecursionError:
+        raise UsageError(f"{what} nests its tables or lists too deeply to read; a settings file needs two levels.") from None
+    unknown = sorted(set(raw) - set(keys))
+    if unknown:
+        raise UsageError(f"{what}: unknown key(s) {', '.join(unknown)}; valid keys are: {', '.join(keys)}.")
+    return raw

@@ -19,7 +19,7 @@ from reidbench.errors import UsageError
 from reidbench.harness.placement import check_cache_policy
 from reidbench.harness.recipe_choice import RecipeChoice, choose_recipe
 from reidbench.rundir import RunDir, new_run_dir
-from reidbench.config import coerce_mapping, from_mapping, named_source
+from reidbench.config import coerce_mapping, from_mapping, named_source, tomllib
 from reidbench.profiles import Profile, TrainConfig, builtin_profiles, load_profile, resolve_profile_name, split_sets, with_sets
 from reidbench.runtime.device import memory_capacity, resolve_dtype
 from reidbench.runtime.distributed import World
@@ -30,7 +30,7 @@ from reidbench.training.step import ranks_batch
 from reidbench.variants.factory import parse_weights_options
 from reidbench.variants.footprint import estimate_footprint
 from reidbench.variants.pretrained import fetch_named, pretrained_weights
-from reidbench.variants.grid import VARIANT_KEYS, GRIDS_DIR, Cell, Grid, load_grid, parse_grid, tomllib, train_axes
+from reidbench.variants.grid import VARIANT_KEYS, GRIDS_DIR, Cell, Grid, load_grid, parse_grid, train_axes
 from reidbench.variants.settings import PATCH_SIZE, VariantSettings
 
 

@@ -37,10 +37,9 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from reidbench.config import from_mapping
+from reidbench.config import from_mapping, read_toml
 from reidbench.errors import UsageError
 from reidbench.schema import DISTANCES
-from reidbench.variants.grid import tomllib
 from reidbench.variants.settings import VariantSettings
 
 PROFILES_DIR = Path(__file__).parent
@@ -467,16 +466,7 @@ def _load_profile(name_or_path: str, folder: Path, chain: tuple[str, ...]) -> Pr
 
 
 def _read_profile(path: Path, source: str) -> dict[str, Any]:
-    try:
-        raw = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"profile file {source} is not valid TOML: {exc}.") from None
-    except RecursionError:
-        raise UsageError(f"profile file {source} nests its tables or lists too deeply to read; a profile needs two levels.") from None
-    unknown = sorted(set(raw) - set(PROFILE_KEYS))
-    if unknown:
-        raise UsageError(f"profile file {source}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(PROFILE_KEYS)}.")
-    return raw
+    return read_toml(path.read_bytes(), f"profile file {source}", PROFILE_KEYS)
 
 
 RECIPES_DIR = PROFILES_DIR / "recipes"
@@ -522,13 +512,7 @@ def load_recipe(name: str) -> Recipe:
     path = Path(name) if name.endswith(".toml") else RECIPES_DIR / f"{name}.toml"
     if not path.is_file():
         raise UsageError(f"unknown recipe {name!r}; built-in recipes are: {', '.join(builtin_recipes()) or 'none'} (or a path to a .toml recipe file).")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise UsageError(f"recipe file {path} is not valid TOML ({exc}).") from None
-    unknown = sorted(set(raw) - set(RECIPE_KEYS))
-    if unknown:
-        raise UsageError(f"recipe {path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(RECIPE_KEYS)}.")
+    raw = read_toml(path.read_bytes(), f"recipe file {path}", RECIPE_KEYS)
     source = str(path) if name.endswith(".toml") else f"builtin-recipe:{name}"
     name = path.stem
     datasets = raw.get("dataset", {})

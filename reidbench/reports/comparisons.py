@@ -21,7 +21,8 @@ from reidbench.reports.summary import CellSummary
 from reidbench.rundir import RunDir
 from reidbench.stats import Comparison, decide, holm
 from reidbench.variants.compare import DEFAULT_MARGIN, SUBSET_SEPARATOR, CompareSpec, cells_of, declared, read_compare
-from reidbench.variants.grid import load_grid, tomllib
+from reidbench.config import tomllib
+from reidbench.variants.grid import load_grid
 
 METRICS = ("mAP", "rank1")
 """The metrics every declared comparison is tested on (each one a member of the family)."""

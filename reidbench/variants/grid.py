@@ -40,23 +40,18 @@ from __future__ import annotations
 
 import itertools
 import re
-import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from reidbench.errors import UsageError
 from reidbench.schema import axis_text
+from reidbench.config import read_toml
 from reidbench.variants.backbones import BACKBONES
 from reidbench.variants.compare import CompareSpec, parse_compare
 from reidbench.variants.necks import NECKS
 from reidbench.variants.settings import VariantSettings
 from reidbench.variants.pretrained import check_weights_value
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 GRIDS_DIR = Path(__file__).parent / "grids"
 GRID_KEYS = (
@@ -209,15 +204,7 @@ def load_grid(name_or_path: str | Path) -> Grid:
 
 def parse_grid(data: bytes, source: str, name: str, base_dir: Optional[Path] = None) -> Grid:
     """A grid from TOML bytes; `base_dir` anchors relative [weights] paths (default: the source file's folder)."""
-    try:
-        raw = tomllib.loads(data.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"grid file {source} is not valid TOML: {exc}.") from None
-    except RecursionError:
-        raise UsageError(f"grid file {source} nests its tables or lists too deeply to read; a grid needs two levels.") from None
-    unknown = sorted(set(raw) - set(GRID_KEYS))
-    if unknown:
-        raise UsageError(f"grid file {source}: unknown key(s) {', '.join(unknown)}; valid keys are: {', '.join(GRID_KEYS)}.")
+    raw = read_toml(data, f"grid file {source}", GRID_KEYS)
     backbones = _name_list(raw, "backbones", source)
     necks = _name_list(raw, "necks", source)
     for backbone in backbones:
