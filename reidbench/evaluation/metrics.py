@@ -284,10 +284,7 @@ def _summarize(
             f"({num_g} non-junk images) once same-id same-camera images are removed; "
             "check that query and gallery come from the same split and that the ids line up"
         )
-    first_valid = first_rank[valid]
-    hits = torch.bincount(first_valid[first_valid < max_rank], minlength=max_rank)
-    cmc = (hits.to(torch.float64).cumsum(0) / num_valid).cpu().numpy()
-    cmc.flags.writeable = False
+    cmc = cmc_curve(first_rank[valid] + 1, max_rank)
     return RankResult(
         mAP=float(ap[valid].mean()),
         cmc=cmc,
@@ -297,6 +294,20 @@ def _summarize(
         metric=metric,
         queries=_per_query(q_pids, valid, ap, inp, first_rank),
     )
+
+
+def cmc_curve(first_rank: ArrayLike, max_rank: int) -> np.ndarray:
+    """The CMC curve from each query's 1-based rank of its first correct match, as `QueryScores.first_rank` keeps it:
+    entry k - 1 is the share of the scored queries whose first correct match is within the top k. A rank of 0 (a
+    query the protocol skipped) is in no share, as in `evaluate_rank`, which computes its `cmc` with this function."""
+    ranks = first_rank if isinstance(first_rank, torch.Tensor) else torch.from_numpy(np.array(first_rank, dtype=np.int64))
+    ranks = ranks[ranks > 0] - 1
+    if max_rank < 1 or not len(ranks):
+        raise UsageError(f"a CMC curve needs max_rank >= 1 (got {max_rank}) and at least one scored query (got {len(ranks)}).")
+    hits = torch.bincount(ranks[ranks < max_rank], minlength=max_rank)
+    cmc = (hits.to(torch.float64).cumsum(0) / len(ranks)).cpu().numpy()
+    cmc.flags.writeable = False
+    return cmc
 
 
 def _per_query(
