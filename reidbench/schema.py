@@ -274,6 +274,9 @@ class CellRecord:
     distributed: Optional[dict[str, Any]] = None
     phase_seconds: dict[str, float] = field(default_factory=dict)
     """Wall seconds of probe, train, evaluate and measure."""
+    validation: Optional[dict[str, Any]] = None
+    """The periodic evaluation during training (eval.period > 0): split ('val' or 'test'), period, the scored epochs,
+    queries and gallery size; its scores are the train log's val_map and val_rank1. None: only the final evaluation."""
     started: Optional[str] = None
     finished: Optional[str] = None
     wall_seconds: Optional[float] = None
@@ -414,6 +417,10 @@ class EpochEntry:
     """CLIP-ReID's image-to-text loss (head = "clipreid"); None for other heads."""
     stage: Optional[int] = None
     """None: the cell's own training; 1: CLIP-ReID's prompt-learning stage, logged before it with its own epochs."""
+    val_map: Optional[float] = None
+    """mAP (a fraction) of the periodic evaluation after this epoch (eval.period), on the split the record's
+    `validation` names; None on the epochs it skips and with period 0. So `val_rank1`."""
+    val_rank1: Optional[float] = None
     extra: dict[str, Any] = field(default_factory=dict)
     """Fields written by other versions of reidbench, kept as they are."""
 

@@ -74,6 +74,24 @@ PERSON_SIZE = (256, 128)
 and the size a profile's or grid's img_size is written for."""
 
 
+@dataclass(frozen=True)
+class Validation:
+    """A validation split carved from the training identities (`reidbench.data.validation`): its query and gallery
+    records (original pids) and how it was drawn, as a run records it."""
+
+    query: list[ImageRecord]
+    gallery: list[ImageRecord]
+    pids: tuple[int, ...]
+    """The original identity numbers taken out of training, ascending."""
+    rule: str
+    """How the identities were drawn and their images split, in words (the report shows it)."""
+
+    def facts(self) -> dict[str, object]:
+        images = len(self.query) + len(self.gallery)
+        return {"ids": len(self.pids), "images": images, "query": len(self.query), "gallery": len(self.gallery),
+                "pids": list(self.pids), "rule": self.rule}
+
+
 @dataclass
 class ReidDataset:
     """A dataset as three lists of records plus what a run must record about it.
@@ -98,6 +116,8 @@ class ReidDataset:
     incomplete: dict[str, int] = field(default_factory=dict)
     #: the input size (height, width) its upstream configs train at: persons 256x128, set by `load_dataset`.
     native_size: tuple[int, int] = PERSON_SIZE
+    #: identities moved from ``train`` to a validation split (eval.split = "val" with eval.period > 0); None: none.
+    validation: Optional[Validation] = None
 
     @classmethod
     def from_splits(
@@ -164,7 +184,16 @@ class ReidDataset:
         """What `data info --json` prints and a run records: counts per split and everything the loader left out."""
         return {"name": self.name, "root": str(self.root), "version": self.version, "native_size": list(self.native_size), "counts": self.counts(),
                 "dropped": dict(self.dropped), "modalities": list(self.modalities), "incomplete": dict(self.incomplete),
-                "exclusion": self.exclusion}
+                "exclusion": self.exclusion, **({"validation": self.validation.facts()} if self.validation else {})}
+
+    @property
+    def val_query(self) -> list[ImageRecord]:
+        """The validation split's queries ([] without one); with `val_gallery`, named as the splits are."""
+        return self.validation.query if self.validation else []
+
+    @property
+    def val_gallery(self) -> list[ImageRecord]:
+        return self.validation.gallery if self.validation else []
 
     @property
     def multimodal(self) -> bool:

@@ -26,6 +26,7 @@ from reidbench.harness.plan import RunPlan, cell_profile, cell_recipe, cell_sett
 from reidbench.profiles import SET_ORIGIN, Profile
 from reidbench.harness.tensorboard import tensorboard_hook, train_hparams, write_cell_hparams
 from reidbench.harness.train import TrainOptions, train_model
+from reidbench.harness.validation import periodic_evaluation
 from reidbench.rundir import RunDir
 from reidbench.runtime.distributed import World, batchnorm_kinds, broadcast_object, gather_objects, revert_sync_batchnorm
 from reidbench.runtime.files import now_utc, remove_stale_temporaries, save_torch_atomic
@@ -122,8 +123,10 @@ def _train_evaluate_measure(model: ReidModel, cell: Cell, seed: int, record: Cel
         options = TrainOptions(seed, plan.device, plan.dtype, world, plan.sync_bn and world.distributed, plan.compile, plan.cuda_graphs)
         told = None if ctx.on_epoch is None else (lambda epoch: ctx.on_epoch(cell.id, seed, epoch))
         board = tensorboard_hook(ctx.run.root, cell.id, seed, ctx.progress.log) if world.is_main else None
+        scoring = periodic_evaluation(plan, data, ctx.progress, world.is_main)
         summary = train_model(model, data.train, profile.train, options, files.path, ctx.progress, told,
-                              extra_hooks=[board] if board is not None else [])
+                              extra_hooks=[board] if board is not None else [], before_log=[scoring] if scoring else [])
+        record.validation = scoring.record(profile.train.epochs) if scoring else None
         revert_sync_batchnorm(model, kinds)  # no rank-0-only forward may all-reduce with the others
         record.training = summary.to_dict()
         record.warnings.extend(summary.warnings)

@@ -66,8 +66,11 @@ def data_line(data: RunData) -> str:
              + (f" ({incomplete} skipped: a modality's file missing)" if incomplete else "") + "; ") if data.dataset.multimodal else ""
     examples = info.get("unreadable_examples") or []
     first = f"; first unreadable: {examples[0]}" if examples else ""
+    val = info.get("validation")
+    carved = (f" (after {val['ids']} ids, {val['images']} images, went to a validation split of {val['query']} query and "
+              f"{val['gallery']} gallery images)") if val else ""
     return (
-        f"data: {data.dataset.name} — {modal}{split('train', data.train)} / {info['used']['train']['ids']} ids, "
+        f"data: {data.dataset.name} — {modal}{split('train', data.train)} / {info['used']['train']['ids']} ids{carved}, "
         f"{split('query', data.query)}{scored}, {split('gallery', data.gallery)}, {data.dataset.num_cameras} cameras "
         f"(images from {info['cache']['location']}: {info['cache']['why']}); "
         f"chance level: mAP {info['chance']['mAP']:.1%}, rank-1 {info['chance']['rank1']:.1%} (random features){first}"

@@ -33,6 +33,13 @@ class RunData:
     query: AnyImageSet
     gallery: AnyImageSet
     info: dict[str, Any]
+    val_query: Optional[AnyImageSet] = None
+    """The validation split carved from the training identities (`dataset.validation`), with `val_gallery`; None without."""
+    val_gallery: Optional[AnyImageSet] = None
+
+
+VAL_SPLITS = ("val_query", "val_gallery")
+"""A validation split's query and gallery, decoded beside the dataset's splits where it has one."""
 
 
 def prepare_data(
@@ -44,7 +51,8 @@ def prepare_data(
     pixels are decoded per batch during training and evaluation.
     """
     where, why = cache_location(decoded_size(dataset, settings), device, policy, _available_memory())
-    sets = decode_splits(dataset, ("train", "query", "gallery"), settings, where, device, progress)
+    sets = decode_splits(dataset, ("train", "query", "gallery", *(VAL_SPLITS if dataset.validation else ())), settings, where,
+                         device, progress)
     location = sets["train"].location
     info = {
         "spec": spec,
@@ -60,7 +68,9 @@ def prepare_data(
         **scored_queries(sets["query"], sets["gallery"], dataset.name),
         "fingerprint": fingerprint(dataset),
     }
-    return RunData(dataset, sets["train"], sets["query"], sets["gallery"], info)
+    if dataset.validation:
+        info["validation"] = {**dataset.validation.facts(), **scored_queries(sets["val_query"], sets["val_gallery"], "the validation split")}
+    return RunData(dataset, sets["train"], sets["query"], sets["gallery"], info, sets.get("val_query"), sets.get("val_gallery"))
 
 
 def decode_splits(
@@ -180,7 +190,7 @@ def check_cache_policy(policy: str) -> None:
 def decoded_size(dataset: ReidDataset, settings: VariantSettings) -> int:
     """Bytes of uint8 pixels that caching every split of `dataset` at the variant's input size takes."""
     h, w = settings.img_size
-    return sum(len(getattr(dataset, split)) for split in ("train", "query", "gallery")) * 3 * h * w
+    return sum(len(getattr(dataset, split)) for split in ("train", "query", "gallery", *VAL_SPLITS)) * 3 * h * w
 
 
 def cache_location(

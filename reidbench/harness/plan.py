@@ -15,6 +15,7 @@ from typing import Any, Optional
 import torch
 
 from reidbench.data import PERSON_SIZE, ReidDataset, load_dataset, parse_dataset_spec
+from reidbench.data.validation import carve_validation
 from reidbench.errors import UsageError
 from reidbench.harness.placement import check_cache_policy
 from reidbench.harness.recipe_choice import RecipeChoice, choose_recipe
@@ -289,12 +290,13 @@ def check_plan(plan: RunPlan, world: World = World()) -> ReidDataset:
         check_cuda_graphs(plan, world)
     check_recipe_profiles(plan)
     check_cache_policy(plan.data_cache)
-    dataset = load_dataset(plan.dataset)
+    dataset = run_dataset(plan)
     check_modalities(plan.grid, dataset)
     check_dataset_axes(plan.grid, dataset)
     for cell in plan.cells:  # every cell's recipe, [train] axes and settings are checked before anything runs
         profile = cell_profile(plan, cell)
         ranks_batch(profile.train, world)  # raises when P does not split over the ranks
+        check_period(plan, profile)
         check_identities(dataset, profile.train.p, world)
         check_memory(plan, cell, cell_settings(plan, cell, dataset), profile)
     for spec in plan.test_data:
@@ -307,6 +309,24 @@ def check_plan(plan: RunPlan, world: World = World()) -> ReidDataset:
             )
     resolve_settings(plan, dataset)
     return dataset
+
+
+def run_dataset(plan: RunPlan) -> ReidDataset:
+    """The dataset a run trains and scores on: as loaded, less the identities of a validation split where the profile
+    scores on one during training (eval.period > 0 with eval.split "val", or "auto" on a dataset on disk)."""
+    dataset = load_dataset(plan.dataset)
+    kind, _ = parse_dataset_spec(plan.dataset)
+    return carve_validation(dataset) if plan.profile.eval.validation_split(kind) == "val" else dataset
+
+
+def check_period(plan: RunPlan, profile: Profile) -> None:
+    """A period longer than the training would score nothing during it: a typo, named before the run starts."""
+    period, epochs = plan.profile.eval.period, profile.train.epochs
+    if period > epochs:
+        raise UsageError(
+            f"eval.period {period} is longer than train.epochs {epochs}: no epoch would be scored during training. "
+            f"Use a period between 1 and {epochs}, or 0 for the final evaluation alone."
+        )
 
 
 def check_modalities(grid: Grid, dataset: ReidDataset) -> None:
@@ -392,9 +412,10 @@ def check_recipe_profiles(plan: RunPlan) -> None:
 def check_identities(dataset: ReidDataset, p: int, world: World) -> None:
     """A PK batch draws P identities (per rank, P / ranks); ID and triplet losses need at least two."""
     ids, needed = dataset.num_train_pids, max(2, p)
+    carved = f" (after {len(dataset.validation.pids)} went to the validation split)" if dataset.validation else ""
     if ids < needed:
         raise UsageError(
-            f"{dataset.name} has {ids} training identit{'y' if ids == 1 else 'ies'} and needs at least {needed}: every "
+            f"{dataset.name} has {ids} training identit{'y' if ids == 1 else 'ies'}{carved} and needs at least {needed}: every "
             f"batch draws P = {p} distinct identities (train.p{f', over {world.world_size} processes' if world.distributed else ''}), "
             "and the ID and triplet losses compare identities, so P >= 2. Use a dataset with more identities, or a profile "
             f"with train.p between 2 and {max(ids, 2)}."

@@ -24,7 +24,7 @@ from reidbench.harness.console import data_line, summary_line, test_data_line
 from reidbench.harness.lock import DirectoryLock
 from reidbench.runtime.processes import this_process
 from reidbench.harness.placement import TEST_SPLITS, ImageStore
-from reidbench.harness.plan import RunPlan, cell_settings, cells_in_size_order, load_plan, resolve_settings
+from reidbench.harness.plan import RunPlan, cell_settings, cells_in_size_order, load_plan, resolve_settings, run_dataset
 from reidbench.harness.seed_rounds import next_round
 from reidbench.rundir import RunDir
 from reidbench.runtime.distributed import World, describe_world, from_main, init_distributed, world_from_env
@@ -79,7 +79,7 @@ def prepare_run(plan: RunPlan, progress: Progress, dataset: Optional[ReidDataset
     Done before a new run's directory is created, so that input found bad only
     now (no readable image, no query with a match) leaves nothing behind.
     """
-    dataset = dataset or load_dataset(plan.dataset)
+    dataset = dataset or run_dataset(plan)
     settings = resolve_settings(plan, dataset)
     order = cells_in_size_order(plan, dataset)
     first = cell_settings(plan, order[0], dataset) if order else settings
@@ -243,7 +243,7 @@ def run_one(run_root: str, cell_id: str, seed: int, measurer: MeasureFactory, jo
     if existing is not None and existing.status.finished:
         return existing
     progress = Progress(lambda message: print(message, file=sys.stderr, flush=True), bars=False)
-    dataset = load_dataset(plan.dataset)
+    dataset = run_dataset(plan)
     for warning in check_resumed_data(run, plan, dataset):  # a requeued job continues on the data the run used, or not at all
         progress.log(warning)
     prepared = prepare_run(plan, progress, dataset, world)

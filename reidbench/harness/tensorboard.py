@@ -8,7 +8,8 @@ of a fanned-out run writes only its own cell folder.
 
 - `tensorboard_hook` builds the `TrainHook` that writes, per epoch (the step is
   the 1-based epoch), what the trainer's epoch entry holds: the loss parts,
-  training accuracy, learning rate and img/s.
+  training accuracy, learning rate and img/s, and the periodic evaluation's mAP
+  and rank-1 after the epochs it scored (eval.period).
 - `write_cell_hparams` writes, once a cell is evaluated, its final metrics
   (mAP, rank-1/5/10, mINP) with its settings as hparams.
 
@@ -44,8 +45,12 @@ EPOCH_TAGS = {
     "accuracy": "train/accuracy",
     "lr": "train/lr",
     "img_per_s": "speed/img_per_s",
+    "val_map": "validation/mAP",
+    "val_rank1": "validation/rank1",
 }
-"""`EpochEntry` field -> scalar tag; grouped by prefix so TensorBoard shows training and speed in separate sections."""
+"""`EpochEntry` field -> scalar tag; grouped by prefix so TensorBoard shows training, speed and the periodic evaluation
+(eval.period, on the split the cell's record names; fractions, as final/) in separate sections. A value an epoch does
+not have (no periodic evaluation after it) is not written: the validation curve has a point per scored epoch."""
 FINAL_METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP")
 FINAL_PREFIX = "final/"
 """Final metrics get their own tags: the HParams tab must not mistake an epoch curve for a cell's result."""

@@ -107,8 +107,12 @@ class EpochLog(TrainHook):
 def train_model(
     model: ReidModel, train_set: AnyImageSet, cfg: TrainConfig, options: TrainOptions, cell_dir: Path,
     progress: Progress, on_epoch: Optional[Callable[[int], None]] = None, extra_hooks: Sequence[TrainHook] = (),
+    before_log: Sequence[TrainHook] = (),
 ) -> TrainSummary:
-    """Train `model` in place, continuing from `cell_dir`'s checkpoint when there is one; the summary to record."""
+    """Train `model` in place, continuing from `cell_dir`'s checkpoint when there is one; the summary to record.
+
+    `before_log`: hooks that add to an epoch's entry before it is logged, checkpointed and drawn (the periodic
+    evaluation); `extra_hooks` run after the log line."""
     cell = CellDir(cell_dir)
     world, device = options.world, options.device
     sampler = PKSampler(
@@ -136,7 +140,7 @@ def train_model(
     )
     ctx = TrainContext(model, cfg, optimizer, scheduler, generator, device, world, cell_dir, eager.average)
     step: TrainStep | GraphedTrainStep = GraphedTrainStep(eager) if options.cuda_graphs else eager
-    hooks: list[TrainHook] = [ResumeFromCheckpoint(cell.checkpoint), DivergenceGuard()]
+    hooks: list[TrainHook] = [ResumeFromCheckpoint(cell.checkpoint), DivergenceGuard(), *before_log]
     hooks += [EpochLog(cell, progress.log, stage1.entries if stage1 else ())] if world.is_main else []
     hooks += list(extra_hooks)  # after the resume (they read ctx.start_epoch), before the checkpoint
     hooks += [Checkpointer(cell.checkpoint)] + ([EpochCallback(on_epoch)] if on_epoch is not None else [])

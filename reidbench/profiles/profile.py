@@ -38,6 +38,7 @@ from typing import Any, Mapping, Optional
 import torch
 
 from reidbench.config import from_mapping, read_toml
+from reidbench.data.formats import GENERATED
 from reidbench.errors import UsageError
 from reidbench.schema import DISTANCES
 from reidbench.variants.settings import VariantSettings
@@ -50,6 +51,7 @@ EPOCH_COVERS = ("identities", "images")
 STANDARD_RERANK = (20, 6, 0.3)
 """k1, k2 and lambda of Zhong et al.'s paper, and the default of fast-reid and torchreid."""
 TRIPLETS = ("soft", "margin", "none")
+EVAL_SPLITS = ("auto", "test", "val")
 
 
 @dataclass(frozen=True)
@@ -200,8 +202,26 @@ class EvalConfig:
     rerank_k2: int = field(default=6, metadata={"max": 1000})
     rerank_lambda: float = 0.3
     """The standard setting is k1 20, k2 6, lambda 0.3; TransReID, CLIP-ReID and MambaPro use k1 50, k2 15."""
+    period: int = field(default=0, metadata={"max": 1_000_000})
+    """Also score the model after every `period`-th epoch of training, for validation curves (0: only the final
+    evaluation after the last epoch). TransReID's SOLVER.EVAL_PERIOD (configs/Market/vit_sie.yml: 120, i.e. once,
+    at the end; processor/processor.py scores when epoch % EVAL_PERIOD == 0) and CLIP-ReID's SOLVER.STAGE2.EVAL_PERIOD
+    (configs/person/vit_clipreid.yml: 60, its last epoch). The scores are curves only: no checkpoint is ever chosen
+    by them, the weights evaluated, measured and saved are always the last epoch's."""
+    split: str = "auto"
+    """What the periodic evaluation scores on (with period > 0): 'val', a validation split carved from the training
+    identities (`reidbench.data.validation`: they are then left out of training), or 'test', the test split's
+    query and gallery. 'auto' is 'val' for a dataset on disk (Market-1501, DukeMTMC-reID, MSMT17, VeRi-776, RGBNT201,
+    RGBNT100, MSVR310), so that nobody reads a curve on the test split and picks an epoch by it, and 'test' for
+    reidbench's generated synthetic sets, whose test split is drawn by the same generator as the training split and
+    never tuned on, and where every training identity is worth keeping. The final evaluation is always on the test split."""
 
     def __post_init__(self) -> None:
+        if self.period < 0 or self.split not in EVAL_SPLITS:
+            raise UsageError(
+                f"eval period {self.period} must be >= 0 (0: only the final evaluation) and eval split {self.split!r} one of "
+                f"{', '.join(EVAL_SPLITS)}."
+            )
         if self.metric not in DISTANCES:
             raise UsageError(f"metric {self.metric!r} is unknown; choose one of {', '.join(DISTANCES)}.")
         if self.batch_size < 1:
@@ -215,6 +235,15 @@ class EvalConfig:
     @property
     def standard_rerank(self) -> bool:
         return (self.rerank_k1, self.rerank_k2, self.rerank_lambda) == STANDARD_RERANK
+
+    def validation_split(self, dataset_kind: str) -> Optional[str]:
+        """Where the periodic evaluation scores for a dataset of `dataset_kind` (`parse_dataset_spec`'s kind):
+        'val' or 'test'; None with period 0, when nothing is scored during training and nothing is carved."""
+        if not self.period:
+            return None
+        if self.split != "auto":
+            return self.split
+        return "test" if dataset_kind in GENERATED else "val"
 
 
 @dataclass(frozen=True)

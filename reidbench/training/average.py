@@ -12,7 +12,8 @@ average as an eager step does.
 """
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 
@@ -44,6 +45,19 @@ class WeightAverage:
     def copy_to_model(self) -> None:
         """Put the average into the model, which is then what is evaluated, measured and saved."""
         torch._foreach_copy_(self.live, self.average)
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        """The average in the model for the duration (a periodic evaluation scores what the final one would), the
+        live weights put back exactly afterwards, so training goes on from where it was."""
+        with torch.no_grad():
+            live = [t.clone() for t in self.live]
+            torch._foreach_copy_(self.live, self.average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(self.live, live)
 
     def state_dict(self) -> dict[str, Any]:
         return {"average": dict(zip(self.names, self.average)), "updates": self.updates}
