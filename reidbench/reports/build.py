@@ -20,6 +20,7 @@ from reidbench.reports.compare import Comparison, Crossing, GateOutcome, Thresho
 from reidbench.reports.comparisons import Family, comparisons_csv, family
 from reidbench.reports.forest import comparisons_section, forest_plots
 from reidbench.reports.axis_plots import axis_plots
+from reidbench.reports.curves import curve_plots, validation_section
 from reidbench.reports.load import LoadedRun, load_run
 from reidbench.reports.modalities import modality_section
 from reidbench.schema import is_number
@@ -81,8 +82,8 @@ def make_report(
         table=table,
         warnings=list(dict.fromkeys(run.warnings + [f"baseline {comparison.baseline.root}: {w}" for w in (comparison.baseline.warnings if comparison else [])])),
         before_plots=_sections(run, comparison, thresholds, outcome) + [comparisons_section(found)] + [
-            section for section in [modality_section(run), _cross_domain_section(run)] if section is not None],
-        plots=forest_plots(found) + plots,
+            section for section in [modality_section(run), _cross_domain_section(run), validation_section(run)] if section is not None],
+        plots=forest_plots(found) + plots + curve_plots(run, summaries),
         after_plots=[_notes_section(summaries)] + [s for s in [_time_section(run)] if s.items],
     )
     try:
