@@ -142,7 +142,8 @@ def test_the_shipped_profiles_resolve_to_the_values_they_had(name: str) -> None:
     # settings added since are new; every setting that existed keeps its value
     assert {k: v for k, v in resolved.model.items() if k in model} == model
     assert {k: v for k, v in asdict(resolved.train).items() if k in expected_train} == expected_train
-    assert (asdict(resolved.eval), asdict(resolved.measure)) == (eval_, measure)
+    assert ({k: v for k, v in asdict(resolved.eval).items() if k in eval_}, asdict(resolved.measure)) == (eval_, measure)
+    assert (resolved.eval.period, resolved.eval.split) == (0, "auto")  # added since: the final evaluation alone, as before
 
 
 def test_every_value_names_where_it_came_from() -> None:

@@ -23,7 +23,8 @@ cli = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
 CELLS = ["vit768-none", "vit768-ms", "clip512-none", "clip512-ms", "clip512proj-none", "clip512proj-ms"]
 XFAIL_MESSAGE = "to have 768 channels, but got 512 channels instead"
-PLOTS = 5
+PLOTS = 6
+"""Figures of a run without eval.period: accuracy, latency, memory, parameters, training curves and CMC curves."""
 
 GRID = """
 backbones = ["vit768", "clip512", "clip512proj"]

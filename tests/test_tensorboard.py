@@ -64,6 +64,11 @@ def _train(run_root: Path, monkeypatch: pytest.MonkeyPatch, stop_after: Optional
     return messages
 
 
+EVERY_EPOCH = {key: tag for key, tag in tb.EPOCH_TAGS.items() if not key.startswith("val_")}
+"""The tags every epoch writes; the periodic evaluation's (val_*) only where a cell has eval.period
+(tests/test_validation_period.py)."""
+
+
 def _accumulator(run_root: Path) -> Any:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -88,8 +93,8 @@ def test_the_hook_writes_every_epoch_entry_as_scalars_per_epoch(tmp_path: Path, 
     assert _train(tmp_path, monkeypatch) == []
     log = [json.loads(line) for line in (tmp_path / "cells" / CELL / f"seed{SEED}" / "train_log.jsonl").read_text().splitlines()]
     accumulator = _accumulator(tmp_path)
-    assert sorted(accumulator.Tags()["scalars"]) == sorted(tb.EPOCH_TAGS.values())
-    for key, tag in tb.EPOCH_TAGS.items():
+    assert sorted(accumulator.Tags()["scalars"]) == sorted(EVERY_EPOCH.values())
+    for key, tag in EVERY_EPOCH.items():
         points = accumulator.Scalars(tag)
         assert [p.step for p in points] == list(range(1, EPOCHS + 1))
         assert [p.value for p in points] == pytest.approx([entry[key] for entry in log], rel=1e-6)
@@ -103,7 +108,7 @@ def test_a_resumed_cell_continues_its_curves_without_repeating_an_epoch(tmp_path
     _train(tmp_path, monkeypatch)  # resumes at epoch 2: trains 3 and 4 again
     written = _written_points(tmp_path)
     assert [written[("train/loss", step)] for step in range(1, EPOCHS + 1)] == [1, 1, 2, 1]  # 1 and 2 never rewritten
-    for tag in tb.EPOCH_TAGS.values():
+    for tag in EVERY_EPOCH.values():
         assert [p.step for p in _accumulator(tmp_path).Scalars(tag)] == [1, 2, 3, 4]  # the lost epoch 3 is purged
 
 
