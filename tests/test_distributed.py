@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -105,9 +106,12 @@ def random_images(n: int, num_ids: int, generator: torch.Generator, size: tuple[
 
 
 def train_and_evaluate_scenario(world: World, out: Path) -> dict[str, Any]:
-    """The lead's train_model under DDP with a sampler that records its batches, then sharded evaluation."""
+    """The lead's train_model under DDP with a sampler that records its batches and a periodic evaluation after every
+    epoch, then sharded evaluation."""
     import reidbench.harness.train as train_module
     from reidbench.harness.evaluate import evaluate_model
+    from reidbench.harness.trainer import TrainHook
+    from reidbench.harness.validation import PeriodicEvaluation
     from reidbench.profiles import EvalConfig, TrainConfig
     from reidbench.runtime.progress import Progress
     from reidbench.training.sampler import PKSampler
@@ -128,16 +132,24 @@ def train_and_evaluate_scenario(world: World, out: Path) -> dict[str, Any]:
     model = create_variant("vit768-none", depth=1, img_size=(32, 16), num_classes=8, num_cameras=3)
     quiet = Progress(lambda message: None, bars=False)
     cfg = TrainConfig(epochs=2, p=4, k=2, optimizer="adamw", lr=1e-3, warmup_epochs=1, epoch_covers="identities")  # one PK pass over the ids
+    eval_cfg = EvalConfig(batch_size=4)
+    scored: list[tuple[int, float, float]] = []
+
+    class Scores(TrainHook):
+        def on_epoch(self, ctx, entry):  # type: ignore[override]
+            scored.append((entry.epoch, entry.val_map, entry.val_rank1))
+
+    periodic = PeriodicEvaluation(query, gallery, replace(eval_cfg, period=1), "test", "fp32", quiet, log=False)
     original, train_module.PKSampler = train_module.PKSampler, RecordingSampler
     try:
         train_module.train_model(
             model, train_set, cfg, train_module.TrainOptions(seed=0, device=torch.device("cpu"), dtype="fp32", world=world),
-            out / "cell", quiet,
+            out / "cell", quiet, before_log=[periodic, Scores()],
         )
     finally:
         train_module.PKSampler = original
-    eval_cfg = EvalConfig(batch_size=4)
     return {
+        "periodic": scored,
         "epochs": [{**d, "pids": [train_set.pids[b].tolist() for b in d["batches"]]} for d in drawn],
         "weights": torch.cat([p.detach().flatten() for p in model.parameters()]),
         "sharded": evaluate_model(model, query, gallery, eval_cfg, torch.device("cpu"), "fp32", quiet, world),
@@ -242,6 +254,13 @@ def test_ddp_ranks_draw_distinct_identities_per_step_and_all_of_them_per_epoch(r
 def test_ddp_training_leaves_the_same_weights_on_every_rank(ranks) -> None:
     main, other = scenario(ranks, "train_and_evaluate")
     assert torch.equal(main["weights"], other["weights"])
+
+
+def test_the_periodic_evaluation_gives_every_rank_rank_0s_scores_of_the_weights_training_ends_with(ranks) -> None:
+    main, other = scenario(ranks, "train_and_evaluate")
+    assert main["periodic"] == other["periodic"] and [epoch for epoch, *_ in main["periodic"]] == [1, 2]
+    _, last_map, last_rank1 = main["periodic"][-1]
+    assert (last_map, last_rank1) == pytest.approx((main["single"].metrics["mAP"], main["single"].metrics["rank1"]), abs=1e-6)
 
 
 def test_sharded_evaluation_gives_every_rank_the_single_process_numbers(ranks) -> None:
