@@ -7,9 +7,9 @@ leave the training exactly as it would have gone without it:
 * the random state (torch's CPU and CUDA generators) is put back afterwards:
   a streamed set's DataLoader draws its workers' seeds from it, and dropout or
   drop path would draw from it in the next step;
-* every module's train/eval mode is put back as it was (a frozen part stays as
-  training left it), and the features are extracted under inference mode, so
-  no gradient, optimizer state or batch-norm statistic moves;
+* the features are extracted in eval mode (no batch-norm statistic moves) and
+  under inference mode (no gradient, no optimizer state), then every module's
+  train/eval mode is put back as it was (a frozen part stays as training left it);
 * with a weight average (train.ema_decay) the average is scored, as the final
   evaluation scores it, and the live weights are put back bit for bit.
 
