@@ -260,6 +260,17 @@ def test_inspect_refuses_bad_input_in_one_paragraph(one_cell_run: Path, args: li
     assert message in result.output and "Traceback" not in result.output
 
 
+def test_inspect_refuses_a_cell_without_per_query_results(one_cell_run: Path, tmp_path: Path) -> None:
+    run = Path(shutil.copytree(one_cell_run, tmp_path / "run", ignore=shutil.ignore_patterns("*.pt", "report")))
+    RunDir(run).queries_path("vit768-none", 0).unlink()
+    result = cli.invoke(app, ["inspect", str(run), "--cell", "vit768-none", "--query", "0"])
+    assert result.exit_code == 2 and "evaluated before reidbench kept per-query results" in result.output
+    record = json.loads(RunDir(run).record_path("vit768-none", 0).read_text())
+    RunDir(run).record_path("vit768-none", 0).write_text(json.dumps({**record, "status": "failed", "error": "diverged"}))
+    result = cli.invoke(app, ["inspect", str(run), "--cell", "vit768-none", "--query", "0"])
+    assert result.exit_code == 2 and "has no per-query results (its status: failed)" in result.output
+
+
 def test_inspect_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     result = cli.invoke(app, ["inspect", str(tmp_path), "--cell", "a", "--query", "0"])
     assert result.exit_code == 2 and "is not a reidbench run directory" in result.output

@@ -129,10 +129,11 @@ def markdown_rows(text: str) -> dict[str, dict[str, str]]:
 
 
 class HTMLReport(HTMLParser):
-    """What a test needs from report.html: row ids, image sources, external references, visible text."""
+    """What a test needs from report.html: the results table's row ids, image sources, external references, visible text."""
 
     def __init__(self, text: str) -> None:
         super().__init__()
+        self.tables = 0
         self.rows: list[str] = []
         self.images: list[str] = []
         self.external: list[str] = []
@@ -141,7 +142,8 @@ class HTMLReport(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
-        if tag == "tr" and a.get("data-cell"):
+        self.tables += tag == "table"
+        if tag == "tr" and a.get("data-cell") and self.tables == 1:  # the results table, not a section's tables
             self.rows.append(a["data-cell"])
         if tag == "img":
             self.images.append(a.get("src") or "")

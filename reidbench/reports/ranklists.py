@@ -44,8 +44,8 @@ WORST_QUERIES = 5
 THUMBNAIL_HEIGHT = 128
 """Pixels of a picture's height in a rank list (its width follows the dataset's native aspect)."""
 TITLE = "Rank lists"
-PREDATES = ("This run predates rank lists: its queries.npz files hold no test/top (each query's first gallery images), "
-            "which runs keep since reidbench stored them; run the cells again to see what they retrieve.")
+PREDATES = ("This run predates rank lists: its cells' queries.npz files hold no test/top (each query's first gallery "
+            "images, which newer runs keep); run the cells again to see what they retrieve.")
 
 
 def shown_queries(scores: QueryScores, count: int = SHOWN_QUERIES) -> list[int]:
@@ -189,9 +189,9 @@ def _caption(dataset: ReidDataset) -> str:
 
 
 def _worst_table(lists: CellLists) -> tuple[str, Table]:
-    scores = lists.scores
+    scores, worst = lists.scores, worst_queries(lists.scores)
     rows = [[TableCell(str(q)), TableCell(str(int(scores.pid[q]))), TableCell(f"{100 * scores.ap[q]:.1f}"),
-             TableCell(str(int(scores.first_rank[q])))] for q in worst_queries(scores)]
+             TableCell(str(int(scores.first_rank[q])))] for q in worst]
     caption = f"{lists.cell} seed {lists.seed}: the {len(rows)} queries of lowest AP"
     return caption, Table(["query", "identity", "AP %", "first correct rank"], rows, [lists.cell] * len(rows))
 
@@ -205,7 +205,10 @@ def inspect_png(run_root: Path, cell: str, query: int, seed: Optional[int] = Non
     scores = (run.read_queries(cell, seed) or {}).get(queries_key())
     if scores is None:
         record = run.read_record(cell, seed)
-        status = record.status if record is not None else "no record"
+        status = str(record.status) if record is not None else "no record yet"
+        if status == "done":
+            raise UsageError(f"{cell} seed {seed} was evaluated before reidbench kept per-query results (it has no "
+                             "queries.npz), so it has no rank lists. Run the cell again to see what it retrieves.")
         raise UsageError(f"{cell} seed {seed} has no per-query results (its status: {status}); only a cell that was "
                          "trained and evaluated has rank lists.")
     if scores.top is None:
