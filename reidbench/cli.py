@@ -467,6 +467,34 @@ def report(
 
 @app.command()
 @_user_errors
+def inspect(
+    run_dir: Path = typer.Argument(..., help="A run directory whose cells were evaluated."),
+    cell: str = typer.Option(..., "--cell", help="The cell whose ranking to draw, e.g. vit768-ms."),
+    query: int = typer.Option(..., "--query", help="The query's row in the query set, from 0 (the report's rank-list tables use the same numbers)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Which seed of the cell (default: its lowest)."),
+    top: Optional[int] = typer.Option(None, "--top", help="How many gallery images to show, 1 to the 10 a run keeps (default: all 10)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The PNG to write (default: ranklist-CELL-seedS-queryN.png in the run's report folder, RUN_DIR/report)."),
+    imports: Optional[List[str]] = typer.Option(None, "--import", help=IMPORT_HELP),
+) -> None:
+    """Draw one query's rank list in one cell: the query, then its first gallery images in rank order, right ones marked; prints the PNG's path.
+
+    The images are read from the dataset the run names, which must still be where it was, unchanged.
+    """
+    from reidbench.reports.ranklists import inspect_png
+    from reidbench.rundir import RunDir
+    from reidbench.runtime.files import write_atomic
+
+    _plugins(imports, run_dir)
+    png, used_seed = inspect_png(run_dir, cell, query, seed, top)
+    target = out if out is not None else RunDir(run_dir).report_dir / f"ranklist-{cell}-seed{used_seed}-query{query}.png"
+    if target.is_dir():
+        raise UsageError(f"--out {target} is a folder; name the PNG file to write, e.g. {target / 'ranklist.png'}.")
+    write_atomic(target, png)
+    typer.echo(str(target))
+
+
+@app.command()
+@_user_errors
 def export(
     run_dir: Path = typer.Argument(..., help="A run directory whose done cells to export."),
     only: Optional[List[str]] = typer.Option(None, "--only", help="Export only this cell (repeatable)."),

@@ -436,7 +436,10 @@ class EpochEntry:
 # --------------------------------------------------------------------------- queries.npz
 
 QUERY_FIELDS = ("pid", "ap", "first_rank", "inp")
-"""The arrays of one `QueryScores`, stored as `<key>/<field>` in queries.npz."""
+"""The arrays every `QueryScores` has, stored as `<key>/<field>` in queries.npz."""
+RANK_LIST_FIELD = "top"
+"""The optional array of a `QueryScores`: each query's rank list, `<key>/top`; runs made before rank lists were kept
+have none, and a reader takes its absence as that."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -457,6 +460,9 @@ class QueryScores:
     """int64: 1-based rank of the first correct match (CMC); 0 for a skipped query."""
     inp: "np.ndarray"
     """float64: inverse negative penalty (matches / rank of the last match); NaN for a skipped query."""
+    top: Optional["np.ndarray"] = None
+    """int32 [queries, K]: each query's first K gallery indices (rows of the gallery as evaluated), closest first,
+    after the protocol's removals; -1 where fewer were left. None for a run made before rank lists were kept."""
 
     @property
     def valid(self) -> "np.ndarray":
@@ -470,6 +476,7 @@ def query_scores_bytes(scores: dict[str, QueryScores]) -> bytes:
     import numpy as np
 
     arrays = {f"{key}/{name}": getattr(s, name) for key, s in scores.items() for name in QUERY_FIELDS}
+    arrays.update((f"{key}/{RANK_LIST_FIELD}", s.top) for key, s in scores.items() if s.top is not None)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()
@@ -480,18 +487,22 @@ def query_scores_from_npz(data: Any, where: str) -> dict[str, QueryScores]:
     import numpy as np
 
     keys: dict[str, dict[str, Any]] = {}
+    known = (*QUERY_FIELDS, RANK_LIST_FIELD)
     for name in data.files:
         key, _, field_name = name.rpartition("/")
-        if field_name not in QUERY_FIELDS or not key:
-            raise SchemaError(f"{where} holds an array {name!r}; expected KEY/{'|'.join(QUERY_FIELDS)}.")
+        if field_name not in known or not key:
+            raise SchemaError(f"{where} holds an array {name!r}; expected KEY/{'|'.join(known)}.")
         keys.setdefault(key, {})[field_name] = np.asarray(data[name])
     scores = {}
     for key, arrays in keys.items():
+        top = arrays.pop(RANK_LIST_FIELD, None)
         missing = [f for f in QUERY_FIELDS if f not in arrays]
         lengths = {len(a) for a in arrays.values() if a.ndim == 1}
         if missing or len(lengths) != 1 or any(a.ndim != 1 for a in arrays.values()):
             raise SchemaError(f"{where}: the arrays of {key!r} are incomplete or of different lengths.")
-        scores[key] = QueryScores(**{f: arrays[f] for f in QUERY_FIELDS})
+        if top is not None and (top.ndim != 2 or len(top) not in lengths or top.dtype.kind not in "iu"):
+            raise SchemaError(f"{where}: {key}/{RANK_LIST_FIELD} is not an integer [queries, K] array of the query set's length.")
+        scores[key] = QueryScores(**{f: arrays[f] for f in QUERY_FIELDS}, top=top)
     return scores
 
 

@@ -25,6 +25,8 @@ CELLS = ["vit768-none", "vit768-ms", "clip512-none", "clip512-ms", "clip512proj-
 XFAIL_MESSAGE = "to have 768 channels, but got 512 channels instead"
 PLOTS = 6
 """Figures of a run without eval.period: accuracy, latency, memory, parameters, training curves and CMC curves."""
+RANK_LISTS = len(CELLS) - 1
+"""One rank-list figure per cell that was evaluated (all but the expected failure)."""
 
 GRID = """
 backbones = ["vit768", "clip512", "clip512proj"]
@@ -128,10 +130,11 @@ def markdown_rows(text: str) -> dict[str, dict[str, str]]:
 
 
 class HTMLReport(HTMLParser):
-    """What a test needs from report.html: row ids, image sources, external references, visible text."""
+    """What a test needs from report.html: the results table's row ids, image sources, external references, visible text."""
 
     def __init__(self, text: str) -> None:
         super().__init__()
+        self.tables = 0
         self.rows: list[str] = []
         self.images: list[str] = []
         self.external: list[str] = []
@@ -140,7 +143,8 @@ class HTMLReport(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
-        if tag == "tr" and a.get("data-cell"):
+        self.tables += tag == "table"
+        if tag == "tr" and a.get("data-cell") and self.tables == 1:  # the results table, not a section's tables
             self.rows.append(a["data-cell"])
         if tag == "img":
             self.images.append(a.get("src") or "")
@@ -157,7 +161,8 @@ def test_report_writes_the_table_the_plots_and_three_formats(grid_run: Path, tmp
     result = report(str(grid_run), "--out", str(out))
     assert result.exit_code == 0, result.output
     pngs = sorted(out.glob("*.png"))
-    assert len(pngs) == PLOTS and all(p.read_bytes().startswith(PNG) for p in pngs)
+    assert len(pngs) == PLOTS + RANK_LISTS and all(p.read_bytes().startswith(PNG) for p in pngs)
+    assert len([p for p in pngs if p.name.startswith("ranklist-")]) == RANK_LISTS
 
     md = (out / "report.md").read_text()
     rows = markdown_rows(md)
@@ -174,7 +179,7 @@ def test_report_writes_the_table_the_plots_and_three_formats(grid_run: Path, tmp
 
     page = HTMLReport((out / "report.html").read_text())
     assert page.rows == CELLS
-    assert len(page.images) == PLOTS and all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert len(page.images) == PLOTS + RANK_LISTS and all(src.startswith("data:image/png;base64,") for src in page.images)
     assert all(base64.b64decode(src.split(",", 1)[1]).startswith(PNG) for src in page.images)
     assert page.external == []
     assert XFAIL_MESSAGE in "".join(page.text)
@@ -389,7 +394,8 @@ def test_a_damaged_run_is_reported_as_far_as_it_goes(grid_run: Path, tmp_path: P
     assert list(rows) == CELLS
     assert rows["vit768-ms"]["status"].startswith("**missing**") and rows["clip512-none"]["status"].startswith("**damaged**")
     assert "## Missing or damaged cells" in md
-    assert len(list((tmp_path / "r").glob("*.png"))) == PLOTS
+    assert len([p for p in (tmp_path / "r").glob("*.png") if not p.name.startswith("ranklist-")]) == PLOTS
+    assert [p.name for p in (tmp_path / "r").glob("ranklist-*.png")] == ["ranklist-vit768-none.png"]  # the one readable done cell
 
 
 def test_a_cell_missing_one_seed_names_that_seed(seeds_run: Path, tmp_path: Path) -> None:

@@ -18,6 +18,12 @@ Why it looks the way it does:
   score the worst possible instead of whatever the file order happens to give.
 * **Tensor ops only.** No Python loop over queries, so it runs unchanged on CPU
   or CUDA.
+* **Rank lists from the same pass.** Each query's first :data:`TOP_K` gallery
+  images are kept (`QueryScores.top`), so a report can show what a model
+  retrieved. They come from the same slab and the same removals as the
+  metrics: a ``topk`` of the wrong answers merged with the correct matches at
+  the ranks the metrics gave them, so the first correct entry of a rank list is
+  at exactly the query's recorded first correct rank, ties included.
 """
 from __future__ import annotations
 
@@ -38,6 +44,9 @@ ArrayLike = Union[torch.Tensor, np.ndarray]
 
 #: Working memory one chunk may use for its [chunk, G] tensors (distances + bucket indices).
 CHUNK_BUDGET_BYTES = 256 * 2**20
+
+#: How many gallery images of each query's ranking are kept (`QueryScores.top`): what a rank list shows.
+TOP_K = 10
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,6 +122,7 @@ def evaluate_rank(
     max_rank: int = 50,
     chunk_size: int | None = None,
     device: str | torch.device | None = None,
+    top_k: int = TOP_K,
 ) -> RankResult:
     """Score a query set against a gallery with the Market-1501 protocol.
 
@@ -141,8 +151,12 @@ def evaluate_rank(
     is plenty to rank and twice as fast. ``chunk_size`` queries are scored at
     a time (default: as many as fit in about 256 MB); ``device=None`` uses
     ``qf``'s device when it is a tensor, else the CPU.
+
+    ``queries.top`` holds each query's first ``top_k`` gallery indices (into
+    ``gf`` as given, junk included), closest first, after the same removals;
+    -1 fills the places of a query that has fewer gallery images left.
     """
-    _check_settings(metric, max_rank, chunk_size)
+    _check_settings(metric, max_rank, chunk_size, top_k)
     if device is None:
         device = qf.device if isinstance(qf, torch.Tensor) else torch.device("cpu")
     device = torch.device(device)
@@ -159,7 +173,7 @@ def evaluate_rank(
             t.to(device=device, dtype=torch.int64)
             for t in (q_pids_t, q_cams_t, g_pids_t, g_cams_t)
         )
-        gf_t, g_pids_t, g_cams_t = _drop_junk(gf_t, g_pids_t, g_cams_t)
+        gf_t, g_pids_t, g_cams_t, kept = _drop_junk(gf_t, g_pids_t, g_cams_t)
         num_g = gf_t.shape[0]
         if chunk_size is None:
             chunk_size = _default_chunk_size(num_g, dtype)
@@ -167,10 +181,10 @@ def evaluate_rank(
         qf_t, gf_rows, bias, alpha = _distance_operands(qf_t, gf_t, metric)
         scores = _score_all(
             lambda start, stop: torch.addmm(bias, qf_t[start:stop], gf_rows, alpha=alpha),
-            num_q, q_pids_t, q_cams_t, g_pids_t, g_cams_t, chunk_size,
+            num_q, q_pids_t, q_cams_t, g_pids_t, g_cams_t, chunk_size, top_k,
         )
 
-    return _summarize(scores, q_pids_t, num_g, max_rank, metric)
+    return _summarize(scores, q_pids_t, num_g, max_rank, metric, kept)
 
 
 def evaluate_distances(
@@ -182,6 +196,7 @@ def evaluate_distances(
     max_rank: int = 50,
     chunk_size: int | None = None,
     metric: str = "distance matrix",
+    top_k: int = TOP_K,
 ) -> RankResult:
     """Score a ready [q, g] distance matrix (e.g. re-ranked) with the same protocol as :func:`evaluate_rank`.
 
@@ -189,7 +204,7 @@ def evaluate_distances(
     of query rows at a time on its own device. ``metric`` names what the
     distances are, for the record.
     """
-    _check_settings("euclidean", max_rank, chunk_size)
+    _check_settings("euclidean", max_rank, chunk_size, top_k)
     dist_t = _as_tensor("dist", dist)
     if dist_t.ndim != 2 or not dist_t.is_floating_point():
         raise UsageError(f"dist must be a [q, g] matrix of floating-point distances, got shape {tuple(dist_t.shape)}")
@@ -208,18 +223,21 @@ def evaluate_distances(
             block = dist_t[start:stop]
             return (block[:, columns] if columns is not None else block).clone()  # the scoring writes into its slab
 
-        scores = _score_all(rows, num_q, q_pids_t, q_cams_t, g_pids_t, g_cams_t, chunk_size)
-    return _summarize(scores, q_pids_t, int(g_pids_t.numel()), max_rank, metric)
+        scores = _score_all(rows, num_q, q_pids_t, q_cams_t, g_pids_t, g_cams_t, chunk_size, top_k)
+        kept = None if columns is None else columns.nonzero().squeeze(1)
+    return _summarize(scores, q_pids_t, int(g_pids_t.numel()), max_rank, metric, kept)
 
 
-def _check_settings(metric: str, max_rank: int, chunk_size: int | None) -> None:
-    """Reject a bad ``metric``, ``max_rank`` or ``chunk_size`` before any work is done."""
+def _check_settings(metric: str, max_rank: int, chunk_size: int | None, top_k: int = TOP_K) -> None:
+    """Reject a bad ``metric``, ``max_rank``, ``chunk_size`` or ``top_k`` before any work is done."""
     if metric not in DISTANCES:
         raise UsageError(
             f"unknown metric {metric!r}; choose one of: {', '.join(repr(m) for m in DISTANCES)}"
         )
     if isinstance(max_rank, bool) or not isinstance(max_rank, int) or max_rank < 1:
         raise UsageError(f"max_rank must be a positive integer, got {max_rank!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise UsageError(f"top_k must be a positive integer, got {top_k!r}")
     if chunk_size is not None and (
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
     ):
@@ -252,12 +270,13 @@ def _checked_inputs(
 
 def _drop_junk(
     gf: torch.Tensor, g_pids: torch.Tensor, g_cams: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The gallery without its junk images; returned as is, not copied, when it has none."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The gallery without its junk images, and the original index of each kept one (None when it has none:
+    the gallery is then returned as is, not copied)."""
     keep = g_pids != JUNK_PID
-    if not bool(keep.all()):
-        gf, g_pids, g_cams = gf[keep], g_pids[keep], g_cams[keep]
-    return gf, g_pids, g_cams
+    if bool(keep.all()):
+        return gf, g_pids, g_cams, None
+    return gf[keep], g_pids[keep], g_cams[keep], keep.nonzero().squeeze(1)
 
 
 def _default_chunk_size(num_g: int, dtype: torch.dtype) -> int:
@@ -267,14 +286,20 @@ def _default_chunk_size(num_g: int, dtype: torch.dtype) -> int:
 
 
 def _summarize(
-    scores: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    scores: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
     q_pids: torch.Tensor,
     num_g: int,
     max_rank: int,
     metric: str,
+    kept: torch.Tensor | None = None,
 ) -> RankResult:
-    """Average the per-query scores of :func:`_score_all` over the queries that have a correct match."""
-    num_matches, ap, inp, first_rank = scores
+    """Average the per-query scores of :func:`_score_all` over the queries that have a correct match.
+
+    ``kept``, the original gallery index of each scored (non-junk) image, maps the rank lists back to the gallery
+    as given; None when no image was dropped."""
+    num_matches, ap, inp, first_rank, top = scores
+    if kept is not None:
+        top = torch.where(top >= 0, kept[top.clamp(min=0)], top)
     num_q = int(q_pids.numel())
     valid = num_matches > 0
     num_valid = int(valid.sum())
@@ -292,7 +317,7 @@ def _summarize(
         num_valid_queries=num_valid,
         num_skipped_queries=num_q - num_valid,
         metric=metric,
-        queries=_per_query(q_pids, valid, ap, inp, first_rank),
+        queries=_per_query(q_pids, valid, ap, inp, first_rank, top),
     )
 
 
@@ -311,7 +336,8 @@ def cmc_curve(first_rank: ArrayLike, max_rank: int) -> np.ndarray:
 
 
 def _per_query(
-    q_pids: torch.Tensor, valid: torch.Tensor, ap: torch.Tensor, inp: torch.Tensor, first_rank: torch.Tensor
+    q_pids: torch.Tensor, valid: torch.Tensor, ap: torch.Tensor, inp: torch.Tensor, first_rank: torch.Tensor,
+    top: torch.Tensor,
 ) -> QueryScores:
     """Every query's scores as numpy arrays in query order; a skipped query's AP and INP NaN, its rank 0."""
     nan = torch.tensor(math.nan, dtype=torch.float64, device=ap.device)
@@ -321,10 +347,10 @@ def _per_query(
         torch.where(valid, first_rank + 1, torch.zeros_like(first_rank)),
         torch.where(valid, inp, nan),
     )
-    pid, ap_np, rank_np, inp_np = (a.cpu().numpy() for a in arrays)
-    for array in (pid, ap_np, rank_np, inp_np):
+    pid, ap_np, rank_np, inp_np, top_np = (a.cpu().numpy() for a in (*arrays, top.to(torch.int32)))
+    for array in (pid, ap_np, rank_np, inp_np, top_np):
         array.flags.writeable = False
-    return QueryScores(pid=pid, ap=ap_np, first_rank=rank_np, inp=inp_np)
+    return QueryScores(pid=pid, ap=ap_np, first_rank=rank_np, inp=inp_np, top=top_np)
 
 
 @dataclass(frozen=True, eq=False)
@@ -343,8 +369,9 @@ def _score_all(
     g_pids: torch.Tensor,
     g_cams: torch.Tensor,
     chunk_size: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-query (number of correct matches, AP, INP, 0-based rank of the first match).
+    top_k: int = TOP_K,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-query (number of correct matches, AP, INP, 0-based rank of the first match, [Q, top_k] rank list).
 
     `rows(start, stop)` gives the [stop - start, G] distances of those queries,
     a slab the scoring may write into. Per-query values are kept (Q floats,
@@ -359,16 +386,18 @@ def _score_all(
     ap = torch.zeros(num_q, dtype=torch.float64, device=device)
     inp = torch.zeros(num_q, dtype=torch.float64, device=device)
     first_rank = torch.zeros(num_q, dtype=torch.int64, device=device)
+    top = torch.full((num_q, top_k), -1, dtype=torch.int64, device=device)
 
     for start in range(0, num_q, chunk_size):
         stop = min(start + chunk_size, num_q)
-        n_match, rank = _rank_matches(rows(start, stop), q_cams[start:stop], id_start[start:stop], id_count[start:stop], gallery)
+        n_match, rank, top[start:stop] = _rank_matches(
+            rows(start, stop), q_cams[start:stop], id_start[start:stop], id_count[start:stop], gallery, top_k)
         num_matches[start:stop] = n_match
         if rank is None:
             continue
         ap[start:stop], inp[start:stop], first_rank[start:stop] = _query_scores(n_match, rank)
 
-    return num_matches, ap, inp, first_rank
+    return num_matches, ap, inp, first_rank, top
 
 
 def _distance_operands(
@@ -406,8 +435,10 @@ def _rank_matches(
     id_start: torch.Tensor,
     id_count: torch.Tensor,
     gallery: _Gallery,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """For one chunk of queries: (number of correct matches, [chunk, width] 0-based rank of each match).
+    top_k: int = TOP_K,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """For one chunk of queries: (number of correct matches, [chunk, width] 0-based rank of each match,
+    [chunk, top_k] rank list: the gallery index at each of the first places, -1 past the kept gallery).
 
     Column k of the rank table is the rank of each query's (k + 1)-th closest
     correct match among the kept gallery; columns past a query's number of
@@ -418,13 +449,15 @@ def _rank_matches(
     """
     rows_in_chunk = dist.shape[0]
     device = dist.device
-    match_row, match_dist = _take_same_id(dist, q_cams, id_start, id_count, gallery)
+    match_row, match_dist, match_col = _take_same_id(dist, q_cams, id_start, id_count, gallery)
+    # The closest wrong answers: every same-id entry is at inf now, and a correct match joins them below.
+    wrong = dist.topk(min(top_k, dist.shape[1]), dim=1, largest=False, sorted=True)
 
     n_match = torch.bincount(match_row, minlength=rows_in_chunk)
     width = int(n_match.max()) if match_row.numel() else 0
     if width == 0:
-        return n_match, None
-    match_table = _match_table(match_row, match_dist, n_match, width)
+        return n_match, None, _rank_list(wrong, None, None, n_match, top_k)
+    match_table, match_cols = _match_table(match_row, match_dist, match_col, n_match, width)
 
     # Bucket j of a wrong answer = how many matches are strictly closer, so
     # the wrong answers ranked before match k are those in buckets 0..k
@@ -437,8 +470,39 @@ def _rank_matches(
     del bucket
     wrong_before = per_bucket[:, :width].cumsum(dim=1)
 
-    k = torch.arange(width, device=device)
-    return n_match, k + wrong_before  # 0-based rank of match k among the kept gallery
+    rank = torch.arange(width, device=device) + wrong_before  # 0-based rank of match k among the kept gallery
+    return n_match, rank, _rank_list(wrong, match_cols, rank, n_match, top_k)
+
+
+def _rank_list(
+    wrong: tuple[torch.Tensor, torch.Tensor], match_cols: torch.Tensor | None, rank: torch.Tensor | None,
+    n_match: torch.Tensor, top_k: int,
+) -> torch.Tensor:
+    """[chunk, top_k] gallery indices, closest first: each correct match at the rank the metrics gave it, the wrong
+    answers (``wrong``: values and indices of a sorted topk) in order in the places between; -1 where none is left.
+
+    Built from the rank table rather than re-sorted, so a rank list never disagrees with the query's scores.
+    """
+    values, indices = wrong
+    rows_in_chunk = n_match.shape[0]
+    device = n_match.device
+    out = torch.full((rows_in_chunk, top_k), -1, dtype=torch.int64, device=device)
+    taken = torch.zeros(rows_in_chunk, top_k, dtype=torch.bool, device=device)
+    if rank is not None and match_cols is not None:
+        first = min(rank.shape[1], top_k)
+        rank, cols = rank[:, :first], match_cols[:, :first]
+        shown = (torch.arange(first, device=device) < n_match[:, None]) & (rank < top_k)
+        row = torch.arange(rows_in_chunk, device=device)[:, None].expand_as(rank)[shown]
+        out[row, rank[shown]] = cols[shown]
+        taken[row, rank[shown]] = True
+    if indices.shape[1] == 0:  # an empty gallery
+        return out
+    # The p-th free place takes the p-th closest wrong answer.
+    slot = (~taken).cumsum(dim=1) - 1
+    found = slot < indices.shape[1]
+    slot = slot.clamp(0, indices.shape[1] - 1)
+    fill = ~taken & found & torch.isfinite(values.gather(1, slot))
+    return torch.where(fill, indices.gather(1, slot), out)
 
 
 def _take_same_id(
@@ -447,8 +511,9 @@ def _take_same_id(
     id_start: torch.Tensor,
     id_count: torch.Tensor,
     gallery: _Gallery,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(row, distance) of every correct match in ``dist``, a [chunk, G] slab; all same-id entries become inf.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row, distance, gallery index) of every correct match in ``dist``, a [chunk, G] slab; all same-id entries
+    become inf.
 
     Same-id images are either correct matches (ranked separately) or
     same-camera images the protocol removes: neither competes as a wrong answer.
@@ -462,18 +527,22 @@ def _take_same_id(
     match_dist = dist[row, col][is_match]
     match_row = row[is_match]
     dist[row, col] = math.inf
-    return match_row, match_dist
+    return match_row, match_dist, col[is_match]
 
 
 def _match_table(
-    match_row: torch.Tensor, match_dist: torch.Tensor, n_match: torch.Tensor, width: int
-) -> torch.Tensor:
-    """[chunk, width] table of each query's match distances, ascending, padded with inf."""
+    match_row: torch.Tensor, match_dist: torch.Tensor, match_col: torch.Tensor, n_match: torch.Tensor, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """[chunk, width] tables of each query's match distances, ascending, padded with inf, and of the gallery
+    index of each (padded with -1)."""
     device = match_dist.device
     slot = torch.arange(match_row.numel(), device=device) - (n_match.cumsum(0) - n_match)[match_row]
     table = torch.full((n_match.shape[0], width), math.inf, dtype=match_dist.dtype, device=device)
     table[match_row, slot] = match_dist
-    return table.sort(dim=1).values
+    cols = torch.full((n_match.shape[0], width), -1, dtype=torch.int64, device=device)
+    cols[match_row, slot] = match_col
+    table, order = table.sort(dim=1)
+    return table, cols.gather(1, order)
 
 
 def _query_scores(

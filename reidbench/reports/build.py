@@ -23,6 +23,7 @@ from reidbench.reports.axis_plots import axis_plots
 from reidbench.reports.curves import curve_plots, validation_section
 from reidbench.reports.load import LoadedRun, load_run
 from reidbench.reports.modalities import modality_section
+from reidbench.reports.ranklists import rank_list_section
 from reidbench.schema import is_number
 from reidbench.reports.plots import all_plots
 from reidbench.reports.render import BETTER, WORSE, ReportDoc, Section, table_markdown, to_html, to_markdown
@@ -84,7 +85,8 @@ def make_report(
         before_plots=_sections(run, comparison, thresholds, outcome) + [comparisons_section(found)] + [
             section for section in [modality_section(run), _cross_domain_section(run), validation_section(run)] if section is not None],
         plots=forest_plots(found) + plots + curve_plots(run, summaries),
-        after_plots=[_notes_section(summaries)] + [s for s in [_time_section(run)] if s.items],
+        after_plots=[s for s in [rank_list_section(run)] if s is not None] + [_notes_section(summaries)]
+        + [s for s in [_time_section(run)] if s.items],
     )
     try:
         files = write_report(doc, run, out, comparisons_csv(found))
@@ -108,7 +110,7 @@ def check_out(out: Path) -> Path:
 def write_report(doc: ReportDoc, run: LoadedRun, out: Path, comparisons: str) -> list[Path]:
     """Each file atomically, so a report open in a browser is never half-replaced."""
     files = []
-    for plot in doc.plots:
+    for plot in doc.plots + [f for s in doc.before_plots + doc.after_plots for f in s.figures]:
         write_atomic(out / plot.filename, plot.png)
         files.append(out / plot.filename)
     for name, text in (("report.md", to_markdown(doc)), ("report.html", to_html(doc)),

@@ -26,6 +26,8 @@ class Section:
     """'bad', 'good' or 'warn': how the HTML colours the section's frame."""
     tables: list[tuple[str, Table]] = field(default_factory=list)
     """(caption, table) pairs after the items: e.g. one missing-modality table per cell."""
+    figures: list[Plot] = field(default_factory=list)
+    """PNGs shown after the items and before the tables (e.g. rank lists), written beside report.md like the plots."""
 
 
 @dataclass
@@ -71,6 +73,8 @@ def _md_section(section: Section) -> list[str]:
         lines += [section.intro, ""]
     lines += [f"- {item}" for item in section.items]
     lines += [""] if section.items else []
+    for figure in section.figures:
+        lines += [f"### {figure.title}", "", f"![{figure.title}]({figure.filename})", "", figure.caption, ""]
     for caption, table in section.tables:
         lines += [f"**{_md_escape(caption)}**", "", table_markdown(table), ""]
     return lines
@@ -161,7 +165,13 @@ def _html_section(section: Section) -> str:
     intro = f"<p>{_e(section.intro)}</p>" if section.intro else ""
     items = "<ul>" + "".join(f"<li>{_e(i)}</li>" for i in section.items) + "</ul>" if section.items else ""
     tables = "".join(f"<h3>{_e(caption)}</h3>{table_html(table, text_columns=1)}" for caption, table in section.tables)
-    return f'<section class="box{tone}"><h2>{_e(section.title)}</h2>{intro}{items}{tables}</section>'
+    figures = "".join(_html_figure(figure) for figure in section.figures)
+    return f'<section class="box{tone}"><h2>{_e(section.title)}</h2>{intro}{items}{figures}{tables}</section>'
+
+
+def _html_figure(plot: Plot) -> str:
+    return (f'<figure><h3>{_e(plot.title)}</h3><img src="{data_uri(plot.png)}" alt="{_e(plot.title)}">'
+            f"<figcaption>{_e(plot.caption)}</figcaption></figure>")
 
 
 def data_uri(png: bytes) -> str:
@@ -183,11 +193,7 @@ def to_html(doc: ReportDoc) -> str:
     parts += [_html_section(s) for s in doc.before_plots]
     if doc.plots:
         parts.append("<h2>Plots</h2>")
-        for plot in doc.plots:
-            parts.append(
-                f'<figure><h3>{_e(plot.title)}</h3><img src="{data_uri(plot.png)}" alt="{_e(plot.title)}">'
-                f"<figcaption>{_e(plot.caption)}</figcaption></figure>"
-            )
+        parts += [_html_figure(plot) for plot in doc.plots]
     parts += [_html_section(s) for s in doc.after_plots]
     parts += ["</body>", "</html>"]
     return "\n".join(parts) + "\n"
