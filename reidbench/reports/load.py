@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional, TypeVar
 import pandas as pd
 
 from reidbench.errors import UsageError
+from reidbench.bench.memory import headline_mib
 from reidbench.rundir import RunDir, owner_gone, run_standing, standing
 from reidbench.reports.quantities import COMPILE_SECONDS, MODE_COST
 from reidbench.runtime.files import read_json
@@ -126,7 +127,7 @@ def measurement_columns(record: dict[str, Any]) -> dict[str, Any]:
     memory = record.get("memory") or {}
     for kind, column in (("inference", "peak_infer_mib"), ("train_step", "peak_train_mib")):
         m = memory.get(kind) or {}
-        value = m.get("peak_allocated_mib", m.get("peak_rss_delta_mib", m.get("peak_rss_mib")))
+        value = headline_mib(m)
         if value is not None:
             out[column] = value
             out[f"{column}_batch"] = m.get("batch_size")

@@ -284,6 +284,8 @@ def _memory_kind_label(summaries: list[CellSummary]) -> str:
         return "peak resident set size of the process (MiB)"
     if kinds == {"peak-rss-delta"}:
         return "peak resident memory added by the region (MiB)"
+    if kinds == {"cpu-tensor-peak"}:
+        return "peak tensor memory the region allocated (MiB)"
     return "peak memory (MiB)"
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 
 from reidbench.reports.compare import Comparison, format_change
 from reidbench.bench.export import onnx_table_text
+from reidbench.bench.memory import KIND_WORDS, headline_mib
 from reidbench.schema import axis_text
 from reidbench.reports.quantities import ACCURACY, COMPILE_SECONDS, MODE_COST, QUANTITIES, RERANKED, Quantity, format_number
 from reidbench.reports.summary import IDENTITY_BOOTSTRAP, CellSummary, Stat
@@ -51,10 +52,9 @@ def bench_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
         memory = r.get("memory") or {}
         for kind in ("inference", "train_step"):
             m = memory.get(kind) or {}
-            value = m.get("peak_allocated_mib", m.get("peak_rss_delta_mib", m.get("peak_rss_mib")))
-            label = "alloc" if "peak_allocated_mib" in m else "rss"
+            value = headline_mib(m)
             if value is not None:
-                row[f"{kind} MiB ({label}, bs{m['batch_size']})"] = f"{value:.0f}"
+                row[f"{kind} MiB ({KIND_WORDS.get(m.get('kind'), 'peak')}, bs{m['batch_size']})"] = f"{value:.0f}"
         rows.append(row)
     return pd.DataFrame(rows).fillna("")
 
@@ -312,7 +312,7 @@ def _seeds_text(s: CellSummary) -> str:
 def _memory_header(summaries: list[CellSummary], which: str) -> str:
     """'peak infer MiB (RSS, bs 8)': what kind of peak it is, and at which batch, when all cells agree."""
     kinds = {s.memory_kind for s in summaries if s.memory_kind}
-    kind = {"peak-rss": "process RSS", "peak-rss-delta": "RSS increase", "cuda-allocator": "allocated"}.get(next(iter(kinds)), "") if len(kinds) == 1 else ""
+    kind = KIND_WORDS.get(next(iter(kinds)), "") if len(kinds) == 1 else ""
     batches = {int(st.mean) for s in summaries if (st := s.values.get(f"peak_{which}_mib_batch"))}
     detail = ", ".join(x for x in (kind, f"bs {next(iter(batches))}" if len(batches) == 1 else "") if x)
     return f"peak {which} MiB" + (f" ({detail})" if detail else "")
