@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from reidbench.data.records import distractors_text
 from reidbench.errors import UsageError
 from reidbench.harness.console import phase_breakdown
 from reidbench.profiles.profile import STANDARD_RERANK
@@ -213,17 +214,17 @@ def _dataset_item(run: LoadedRun) -> Item:
         return ("Dataset", str(dataset["spec"])) if dataset.get("spec") else None
     counts, used, skipped = dataset["counts"], dataset.get("used") or {}, dataset.get("unreadable") or {}
 
-    def split(name: str) -> str:
+    def split(name: str) -> str:  # the dataset's own counts (data info's) unless images were skipped
         found = counts[name]["images"]
         images = (used.get(name) or {}).get("images", found)
-        ids = (used.get(name) or {}).get("ids", counts[name]["ids"])
+        ids = (used.get(name) or {}).get("ids", counts[name]["ids"]) if skipped.get(name) else counts[name]["ids"]
         lost = f" of {found} ({skipped[name]} unreadable, skipped)" if skipped.get(name) else ""
         return f"{name} {ids} ids / {images}{lost} images"
 
     unmatched = dataset.get("queries_without_match") or 0
     scored = f", {unmatched} queries without a gallery match (not scored)" if unmatched else ""
     text = (f"{dataset.get('name')} {dataset.get('version') or ''} — {split('train')}, {split('query')}{scored}, "
-            f"{split('gallery')} ({counts['gallery'].get('distractors', 0)} distractors), {counts['train'].get('cameras')} cameras")
+            f"{split('gallery')}{_distractors(counts['gallery'])}, {counts['train'].get('cameras')} cameras")
     modalities, incomplete = dataset.get("modalities") or ["rgb"], sum((dataset.get("incomplete") or {}).values())
     if len(modalities) > 1:
         text += (f"; each sample {' + '.join(modalities)}"
@@ -233,6 +234,11 @@ def _dataset_item(run: LoadedRun) -> Item:
     if is_number(chance.get("mAP")) and is_number(chance.get("rank1")):
         text += f"; chance level (random features) mAP {chance['mAP']:.1%}, rank-1 {chance['rank1']:.1%}"
     return "Dataset", text
+
+
+def _distractors(counts: dict[str, Any]) -> str:
+    text = distractors_text(int(counts.get("distractors") or 0))
+    return f" ({text})" if text else ""
 
 
 def _profile_item(run: LoadedRun) -> Item:
@@ -245,7 +251,7 @@ def _profile_item(run: LoadedRun) -> Item:
     if profile.get("follows"):
         text += f". Follows {profile['follows']}"
         departures = profile.get("departures") or []
-        text += (", departing from it in these ways: " + "; ".join(departures)) if departures else ", with no departure"
+        text += (f", departing from it in {'this way' if len(departures) == 1 else 'these ways'}: " + "; ".join(departures)) if departures else ", with no departure"
     return "Profile", text
 
 
@@ -313,7 +319,7 @@ def _recipes_item(run: LoadedRun) -> Item:
     parts = [
         f"{name} for {', '.join(dict.fromkeys(cells))}" + (f" ({why})" if why else "")
         + ("" if name == base else f": follows {recipe.get('follows') or 'no upstream recipe'}"
-           + (f", departing in these ways: {'; '.join(recipe.get('departures') or [])}" if recipe.get("departures") else ""))
+           + (f", departing in {'this way' if len(recipe['departures']) == 1 else 'these ways'}: {'; '.join(recipe['departures'])}" if recipe.get("departures") else ""))
         for (name, why), (recipe, cells) in used.items()
     ]
     return "Recipes", " | ".join(parts)

@@ -10,12 +10,16 @@ from reidbench.reports.compare import Comparison, format_change
 from reidbench.bench.export import onnx_table_text
 from reidbench.bench.memory import KIND_WORDS, headline_mib
 from reidbench.schema import axis_text
-from reidbench.reports.quantities import ACCURACY, COMPILE_SECONDS, MODE_COST, QUANTITIES, RERANKED, Quantity, format_number
+from reidbench.reports.quantities import ACCURACY, COMPILE_SECONDS, MODE_COST, QUANTITIES, RERANKED, Quantity, format_params
 from reidbench.reports.summary import IDENTITY_BOOTSTRAP, CellSummary, Stat
 
 
+ONNX_COLUMN = "ONNX (export / parity)"
+"""The export column, on the console (`bench --runtime onnxruntime`) as in the report."""
+
+
 def _millions(n: Any) -> str:
-    return "" if n in (None, "") else f"{n / 1e6:.1f}"
+    return "" if n in (None, "") else format_params(n)
 
 
 def _fmt(x: Any, spec: str) -> str:
@@ -55,6 +59,8 @@ def bench_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
             value = headline_mib(m)
             if value is not None:
                 row[f"{kind} MiB ({KIND_WORDS.get(m.get('kind'), 'peak')}, bs{m['batch_size']})"] = f"{value:.0f}"
+        if r.get("onnx"):
+            row[ONNX_COLUMN] = onnx_table_text(r["onnx"])
         rows.append(row)
     return pd.DataFrame(rows).fillna("")
 
@@ -190,7 +196,7 @@ def report_table(
     columns += [q.label if b is None else f"bs{b} {q.label}" for q, b in modes]
     columns += [_memory_header(summaries, "infer"), _memory_header(summaries, "train"), "train s"]
     exported = any(s.onnx for s in summaries)
-    columns += ["ONNX (export / parity)"] if exported else []
+    columns += [ONNX_COLUMN] if exported else []
 
     def value(s: CellSummary, name: str, batch: Optional[int] = None) -> TableCell:
         q = QUANTITIES[name]
@@ -209,7 +215,7 @@ def report_table(
         params = value(s, "params")
         parts = [s.values.get(f"params_{p}") for p in ("backbone", "neck", "head")]
         if all(parts):
-            params.text += " (" + " / ".join(format_number(p.mean * 1e-6) for p in parts) + ")"
+            params.text += " (" + " / ".join(format_params(p.mean) for p in parts) + ")"
         row += [params, value(s, "gmacs"), value(s, "gflops")]
         for b in batch_sizes:
             row += _latency_cells(s, b, value)
@@ -288,7 +294,7 @@ def _mode_quantities(summaries: list[CellSummary], batch_sizes: list[int]) -> li
 def _stat_text(stat: Optional[Stat], q: Quantity) -> str:
     if stat is None:
         return MISSING_VALUE
-    text = format_number(stat.mean * q.scale, q.digits)
+    text = q.shown(stat.mean)
     if stat.low is not None and stat.high is not None and not q.deterministic:
         decimals = len(text.partition(".")[2])
         text += f" [{_fixed(stat.low * q.scale, decimals)}, {_fixed(stat.high * q.scale, decimals)}]"
