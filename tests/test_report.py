@@ -109,9 +109,9 @@ def report(*args: str) -> object:
     return result
 
 
-def markdown_rows(text: str) -> dict[str, dict[str, str]]:
-    """The results table of report.md: cell id -> {column: text}."""
-    lines = text.split("## Results", 1)[1].strip().splitlines()
+def markdown_rows(text: str, heading: str = "All columns") -> dict[str, dict[str, str]]:
+    """A table of report.md, the full one unless `heading` names the short one ("Results"): cell id -> {column: text}."""
+    lines = text.split(f"## {heading}", 1)[1].strip().splitlines()
 
     def split(line: str) -> list[str]:
         return [c.strip() for c in line.strip().strip("|").split(" | ")]

@@ -71,7 +71,7 @@ def data_line(data: RunData) -> str:
         f"data: {data.dataset.name} — {modal}{split('train', data.train)} / {info['used']['train']['ids']} ids, "
         f"{split('query', data.query)}{scored}, {split('gallery', data.gallery)}, {data.dataset.num_cameras} cameras "
         f"(images from {info['cache']['location']}: {info['cache']['why']}); "
-        f"chance level: mAP {info['chance']['mAP']:.1%}, rank-1 {info['chance']['rank1']:.1%} (random features){first}"
+        f"chance level: mAP {info['chance']['mAP']:.1%}, rank-1 {info['chance']['rank1']:.1%} (a random ranking's expected score){first}"
     )
 
 

@@ -6,6 +6,7 @@ on another machine, long after the run, from a copied folder.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -16,18 +17,18 @@ from reidbench.harness.console import phase_breakdown
 from reidbench.profiles.profile import STANDARD_RERANK
 from reidbench.runtime.files import write_atomic
 from reidbench.runtime.text import printable
-from reidbench.rundir import RESULTS_CSV, RunDir
+from reidbench.rundir import RESULTS_CSV, RESULTS_UNITS, RunDir
 from reidbench.reports.compare import Comparison, Crossing, GateOutcome, Threshold, compare, gate
 from reidbench.reports.comparisons import Family, comparisons_csv, family
 from reidbench.reports.forest import comparisons_section, forest_plots
 from reidbench.reports.axis_plots import axis_plots
-from reidbench.reports.load import LoadedRun, load_run
+from reidbench.reports.load import LoadedRun, frame_units, load_run
 from reidbench.reports.modalities import modality_section
-from reidbench.schema import is_number
+from reidbench.schema import is_number, units_document
 from reidbench.reports.plots import all_plots
 from reidbench.reports.render import BETTER, WORSE, ReportDoc, Section, table_markdown, to_html, to_markdown
-from reidbench.reports.summary import CellSummary, summarize
-from reidbench.reports.tables import Table, report_table
+from reidbench.reports.summary import CellSummary, below_chance, summarize
+from reidbench.reports.tables import Table, compact_table, report_table
 from reidbench.variants.settings import PATCH_SIZE
 
 
@@ -41,6 +42,10 @@ class ReportResult:
     gated: bool = False
     """Whether --fail-on thresholds were checked."""
     comparisons: Family = field(default_factory=Family)
+    compact: Optional[Table] = None
+    """The short table printed first (cell, status, mAP, rank-1, GFLOPs, parameters, latency)."""
+    below_chance: dict[str, str] = field(default_factory=dict)
+    """Cell -> why its mAP is no better than chance."""
 
     @property
     def crossings(self) -> list[Crossing]:
@@ -48,7 +53,8 @@ class ReportResult:
 
     @property
     def markdown_table(self) -> str:
-        return table_markdown(self.table)
+        """What `reidbench report` prints: the short table (report.md holds both)."""
+        return table_markdown(self.compact or self.table)
 
 
 def make_report(
@@ -72,15 +78,17 @@ def make_report(
         comparison = compare(run, summaries, baseline, summarize(baseline))
     outcome = gate(run, summaries, comparison, thresholds, strict) if comparison and thresholds else GateOutcome()
     batch_sizes = run.batch_sizes()
-    table = report_table(summaries, batch_sizes, comparison)
-    chance = ((run.meta.get("dataset") or {}).get("chance") or {}).get("mAP")
-    plots = all_plots(summaries, run.logs, batch_sizes, chance if is_number(chance) else None) + axis_plots(summaries, batch_sizes)
+    chance = below_chance(summaries, run.chance())
+    table = report_table(summaries, batch_sizes, comparison, chance)
+    plots = all_plots(summaries, run.logs, batch_sizes, run.chance().get("mAP")) + axis_plots(summaries, batch_sizes)
     doc = ReportDoc(
         banner=what_was_trained(run),
         title=f"reidbench report: {run.name}",
         header=header_items(run),
         table=table,
-        warnings=list(dict.fromkeys(run.warnings + [f"baseline {comparison.baseline.root}: {w}" for w in (comparison.baseline.warnings if comparison else [])])),
+        compact=compact_table(summaries, batch_sizes, comparison, chance),
+        warnings=list(dict.fromkeys([f"{cell}: {why}" for cell, why in chance.items()] + run.warnings + [
+            f"baseline {comparison.baseline.root}: {w}" for w in (comparison.baseline.warnings if comparison else [])])),
         before_plots=_sections(run, comparison, thresholds, outcome) + [comparisons_section(found)] + [
             section for section in [modality_section(run), _cross_domain_section(run)] if section is not None],
         plots=forest_plots(found) + plots,
@@ -90,7 +98,8 @@ def make_report(
         files = write_report(doc, run, out, comparisons_csv(found))
     except OSError as exc:
         raise UsageError(f"cannot write the report into {out}: {exc.strerror or exc}.") from None
-    return ReportResult(out, files, table, run, outcome, gated=bool(comparison and thresholds), comparisons=found)
+    return ReportResult(out, files, table, run, outcome, gated=bool(comparison and thresholds), comparisons=found,
+                        compact=doc.compact, below_chance=chance)
 
 
 def check_out(out: Path) -> Path:
@@ -111,8 +120,10 @@ def write_report(doc: ReportDoc, run: LoadedRun, out: Path, comparisons: str) ->
     for plot in doc.plots:
         write_atomic(out / plot.filename, plot.png)
         files.append(out / plot.filename)
-    for name, text in (("report.md", to_markdown(doc)), ("report.html", to_html(doc)),
-                       (RESULTS_CSV, run.frame().to_csv(index=False)), ("comparisons.csv", comparisons)):
+    frame = run.frame()
+    units = json.dumps(units_document(frame_units([str(c) for c in frame.columns])), indent=2) + "\n"
+    for name, text in (("report.md", to_markdown(doc)), ("report.html", to_html(doc)), (RESULTS_CSV, frame.to_csv(index=False)),
+                       (RESULTS_UNITS, units), ("comparisons.csv", comparisons)):
         write_atomic(out / name, printable(text))
         files.append(out / name)
     return files
@@ -230,9 +241,9 @@ def _dataset_item(run: LoadedRun) -> Item:
         text += (f"; each sample {' + '.join(modalities)}"
                  + (f" ({incomplete} samples skipped: a modality's file missing)" if incomplete else "")
                  + f"; gallery entries of the query's identity removed by {dataset.get('exclusion', 'camera')}")
-    chance = dataset.get("chance") or {}
-    if is_number(chance.get("mAP")) and is_number(chance.get("rank1")):
-        text += f"; chance level (random features) mAP {chance['mAP']:.1%}, rank-1 {chance['rank1']:.1%}"
+    chance = run.chance()
+    if len(chance) == 2:
+        text += f"; chance level (a random ranking) mAP {chance['mAP']:.1%}, rank-1 {chance['rank1']:.1%}"
     return "Dataset", text
 
 
@@ -482,10 +493,11 @@ def summary_lines(result: ReportResult) -> list[str]:
     """What `reidbench report` prints to stderr besides the table."""
     banner = what_was_trained(result.run)
     lines = [f"read this first: {banner}"] if banner else []
+    lines += [f"warning: {cell}: {why}" for cell, why in result.below_chance.items()]
     lines += [f"warning: {w}" for w in result.run.warnings]
     lines += [f"{i.kind}: {i.cell} seed {i.seed} — {i.detail}" for i in result.run.issues]
     plots = sum(1 for f in result.files if f.suffix == ".png")
-    lines.append(f"report: wrote {result.out}/report.md, report.html, results.csv, comparisons.csv and {plots} plots")
+    lines.append(f"report: wrote {result.out}/report.md, report.html, {RESULTS_CSV} (units in {RESULTS_UNITS}), comparisons.csv and {plots} plots")
     return lines
 
 
