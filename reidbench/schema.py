@@ -551,7 +551,7 @@ def column_units(columns: Iterable[str], more: Optional[dict[str, str]] = None) 
     """Column -> its unit, for results.units.json: results.csv's own columns from `RESULT_COLUMNS`, an axis column is
     text, and `more` gives the report's extra columns (latency, memory) theirs."""
     own = {column.name: column.unit for column in RESULT_COLUMNS}
-    found = {**own, **(more or {})}
+    found = {**(more or {}), **own}  # a run's own column keeps its unit whatever a report adds
     return {c: TEXT if c.startswith(AXIS_COLUMN_PREFIX) else found.get(c, "") for c in columns}
 
 

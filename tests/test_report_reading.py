@@ -112,6 +112,7 @@ def test_results_csv_says_its_units_beside_it(rendered: tuple[Path, object], tmp
     assert set(units) == set(table.columns) and all(units.values())
     assert units["mAP"].startswith("fraction") and units["params"].startswith("parameters, a whole count")
     assert units["latency_ms@1"] == "ms, at batch 1" and units["img_per_s@1"] == "img/s, at batch 1"
+    assert units["gflops"].startswith("GFLOPs per image") and units["train_seconds"] == "s"  # the run's own unit stands
     assert table["mAP"].max() < 1 and table["params"].dtype.kind == "i"
     run = RunDir(tmp_path)
     write_cell(tmp_path, "vit768-none", 0, {"mAP": 0.4, "rank1": 0.6})

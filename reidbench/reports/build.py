@@ -16,7 +16,7 @@ from reidbench.errors import UsageError
 from reidbench.harness.console import phase_breakdown
 from reidbench.profiles.profile import STANDARD_RERANK
 from reidbench.runtime.files import write_atomic
-from reidbench.runtime.text import printable
+from reidbench.runtime.text import counted, printable
 from reidbench.rundir import RESULTS_CSV, RESULTS_UNITS, RunDir
 from reidbench.reports.compare import Comparison, Crossing, GateOutcome, Threshold, compare, gate
 from reidbench.reports.comparisons import Family, comparisons_csv, family
@@ -189,7 +189,7 @@ def _device_item(run: LoadedRun) -> Item:
         parts += [f"CUDA {env.get('cuda')}", f"TF32 matmul {env.get('tf32_matmul')}",
                   f"cudnn.benchmark {options.get('cudnn_benchmark', env.get('cudnn_benchmark'))}"]
     elif env.get("torch_threads"):
-        parts.append(f"{env['torch_threads']} torch threads")
+        parts.append(counted(int(env["torch_threads"]), "torch thread"))
     return "Device", ", ".join(parts)
 
 
@@ -257,7 +257,8 @@ def _profile_item(run: LoadedRun) -> Item:
     if not profile:
         return None
     train = profile.get("train") or {}
-    text = (f"{profile.get('name')} — {profile.get('description', '')}; {train.get('epochs')} epoch(s), "
+    epochs = counted(int(train["epochs"]), "epoch") if is_number(train.get("epochs")) else f"{train.get('epochs')} epoch(s)"
+    text = (f"{profile.get('name')} — {profile.get('description', '')}; {epochs}, "
             f"batch {train.get('p')}×{train.get('k')} (P×K), {train.get('optimizer')} lr {train.get('lr')}")
     if profile.get("follows"):
         text += f". Follows {profile['follows']}"
@@ -387,7 +388,8 @@ def _latency_item(run: LoadedRun) -> Item:
     if entry is None:
         return None
     repeats = _options(run).get("repeats", entry.get("repeats"))
-    return "Latency", f"{entry.get('timer')} timer, {entry.get('warmup')} warm-up calls, up to {repeats} repeats per batch size; median and p90"
+    warmup = counted(int(entry["warmup"]), "warm-up call") if is_number(entry.get("warmup")) else "? warm-up calls"
+    return "Latency", f"{entry.get('timer')} timer, {warmup}, up to {repeats} repeats per batch size; median and p90"
 
 
 def _flops_item(run: LoadedRun) -> Item:

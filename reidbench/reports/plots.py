@@ -21,7 +21,7 @@ from matplotlib.ticker import FuncFormatter, LogFormatter, MaxNLocator, NullLoca
 
 from reidbench.bench.memory import CPU_TENSORS, CUDA_ALLOCATOR, RSS_DELTA
 from reidbench.schema import EpochEntry, is_number
-from reidbench.reports.quantities import QUANTITIES
+from reidbench.reports.quantities import QUANTITIES, format_params
 from reidbench.reports.summary import CellSummary, short_reason
 
 STYLE = {
@@ -426,7 +426,8 @@ def params_bars(summaries: list[CellSummary], styles: Styles) -> Plot:
             width = stat.mean / 1e6 if stat else 0.0
             ax.barh(row, width, left=left, height=0.6, color=colour, label=part)
             left += width
-        ax.text(left + largest * 0.01, row, f"{totals[row]:,.1f} M", va="center", ha="left", fontsize=9)
+        shown = format_params(totals[row] * 1e6)
+        ax.text(left + largest * 0.01, row, shown if shown.endswith(("params", "param")) else f"{shown} M", va="center", ha="left", fontsize=9)
     _finish_bars(fig, ax, summaries, largest, "parameters (millions)", "Parameters by part")
     colour_cell_labels(ax, summaries, styles)
     return Plot("params.png", "Parameters by part",
