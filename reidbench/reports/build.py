@@ -78,16 +78,16 @@ def make_report(
         comparison = compare(run, summaries, baseline, summarize(baseline))
     outcome = gate(run, summaries, comparison, thresholds, strict) if comparison and thresholds else GateOutcome()
     batch_sizes = run.batch_sizes()
-    chance = below_chance(summaries, run.chance())
-    table = report_table(summaries, batch_sizes, comparison, chance)
+    below = below_chance(summaries, run.chance())
+    table = report_table(summaries, batch_sizes, comparison, below)
     plots = all_plots(summaries, run.logs, batch_sizes, run.chance().get("mAP")) + axis_plots(summaries, batch_sizes)
     doc = ReportDoc(
         banner=what_was_trained(run),
         title=f"reidbench report: {run.name}",
         header=header_items(run),
         table=table,
-        compact=compact_table(summaries, batch_sizes, comparison, chance),
-        warnings=list(dict.fromkeys([f"{cell}: {why}" for cell, why in chance.items()] + run.warnings + [
+        compact=compact_table(summaries, batch_sizes, comparison, below),
+        warnings=list(dict.fromkeys([f"{cell}: {why}" for cell, why in below.items()] + run.warnings + [
             f"baseline {comparison.baseline.root}: {w}" for w in (comparison.baseline.warnings if comparison else [])])),
         before_plots=_sections(run, comparison, thresholds, outcome) + [comparisons_section(found)] + [
             section for section in [modality_section(run), _cross_domain_section(run)] if section is not None],
@@ -99,7 +99,7 @@ def make_report(
     except OSError as exc:
         raise UsageError(f"cannot write the report into {out}: {exc.strerror or exc}.") from None
     return ReportResult(out, files, table, run, outcome, gated=bool(comparison and thresholds), comparisons=found,
-                        compact=doc.compact, below_chance=chance)
+                        compact=doc.compact, below_chance=below)
 
 
 def check_out(out: Path) -> Path:
