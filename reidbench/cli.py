@@ -686,6 +686,7 @@ def _list_profile(name: str, recipe: Optional[str], overrides: List[str]) -> Non
     """Every resolved value of a profile, and what set it: the base (the field defaults), a profile or recipe file, or --set."""
     from reidbench.harness.plan import parse_overrides
     from reidbench.profiles import load_profile, load_recipe, split_sets, with_recipe, with_sets
+    from reidbench.runtime.text import counted
 
     variant, tables = split_sets(parse_overrides(overrides))
     if variant:
@@ -694,7 +695,7 @@ def _list_profile(name: str, recipe: Optional[str], overrides: List[str]) -> Non
     loaded = with_sets(with_recipe(loaded, load_recipe(recipe)) if recipe else loaded, tables)
     typer.echo(_printable(f"profile {loaded.name} ({loaded.source}, extends {loaded.extends or 'the base'}): {loaded.description}"))
     if loaded.follows:
-        typer.echo(_printable(f"  follows {loaded.follows}; departs in {len(loaded.departures)} way(s)"))
+        typer.echo(_printable(f"  follows {loaded.follows}; departs in {counted(len(loaded.departures), 'way')}"))
     for key, value, origin in loaded.resolved():
         shown = list(value) if isinstance(value, tuple) else value
         typer.echo(_printable(f"  {key:<28} {json.dumps(shown):<20} {origin}"))

@@ -42,7 +42,7 @@ from reidbench.runtime.files import append_line, read_json, write_atomic, write_
 from reidbench.runtime.processes import is_alive
 from reidbench.schema import (
     CellRecord, CellState, EpochEntry, QueryScores, RunMeta, RunState, SchemaError, check_value, query_scores_bytes, query_scores_from_npz,
-    results_columns, results_row,
+    column_units, results_columns, results_row, units_document,
 )
 
 CELLS_DIR = "cells"
@@ -51,8 +51,10 @@ RECORD = "record.json"
 TRAIN_LOG = "train_log.jsonl"
 RESULTS_CSV = "results.csv"
 """Also the name of a report's own table, which is why a report never writes into a run directory."""
+RESULTS_UNITS = "results.units.json"
+"""Beside every results.csv (the run's and a report's): each column's unit (`schema.column_units`)."""
 FILE_NAMES = (
-    "run.json", "environment.json", "grid.toml", "profile.toml", RESULTS_CSV, "launch.json", LOCK,
+    "run.json", "environment.json", "grid.toml", "profile.toml", RESULTS_CSV, RESULTS_UNITS, "launch.json", LOCK,
     RECORD, TRAIN_LOG, "checkpoint.pt", "model.pt", "job.json", "queries.npz", "prompt_stage.json",
 )
 """Every file name of a run directory (the architecture test holds the rest of the package to not spelling them)."""
@@ -181,6 +183,10 @@ class RunDir:
     @property
     def results_csv(self) -> Path:
         return self.root / RESULTS_CSV
+
+    @property
+    def results_units(self) -> Path:
+        return self.root / RESULTS_UNITS
 
     @property
     def lock(self) -> Path:
@@ -329,7 +335,9 @@ class RunDir:
 
         order = {cell: i for i, cell in enumerate(cell_order)}
         rows = sorted((results_row(r) for r in self.records()), key=lambda r: (order.get(r["cell"], len(order)), r["seed"]))
-        write_atomic(self.results_csv, pd.DataFrame(rows, columns=results_columns(rows)).to_csv(index=False))
+        columns = results_columns(rows)
+        write_atomic(self.results_csv, pd.DataFrame(rows, columns=columns).to_csv(index=False))
+        write_json(self.results_units, units_document(column_units(columns)))
 
 
 def owner_gone(meta: RunMeta) -> str:

@@ -23,7 +23,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional, TypeVar, Union
+from typing import Any, Iterable, Optional, TypeVar, Union
 
 from reidbench.errors import UsageError
 
@@ -509,6 +509,13 @@ def query_scores_from_npz(data: Any, where: str) -> dict[str, QueryScores]:
 # --------------------------------------------------------------------------- results.csv
 
 
+TEXT = "text"
+FRACTION = "fraction of 1 (0.4184 is 41.84 %; the report shows percent)"
+PARAMETERS = "parameters, a whole count (the report shows millions)"
+UNITS_ABOUT = ("Units of results.csv's columns. Accuracy (mAP, rank-k, mINP and their re-ranked _rr columns) is stored "
+               "as a fraction and parameters as whole counts, as computed; the report's tables show percent and millions.")
+
+
 @dataclass(frozen=True)
 class ResultColumn:
     """One results.csv column: where in a record its value lives, so a row can be written from a record and a
@@ -521,6 +528,8 @@ class ResultColumn:
     """The key within that field (a table); None: the field itself."""
     integer: bool = False
     """A whole number (read back from a CSV as a float where the column has blanks)."""
+    unit: str = TEXT
+    """What its numbers are counted in, as results.units.json says it (`column_units`)."""
 
     def value(self, record: CellRecord) -> Any:
         found = getattr(record, self.part)
@@ -533,20 +542,20 @@ RESULT_COLUMNS: tuple[ResultColumn, ...] = (
     ResultColumn("cell", "cell"),
     ResultColumn("backbone", "backbone"),
     ResultColumn("neck", "neck"),
-    ResultColumn("seed", "seed", integer=True),
+    ResultColumn("seed", "seed", integer=True, unit="seed number"),
     ResultColumn("status", "status"),
     ResultColumn("error", "error"),
-    *(ResultColumn(name, "metrics", name) for name in NUMERIC["metrics"]),
-    ResultColumn("params", "params", "total", integer=True),
-    ResultColumn("params_backbone", "params", "backbone", integer=True),
-    ResultColumn("params_neck", "params", "neck", integer=True),
-    ResultColumn("params_head", "params", "head", integer=True),
-    ResultColumn("gmacs", "gmacs"),
-    ResultColumn("gflops", "gflops"),
-    ResultColumn("train_seconds", "training", "seconds"),
-    ResultColumn("train_img_per_s", "training", "img_per_s"),
-    ResultColumn("train_img_per_s_steady", "training", "steady_img_per_s"),
-    ResultColumn("epochs", "training", "epochs_done", integer=True),
+    *(ResultColumn(name, "metrics", name, unit=FRACTION) for name in NUMERIC["metrics"]),
+    ResultColumn("params", "params", "total", integer=True, unit=PARAMETERS),
+    ResultColumn("params_backbone", "params", "backbone", integer=True, unit=PARAMETERS),
+    ResultColumn("params_neck", "params", "neck", integer=True, unit=PARAMETERS),
+    ResultColumn("params_head", "params", "head", integer=True, unit=PARAMETERS),
+    ResultColumn("gmacs", "gmacs", unit="GMACs per image (batch 1, inference; 1 MAC = 2 FLOPs)"),
+    ResultColumn("gflops", "gflops", unit="GFLOPs per image (batch 1, inference)"),
+    ResultColumn("train_seconds", "training", "seconds", unit="s"),
+    ResultColumn("train_img_per_s", "training", "img_per_s", unit="images/s"),
+    ResultColumn("train_img_per_s_steady", "training", "steady_img_per_s", unit="images/s"),
+    ResultColumn("epochs", "training", "epochs_done", integer=True, unit="epochs"),
 )
 """results.csv, column by column (the one definition of that file)."""
 RESULT_COLUMN_NAMES = [column.name for column in RESULT_COLUMNS]
@@ -554,6 +563,20 @@ RESULT_COLUMN_NAMES = [column.name for column in RESULT_COLUMNS]
 
 AXIS_COLUMN_PREFIX = "axis:"
 """results.csv gets one more column per axis of the grid, `axis:<key>`, after the fixed ones."""
+
+
+def column_units(columns: Iterable[str], more: Optional[dict[str, str]] = None) -> dict[str, str]:
+    """Column -> its unit, for results.units.json: results.csv's own columns from `RESULT_COLUMNS`, an axis column is
+    text, and `more` gives the report's extra columns (latency, memory) theirs."""
+    own = {column.name: column.unit for column in RESULT_COLUMNS}
+    found = {**(more or {}), **own}  # a run's own column keeps its unit whatever a report adds
+    return {c: TEXT if c.startswith(AXIS_COLUMN_PREFIX) else found.get(c, "") for c in columns}
+
+
+def units_document(units: dict[str, str]) -> dict[str, Any]:
+    """results.units.json: what each results.csv column is counted in, beside the file (no units row in the CSV,
+    so pandas reads it as it always did)."""
+    return {"about": UNITS_ABOUT, "units": units}
 
 
 def axis_text(value: Any) -> str:

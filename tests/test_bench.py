@@ -45,7 +45,8 @@ def test_a_done_cell_has_params_flops_latency_and_memory(shallow_settings) -> No
         assert entry["timer"] == "perf_counter" and entry["repeats"] >= 3
     assert record["memory"]["inference"]["batch_size"] == 2
     assert record["memory"]["inference"]["peak_rss_delta_mib"] >= 0 and record["memory"]["inference"]["peak_rss_mib"] > 0
-    assert record["memory"]["train_step"]["peak_rss_delta_mib"] > 0
+    assert record["memory"]["inference"]["peak_tensor_mib"] > 0 and record["memory"]["inference"]["kind"] == "cpu-tensor-peak"
+    assert record["memory"]["train_step"]["peak_tensor_mib"] > 4 * params["total"] / 2**20  # its gradients, at least
     assert any("clamped" in n for n in record["notes"])
     assert record["settings"]["depth"] == 1
 
@@ -93,10 +94,49 @@ def test_a_regions_cpu_peak_is_its_own_increase_over_where_it_started() -> None:
         torch.ones(mib * 2**20 // 4).add_(1)
 
     small, large = measure_peak_memory(lambda: allocate(16), CPU), measure_peak_memory(lambda: allocate(516), CPU)
-    assert small["kind"] == large["kind"] == "peak-rss-delta"
+    assert small["kind"] == large["kind"] == "cpu-tensor-peak"
+    assert small["peak_tensor_mib"] == pytest.approx(16, abs=0.5) and large["peak_tensor_mib"] == pytest.approx(516, abs=0.5)
     assert large["peak_rss_delta_mib"] - small["peak_rss_delta_mib"] >= 500 * 0.98
     assert small["peak_rss_delta_mib"] < 300 and large["start_rss_mib"] >= 300
     del resident
+
+
+def test_a_cpu_region_is_charged_for_what_it_allocates_even_into_memory_it_freed() -> None:
+    """A region that frees 40 blocks of 1 MiB allocated before it and allocates 40 new ones (a training step
+    replacing the last step's gradients) holds 40 MiB it allocated: the allocator hands it the freed pages, so its
+    resident size barely moves and it read about nothing until the tensors it allocates were counted."""
+    held = [torch.ones(2**20 // 4) for _ in range(40)]
+
+    def replace() -> None:
+        for index in range(len(held)):
+            held[index] = None
+            held[index] = torch.ones(2**20 // 4)
+        held.clear()
+
+    result = measure_peak_memory(replace, CPU)
+    assert result.get("peak_tensor_mib", result["peak_rss_delta_mib"]) == pytest.approx(40, abs=1)
+
+
+def test_a_larger_model_reads_more_cpu_memory_in_each_region() -> None:
+    """The training step holds activations and gradients: vit768-ms, with twice vit768-none's parameters, reads at
+    least its extra gradients more (it read less when the step's gradients landed in the pages the last step's had
+    freed). Inference holds activations, which the parameters do not set: the model with the extra neck reads no
+    less, and the same model on a 4x larger token grid reads more."""
+    from reidbench.bench.suite import _inference_memory, _train_step_memory
+    from reidbench.variants import create_variant
+
+    opts = options(batch_sizes=[4], train_batch_size=4)
+    small, large = (create_variant(cell, depth=1, img_size=(64, 32), neck_scales=[1, 2, 4]) for cell in ("vit768-none", "vit768-ms"))
+    wider = create_variant("vit768-none", depth=1, img_size=(128, 64))
+    extra_grads = 4 * (sum(p.numel() for p in large.parameters()) - sum(p.numel() for p in small.parameters())) / 2**20
+    def mib(measured: dict) -> float:
+        return measured.get("peak_tensor_mib", measured["peak_rss_delta_mib"])
+
+    train = {name: mib(_train_step_memory(model, opts)) for name, model in (("small", small), ("large", large))}
+    assert train["large"] - train["small"] >= 0.95 * extra_grads
+    infer = {name: mib(_inference_memory(model.eval(), 4, opts))
+             for name, model in (("small", small), ("large", large), ("wider", wider))}
+    assert infer["large"] >= infer["small"] and infer["wider"] > infer["small"]
 
 
 _REUSE_FREED_HEAP = """
@@ -130,4 +170,4 @@ def test_without_a_resettable_high_water_mark_the_region_is_sampled(monkeypatch)
         del block
 
     result = measure_peak_memory(hold, CPU)
-    assert result["how"].startswith("resident size sampled") and result["peak_rss_delta_mib"] >= 200
+    assert "resident size sampled" in result["how"] and result["peak_rss_delta_mib"] >= 200

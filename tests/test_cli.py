@@ -28,6 +28,22 @@ def test_list_shows_grids_backbones_necks_and_settings() -> None:
         assert word in result.output
 
 
+DOCS = Path(__file__).parents[1] / "docs"
+
+
+def test_the_cli_page_shows_what_list_prints_and_names_every_command() -> None:
+    """docs/cli.md's `reidbench list --grid default` block is that command's output, line for line; its command list
+    and its exit-code table name every command, export included."""
+    page = (DOCS / "cli.md").read_text()
+    shown = page.split("$ reidbench list --grid default\n", 1)[1].split("\n```", 1)[0]
+    assert shown == invoke("list", "--grid", "default").output.rstrip("\n")
+    commands = page.split("## Exit codes", 1)[0]
+    for command in ("run", "bench", "report", "export", "status", "list", "weights", "data"):
+        assert f"[`{command}`](#reidbench-{command})" in commands, command
+    exit_codes = page.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    assert "| code | `run` and `bench` | `report` | `export` |" in exit_codes
+
+
 def test_bench_json_has_the_promised_fields(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     result = invoke("bench", "--only", "vit768-none", "--only", "clip512-ms", *FAST, "--json", str(out))

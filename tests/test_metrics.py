@@ -281,3 +281,25 @@ def _bad(**overrides):
 def test_bad_input_raises_usage_error(overrides, message):
     with pytest.raises(UsageError, match=message):
         evaluate_rank(**_bad(**overrides))
+
+
+def test_the_chance_level_is_the_expected_score_of_a_random_ranking() -> None:
+    """Hand-counted: one query whose gallery (after its same-camera copy and the junk go) holds 3 entries, 2 of
+    them its identity: the 3 orders of match positions give AP 1, 5/6 and 7/12, so 29/36, and rank-1 2/3. A query
+    whose identity is only in its own camera is skipped. And the mean of many random-feature evaluations lands on it."""
+    from reidbench.evaluation.metrics import chance_level
+
+    exact = chance_level([5, 7], [5, 5, 5, 7, -1], [0, 1], [0, 1, 2, 1, 1])
+    assert exact.mAP == pytest.approx(29 / 36) and exact.rank1 == pytest.approx(2 / 3)
+    assert (exact.scored_queries, exact.skipped_queries) == (1, 1)
+    rng = np.random.default_rng(0)
+    q_pids, q_cams = rng.integers(0, 12, 40), rng.integers(0, 3, 40)
+    g_pids, g_cams = np.concatenate([rng.integers(0, 12, 90), np.zeros(10, int), -np.ones(5, int)]), rng.integers(0, 3, 105)
+    draws = [evaluate_rank(torch.randn(40, 16), torch.randn(105, 16), q_pids, g_pids, q_cams, g_cams) for _ in range(400)]
+    expected = chance_level(q_pids, g_pids, q_cams, g_cams)
+    m_ap = np.array([d.mAP for d in draws])
+    assert abs(m_ap.mean() - expected.mAP) < 4 * m_ap.std() / np.sqrt(m_ap.size)
+    rank1 = np.array([d.rank1 for d in draws])
+    assert abs(rank1.mean() - expected.rank1) < 4 * rank1.std() / np.sqrt(rank1.size)
+    with pytest.raises(UsageError, match="none of the 1 queries"):
+        chance_level([3], [3, 4], [0], [0, 1])

@@ -212,3 +212,6 @@ def test_the_export_command_and_bench_runtime_on_a_real_run(tiny_synthetic: Path
     assert bench.exit_code == 0, bench.output
     (record,) = json.loads((tmp_path / "bench.json").read_text())
     assert {e["mode"] for e in record["latency"]} == {"eager", "onnxruntime"} and record["onnx"]["parity"]["ok"]
+    lines = bench.output.splitlines()
+    header = next(i for i, line in enumerate(lines) if "ONNX (export / parity)" in line)  # on the console, as in --json
+    assert lines[header + 1].lstrip().startswith("vit768-none") and "ok (opset" in lines[header + 1]

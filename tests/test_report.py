@@ -112,9 +112,9 @@ def report(*args: str) -> object:
     return result
 
 
-def markdown_rows(text: str) -> dict[str, dict[str, str]]:
-    """The results table of report.md: cell id -> {column: text}."""
-    lines = text.split("## Results", 1)[1].strip().splitlines()
+def markdown_rows(text: str, heading: str = "All columns") -> dict[str, dict[str, str]]:
+    """A table of report.md, the full one unless `heading` names the short one ("Results"): cell id -> {column: text}."""
+    lines = text.split(f"## {heading}", 1)[1].strip().splitlines()
 
     def split(line: str) -> list[str]:
         return [c.strip() for c in line.strip().strip("|").split(" | ")]
@@ -178,7 +178,7 @@ def test_report_writes_the_table_the_plots_and_three_formats(grid_run: Path, tmp
     assert "clip512-ms is expected to fail: the ms neck is hard-wired to 768 input channels" in md
 
     page = HTMLReport((out / "report.html").read_text())
-    assert page.rows == CELLS
+    assert page.rows == CELLS + CELLS  # the short table, then all columns
     assert len(page.images) == PLOTS + RANK_LISTS and all(src.startswith("data:image/png;base64,") for src in page.images)
     assert all(base64.b64decode(src.split(",", 1)[1]).startswith(PNG) for src in page.images)
     assert page.external == []
@@ -198,12 +198,13 @@ def test_numbers_in_the_table_are_the_records(grid_run: Path, tmp_path: Path) ->
     record = json.loads((grid_run / "cells/vit768-ms/seed0/record.json").read_text())
     for column, key in (("mAP %", "mAP"), ("R-10 %", "rank10")):
         # one seed with its queries.npz: the mean, then the bootstrap interval over query identities around it
-        mean, _, interval = row[column].partition(" [")
+        mean, _, interval = row[column].removesuffix(" (below chance)").partition(" [")  # one epoch: it may be
         low, high = (float(x) for x in interval.rstrip("]").split(", "))
         assert mean == f"{record['metrics'][key] * 100:.1f}" and low <= float(mean) <= high
     params = record["params"]
     assert row["params M total (backbone / neck / head)"] == (
-        f"{params['total'] / 1e6:.1f} ({params['backbone'] / 1e6:.2f} / {params['neck'] / 1e6:.2f} / {params['head'] / 1e6:.3g})"
+        f"{params['total'] / 1e6:.1f} ({params['backbone'] / 1e6:.2f} / {params['neck'] / 1e6:.2f} / "
+        + (f"{params['head']:,} params)" if params["head"] < 10_000 else f"{params['head'] / 1e6:.3g})")  # a small head whole
     )
     latency = record["latency"][1]
     shown = row["bs2 ms median / p90"]
@@ -296,7 +297,7 @@ def test_baseline_shows_deltas_and_cells_present_in_one_run_only(grid_run: Path,
     md = (tmp_path / "report.md").read_text()
     assert "Only in the baseline: vit768-ms, clip512-none, clip512proj-none, clip512proj-ms" in md
     row = markdown_rows(md)["vit768-none"]
-    assert row["params M total (backbone / neck / head)"].endswith("(±0)")  # the same model as in the baseline
+    assert row["params M total (backbone / neck / head)"].endswith("(0.0%)")  # the same model as in the baseline
     assert " pp " in row["mAP %"] and "% " in row["bs1 img/s"]
     html = (tmp_path / "report.html").read_text()
     assert 'class="delta' in html
@@ -487,6 +488,18 @@ def test_a_report_says_first_that_its_numbers_come_from_random_weights_on_synthe
     assert "- **Initialisation**: vit768: random initialisation" in md
     html = (tmp_path / "report.html").read_text()
     assert html.index('class="banner"') < html.index("<h2>Results</h2>")
+
+
+def test_the_header_counts_identities_as_data_info_does(grid_run: Path, inputs: dict[str, Path], tmp_path: Path) -> None:
+    """One count for both: the gallery's distractors are images, not an identity (the header said one more id)."""
+    info = cli.invoke(app, ["data", "info", f"synthetic:{inputs['data']}", "--json"])
+    gallery = json.loads(info.stdout)["counts"]["gallery"]
+    assert gallery["distractors"] > 0
+    words = f"({gallery['distractors']} of them distractors)"
+    assert words in cli.invoke(app, ["data", "info", f"synthetic:{inputs['data']}"]).output
+    assert report(str(grid_run), "--out", str(tmp_path)).exit_code == 0
+    header = next(l for l in (tmp_path / "report.md").read_text().splitlines() if l.startswith("- **Dataset**: "))
+    assert f"gallery {gallery['ids']} ids / {gallery['images']} images {words}" in header
 
 
 def test_window_notes_that_change_how_the_table_reads_stand_beside_it(grid_run: Path, tmp_path: Path) -> None:

@@ -78,7 +78,7 @@ def report(*args: str) -> object:
 
 
 def results_row(md: str, cell: str) -> dict[str, str]:
-    lines = md.split("## Results", 1)[1].strip().splitlines()
+    lines = md.split("## All columns", 1)[1].strip().splitlines()  # the full table, after the short one
     columns = [c.strip() for c in lines[0].strip("|").split(" | ")]
     for line in lines[2:]:
         cells = [c.strip() for c in line.strip().strip("|").split(" | ")]

@@ -219,7 +219,8 @@ def _inference_memory(model: ReidModel, batch_size: int, options: BenchOptions) 
 
 
 def _train_step_memory(model: ReidModel, options: BenchOptions) -> dict[str, Any]:
-    """Peak memory of one SGD step (forward, cross-entropy, backward, update), after a warm-up step."""
+    """Peak memory of one SGD step (forward, cross-entropy, backward, update), after a warm-up step: its activations,
+    its gradients and the update's temporaries (the weights and momentum buffers exist before it)."""
     batch = options.train_batch_size
     images = model.example_input(batch, options.device)
     labels = torch.arange(batch, device=options.device) % model.settings.num_classes
@@ -228,15 +229,19 @@ def _train_step_memory(model: ReidModel, options: BenchOptions) -> dict[str, Any
     model.train()
 
     def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
         with autocast(options.device, options.dtype):
             output = model(images, cams)
         F.cross_entropy(output.logits.float(), labels).backward()
         optimizer.step()
 
+    def release() -> None:
+        optimizer.zero_grad(set_to_none=True)
+
     try:
-        step()
-        return {"batch_size": batch, "optimizer": "SGD(momentum=0.9)", **measure_peak_memory(step, options.device)}
+        step()  # the warm-up step creates the momentum buffers; its gradients go before the measured one
+        release()
+        measured = measure_peak_memory(step, options.device, release)
+        return {"batch_size": batch, "optimizer": "SGD(momentum=0.9)", **measured}
     except torch.cuda.OutOfMemoryError:
         return {"batch_size": batch, "error": "CUDA out of memory in the training step"}
     finally:

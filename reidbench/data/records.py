@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 #: Identity of gallery images that show nobody in the query set (Market-1501 convention).
 DISTRACTOR_PID = 0
@@ -34,6 +34,19 @@ SPLITS = ("train", "query", "gallery")
 MODALITY_LETTERS = {"rgb": "R", "nir": "N", "tir": "T"}
 #: What every sample of a multi-modal set holds, in view order.
 MODALITIES = tuple(MODALITY_LETTERS)
+
+
+def split_counts(split: str, pids: Iterable[int]) -> dict[str, int]:
+    """A split's identities (distractors not counted), images and distractor images: the one count that `data info`,
+    run.json and the report's header all show. In train, pid 0 is the first label, not a distractor."""
+    pids = list(pids)
+    distractors = 0 if split == "train" else sum(pid == DISTRACTOR_PID for pid in pids)
+    return {"ids": len(set(pids)) - (distractors > 0), "images": len(pids), "distractors": distractors}
+
+
+def distractors_text(count: int) -> str:
+    """How a split's distractor images are named beside its image count, which includes them."""
+    return f"{count} of them distractors" if count else ""
 
 
 @dataclass(frozen=True)
@@ -164,14 +177,9 @@ class ReidDataset:
         result = {}
         for split in SPLITS:
             records = getattr(self, split)
-            # In train, pid 0 is the first label, not a distractor.
-            distractors = 0 if split == "train" else sum(r.pid == DISTRACTOR_PID for r in records)
-            result[split] = {
-                "ids": len({r.pid for r in records}) - (distractors > 0),
-                "images": len(records),
-                "cameras": len({r.camid for r in records}),
-                "distractors": distractors,
-            }
+            counted = split_counts(split, (r.pid for r in records))
+            result[split] = {"ids": counted["ids"], "images": counted["images"], "cameras": len({r.camid for r in records}),
+                             "distractors": counted["distractors"]}
         return result
 
     @property
@@ -208,7 +216,7 @@ class ReidDataset:
                          f"gallery entries of the query's identity removed by {self.exclusion}")
         lines.append(f"{'split':<8}{'ids':>7}{'samples' if self.multimodal else 'images':>9}{'cameras':>9}")
         for split, c in self.counts().items():
-            extra = f"  (+{c['distractors']} distractor images)" if c["distractors"] else ""
+            extra = f"  ({distractors_text(c['distractors'])})" if c["distractors"] else ""
             lines.append(f"{split:<8}{c['ids']:>7}{c['images']:>9}{c['cameras']:>9}{extra}")
         dropped = {k: v for k, v in self.dropped.items() if v}
         if dropped:

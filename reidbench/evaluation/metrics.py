@@ -604,3 +604,50 @@ def _ids(name: str, value: object, expected: int, features_name: str) -> torch.T
     if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
         raise UsageError(f"{name} must hold integers, got dtype {ids.dtype}")
     return ids
+
+
+@dataclass(frozen=True)
+class ChanceLevel:
+    """What a model that ranks the gallery at random scores, on average, under the protocol of `evaluate_rank`."""
+
+    mAP: float
+    rank1: float
+    scored_queries: int
+    skipped_queries: int
+    """Queries without a correct match once the protocol's removals are made (not scored, as in `evaluate_rank`)."""
+
+
+def chance_level(q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike, g_camids: ArrayLike) -> ChanceLevel:
+    """The expected mAP and rank-1 of a uniformly random ranking: the floor a trained model must clear.
+
+    Per query, after junk and its identity's same-camera entries are removed, a
+    gallery of N entries holds R correct matches. Over all N! orders equally
+    likely, rank-1 is R / N and the expected AP (the mean over the matches of the
+    precision at each one's rank) is (H_N + (R - 1) / (N - 1) (N - H_N)) / N, with
+    H_N the N-th harmonic number (the match at rank k brings 1 / k for itself and
+    (k - 1)(R - 1) / ((N - 1) k) for the matches expected above it). The
+    averages are over the queries `evaluate_rank` scores. Random features (any
+    continuous distribution, independent of the identities) rank at random, so
+    this is also their expected score, without the luck of one draw.
+    """
+    q_pid, q_cam, g_pid, g_cam = (np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x, dtype=np.int64).ravel()
+                                  for x in (q_pids, q_camids, g_pids, g_camids))
+    keep = g_pid != JUNK_PID
+    g_pid, g_cam = g_pid[keep], g_cam[keep]
+    per_pid = dict(zip(*np.unique(g_pid, return_counts=True)))
+    pairs, pair_counts = np.unique(np.stack([g_pid, g_cam]), axis=1, return_counts=True)
+    per_pair = dict(zip(map(tuple, pairs.T.tolist()), pair_counts.tolist()))
+    same = np.array([per_pair.get((p, c), 0) for p, c in zip(q_pid.tolist(), q_cam.tolist())], dtype=np.int64)
+    matches = np.array([per_pid.get(p, 0) for p in q_pid.tolist()], dtype=np.int64) - same
+    gallery = g_pid.size - same
+    scored = matches > 0
+    if not scored.any():
+        raise UsageError(
+            f"none of the {q_pid.size} queries has a correct match in the gallery ({g_pid.size} non-junk images) once "
+            "same-id same-camera images are removed; check that query and gallery come from the same split and that the ids line up"
+        )
+    n, r = gallery[scored].astype(np.float64), matches[scored].astype(np.float64)
+    harmonic = np.cumsum(1.0 / np.arange(1, int(n.max()) + 1))[n.astype(np.int64) - 1]
+    others = np.where(n > 1, (r - 1) / np.maximum(n - 1, 1) * (n - harmonic), 0.0)
+    return ChanceLevel(mAP=float(np.mean((harmonic + others) / n)), rank1=float(np.mean(r / n)),
+                       scored_queries=int(scored.sum()), skipped_queries=int((~scored).sum()))

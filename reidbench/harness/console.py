@@ -6,6 +6,7 @@ from typing import Any
 from reidbench.harness.placement import RunData, TestData
 from reidbench.harness.plan import RunPlan, cell_recipe
 from reidbench.runtime.distributed import World
+from reidbench.runtime.text import counted
 from reidbench.schema import CellState, axis_text
 from reidbench.variants.grid import Cell, Grid
 
@@ -14,7 +15,7 @@ def run_header(plan: RunPlan, root: Any, world: World) -> str:
     profile = plan.profile
     follows = ""
     if profile.follows:
-        follows = f" (follows {profile.follows}" + (f"; departs in {len(profile.departures)} ways, listed in the report)" if profile.departures else ")")
+        follows = f" (follows {profile.follows}" + (f"; departs in {counted(len(profile.departures), 'way')}, listed in the report)" if profile.departures else ")")
     return (
         f"run {root}: grid {plan.grid.name}, {len(plan.cells)} cell(s) x {plan.seeds} seed(s){_auto_seeds(plan)}, profile {profile.name}"
         f"{follows}, device {plan.device}, dtype {plan.dtype}"
@@ -73,7 +74,7 @@ def data_line(data: RunData) -> str:
         f"data: {data.dataset.name} — {modal}{split('train', data.train)} / {info['used']['train']['ids']} ids{carved}, "
         f"{split('query', data.query)}{scored}, {split('gallery', data.gallery)}, {data.dataset.num_cameras} cameras "
         f"(images from {info['cache']['location']}: {info['cache']['why']}); "
-        f"chance level: mAP {info['chance']['mAP']:.1%}, rank-1 {info['chance']['rank1']:.1%} (random features){first}"
+        f"chance level: mAP {info['chance']['mAP']:.1%}, rank-1 {info['chance']['rank1']:.1%} (a random ranking's expected score){first}"
     )
 
 

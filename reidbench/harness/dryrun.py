@@ -13,6 +13,7 @@ from typing import Any
 from reidbench.data import ReidDataset
 from reidbench.harness.plan import RunPlan, cell_profile, cell_recipe, cell_settings
 from reidbench.profiles.profile import BASE
+from reidbench.runtime.text import counted
 
 
 def describe_plan(plan: RunPlan, dataset: ReidDataset) -> dict[str, Any]:
@@ -59,7 +60,7 @@ def plan_text(described: dict[str, Any]) -> str:
             f"cell {cell['id']}" + (f" (expected {cell['expect']})" if cell["expect"] else "") + f": {recipe['why']}",
             f"  initialisation: {cell['init']}" + (f" ({cell['weights']})" if cell["weights"] else "")
             + f"; recipe {recipe['recipe']}, follows {recipe['follows'] or 'no upstream recipe'}"
-            + (f", {len(recipe['departures'])} departure(s)" if recipe["departures"] else ""),
+            + (f", {counted(len(recipe['departures']), 'departure')}" if recipe["departures"] else ""),
             f"  input {_size(settings['img_size'])}, depth {settings['depth']}, stride {settings['stride']}",
             "  train: " + ", ".join(f"{k}={v}" for k, v in cell["train"].items()),
             "  model: " + ", ".join(f"{k}={v}" for k, v in settings.items()),

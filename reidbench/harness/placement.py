@@ -14,10 +14,11 @@ import torch
 
 from reidbench.data import ReidDataset
 from reidbench.data.fingerprint import fingerprint
+from reidbench.data.records import split_counts
 from reidbench.data.images import load_images
 from reidbench.data.stream import AnyImageSet, stream_images
 from reidbench.errors import UsageError
-from reidbench.evaluation.metrics import evaluate_rank
+from reidbench.evaluation.metrics import chance_level as expected_chance
 from reidbench.runtime.progress import Progress
 from reidbench.variants.settings import VariantSettings
 
@@ -155,7 +156,8 @@ class ImageStore:
 
 def used_counts(sets: dict[str, AnyImageSet]) -> dict[str, dict[str, int]]:
     """Images and identities per split after unreadable files were skipped: what training and evaluation see."""
-    return {split: {"images": len(images), "ids": len(set(images.pids.tolist()))} for split, images in sets.items()}
+    return {split: {key: n for key, n in split_counts(split, images.pids.tolist()).items() if key != "distractors"}
+            for split, images in sets.items()}
 
 
 def scored_queries(query: AnyImageSet, gallery: AnyImageSet, name: str) -> dict[str, Any]:
@@ -242,10 +244,8 @@ def _available_memory() -> Optional[int]:
     return None
 
 
-def chance_level(query: AnyImageSet, gallery: AnyImageSet, seed: int = 0) -> dict[str, float]:
-    """mAP and rank-1 of random features under the same protocol: the floor a trained model must clear."""
-    generator = torch.Generator().manual_seed(seed)
-    qf = torch.randn(len(query), 64, generator=generator)
-    gf = torch.randn(len(gallery), 64, generator=generator)
-    result = evaluate_rank(qf, gf, query.pids.cpu(), gallery.pids.cpu(), query.exclusion_ids.cpu(), gallery.exclusion_ids.cpu())
-    return {"mAP": result.mAP, "rank1": result.rank1, "skipped": result.num_skipped_queries}
+def chance_level(query: AnyImageSet, gallery: AnyImageSet) -> dict[str, float]:
+    """mAP and rank-1 of a random ranking under the same protocol (their expectation, `evaluation.metrics.chance_level`):
+    the floor a trained model must clear."""
+    chance = expected_chance(query.pids.cpu(), gallery.pids.cpu(), query.exclusion_ids.cpu(), gallery.exclusion_ids.cpu())
+    return {"mAP": chance.mAP, "rank1": chance.rank1, "skipped": chance.skipped_queries}

@@ -6,29 +6,31 @@ on another machine, long after the run, from a copied folder.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from reidbench.data.records import distractors_text
 from reidbench.errors import UsageError
 from reidbench.harness.console import phase_breakdown
 from reidbench.profiles.profile import STANDARD_RERANK
 from reidbench.runtime.files import write_atomic
-from reidbench.runtime.text import printable
-from reidbench.rundir import RESULTS_CSV, RunDir
+from reidbench.runtime.text import counted, printable
+from reidbench.rundir import RESULTS_CSV, RESULTS_UNITS, RunDir
 from reidbench.reports.compare import Comparison, Crossing, GateOutcome, Threshold, compare, gate
 from reidbench.reports.comparisons import Family, comparisons_csv, family
 from reidbench.reports.forest import comparisons_section, forest_plots
 from reidbench.reports.axis_plots import axis_plots
 from reidbench.reports.curves import curve_plots, validation_section
-from reidbench.reports.load import LoadedRun, load_run
+from reidbench.reports.load import LoadedRun, frame_units, load_run
 from reidbench.reports.modalities import modality_section
 from reidbench.reports.ranklists import rank_list_section
-from reidbench.schema import is_number
+from reidbench.schema import is_number, units_document
 from reidbench.reports.plots import all_plots
 from reidbench.reports.render import BETTER, WORSE, ReportDoc, Section, table_markdown, to_html, to_markdown
-from reidbench.reports.summary import CellSummary, summarize
-from reidbench.reports.tables import Table, report_table
+from reidbench.reports.summary import CellSummary, below_chance, summarize
+from reidbench.reports.tables import Table, compact_table, report_table
 from reidbench.variants.settings import PATCH_SIZE
 
 
@@ -42,6 +44,10 @@ class ReportResult:
     gated: bool = False
     """Whether --fail-on thresholds were checked."""
     comparisons: Family = field(default_factory=Family)
+    compact: Optional[Table] = None
+    """The short table printed first (cell, status, mAP, rank-1, GFLOPs, parameters, latency)."""
+    below_chance: dict[str, str] = field(default_factory=dict)
+    """Cell -> why its mAP is no better than chance."""
 
     @property
     def crossings(self) -> list[Crossing]:
@@ -49,7 +55,8 @@ class ReportResult:
 
     @property
     def markdown_table(self) -> str:
-        return table_markdown(self.table)
+        """What `reidbench report` prints: the short table (report.md holds both)."""
+        return table_markdown(self.compact or self.table)
 
 
 def make_report(
@@ -73,15 +80,17 @@ def make_report(
         comparison = compare(run, summaries, baseline, summarize(baseline))
     outcome = gate(run, summaries, comparison, thresholds, strict) if comparison and thresholds else GateOutcome()
     batch_sizes = run.batch_sizes()
-    table = report_table(summaries, batch_sizes, comparison)
-    chance = ((run.meta.get("dataset") or {}).get("chance") or {}).get("mAP")
-    plots = all_plots(summaries, run.logs, batch_sizes, chance if is_number(chance) else None) + axis_plots(summaries, batch_sizes)
+    below = below_chance(summaries, run.chance())
+    table = report_table(summaries, batch_sizes, comparison, below)
+    plots = all_plots(summaries, run.logs, batch_sizes, run.chance().get("mAP")) + axis_plots(summaries, batch_sizes)
     doc = ReportDoc(
         banner=what_was_trained(run),
         title=f"reidbench report: {run.name}",
         header=header_items(run),
         table=table,
-        warnings=list(dict.fromkeys(run.warnings + [f"baseline {comparison.baseline.root}: {w}" for w in (comparison.baseline.warnings if comparison else [])])),
+        compact=compact_table(summaries, batch_sizes, comparison, below),
+        warnings=list(dict.fromkeys([f"{cell}: {why}" for cell, why in below.items()] + run.warnings + [
+            f"baseline {comparison.baseline.root}: {w}" for w in (comparison.baseline.warnings if comparison else [])])),
         before_plots=_sections(run, comparison, thresholds, outcome) + [comparisons_section(found)] + [
             section for section in [modality_section(run), _cross_domain_section(run), validation_section(run)] if section is not None],
         plots=forest_plots(found) + plots + curve_plots(run, summaries),
@@ -92,7 +101,8 @@ def make_report(
         files = write_report(doc, run, out, comparisons_csv(found))
     except OSError as exc:
         raise UsageError(f"cannot write the report into {out}: {exc.strerror or exc}.") from None
-    return ReportResult(out, files, table, run, outcome, gated=bool(comparison and thresholds), comparisons=found)
+    return ReportResult(out, files, table, run, outcome, gated=bool(comparison and thresholds), comparisons=found,
+                        compact=doc.compact, below_chance=below)
 
 
 def check_out(out: Path) -> Path:
@@ -113,8 +123,10 @@ def write_report(doc: ReportDoc, run: LoadedRun, out: Path, comparisons: str) ->
     for plot in doc.plots + [f for s in doc.before_plots + doc.after_plots for f in s.figures]:
         write_atomic(out / plot.filename, plot.png)
         files.append(out / plot.filename)
-    for name, text in (("report.md", to_markdown(doc)), ("report.html", to_html(doc)),
-                       (RESULTS_CSV, run.frame().to_csv(index=False)), ("comparisons.csv", comparisons)):
+    frame = run.frame()
+    units = json.dumps(units_document(frame_units([str(c) for c in frame.columns])), indent=2) + "\n"
+    for name, text in (("report.md", to_markdown(doc)), ("report.html", to_html(doc)), (RESULTS_CSV, frame.to_csv(index=False)),
+                       (RESULTS_UNITS, units), ("comparisons.csv", comparisons)):
         write_atomic(out / name, printable(text))
         files.append(out / name)
     return files
@@ -180,7 +192,7 @@ def _device_item(run: LoadedRun) -> Item:
         parts += [f"CUDA {env.get('cuda')}", f"TF32 matmul {env.get('tf32_matmul')}",
                   f"cudnn.benchmark {options.get('cudnn_benchmark', env.get('cudnn_benchmark'))}"]
     elif env.get("torch_threads"):
-        parts.append(f"{env['torch_threads']} torch threads")
+        parts.append(counted(int(env["torch_threads"]), "torch thread"))
     return "Device", ", ".join(parts)
 
 
@@ -216,26 +228,31 @@ def _dataset_item(run: LoadedRun) -> Item:
         return ("Dataset", str(dataset["spec"])) if dataset.get("spec") else None
     counts, used, skipped = dataset["counts"], dataset.get("used") or {}, dataset.get("unreadable") or {}
 
-    def split(name: str) -> str:
+    def split(name: str) -> str:  # the dataset's own counts (data info's) unless images were skipped
         found = counts[name]["images"]
         images = (used.get(name) or {}).get("images", found)
-        ids = (used.get(name) or {}).get("ids", counts[name]["ids"])
+        ids = (used.get(name) or {}).get("ids", counts[name]["ids"]) if skipped.get(name) else counts[name]["ids"]
         lost = f" of {found} ({skipped[name]} unreadable, skipped)" if skipped.get(name) else ""
         return f"{name} {ids} ids / {images}{lost} images"
 
     unmatched = dataset.get("queries_without_match") or 0
     scored = f", {unmatched} queries without a gallery match (not scored)" if unmatched else ""
     text = (f"{dataset.get('name')} {dataset.get('version') or ''} — {split('train')}, {split('query')}{scored}, "
-            f"{split('gallery')} ({counts['gallery'].get('distractors', 0)} distractors), {counts['train'].get('cameras')} cameras")
+            f"{split('gallery')}{_distractors(counts['gallery'])}, {counts['train'].get('cameras')} cameras")
     modalities, incomplete = dataset.get("modalities") or ["rgb"], sum((dataset.get("incomplete") or {}).values())
     if len(modalities) > 1:
         text += (f"; each sample {' + '.join(modalities)}"
                  + (f" ({incomplete} samples skipped: a modality's file missing)" if incomplete else "")
                  + f"; gallery entries of the query's identity removed by {dataset.get('exclusion', 'camera')}")
-    chance = dataset.get("chance") or {}
-    if is_number(chance.get("mAP")) and is_number(chance.get("rank1")):
-        text += f"; chance level (random features) mAP {chance['mAP']:.1%}, rank-1 {chance['rank1']:.1%}"
+    chance = run.chance()
+    if len(chance) == 2:
+        text += f"; chance level (a random ranking) mAP {chance['mAP']:.1%}, rank-1 {chance['rank1']:.1%}"
     return "Dataset", text
+
+
+def _distractors(counts: dict[str, Any]) -> str:
+    text = distractors_text(int(counts.get("distractors") or 0))
+    return f" ({text})" if text else ""
 
 
 def _profile_item(run: LoadedRun) -> Item:
@@ -243,12 +260,13 @@ def _profile_item(run: LoadedRun) -> Item:
     if not profile:
         return None
     train = profile.get("train") or {}
-    text = (f"{profile.get('name')} — {profile.get('description', '')}; {train.get('epochs')} epoch(s), "
+    epochs = counted(int(train["epochs"]), "epoch") if is_number(train.get("epochs")) else f"{train.get('epochs')} epoch(s)"
+    text = (f"{profile.get('name')} — {profile.get('description', '')}; {epochs}, "
             f"batch {train.get('p')}×{train.get('k')} (P×K), {train.get('optimizer')} lr {train.get('lr')}")
     if profile.get("follows"):
         text += f". Follows {profile['follows']}"
         departures = profile.get("departures") or []
-        text += (", departing from it in these ways: " + "; ".join(departures)) if departures else ", with no departure"
+        text += (f", departing from it in {'this way' if len(departures) == 1 else 'these ways'}: " + "; ".join(departures)) if departures else ", with no departure"
     return "Profile", text
 
 
@@ -316,7 +334,7 @@ def _recipes_item(run: LoadedRun) -> Item:
     parts = [
         f"{name} for {', '.join(dict.fromkeys(cells))}" + (f" ({why})" if why else "")
         + ("" if name == base else f": follows {recipe.get('follows') or 'no upstream recipe'}"
-           + (f", departing in these ways: {'; '.join(recipe.get('departures') or [])}" if recipe.get("departures") else ""))
+           + (f", departing in {'this way' if len(recipe['departures']) == 1 else 'these ways'}: {'; '.join(recipe['departures'])}" if recipe.get("departures") else ""))
         for (name, why), (recipe, cells) in used.items()
     ]
     return "Recipes", " | ".join(parts)
@@ -373,7 +391,8 @@ def _latency_item(run: LoadedRun) -> Item:
     if entry is None:
         return None
     repeats = _options(run).get("repeats", entry.get("repeats"))
-    return "Latency", f"{entry.get('timer')} timer, {entry.get('warmup')} warm-up calls, up to {repeats} repeats per batch size; median and p90"
+    warmup = counted(int(entry["warmup"]), "warm-up call") if is_number(entry.get("warmup")) else "? warm-up calls"
+    return "Latency", f"{entry.get('timer')} timer, {warmup}, up to {repeats} repeats per batch size; median and p90"
 
 
 def _flops_item(run: LoadedRun) -> Item:
@@ -479,10 +498,11 @@ def summary_lines(result: ReportResult) -> list[str]:
     """What `reidbench report` prints to stderr besides the table."""
     banner = what_was_trained(result.run)
     lines = [f"read this first: {banner}"] if banner else []
+    lines += [f"warning: {cell}: {why}" for cell, why in result.below_chance.items()]
     lines += [f"warning: {w}" for w in result.run.warnings]
     lines += [f"{i.kind}: {i.cell} seed {i.seed} — {i.detail}" for i in result.run.issues]
     plots = sum(1 for f in result.files if f.suffix == ".png")
-    lines.append(f"report: wrote {result.out}/report.md, report.html, results.csv, comparisons.csv and {plots} plots")
+    lines.append(f"report: wrote {result.out}/report.md, report.html, {RESULTS_CSV} (units in {RESULTS_UNITS}), comparisons.csv and {plots} plots")
     return lines
 
 

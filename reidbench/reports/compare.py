@@ -22,7 +22,7 @@ from typing import Optional
 from reidbench.errors import UsageError
 from reidbench.reports.gate_rules import Change, change
 from reidbench.reports.load import LoadedRun
-from reidbench.reports.quantities import QUANTITIES, Quantity, format_number
+from reidbench.reports.quantities import QUANTITIES, Quantity
 from reidbench.reports.summary import CellSummary
 
 THRESHOLD = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:@(?P<batch>\d+))?:(?P<sign>[+-])(?P<amount>\d+(?:\.\d*)?|\.\d+)(?P<pct>%?)$")
@@ -259,7 +259,7 @@ def _judge(threshold: Threshold, delta: Delta, moved: Change, batch: Optional[in
     at = f" at batch {batch}" if batch is not None else ""
     unit = "%" if threshold.relative else quantity.unit
     interval = "" if moved.low == moved.high else f", 95 % interval [{low:+.3g}, {high:+.3g}] {unit}"
-    text = (f"{quantity.name}{at} {format_number(delta.base, quantity.digits)} → {format_number(delta.new, quantity.digits)} "
+    text = (f"{quantity.name}{at} {quantity.shown(delta.base / quantity.scale)} → {quantity.shown(delta.new / quantity.scale)} "
             f"({format_change(delta, quantity)}{interval}); threshold {threshold.text}: "
             f"{'crossed' if crossed else 'not crossed'}; rule: {moved.rule}")
     return crossed, text
@@ -282,9 +282,10 @@ def status_regressed(before: str, after: str) -> bool:
 
 
 def format_change(delta: Delta, quantity: Quantity) -> str:
-    """'+1.2 pp' for accuracy, '+3.4%' for costs, '±0' when equal."""
+    """'+1.2 pp' for accuracy, '+3.4%' for costs; no change is written as one ('0.0 pp', '0.0%'), not '±0', which
+    would read as a spread beside the value's interval."""
     if delta.diff == 0:
-        return "±0"
+        return "0.0 pp" if quantity.unit == "pp" else "0.0%"
     if quantity.unit == "pp":
         return f"{delta.diff:+.{quantity.digits or 1}f} pp"
     if math.isinf(delta.relative):

@@ -17,12 +17,13 @@ from typing import Any, Callable, Optional, TypeVar
 import pandas as pd
 
 from reidbench.errors import UsageError
+from reidbench.bench.memory import CPU_TENSORS, CUDA_ALLOCATOR, RSS_DELTA, headline_mib
 from reidbench.rundir import RunDir, owner_gone, run_standing, standing
-from reidbench.reports.quantities import COMPILE_SECONDS, MODE_COST
+from reidbench.reports.quantities import COMPILE_SECONDS, MODE_COST, QUANTITIES
 from reidbench.runtime.files import read_json
 from reidbench.schema import (
     AXIS_COLUMN_PREFIX, CellRecord, CellState, EpochEntry, MeasureMode, SchemaError, is_number, record_from_results_row,
-    results_columns, results_row,
+    column_units, results_columns, results_row,
 )
 from reidbench.schema import QueryScores
 
@@ -75,6 +76,12 @@ class LoadedRun:
     def name(self) -> str:
         return self.root.name
 
+    def chance(self) -> dict[str, float]:
+        """The chance level run.json holds for the test set -- the expected mAP and rank-1 of a random ranking under
+        its protocol (`reidbench.evaluation.metrics.chance_level`), fractions -- or {} where it holds none."""
+        found = (self.meta.get("dataset") or {}).get("chance") or {}
+        return {key: float(found[key]) for key in ("mAP", "rank1") if is_number(found.get(key))}
+
     def frame(self) -> pd.DataFrame:
         """One row per record and seed, with results.csv's columns first, then latency and memory columns.
 
@@ -126,12 +133,32 @@ def measurement_columns(record: dict[str, Any]) -> dict[str, Any]:
     memory = record.get("memory") or {}
     for kind, column in (("inference", "peak_infer_mib"), ("train_step", "peak_train_mib")):
         m = memory.get(kind) or {}
-        value = m.get("peak_allocated_mib", m.get("peak_rss_delta_mib", m.get("peak_rss_mib")))
+        value = headline_mib(m)
         if value is not None:
             out[column] = value
             out[f"{column}_batch"] = m.get("batch_size")
             out["memory_kind"] = m.get("kind")
     return out
+
+
+MEMORY_KIND_UNIT = f"text: what the peak memory columns measure ({CPU_TENSORS}, {RSS_DELTA} or {CUDA_ALLOCATOR})"
+
+
+def frame_units(columns: list[str]) -> dict[str, str]:
+    """Each column of the report's results.csv with its unit: the run's own columns as `schema.column_units` has them,
+    the measured ones (`column@batch`, memory) as their quantity shows them, at scale 1 (`reports.quantities`)."""
+    by_column = {q.column: q for q in QUANTITIES.values()}
+    more = {}
+    for column in columns:
+        base, _, batch = column.partition("@")
+        quantity = by_column.get(base)
+        if quantity is not None and quantity.scale == 1:
+            more[column] = quantity.unit + (f", at batch {batch}" if batch else "")
+        elif base.endswith("_mib_batch"):
+            more[column] = "images: the batch the peak memory was measured at"
+        elif base == "memory_kind":
+            more[column] = MEMORY_KIND_UNIT
+    return column_units(columns, more)
 
 
 def _id_parts(cell: str) -> dict[str, str]:

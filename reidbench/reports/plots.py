@@ -16,10 +16,12 @@ from typing import Any, Optional, Sequence
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogFormatter, MaxNLocator, NullLocator
 
+from reidbench.bench.memory import CPU_TENSORS, CUDA_ALLOCATOR, RSS_DELTA
 from reidbench.schema import EpochEntry, is_number
-from reidbench.reports.quantities import QUANTITIES
+from reidbench.reports.quantities import QUANTITIES, format_params
 from reidbench.reports.summary import CellSummary, short_reason
 
 STYLE = {
@@ -32,11 +34,15 @@ STYLE = {
     "axes.grid": True,
     "grid.alpha": 0.3,
 }
-COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#d62728"]
+COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+           "#393b79", "#ad494a", "#637939", "#8c6d31", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363"]
+"""One per cell, in the grid's order; a grid with more cells than colours repeats them with another line style."""
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+"""One per seed."""
 LINESTYLES = ["-", "--", ":", "-."]
 DPI = 110
 PLACEHOLDER = dict(facecolor="#f2f2f2", edgecolor="#999999", hatch="///", linewidth=0.8)
+SEED_GREY = "#555555"
 
 
 @dataclass
@@ -48,20 +54,34 @@ class Plot:
 
 
 class Styles:
-    """Colour by backbone, marker and line style by neck: the grid's two axes stay readable in every figure."""
+    """Colour by cell (the grid's order, the same cell the same colour in every figure), marker by seed.
+
+    Beyond the palette's 20 colours, cells that share one differ in line style.
+    """
 
     def __init__(self, summaries: Sequence[CellSummary]) -> None:
-        self.backbones = list(dict.fromkeys(s.backbone for s in summaries))
-        self.necks = list(dict.fromkeys(s.neck for s in summaries))
+        self.cells = list(dict.fromkeys(s.cell for s in summaries))
+        self.seeds = sorted({seed for s in summaries for seed in s.statuses if seed >= 0})
 
     def colour(self, s: CellSummary) -> str:
-        return COLOURS[self.backbones.index(s.backbone) % len(COLOURS)]
-
-    def marker(self, s: CellSummary) -> str:
-        return MARKERS[self.necks.index(s.neck) % len(MARKERS)]
+        return COLOURS[self.cells.index(s.cell) % len(COLOURS)]
 
     def linestyle(self, s: CellSummary) -> str:
-        return LINESTYLES[self.necks.index(s.neck) % len(LINESTYLES)]
+        return LINESTYLES[self.cells.index(s.cell) // len(COLOURS) % len(LINESTYLES)]
+
+    def marker(self, seed: int) -> str:
+        return MARKERS[self.seeds.index(seed) % len(MARKERS)] if seed in self.seeds else MARKERS[0]
+
+    def seed_handles(self) -> list[Line2D]:
+        """Legend entries for the seeds' markers, in grey: the colour belongs to the cell."""
+        return [Line2D([], [], color=SEED_GREY, marker=self.marker(seed), linestyle="none", markersize=6, label=f"seed {seed}")
+                for seed in self.seeds]
+
+
+def colour_cell_labels(ax: Any, summaries: Sequence[CellSummary], styles: Styles) -> None:
+    """A categorical axis's cell names in their cells' colours, tying a bar chart to the other figures."""
+    for label, s in zip(ax.get_yticklabels(), summaries):
+        label.set_color(styles.colour(s))
 
 
 def all_plots(
@@ -75,8 +95,8 @@ def all_plots(
         return [
             accuracy_vs_flops(summaries, styles, chance_map),
             latency_vs_batch(summaries, styles, batch_sizes),
-            memory_bars(summaries),
-            params_bars(summaries),
+            memory_bars(summaries, styles),
+            params_bars(summaries, styles),
             *([training_curves(summaries, styles, logs)] if logs else []),
         ]
 
@@ -120,8 +140,11 @@ def accuracy_vs_flops(summaries: list[CellSummary], styles: Styles, chance_map: 
     fig = Figure(figsize=(9, 6))
     ax = fig.add_subplot()
     for s, x, y, st in drawn:
-        ax.errorbar([x], [y], yerr=interval_error(st, m_ap.scale), fmt=styles.marker(s), color=styles.colour(s),
-                    markersize=9, capsize=4, zorder=3)
+        ax.errorbar([x], [y], yerr=interval_error(st, m_ap.scale), fmt="_", color=styles.colour(s), markersize=22,
+                    markeredgewidth=2.5, capsize=4, zorder=3)
+        for seed, value in sorted(s.seed_values.get(m_ap.column, {}).items()):
+            ax.plot([x], [value * m_ap.scale], marker=styles.marker(seed), color=styles.colour(s), linestyle="none",
+                    markersize=6, alpha=0.85, zorder=3)
     frontier = pareto_frontier([(x, y) for _, x, y, _ in drawn])
     if len(frontier) >= 1:
         fx, fy = zip(*frontier)
@@ -136,13 +159,17 @@ def accuracy_vs_flops(summaries: list[CellSummary], styles: Styles, chance_map: 
         ax.margins(x=0.25, y=0.25)
     else:
         ax.text(0.5, 0.5, "no cell has both mAP and GFLOPs", transform=ax.transAxes, ha="center", va="center", color="#666666")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="best", framealpha=0.9)
+    if drawn:
+        mean = Line2D([], [], color=SEED_GREY, marker="_", markersize=16, markeredgewidth=2.5, linestyle="none",
+                      label="mean over seeds (bar: 95 % interval)")
+        ax.legend(handles=ax.get_legend_handles_labels()[0] + [mean] + styles.seed_handles(), loc="best", framealpha=0.9)
     bottom = _footer(fig, absent)
     fig.subplots_adjust(left=0.09, right=0.97, top=0.93, bottom=0.1 + bottom)
-    _place_labels(fig, ax, [(_cell_label(s), x, y) for s, x, y, _ in drawn], lines=ax.get_lines())
+    _place_labels(fig, ax, [(_cell_label(s), x, y) for s, x, y, _ in drawn], lines=ax.get_lines(),
+                  colours=[styles.colour(s) for s, *_ in drawn])
     return Plot("map_vs_gflops.png", "mAP against GFLOPs",
-                "Each cell's mAP (mean over seeds, bars: its 95 % interval) against its inference GFLOPs; the dashed step is the "
+                "Each cell's mAP against its inference GFLOPs, in the cell's colour: the bar is the mean over seeds with its "
+                "95 % interval, the small markers each seed's mAP (one marker shape per seed); the dashed step is the "
                 "Pareto frontier. Cells without numbers are listed under the axes.", _png(fig))
 
 
@@ -162,8 +189,10 @@ def pareto_frontier(points: list[tuple[float, float]]) -> list[tuple[float, floa
     return frontier
 
 
-def _place_labels(fig: Figure, ax: Any, labels: list[tuple[str, float, float]], lines: Sequence[Any] = ()) -> None:
-    """Put each label next to its point where it overlaps no other label, point or the axes edge.
+def _place_labels(
+    fig: Figure, ax: Any, labels: list[tuple[str, float, float]], lines: Sequence[Any] = (), colours: Sequence[str] = (),
+) -> None:
+    """Put each label next to its point where it overlaps no other label, point or the axes edge, in its colour.
 
     Tries eight directions at growing distances (a thin leader line joins a label that
     had to move away); when none is free it takes the least crowded place.
@@ -191,7 +220,7 @@ def _place_labels(fig: Figure, ax: Any, labels: list[tuple[str, float, float]], 
         box = legend.get_window_extent(renderer)
         taken.append((box.x0, box.y0, box.x1, box.y1))
     directions = [(1, 1), (1, -1), (-1, 1), (-1, -1), (0, 1), (0, -1), (1, 0), (-1, 0)]
-    for text, x, y in labels:
+    for index, (text, x, y) in enumerate(labels):
         best: Optional[tuple[float, tuple[float, float], str, str, tuple[float, float, float, float]]] = None
         for distance in (9, 18, 30, 44):
             for dx, dy in directions:
@@ -213,6 +242,7 @@ def _place_labels(fig: Figure, ax: Any, labels: list[tuple[str, float, float]], 
         crowding, offset, ha, va, rect = best
         far = max(abs(offset[0]), abs(offset[1])) > 9
         ax.annotate(text, (x, y), xytext=offset, textcoords="offset points", ha=ha, va=va, fontsize=10, zorder=4,
+                    color=colours[index] if index < len(colours) else "black",
                     arrowprops=dict(arrowstyle="-", color="#888888", linewidth=0.8, shrinkA=1, shrinkB=6) if far else None)
         taken.append(rect)
 
@@ -224,9 +254,10 @@ def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float,
 
 
 def latency_vs_batch(summaries: list[CellSummary], styles: Styles, batch_sizes: list[int]) -> Plot:
-    """Median latency (band up to p90) and throughput per batch size, both axes logarithmic."""
+    """Median latency (band up to p90) and throughput per batch size, both axes logarithmic; each seed's own median
+    beside the mean, and where the seeds disagree (`summary.latency_noise`) a hollow mean and the seeds' range."""
     latency, p90, rate = QUANTITIES["latency_ms"], QUANTITIES["latency_p90_ms"], QUANTITIES["img_per_s"]
-    fig = Figure(figsize=(12, 5.8))
+    fig = Figure(figsize=(12, 6.2))
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     absent, handles = [], []
     for s in summaries:
@@ -234,36 +265,61 @@ def latency_vs_batch(summaries: list[CellSummary], styles: Styles, batch_sizes: 
         if not batches:
             absent.append(_why_absent(s, "no latency measured"))
             continue
-        kw = dict(color=styles.colour(s), marker=styles.marker(s), linestyle=styles.linestyle(s), markersize=7, linewidth=1.6)
-        (line,) = left.plot(batches, [s.scaled(latency, b) for b in batches], label=_cell_label(s), **kw)
+        handles.append(_draw_timings(left, s, styles, batches, latency))
+        _draw_timings(right, s, styles, batches, rate)
         highs = [s.scaled(p90, b) for b in batches]
         if all(h is not None for h in highs):
             left.fill_between(batches, [s.scaled(latency, b) for b in batches], highs, color=styles.colour(s), alpha=0.12, linewidth=0)
-        right.plot(batches, [s.scaled(rate, b) for b in batches], **kw)
-        handles.append(line)
     for ax, ylabel, title in (
-        (left, "ms per batch (line: median, band: to p90)", "Latency"),
+        (left, "ms per batch (line: mean of the seeds' medians, band: to p90)", "Latency"),
         (right, "images per second (at the median)", "Throughput"),
     ):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        for axis in (ax.yaxis,):
-            axis.set_major_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.6)))
-            axis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.6)))
-        ax.set_xlabel("batch size")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        if batch_sizes:
-            ax.set_xticks(batch_sizes)
-            ax.xaxis.set_minor_locator(NullLocator())
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            low, high = min(batch_sizes), max(batch_sizes)
-            ax.set_xlim(low / 1.6, high * 1.6)
+        _log_batch_axes(ax, batch_sizes, ylabel, title)
         if not handles:
             ax.text(0.5, 0.5, "no latency measurements", transform=ax.transAxes, ha="center", va="center", color="#666666")
-    _legend_below(fig, absent, handles, wspace=0.28)
+    noisy = any(b in s.noise for s in summaries for b in batch_sizes)
+    extra = styles.seed_handles() + ([Line2D([], [], color=SEED_GREY, marker="o", markerfacecolor="white", linestyle="none",
+                                             markersize=9, label="noisy: seeds disagree or a timing was disturbed")] if noisy else [])
+    _legend_below(fig, absent, handles + extra, wspace=0.28)
     return Plot("latency_throughput.png", "Latency and throughput against batch size",
-                "Median latency per batch (band up to p90) and images per second, log axes.", _png(fig))
+                "Per cell (one colour each): the mean of its seeds' median latency per batch, band up to p90, and images per "
+                "second; the small markers are each seed's own median (one shape per seed). A hollow circle with a vertical "
+                "line marks a latency the table calls noisy (its seeds' medians more than 1.5x apart, or one timing "
+                "disturbed): the line spans the seeds, and cells whose spans overlap there cannot be ordered. Log axes.", _png(fig))
+
+
+def _draw_timings(ax: Any, s: CellSummary, styles: Styles, batches: list[int], quantity: Any) -> Any:
+    """One cell's line through its means, its seeds' own values, and the noisy batches hollow with the seeds' span."""
+    colour = styles.colour(s)
+    means = [s.scaled(quantity, b) for b in batches]
+    (line,) = ax.plot(batches, means, color=colour, linestyle=styles.linestyle(s), linewidth=1.6, label=_cell_label(s),
+                      marker="_", markersize=14, markeredgewidth=2.2)
+    for b, mean in zip(batches, means):
+        seeds = s.seed_values.get(quantity.column_at(b), {})
+        for seed, value in sorted(seeds.items()):
+            ax.plot([b], [value * quantity.scale], marker=styles.marker(seed), color=colour, linestyle="none", markersize=5, alpha=0.8)
+        if b in s.noise:
+            ax.plot([b], [mean], marker="o", markersize=11, markerfacecolor="white", markeredgecolor=colour, markeredgewidth=1.8,
+                    linestyle="none", zorder=4)
+            if len(seeds) > 1:
+                ax.vlines(b, min(seeds.values()) * quantity.scale, max(seeds.values()) * quantity.scale, color=colour, linewidth=1.2)
+    return line
+
+
+def _log_batch_axes(ax: Any, batch_sizes: list[int], ylabel: str, title: str) -> None:
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.6)))
+    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.6)))
+    ax.set_xlabel("batch size")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if batch_sizes:
+        ax.set_xticks(batch_sizes)
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        low, high = min(batch_sizes), max(batch_sizes)
+        ax.set_xlim(low / 1.6, high * 1.6)
 
 
 def _legend_below(fig: Any, absent: Any, handles: list, wspace: float) -> None:
@@ -276,15 +332,25 @@ def _legend_below(fig: Any, absent: Any, handles: list, wspace: float) -> None:
     fig.subplots_adjust(left=0.07, right=0.98, top=0.92, wspace=wspace, bottom=0.11 + bottom + legend_height)
 
 
+MEMORY_AXIS = {CUDA_ALLOCATOR: "peak CUDA memory allocated (MiB)", "peak-rss": "peak resident set size of the process (MiB)",
+               RSS_DELTA: "peak resident memory added by the region (MiB)", CPU_TENSORS: "peak tensor memory the region allocated (MiB)"}
+
+
 def _memory_kind_label(summaries: list[CellSummary]) -> str:
     kinds = {s.memory_kind for s in summaries if s.memory_kind}
-    if kinds == {"cuda-allocator"}:
-        return "peak CUDA memory allocated (MiB)"
-    if kinds == {"peak-rss"}:
-        return "peak resident set size of the process (MiB)"
-    if kinds == {"peak-rss-delta"}:
-        return "peak resident memory added by the region (MiB)"
-    return "peak memory (MiB)"
+    return MEMORY_AXIS.get(next(iter(kinds)), "peak memory (MiB)") if len(kinds) == 1 else "peak memory (MiB)"
+
+
+def _memory_caption(summaries: list[CellSummary]) -> str:
+    """What the bars measure, in words: on a CPU the tensors each region allocates, not the process's memory."""
+    kinds = {s.memory_kind for s in summaries if s.memory_kind}
+    if kinds == {CPU_TENSORS}:
+        return ("On the CPU each bar is the most tensor memory the region itself allocated at one time (activations, and "
+                "for the training step its gradients), from PyTorch's CPU allocator; weights and data allocated before "
+                "it are not counted, nor memory a math library keeps outside PyTorch's allocator.")
+    if kinds == {RSS_DELTA}:
+        return "On the CPU each bar is the region's increase of the process's resident memory (a record from before tensors were counted)."
+    return ""
 
 
 def _category_axes(summaries: list[CellSummary], height_per_cell: float) -> tuple[Figure, Any]:
@@ -320,7 +386,7 @@ def _bars_legend(fig: Figure, ax: Any) -> None:
     fig.subplots_adjust(left=0.22, right=0.96, top=1 - 0.5 / height, bottom=(0.75 + (0.35 if unique else 0)) / height)
 
 
-def memory_bars(summaries: list[CellSummary]) -> Plot:
+def memory_bars(summaries: list[CellSummary], styles: Styles) -> Plot:
     """Peak memory of inference and of one training step, side by side per cell."""
     fig, ax = _category_axes(summaries, 0.75)
     kinds = (("peak_infer_mib", "inference", "#4c72b0"), ("peak_train_mib", "training step", "#dd8452"))
@@ -338,12 +404,13 @@ def memory_bars(summaries: list[CellSummary]) -> Plot:
             ax.barh(row + offset, v, height=heights, color=colour, label=bar_label)
             ax.text(v + largest * 0.01, row + offset, f"{v:,.0f}", va="center", ha="left", fontsize=9)
     _finish_bars(fig, ax, summaries, largest, _memory_kind_label(summaries), "Peak memory: inference and one training step")
+    colour_cell_labels(ax, summaries, styles)
     return Plot("memory.png", "Peak memory",
-                "Peak memory of inference (largest batch) and of one SGD training step, per cell; hatched rows were not measured.",
-                _png(fig))
+                "Peak memory of inference (largest batch) and of one SGD training step, per cell (cell names in their "
+                "colours); hatched rows were not measured. " + _memory_caption(summaries), _png(fig))
 
 
-def params_bars(summaries: list[CellSummary]) -> Plot:
+def params_bars(summaries: list[CellSummary], styles: Styles) -> Plot:
     """Parameters per part, stacked: a neck that outweighs its backbone is seen at a glance."""
     fig, ax = _category_axes(summaries, 0.6)
     parts = (("backbone", "#4c72b0"), ("neck", "#dd8452"), ("head", "#55a868"))
@@ -359,8 +426,10 @@ def params_bars(summaries: list[CellSummary]) -> Plot:
             width = stat.mean / 1e6 if stat else 0.0
             ax.barh(row, width, left=left, height=0.6, color=colour, label=part)
             left += width
-        ax.text(left + largest * 0.01, row, f"{totals[row]:,.1f} M", va="center", ha="left", fontsize=9)
+        shown = format_params(totals[row] * 1e6)
+        ax.text(left + largest * 0.01, row, shown if shown.endswith(("params", "param")) else f"{shown} M", va="center", ha="left", fontsize=9)
     _finish_bars(fig, ax, summaries, largest, "parameters (millions)", "Parameters by part")
+    colour_cell_labels(ax, summaries, styles)
     return Plot("params.png", "Parameters by part",
                 "Backbone, neck and head parameters per cell (an expected failure still builds, so its parameters are counted).",
                 _png(fig))
@@ -397,12 +466,12 @@ def training_curves(summaries: list[CellSummary], styles: Styles, logs: dict[tup
     absent, handles = [], []
     last_epoch = int(max((e.epoch for entries, _ in split.values() for e in entries), default=0))
     for s in summaries:
-        runs = [split[key] for key in sorted(split) if key[0] == s.cell and logs[key]]
+        runs = [(key[1], *split[key]) for key in sorted(split) if key[0] == s.cell and logs[key]]
         if not runs:
             absent.append(_why_absent(s, "no training log"))
             continue
-        kw = dict(color=styles.colour(s), marker=styles.marker(s), linestyle=styles.linestyle(s), markersize=5, linewidth=1.4)
-        for index, (entries, stage1) in enumerate(runs):
+        for index, (seed, entries, stage1) in enumerate(runs):
+            kw = dict(color=styles.colour(s), marker=styles.marker(seed), linestyle=styles.linestyle(s), markersize=5, linewidth=1.4)
             epochs = [e.epoch for e in entries]
             label = _cell_label(s) if index == 0 else None
             (line,) = loss_ax.plot(epochs, [_number(e.loss) for e in entries], label=label, **kw)
@@ -422,8 +491,10 @@ def training_curves(summaries: list[CellSummary], styles: Styles, logs: dict[tup
         stage_ax.set_ylabel("image-to-text + text-to-image contrastive loss")
         stage_ax.set_title("Stage 1: identity prompts (CLIP-ReID)")
         _epoch_axis(stage_ax, int(max(e.epoch for _, stage1 in split.values() for e in stage1)))
-    _legend_below(fig, absent, handles, wspace=0.25)
+    _legend_below(fig, absent, [Line2D([], [], color=h.get_color(), linestyle=h.get_linestyle(), label=h.get_label())
+                                 for h in handles] + (styles.seed_handles() if handles else []), wspace=0.25)
     return Plot("training.png", "Training curves",
-                "Loss and training accuracy per epoch (one line per seed), from each cell's train_log.jsonl"
+                "Loss and training accuracy per epoch, one line per cell and seed (colour: the cell; marker: the seed), "
+                "from each cell's train_log.jsonl"
                 + ("; for cells with CLIP-ReID's head, the loss of stage 1 (prompt learning, encoders frozen) beside "
                    "them, the other panels being stage 2." if staged else "."), _png(fig))

@@ -29,6 +29,14 @@ class Quantity:
     """Fixed decimals; None: about three significant digits."""
     timed: bool = False
     """A latency or throughput timing, which a busy machine can spoil (its noise is recorded per batch size)."""
+    count: bool = False
+    """A count shown in millions (parameters): under `SMALL_COUNT` it is shown whole instead ('768 params')."""
+
+    def shown(self, value: float) -> str:
+        """A frame value as the report writes it, in this quantity's shown unit."""
+        if self.count and abs(value) < SMALL_COUNT:
+            return format_count(value)
+        return format_number(value * self.scale, self.digits)
 
     def column_at(self, batch: Optional[int]) -> str:
         return f"{self.column}@{batch}" if self.per_batch else self.column
@@ -46,7 +54,7 @@ RERANKED = [
 ]
 """The same accuracy after k-reciprocal re-ranking ([eval] rerank = true): shown and gated where a run has it."""
 COST = [
-    Quantity("params", "params", "params M", "M", 1e-6, False, deterministic=True),
+    Quantity("params", "params", "params M", "M", 1e-6, False, deterministic=True, count=True),
     Quantity("gmacs", "gmacs", "GMACs", "GMACs", 1, False, deterministic=True),
     Quantity("gflops", "gflops", "GFLOPs", "GFLOPs", 1, False, deterministic=True),
     Quantity("latency_ms", "latency_ms", "ms median", "ms", 1, False, per_batch=True, timed=True),
@@ -74,6 +82,21 @@ MODE_COST = {mode: _mode_quantities(mode) for mode in ("graph", "compiled", "com
 COMPILE_SECONDS = Quantity("compile_seconds", "compile_seconds", "compile s", "s", 1, False)
 """Wall time the compiling first calls took beyond steady calls, summed over the batch sizes."""
 QUANTITIES = {q.name: q for q in ACCURACY + RERANKED + COST + [q for pair in MODE_COST.values() for q in pair] + [COMPILE_SECONDS]}
+
+
+SMALL_COUNT = 10_000
+"""Below 0.01 M a parameter count in millions reads as '1e-06': such counts are written whole."""
+
+
+def format_count(count: float) -> str:
+    """A parameter count written whole: '0', '1 param', '1,536 params'."""
+    whole = int(round(count))
+    return "0" if whole == 0 else f"{whole:,} param{'' if whole == 1 else 's'}"
+
+
+def format_params(count: float) -> str:
+    """Parameters in millions ('85.8'), or whole where they are fewer than `SMALL_COUNT` ('768 params')."""
+    return format_count(count) if abs(count) < SMALL_COUNT else format_number(count * 1e-6)
 
 
 def format_number(value: float, digits: Optional[int] = None) -> str:

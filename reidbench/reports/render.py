@@ -35,12 +35,22 @@ class ReportDoc:
     title: str
     header: list[tuple[str, str]]
     table: Table
+    compact: Optional[Table] = None
+    """The short table shown first, under Results; the full `table` then follows under its own heading."""
     banner: str = ""
     """What every reader must know before reading a number (random initialisation, synthetic data); top of the page."""
     warnings: list[str] = field(default_factory=list)
     before_plots: list[Section] = field(default_factory=list)
     plots: list[Plot] = field(default_factory=list)
     after_plots: list[Section] = field(default_factory=list)
+
+
+RESULTS, ALL_COLUMNS = "Results", "All columns"
+"""The headings of the short table and of the full one after it (the full one is under Results when alone)."""
+
+
+def _tables(doc: ReportDoc) -> list[tuple[str, Table]]:
+    return [(RESULTS, doc.compact), (ALL_COLUMNS, doc.table)] if doc.compact is not None else [(RESULTS, doc.table)]
 
 
 # ---------------------------------------------------------------- Markdown
@@ -86,8 +96,9 @@ def to_markdown(doc: ReportDoc) -> str:
     lines += [f"> **Read this first:** {doc.banner}", ""] if doc.banner else []
     lines += [f"- **{key}**: {value}" for key, value in doc.header] + [""]
     lines += [f"> **warning**: {w}" for w in doc.warnings] + ([""] if doc.warnings else [])
-    lines += ["## Results", "", table_markdown(doc.table), ""]
-    lines += [f"{note}  " for note in doc.table.footnotes] + ([""] if doc.table.footnotes else [])
+    for heading, table in _tables(doc):
+        lines += [f"## {heading}", "", table_markdown(table), ""]
+        lines += [f"{note}  " for note in table.footnotes] + ([""] if table.footnotes else [])
     for section in doc.before_plots:
         lines += _md_section(section)
     if doc.plots:
@@ -188,8 +199,9 @@ def to_html(doc: ReportDoc) -> str:
         '<dl class="header">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in doc.header) + "</dl>",
     ]
     parts += [f'<div class="warning"><strong>warning:</strong> {_e(w)}</div>' for w in doc.warnings]
-    parts += ["<h2>Results</h2>", table_html(doc.table)]
-    parts += [f'<p class="footnote">{_e(n)}</p>' for n in doc.table.footnotes]
+    for heading, table in _tables(doc):
+        parts += [f"<h2>{_e(heading)}</h2>", table_html(table, text_columns=1 if table is doc.compact else None)]
+        parts += [f'<p class="footnote">{_e(n)}</p>' for n in table.footnotes]
     parts += [_html_section(s) for s in doc.before_plots]
     if doc.plots:
         parts.append("<h2>Plots</h2>")

@@ -13,9 +13,10 @@ from typing import Any, Optional
 
 import pandas as pd
 
+from reidbench.bench.timing import NOISY_SPREAD
 from reidbench.reports.load import DAMAGED, MISSING, LoadedRun
 from reidbench.schema import MeasureMode, is_number
-from reidbench.reports.quantities import ACCURACY, RERANKED, Quantity
+from reidbench.reports.quantities import ACCURACY, QUANTITIES, RERANKED, Quantity
 from reidbench.reports.statistics import CONFIDENCE, one_seed_interval
 from reidbench.stats import mean_interval
 
@@ -50,13 +51,16 @@ class CellSummary:
     """Status per seed (the seed is -1 where a damaged record did not say)."""
     values: dict[str, Stat] = field(default_factory=dict)
     """Frame column -> statistics over the seeds that have the number (unscaled)."""
+    seed_values: dict[str, dict[int, float]] = field(default_factory=dict)
+    """Frame column -> seed -> its value (unscaled), for the seeds that have one: what the plots draw per seed."""
     expected_reason: Optional[str] = None
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     memory_kind: Optional[str] = None
-    """'peak-rss' (CPU process) or 'cuda-allocator'."""
+    """A memory record's `kind` (`reidbench.bench.memory`): 'cpu-tensor-peak', 'cuda-allocator', or an older record's."""
     noise: dict[int, str] = field(default_factory=dict)
-    """Batch size -> why an eager latency measured there cannot be trusted (any seed's)."""
+    """Batch size -> why the eager latency there cannot be trusted: a seed's measurement spread, or seeds that
+    disagree (`latency_noise`)."""
     onnx: Optional[dict[str, Any]] = None
     """The ONNX export's summary (exported, parity, error) where the cell was measured with it."""
     axes: dict[str, Any] = field(default_factory=dict)
@@ -95,6 +99,8 @@ def summarize(run: LoadedRun) -> list[CellSummary]:
         record = records.get(cell, {})
         values = {str(column): stat for column in frame.columns if column not in NON_NUMERIC
                   and (stat := column_stat(run, str(cell), str(column), rows[column])) is not None}
+        per_seed = {column: {int(seed): float(v) for seed, v in zip(rows["seed"], rows[column]) if is_number(seed) and is_number(v)}
+                    for column in values}
         summaries.append(CellSummary(
             cell=str(cell),
             backbone=str(rows["backbone"].iloc[0]),
@@ -103,11 +109,12 @@ def summarize(run: LoadedRun) -> list[CellSummary]:
             message=message,
             statuses=statuses,
             values=values,
+            seed_values=per_seed,
             expected_reason=(record.get("expected") or {}).get("reason") or None,
             notes=list(record.get("notes") or []),
             warnings=list(record.get("warnings") or []),
             memory_kind=next((k for k in rows["memory_kind"] if isinstance(k, str)), None) if "memory_kind" in rows else None,
-            noise=latency_noise([r for r in run.records if r["cell"] == cell]),
+            noise=latency_noise([r for r in run.records if r["cell"] == cell], per_seed),
             onnx=record.get("onnx"),
             axes=dict(record.get("axes") or {}),
         ))
@@ -121,9 +128,11 @@ def column_stat(run: LoadedRun, cell: str, column: str, series: pd.Series) -> Op
         return None
     if len(numbers) > 1:
         interval = mean_interval(numbers, CONFIDENCE)
-        low, high = interval.low, interval.high
-        if column in ACCURACY_COLUMNS:  # a share of queries: Student's t can reach past 0 % and 100 %, the metric cannot
-            low, high = max(low, 0.0), min(high, 1.0)
+        # Nothing the report counts is negative (a share of queries, a time, a size): Student's t can reach past 0,
+        # and past 100 % for an accuracy; the quantity cannot.
+        low, high = max(interval.low, 0.0), interval.high
+        if column in ACCURACY_COLUMNS:
+            high = min(high, 1.0)
         return Stat(interval.mean, interval.n, low, high, T_OVER_SEEDS)
     bootstrap = one_seed_interval(run, cell, column) if column in ACCURACY_COLUMNS else None
     if bootstrap is not None:
@@ -131,14 +140,55 @@ def column_stat(run: LoadedRun, cell: str, column: str, series: pd.Series) -> Op
     return Stat(numbers[0], 1)
 
 
-def latency_noise(records: list[dict[str, Any]]) -> dict[int, str]:
-    """Batch size -> why the eager latency there is noisy, from every seed's record."""
+def latency_noise(records: list[dict[str, Any]], seed_values: Optional[dict[str, dict[int, float]]] = None) -> dict[int, str]:
+    """Batch size -> why the eager latency there is noisy: any seed's own measurement (too few repeats, p90 far above
+    its median: `reidbench.bench.timing`), or the seeds' medians disagreeing (`seed_disagreement`)."""
     noise: dict[int, str] = {}
     for record in records:
         for entry in record.get("latency") or []:
             if entry.get("mode") in (None, MeasureMode.EAGER) and entry.get("noisy") and isinstance(entry.get("batch_size"), int):
                 noise.setdefault(entry["batch_size"], entry["noisy"])
+    for column, medians in (seed_values or {}).items():
+        name, _, batch = column.partition("@")
+        if name == QUANTITIES["latency_ms"].column and batch.isdigit() and (why := seed_disagreement(medians)):
+            noise[int(batch)] = "; ".join(filter(None, (noise.get(int(batch)), why)))
     return noise
+
+
+def seed_disagreement(medians: dict[int, float]) -> str:
+    """Why one cell's seeds timed it too differently to be read as one latency ('' when they agree).
+
+    The seeds of a cell time the same network on the same machine, so their
+    medians should agree as closely as one measurement's repeats do: a timing
+    is trusted while its p90 stays within `NOISY_SPREAD` (1.5x) of its median.
+    The slowest seed's median more than 1.5x the fastest's is more than that
+    spread explains: the machine was disturbed while one of them was measured.
+    """
+    if len(medians) < 2 or min(medians.values()) <= 0:
+        return ""
+    fast, slow = min(medians, key=medians.__getitem__), max(medians, key=medians.__getitem__)
+    ratio = medians[slow] / medians[fast]
+    if ratio <= NOISY_SPREAD:
+        return ""
+    return (f"its seeds' medians disagree: {medians[fast]:.3g} ms (seed {fast}) to {medians[slow]:.3g} ms (seed {slow}), "
+            f"{ratio:.1f}x apart, more than the {NOISY_SPREAD:g}x one measurement may spread")
+
+
+def below_chance(summaries: list[CellSummary], chance: dict[str, float]) -> dict[str, str]:
+    """Cell -> why its accuracy is no better than chance: its mean mAP at or below the chance level (the expected mAP
+    of a random ranking under the same protocol). Such a cell learned nothing the test measures, and comparing it
+    with another says nothing about its architecture."""
+    level, m_ap = chance.get("mAP"), ACCURACY[0]
+    if level is None:
+        return {}
+    found = {}
+    for s in summaries:
+        stat = s.stat(m_ap)
+        if stat is not None and stat.mean <= level:
+            found[s.cell] = (f"mAP {stat.mean * m_ap.scale:.1f} % is at or below the chance level {level * m_ap.scale:.1f} % "
+                             "(the expected mAP of a random ranking under the same protocol): this cell learned nothing "
+                             "the test measures")
+    return found
 
 
 def _severity(status: str) -> int:

@@ -8,13 +8,18 @@ import pandas as pd
 
 from reidbench.reports.compare import Comparison, format_change
 from reidbench.bench.export import onnx_table_text
+from reidbench.bench.memory import KIND_WORDS, headline_mib
 from reidbench.schema import axis_text
-from reidbench.reports.quantities import ACCURACY, COMPILE_SECONDS, MODE_COST, QUANTITIES, RERANKED, Quantity, format_number
-from reidbench.reports.summary import IDENTITY_BOOTSTRAP, CellSummary, Stat
+from reidbench.reports.quantities import ACCURACY, COMPILE_SECONDS, MODE_COST, QUANTITIES, RERANKED, Quantity, format_params
+from reidbench.reports.summary import IDENTITY_BOOTSTRAP, CellSummary, Stat, short_reason
+
+
+ONNX_COLUMN = "ONNX (export / parity)"
+"""The export column, on the console (`bench --runtime onnxruntime`) as in the report."""
 
 
 def _millions(n: Any) -> str:
-    return "" if n in (None, "") else f"{n / 1e6:.1f}"
+    return "" if n in (None, "") else format_params(n)
 
 
 def _fmt(x: Any, spec: str) -> str:
@@ -51,10 +56,11 @@ def bench_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
         memory = r.get("memory") or {}
         for kind in ("inference", "train_step"):
             m = memory.get(kind) or {}
-            value = m.get("peak_allocated_mib", m.get("peak_rss_delta_mib", m.get("peak_rss_mib")))
-            label = "alloc" if "peak_allocated_mib" in m else "rss"
+            value = headline_mib(m)
             if value is not None:
-                row[f"{kind} MiB ({label}, bs{m['batch_size']})"] = f"{value:.0f}"
+                row[f"{kind} MiB ({KIND_WORDS.get(m.get('kind'), 'peak')}, bs{m['batch_size']})"] = f"{value:.0f}"
+        if r.get("onnx"):
+            row[ONNX_COLUMN] = onnx_table_text(r["onnx"])
         rows.append(row)
     return pd.DataFrame(rows).fillna("")
 
@@ -170,13 +176,36 @@ NOISY_TIMING_MARK = "(noisy)"
 MISSING_VALUE = "—"
 
 
+BELOW_CHANCE_MARK = "(below chance)"
+"""After an mAP at or below the chance level (`summary.below_chance`)."""
+Value = Callable[..., TableCell]
+
+
+def _valuer(comparison: Optional[Comparison], marks: Optional[dict[str, str]] = None) -> Value:
+    """A table cell for a summary's quantity: its mean and interval (`interval=False`: the mean alone), its change
+    against the baseline under it, and `marks` (cell -> mark) after an mAP."""
+    def value(s: CellSummary, name: str, batch: Optional[int] = None, interval: bool = True) -> TableCell:
+        q = QUANTITIES[name]
+        stat = s.stat(q, batch)
+        cell = TableCell(_stat_text(stat if interval or stat is None else Stat(stat.mean, stat.n), q))
+        if name == "mAP" and s.cell in (marks or {}):
+            cell.text += f" {marks[s.cell]}"
+        if comparison is not None and (d := comparison.delta(s, q, batch)) is not None:
+            cell.delta, cell.better = format_change(d, q), d.better
+        return cell
+
+    return value
+
+
 def report_table(
-    summaries: list[CellSummary], batch_sizes: list[int], comparison: Optional[Comparison] = None
+    summaries: list[CellSummary], batch_sizes: list[int], comparison: Optional[Comparison] = None,
+    below_chance: Optional[dict[str, str]] = None,
 ) -> Table:
     """One row per cell: status, accuracy, parameters per part, FLOPs, latency per batch, memory, training time.
 
     Numbers are means over seeds with their 95 % interval `mean [low, high]`; the
     footnotes say how each interval was made and which cells have none.
+    `below_chance`: cell -> why its mAP is no better than chance (marked and footnoted).
     """
     several = any(s.seeds > 1 for s in summaries)
     keys, summaries = grouped_by_axes(summaries)
@@ -190,15 +219,8 @@ def report_table(
     columns += [q.label if b is None else f"bs{b} {q.label}" for q, b in modes]
     columns += [_memory_header(summaries, "infer"), _memory_header(summaries, "train"), "train s"]
     exported = any(s.onnx for s in summaries)
-    columns += ["ONNX (export / parity)"] if exported else []
-
-    def value(s: CellSummary, name: str, batch: Optional[int] = None) -> TableCell:
-        q = QUANTITIES[name]
-        cell = TableCell(_stat_text(s.stat(q, batch), q))
-        if comparison is not None and (d := comparison.delta(s, q, batch)) is not None:
-            cell.delta, cell.better = format_change(d, q), d.better
-        return cell
-
+    columns += [ONNX_COLUMN] if exported else []
+    value = _valuer(comparison, dict.fromkeys(below_chance or {}, BELOW_CHANCE_MARK))
     rows = []
     for s in summaries:
         row = [TableCell(s.cell), TableCell(s.backbone), TableCell(s.neck), *(TableCell(axis_text(s.axes.get(k, ""))) for k in keys),
@@ -209,7 +231,7 @@ def report_table(
         params = value(s, "params")
         parts = [s.values.get(f"params_{p}") for p in ("backbone", "neck", "head")]
         if all(parts):
-            params.text += " (" + " / ".join(format_number(p.mean * 1e-6) for p in parts) + ")"
+            params.text += " (" + " / ".join(format_params(p.mean) for p in parts) + ")"
         row += [params, value(s, "gmacs"), value(s, "gflops")]
         for b in batch_sizes:
             row += _latency_cells(s, b, value)
@@ -220,9 +242,44 @@ def report_table(
     footnotes = interval_notes(summaries)
     if any(" of " in _seeds_text(s) for s in summaries):
         footnotes.append("Seeds 'k of n': only k of the n seeds run gave an accuracy; its mean and interval use those k.")
-    footnotes += [f"{NOISY_TIMING_MARK} {s.cell} bs{b}: {why}; the CI gate skips this latency" for s in summaries for b, why in s.noise.items()]
-    footnotes += window_notes(summaries)
+    footnotes += noise_notes(summaries, batch_sizes) + chance_notes(below_chance) + window_notes(summaries)
     return Table(columns, rows, [s.cell for s in summaries], footnotes)
+
+
+def compact_table(
+    summaries: list[CellSummary], batch_sizes: list[int], comparison: Optional[Comparison] = None,
+    below_chance: Optional[dict[str, str]] = None,
+) -> Table:
+    """The table a pull request has room for, one row per cell: status, mAP with its 95 % interval, rank-1, GFLOPs,
+    parameters and the median latency at the smallest batch; the full table follows it in the report."""
+    _, summaries = grouped_by_axes(summaries)
+    batch = batch_sizes[0] if batch_sizes else None
+    columns = ["cell", "status", "mAP % [95 % CI]", "R-1 %", "GFLOPs", "params M"] + ([f"bs{batch} ms median"] if batch else [])
+    value = _valuer(comparison, dict.fromkeys(below_chance or {}, BELOW_CHANCE_MARK))
+    rows = []
+    for s in summaries:
+        why = short_reason(s) if s.status != "done" else None
+        row = [TableCell(s.cell), TableCell(s.status, status=s.status, message=why or None), value(s, "mAP"),
+               value(s, "rank1", interval=False), value(s, "gflops"), value(s, "params")]
+        if batch is not None:
+            latency = value(s, "latency_ms", batch, interval=False)
+            latency.text += f" {NOISY_TIMING_MARK}" if batch in s.noise and latency.text != MISSING_VALUE else ""
+            row.append(latency)
+        rows.append(row)
+    footnotes = ["mAP: the mean over seeds with its 95 % interval; R-1 and latency: the means. Every column, with how "
+                 "each interval was made, is in the full table below."]
+    footnotes += noise_notes(summaries, batch_sizes[:1]) + chance_notes(below_chance)
+    return Table(columns, rows, [s.cell for s in summaries], footnotes)
+
+
+def noise_notes(summaries: list[CellSummary], batch_sizes: list[int]) -> list[str]:
+    """Why each latency marked noisy at these batch sizes cannot be trusted."""
+    return [f"{NOISY_TIMING_MARK} {s.cell} bs{b}: {why}; the CI gate skips this latency"
+            for s in summaries for b, why in s.noise.items() if b in batch_sizes]
+
+
+def chance_notes(below_chance: Optional[dict[str, str]]) -> list[str]:
+    return [f"{BELOW_CHANCE_MARK} {cell}: {why}." for cell, why in (below_chance or {}).items()]
 
 
 def interval_notes(summaries: list[CellSummary]) -> list[str]:
@@ -231,7 +288,7 @@ def interval_notes(summaries: list[CellSummary]) -> list[str]:
     bootstrapped = [s.cell for s in summaries if (st := s.stat(m_ap)) is not None and st.method == IDENTITY_BOOTSTRAP]
     bare = [s.cell for s in summaries if (st := s.stat(m_ap)) is not None and st.low is None]
     notes = ["Numbers are means over seeds with their 95 % interval, mean [low, high]: Student's t over the seeds "
-             "(n − 1 degrees of freedom), an accuracy's cut at 0 and 100 %; parameters and FLOPs are the same for every "
+             "(n − 1 degrees of freedom), cut at 0 (nothing here is negative) and an accuracy's at 100 %; parameters and FLOPs are the same for every "
              "seed and have none."]
     if bootstrapped:
         notes.append("One seed, accuracy: the interval is the percentile bootstrap over query identities (2000 resamples) — "
@@ -262,7 +319,7 @@ def grouped_by_axes(summaries: list[CellSummary]) -> tuple[list[str], list[CellS
     return keys, sorted(summaries, key=position)
 
 
-def _latency_cells(s: CellSummary, batch: int, value: Callable[..., TableCell]) -> list[TableCell]:
+def _latency_cells(s: CellSummary, batch: int, value: Value) -> list[TableCell]:
     """Median / p90 and img/s at one batch size; a timing that cannot be trusted is marked, its reason footnoted."""
     latency = value(s, "latency_ms", batch)
     p90 = s.stat(QUANTITIES["latency_p90_ms"], batch)
@@ -288,7 +345,7 @@ def _mode_quantities(summaries: list[CellSummary], batch_sizes: list[int]) -> li
 def _stat_text(stat: Optional[Stat], q: Quantity) -> str:
     if stat is None:
         return MISSING_VALUE
-    text = format_number(stat.mean * q.scale, q.digits)
+    text = q.shown(stat.mean)
     if stat.low is not None and stat.high is not None and not q.deterministic:
         decimals = len(text.partition(".")[2])
         text += f" [{_fixed(stat.low * q.scale, decimals)}, {_fixed(stat.high * q.scale, decimals)}]"
@@ -312,7 +369,7 @@ def _seeds_text(s: CellSummary) -> str:
 def _memory_header(summaries: list[CellSummary], which: str) -> str:
     """'peak infer MiB (RSS, bs 8)': what kind of peak it is, and at which batch, when all cells agree."""
     kinds = {s.memory_kind for s in summaries if s.memory_kind}
-    kind = {"peak-rss": "process RSS", "peak-rss-delta": "RSS increase", "cuda-allocator": "allocated"}.get(next(iter(kinds)), "") if len(kinds) == 1 else ""
+    kind = KIND_WORDS.get(next(iter(kinds)), "") if len(kinds) == 1 else ""
     batches = {int(st.mean) for s in summaries if (st := s.values.get(f"peak_{which}_mib_batch"))}
     detail = ", ".join(x for x in (kind, f"bs {next(iter(batches))}" if len(batches) == 1 else "") if x)
     return f"peak {which} MiB" + (f" ({detail})" if detail else "")

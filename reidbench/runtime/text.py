@@ -23,3 +23,8 @@ def printable(text: str) -> str:
     surrogate; written as is, it stops a report or a console line halfway.
     """
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def counted(count: int, word: str, plural: Optional[str] = None) -> str:
+    """'1 way', '3 ways': a count with its noun in the number it takes (`plural` where adding 's' is wrong)."""
+    return f"{count} {word if count == 1 else plural or word + 's'}"
