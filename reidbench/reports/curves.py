@@ -55,7 +55,7 @@ def scored_epochs(entries: list[EpochEntry]) -> list[EpochEntry]:
 def validation_curves(
     summaries: list[CellSummary], styles: Styles, logs: dict[tuple[str, int], list[EpochEntry]], split_names: list[str],
 ) -> Optional[Plot]:
-    """mAP and rank-1 per scored epoch, one line per cell and seed (a cell's seeds share its colour and style)."""
+    """mAP and rank-1 per scored epoch, one line per cell and seed (the cell's colour, the seed's marker)."""
     scored = {key: scored_epochs(entries) for key, entries in logs.items()}
     if not any(scored.values()):
         return None
@@ -64,13 +64,13 @@ def validation_curves(
     map_ax, rank_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     absent, handles = [], []
     for s in summaries:
-        runs = [scored[key] for key in sorted(scored) if key[0] == s.cell and scored[key]]
+        runs = [(key[1], scored[key]) for key in sorted(scored) if key[0] == s.cell and scored[key]]
         if not runs:
             absent.append(_why_absent(s, "no periodic evaluation in its train log"))
             continue
-        kw = dict(color=styles.colour(s), marker=styles.marker(s), linestyle=styles.linestyle(s), markersize=6, linewidth=1.5)
         label = _cell_label(s) + (f" ({len(runs)} seeds)" if len(runs) > 1 else "")
-        for index, entries in enumerate(runs):
+        for index, (seed, entries) in enumerate(runs):
+            kw = dict(color=styles.colour(s), marker=styles.marker(seed), linestyle=styles.linestyle(s), markersize=6, linewidth=1.5)
             epochs = [e.epoch for e in entries]
             (line,) = map_ax.plot(epochs, [100 * float(e.val_map) for e in entries], label=label if index == 0 else None, **kw)
             rank_ax.plot(epochs, [100 * float(e.val_rank1) if is_number(e.val_rank1) else np.nan for e in entries], **kw)
@@ -82,7 +82,7 @@ def validation_curves(
         ax.set_title(title)
         _epoch_axis(ax, last_epoch)
     fig.suptitle(f"Scored during training on the {where}", fontsize=12)
-    _legend_below(fig, absent, handles, wspace=0.25)
+    _legend_below(fig, absent, handles + (styles.seed_handles() if len(styles.seeds) > 1 else []), wspace=0.25)
     fig.subplots_adjust(top=0.86)
     return Plot("validation_curves.png", "Validation curves",
                 f"mAP and rank-1 on the {where} after every scored epoch (eval.period), one line per seed, from each cell's "
@@ -125,7 +125,7 @@ def cmc_curves(run: LoadedRun, summaries: list[CellSummary], styles: Styles) -> 
             absent.append(_why_absent(s, "no per-query scores (queries.npz)"))
             continue
         seeds = sum(1 for r in run.records if r.get("cell") == s.cell and r.get("status") == "done")
-        (line,) = ax.plot(range(1, len(curve) + 1), 100 * curve, color=styles.colour(s), marker=styles.marker(s),
+        (line,) = ax.plot(range(1, len(curve) + 1), 100 * curve, color=styles.colour(s), marker="o",
                           linestyle=styles.linestyle(s), markersize=5, linewidth=1.5,
                           label=_cell_label(s) + (f" (mean of {seeds} seeds)" if seeds > 1 else ""))
         handles.append(line)
