@@ -113,6 +113,10 @@ class TrainConfig:
     """Keep an exponential moving average of the weights, updated after every step with this decay (0: off, as
     TransReID and CLIP-ReID train); the average is what is evaluated, measured and saved. The decay ramps up as
     (1 + t) / (10 + t) over the first steps t, so the random initial weights do not linger in it."""
+    fixed_order_reductions: bool = False
+    """Sum the training step's thread-split reductions (LayerNorm, BatchNorm1d and patch-embedding gradients, camera
+    table rows, the clipping norm) in a fixed order, so that one and two CPU threads train bit for bit the same
+    weights (`reidbench.variants.fixed_order`). Off: PyTorch's own kernels, as TransReID and CLIP-ReID train."""
     checkpoint_minutes: float = 1.0
     """Most training minutes an interruption may lose: a resumable checkpoint is written at the end of the
     first epoch that ends this long after the last one (0: every epoch), and always after the last epoch."""

@@ -24,6 +24,7 @@ from reidbench.training.clipreid import CLIPREID_STATS, clipreid_losses
 from reidbench.training.losses import batch_accuracy, batch_hard_triplet, id_loss
 from reidbench.training.sampler import PKSampler
 from reidbench.variants.clipreid import ClipReidModel
+from reidbench.variants.fixed_order import clip_grad_norm_fixed_order, use_fixed_order_reductions
 from reidbench.variants.model import ReidModel
 
 
@@ -188,6 +189,8 @@ class TrainStep:
         self.augmentation: Optional[BatchAugmentation] = None
         self.augment_method = options.augment_method
         self.losses, self.stat_names = model_losses(module, cfg)
+        if cfg.fixed_order_reductions:
+            use_fixed_order_reductions(module)
         self.clipped = [p for p in module.parameters() if p.requires_grad] if cfg.grad_clip_norm else []
         self.average = WeightAverage(module, cfg.ema_decay) if cfg.ema_decay else None
         """The weights' moving average (train.ema_decay), which the trained model receives at the end."""
@@ -240,7 +243,9 @@ class TrainStep:
         with region("backward"):
             loss.backward()
         with region("optimizer"):
-            if self.clipped:
+            if self.clipped and self.cfg.fixed_order_reductions:
+                clip_grad_norm_fixed_order(self.clipped, self.cfg.grad_clip_norm)
+            elif self.clipped:
                 torch.nn.utils.clip_grad_norm_(self.clipped, self.cfg.grad_clip_norm, foreach=True)
             self.optimizer.step()
             if self.average is not None:

@@ -13,6 +13,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import nn
 
+from reidbench.variants.fixed_order import gather_rows
 from reidbench.variants.registry import Registry
 from reidbench.variants.settings import PATCH_SIZE, VariantSettings
 from reidbench.variants.weights.filters import clip_activation, clip_outside_visual, drop_prefixes, take_prefix
@@ -40,6 +41,8 @@ class Backbone(nn.Module):
     pixel_std: tuple[float, float, float]
     pretrained_spec: Optional[PretrainedSpec] = None
     """Which submodule is a pretrained network and how checkpoint files map onto it; None: no weights are taken."""
+    fixed_order_reductions: bool = False
+    """Gather camera and modality rows as a one-hot product (set by `use_fixed_order_reductions`)."""
 
     def forward(
         self, images: torch.Tensor, cam_ids: Optional[torch.Tensor] = None, modality_ids: Optional[torch.Tensor] = None
@@ -50,6 +53,14 @@ class Backbone(nn.Module):
     def blocks(self) -> list[nn.Module]:
         """The repeated transformer blocks, in order: the regions `reidbench.runtime.compile` compiles once for all."""
         raise NotImplementedError(f"{type(self).__name__} does not name its repeated blocks")
+
+    def patch_convs(self) -> list[nn.Conv2d]:
+        """The patch-embedding convolutions, whose weight gradient `use_fixed_order_reductions` sums in a fixed order."""
+        return []
+
+    def rows(self, table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """`table[ids]` for a camera or modality table (see `fixed_order.gather_rows`)."""
+        return gather_rows(table, ids, self.fixed_order_reductions)
 
 
 BACKBONES: Registry = Registry("backbone", forbid="-", why="cell ids are '<backbone>-<neck>', split at the first '-'")
@@ -138,15 +149,18 @@ class TransReIDViT(Backbone):
         x = vit.patch_embed.proj(images).flatten(2).transpose(1, 2)
         x = torch.cat([vit.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + vit.pos_embed
         if self.sie_embed is not None and cam_ids is not None:
-            x = x + self.camera_embedding_scale * self.sie_embed[cam_ids]
+            x = x + self.camera_embedding_scale * self.rows(self.sie_embed, cam_ids)
         if self.modality_embed is not None and modality_ids is not None:
-            x = x + self.modality_embed[modality_ids]
+            x = x + self.rows(self.modality_embed, modality_ids)
         x = vit.pos_drop(x)
         x = vit.blocks(x)
         return vit.norm(x)
 
     def blocks(self) -> list[nn.Module]:
         return list(self.vit.blocks)
+
+    def patch_convs(self) -> list[nn.Conv2d]:
+        return [self.vit.patch_embed.proj]
 
 
 class ClipFeatures(NamedTuple):
@@ -249,13 +263,13 @@ class CLIPReIDViT(Backbone):
         x = v.conv1(images).flatten(2).transpose(1, 2)
         cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         if self.cv_embed is not None and cam_ids is not None:
-            cls = cls + (self.camera_embedding_scale * self.cv_embed[cam_ids]).unsqueeze(1).to(x.dtype)
+            cls = cls + (self.camera_embedding_scale * self.rows(self.cv_embed, cam_ids)).unsqueeze(1).to(x.dtype)
         # Cast as open_clip does: adding the float32 parameter as it is would promote the whole
         # residual stream to float32 under autocast -- 6 more casts per block (forward and backward)
         # than the library, and twice the activation traffic.
         x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
         if self.modality_embed is not None and modality_ids is not None:
-            x = x + self.modality_embed[modality_ids].to(x.dtype)
+            x = x + self.rows(self.modality_embed, modality_ids).to(x.dtype)
         x = v.ln_pre(v.patch_dropout(x))
         *earlier, last = v.transformer.resblocks
         for block in earlier:
@@ -269,6 +283,9 @@ class CLIPReIDViT(Backbone):
 
     def blocks(self) -> list[nn.Module]:
         return list(self.visual.transformer.resblocks)
+
+    def patch_convs(self) -> list[nn.Conv2d]:
+        return [self.visual.conv1]
 
 
 CLIP_PROJ_IGNORED = "CLIP's 768->512 image projection: clip768 takes the tokens before it"
