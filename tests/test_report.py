@@ -130,7 +130,7 @@ def markdown_rows(text: str, heading: str = "All columns") -> dict[str, dict[str
 
 
 class HTMLReport(HTMLParser):
-    """What a test needs from report.html: the results table's row ids, image sources, external references, visible text."""
+    """What a test needs from report.html: the results tables' row ids, image sources, external references, visible text."""
 
     def __init__(self, text: str) -> None:
         super().__init__()
@@ -144,7 +144,7 @@ class HTMLReport(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
         self.tables += tag == "table"
-        if tag == "tr" and a.get("data-cell") and self.tables == 1:  # the results table, not a section's tables
+        if tag == "tr" and a.get("data-cell") and self.tables <= 2:  # the short and the full results table, not a section's
             self.rows.append(a["data-cell"])
         if tag == "img":
             self.images.append(a.get("src") or "")
