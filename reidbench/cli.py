@@ -439,6 +439,7 @@ def report(
     compare_pairs: Optional[List[str]] = typer.Option(None, "--compare", help="Also test A against B, e.g. --compare clip512proj-ms,vit768-ms (repeatable); joins the grid's declared comparisons."),
     grid: Optional[str] = typer.Option(None, "--grid", help="Take the declared comparisons (\\[compare]) from this grid (a built-in name or a .toml file) instead of the run's grid.toml; for a folder that kept only a run's results.csv."),
     imports: Optional[List[str]] = typer.Option(None, "--import", help=IMPORT_HELP),
+    rank_lists: bool = typer.Option(True, "--rank-lists/--no-rank-lists", help="Draw each cell's rank lists (the default); --no-rank-lists leaves the section out and the dataset unopened, e.g. for a CI gate that reads only the verdicts."),
 ) -> None:
     """Tables, plots and a comparison from a run directory: Markdown, self-contained HTML and CSV."""
     from reidbench.reports.build import gate_lines, make_report, summary_lines
@@ -455,7 +456,7 @@ def report(
         _log(f"report on the latest run: {run_dir}")
     _plugins(imports, run_dir, baseline)
     result = make_report(run_dir, out=out, baseline_root=baseline, thresholds=thresholds,
-                         extra_comparisons=compare_pairs or [], strict=fail_on_strict, grid=grid)
+                         extra_comparisons=compare_pairs or [], strict=fail_on_strict, grid=grid, rank_lists=rank_lists)
     typer.echo(_printable(result.markdown_table))
     for line in summary_lines(result):
         _log(line)

@@ -106,8 +106,10 @@ def edit_record(run: Path, cell: str, **changes: object) -> None:
     path.write_text(json.dumps(record))
 
 
-def report(*args: str) -> object:
-    result = cli.invoke(app, ["report", *args])
+def report(*args: str, rank_lists: bool = False) -> object:
+    """`reidbench report ARGS`; without rank lists unless asked (tests/test_ranklists.py covers them, and drawing them
+    is most of a report's time)."""
+    result = cli.invoke(app, ["report", *args, *([] if rank_lists else ["--no-rank-lists"])])
     assert "Traceback" not in result.output, result.output
     return result
 
@@ -158,7 +160,7 @@ class HTMLReport(HTMLParser):
 
 def test_report_writes_the_table_the_plots_and_three_formats(grid_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    result = report(str(grid_run), "--out", str(out))
+    result = report(str(grid_run), "--out", str(out), rank_lists=True)
     assert result.exit_code == 0, result.output
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == PLOTS + RANK_LISTS and all(p.read_bytes().startswith(PNG) for p in pngs)
@@ -383,7 +385,7 @@ def test_a_damaged_run_is_reported_as_far_as_it_goes(grid_run: Path, tmp_path: P
     edit_record(run, "clip512proj-none", metrics="not a dict")
     entry = EpochEntry(1, loss=3.0, id_loss=2.0, triplet_loss=1.0, accuracy=0.1, lr=3.5e-4, seconds=1.0, img_per_s=100.0)
     (run / "cells/vit768-none/seed0/train_log.jsonl").write_text(json.dumps(entry.to_dict()) + '\n{"epoch": 2, "loss": "high"}\n{"epo')
-    result = report(str(run), "--out", str(tmp_path / "r"))
+    result = report(str(run), "--out", str(tmp_path / "r"), rank_lists=True)
     assert result.exit_code == 0, result.output
     assert "missing: vit768-ms seed 0" in result.output
     assert "damaged: clip512-none seed 0 — cells/clip512-none/seed0/record.json does not parse as JSON" in result.output

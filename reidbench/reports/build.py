@@ -62,13 +62,14 @@ class ReportResult:
 def make_report(
     run_root: Path, out: Optional[Path] = None, baseline_root: Optional[Path] = None,
     thresholds: Optional[list[Threshold]] = None, extra_comparisons: Optional[list[str]] = None, strict: bool = False,
-    grid: Optional[str] = None,
+    grid: Optional[str] = None, rank_lists: bool = True,
 ) -> ReportResult:
     """Read, summarize, compare, plot, render and write; returns what was written and the gate's outcome.
 
     `extra_comparisons`: `--compare A,B` texts added to the grid's declared family; `strict`: the gate
     compares plain means (`--fail-on-strict`); `grid`: the grid (name or file) whose [compare] declares the
-    family, instead of the run's grid.toml (`--grid`, for an archived run that has none).
+    family, instead of the run's grid.toml (`--grid`, for an archived run that has none); `rank_lists`: draw the
+    rank-list section (`--no-rank-lists` leaves it out, and the dataset unopened).
     """
     out = check_out(out if out is not None else RunDir(run_root).report_dir)
     run = load_run(run_root)
@@ -94,7 +95,7 @@ def make_report(
         before_plots=_sections(run, comparison, thresholds, outcome) + [comparisons_section(found)] + [
             section for section in [modality_section(run), _cross_domain_section(run), validation_section(run)] if section is not None],
         plots=forest_plots(found) + plots + curve_plots(run, summaries),
-        after_plots=[s for s in [rank_list_section(run)] if s is not None] + [_notes_section(summaries)]
+        after_plots=[s for s in [rank_list_section(run) if rank_lists else None] if s is not None] + [_notes_section(summaries)]
         + [s for s in [_time_section(run)] if s.items],
     )
     try:
