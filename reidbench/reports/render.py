@@ -123,7 +123,7 @@ dl.header dt { font-weight: 600; } dl.header dd { margin: 0; }
 .scroll { overflow-x: auto; border: 1px solid #d0d7de; border-radius: 6px; }
 table { border-collapse: collapse; font-size: .85rem; }
 th, td { padding: .35rem .55rem; border-bottom: 1px solid #eaeef2; text-align: right; vertical-align: top; white-space: nowrap; }
-th { background: #f6f8fa; position: sticky; top: 0; font-weight: 600; white-space: normal; min-width: 4.5rem; }
+th { background: #f6f8fa; position: sticky; top: 0; font-weight: 600; white-space: normal; min-width: 6.5rem; vertical-align: bottom; }
 td.text, th.text { text-align: left; }
 td.status { white-space: normal; min-width: 14rem; max-width: 26rem; text-align: left; }
 tr:hover td { background: #f6f8fa; }
