@@ -11,8 +11,8 @@ bit between one and two threads, the sums that differ are:
 - LayerNorm's weight and bias gradients (native kernel: a partial sum per thread);
 - the patch-embedding convolution's weight gradient;
 - a camera or modality table's gradient, which indexing accumulates;
-- BatchNorm1d's batch statistics in training mode, once batch x channels
-  exceeds PyTorch's grain size (768-d features at batch 64 do);
+- BatchNorm1d's batch statistics in training mode (a sum over the batch;
+  vit768-ms's head at batch 64 differed already in the forward);
 - the gradient norm that clipping divides by (a sum to one number).
 
 Matrix multiplies, row-wise reductions and reductions over the leading
