@@ -160,7 +160,7 @@ def use_fixed_order_reductions(model: nn.Module) -> nn.Module:
     patch_convs = {id(conv) for module in model.modules() for conv in getattr(module, "patch_convs", lambda: ())()}
     for module in model.modules():
         cls = type(module)
-        if cls.__name__.startswith("FixedOrder"):
+        if cls in _FIXED_CLASSES.values():  # swapped already
             continue
         if id(module) in patch_convs:
             module.__class__ = _fixed_class(cls, _fixed_patch_conv_forward)
