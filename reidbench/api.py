@@ -23,11 +23,12 @@ def run_grid(
     grid: Union[str, Path], *, profile: str = "auto", seeds: Union[int, str] = 1, out: Optional[Union[str, Path]] = None,
     data: Optional[str] = None, sets: Optional[Mapping[str, Any]] = None, imports: Iterable[str] = (),
     only: Iterable[str] = (), axes: Optional[Mapping[str, list[Any]]] = None, device: str = "auto",
-    log: Optional[Callable[[str], None]] = None, precision: Optional[float] = None,
+    log: Optional[Callable[[str], None]] = None, precision: Optional[float] = None, first_seed: int = 0,
 ) -> Path:
     """Train, evaluate and measure every cell of `grid` as `reidbench run` does; returns the run directory.
 
-    `seeds` is `--seeds`: a number, or "auto[:MAX]" with `precision` (mAP points) as `--precision`.
+    `seeds` is `--seeds`: a number, or "auto[:MAX]" with `precision` (mAP points) as `--precision`;
+    `first_seed` is `--first-seed` (the seeds count up from it: fresh seeds for a replication).
     `sets` is `--set` as a mapping (`{"train.epochs": 5, "depth": 2}`), `axes` is `--axis`
     (`{"stride": [12, 16]}`), `imports` is `--import`. Cells that fail are recorded in the run
     directory as the command line records them (see `load_run(...).frame["status"]`); bad input raises.
@@ -40,7 +41,8 @@ def run_grid(
     from reidbench.runtime.progress import Progress
 
     request = RunRequest(
-        grid=str(grid), data=data, profile=profile, seeds=str(seeds), precision=precision, only=tuple(only), overrides=tuple(_assignments(sets or {})),
+        grid=str(grid), data=data, profile=profile, seeds=str(seeds), precision=precision, first_seed=str(first_seed),
+        only=tuple(only), overrides=tuple(_assignments(sets or {})),
         axes=tuple(f"{key}={','.join(_toml(v) for v in values)}" for key, values in (axes or {}).items()), imports=tuple(imports),
     )
     plan = new_plan(request, resolve_device(device), World())
@@ -76,7 +78,7 @@ class Run:
     """One row per (cell, seed): results.csv's columns (cell, backbone, neck, seed, status, mAP, rank1, ...),
     then latency and memory columns; unreadable cells appear with status missing or damaged."""
 
-    def model(self, cell: str, seed: int = 0) -> "ReidModel":
+    def model(self, cell: str, seed: Optional[int] = None) -> "ReidModel":
         """`load_cell(self.path, cell, seed)`."""
         return load_cell(self.path, cell, seed)
 
@@ -91,9 +93,10 @@ def load_run(path: Union[str, Path]) -> Run:
     return Run(loaded.root, loaded.meta, loaded.records, loaded.frame())
 
 
-def load_cell(path: Union[str, Path], cell: str, seed: int = 0) -> "ReidModel":
+def load_cell(path: Union[str, Path], cell: str, seed: Optional[int] = None) -> "ReidModel":
     """The trained model of a done cell, rebuilt as `reidbench export` rebuilds it (the record's settings, then
-    the cell's model.pt), in eval mode on the CPU; the run's plugins are imported first."""
+    the cell's model.pt), in eval mode on the CPU; the run's plugins are imported first. `seed` defaults to the
+    cell's lowest seed in the run (0, unless the run was started with a first seed)."""
     from reidbench.bench.export import load_cell_model
     from reidbench.errors import UsageError
     from reidbench.harness.plan import import_run_plugins
@@ -102,6 +105,8 @@ def load_cell(path: Union[str, Path], cell: str, seed: int = 0) -> "ReidModel":
 
     run = RunDir(Path(path))
     import_run_plugins(run.root)
+    if seed is None:
+        seed = min((s for c, s in run.slots_on_disk() if c == cell), default=0)
     record = run.read_record(cell, seed)
     if record is None:
         raise UsageError(f"{run.root} has no record of cell {cell!r} seed {seed}; load_run({str(run.root)!r}).frame lists its cells.")

@@ -224,11 +224,13 @@ def run(
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory to create (default: runs/<time>-<grid>)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory: finished cells are kept, unfinished ones continue from their last checkpoint."),
     only: Optional[List[str]] = typer.Option(None, "--only", help="Run only this cell (repeatable)."),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="N: train every cell with seeds 0..N-1 (default 1). auto[:MAX]: 3 seeds, then one more per round "
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="N: train every cell with seeds 0..N-1 (default 1; from --first-seed on). auto[:MAX]: 3 seeds, then one more per round "
                                         "to each cell whose 95% interval of mAP is wider than --precision, up to MAX (default 10); it stops on precision, "
                                         "never on a p-value (stopping on significance inflates false positives)."),
     precision: Optional[float] = typer.Option(None, "--precision", help="With --seeds auto: the half-width of a cell's 95% interval of mean mAP over seeds, "
                                               "in points, at which it needs no more seeds (default 2.0)."),
+    first_seed: Optional[str] = typer.Option(None, "--first-seed", help="S: the seeds start at S instead of 0: --seeds N trains seeds S..S+N-1 and --seeds auto "
+                                             "starts its rounds at S (e.g. --first-seed 5 --seeds 5: fresh seeds 5-9 to replicate a result chosen on seeds 0-4). Recorded; --resume keeps it."),
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="KEY=VALUE (a TOML value; repeatable): a variant setting, e.g. --set stride=12, or a key of the profile's model, train, eval or measure table, e.g. --set train.epochs=5 or --set eval.rerank=true; over the profile and recipe, recorded, cell ids unchanged."),
     bars: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars (default: when stderr is a terminal)."),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
@@ -273,7 +275,8 @@ def run(
     if world.distributed and launch_plan.fanned_out:
         raise UsageError(f"--launcher {launcher} starts its own jobs; under torchrun use --launcher local (the default).")
     request = RunRequest(grid, data, profile, dtype, seeds, tuple(only or ()), tuple(overrides or ()), tuple(weights or ()),
-                         compile_, data_cache, sync_bn, cuda_graphs, tuple(test_data or ()), tuple(axis or ()), pretrained=pretrained, precision=precision, imports=tuple(imports or ()))
+                         compile_, data_cache, sync_bn, cuda_graphs, tuple(test_data or ()), tuple(axis or ()), pretrained=pretrained, precision=precision, imports=tuple(imports or ()),
+                         first_seed=first_seed)
     if as_json and not dry_run:
         raise UsageError("run --json prints a dry run's plan; add --dry-run (a run's results are in its run directory's results.csv).")
     if dry_run:

@@ -338,7 +338,18 @@ class AutoSeeds:
     precision: float
     """The target half-width of the 95 % interval of a cell's mean mAP over seeds, in percentage points."""
     cells: dict[str, int] = field(default_factory=dict)
-    """Cells planned with more seeds than the first round's (`RunMeta.seeds`): cell -> N, for seeds 0..N-1."""
+    """Cells planned with more seeds than the first round's (`RunMeta.seeds`): cell -> N, for the N seeds from the
+    run's first seed on (`seed_range`)."""
+
+
+def seed_range(first: int, count: int) -> list[int]:
+    """The seeds of a cell planned with `count` seeds in a run whose seeds start at `first` (`--first-seed`).
+
+    The one place that turns a count into seeds: the plan, run.json's readers, the
+    rounds of `--seeds auto` and the launchers all ask it, so a run that starts at
+    seed 5 trains, resumes, lists and reports seeds 5, 6, ... everywhere.
+    """
+    return list(range(first, first + count))
 
 
 @dataclass
@@ -350,6 +361,8 @@ class RunMeta:
     seeds: list[int]
     device: str
     dtype: str
+    first_seed: int = 0
+    """`--first-seed`: the lowest seed; `seeds` and the seeds `--seeds auto` adds count up from it."""
     profile: dict[str, Any] = field(default_factory=dict)
     dataset: dict[str, Any] = field(default_factory=dict)
     started: Optional[str] = None
@@ -382,7 +395,7 @@ class RunMeta:
     def cell_seeds(self, cell: str) -> list[int]:
         """The seeds planned for `cell`: `seeds`, or more where `--seeds auto` added some."""
         planned = self.auto_seeds.cells.get(cell) if self.auto_seeds is not None else None
-        return list(range(planned)) if planned is not None else list(self.seeds)
+        return seed_range(self.first_seed, planned) if planned is not None else list(self.seeds)
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)

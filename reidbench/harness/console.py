@@ -6,7 +6,7 @@ from typing import Any
 from reidbench.harness.placement import RunData, TestData
 from reidbench.harness.plan import RunPlan, cell_recipe
 from reidbench.runtime.distributed import World
-from reidbench.runtime.text import counted
+from reidbench.runtime.text import counted, seeds_text
 from reidbench.schema import CellState, axis_text
 from reidbench.variants.grid import Cell, Grid
 
@@ -17,7 +17,7 @@ def run_header(plan: RunPlan, root: Any, world: World) -> str:
     if profile.follows:
         follows = f" (follows {profile.follows}" + (f"; departs in {counted(len(profile.departures), 'way')}, listed in the report)" if profile.departures else ")")
     return (
-        f"run {root}: grid {plan.grid.name}, {len(plan.cells)} cell(s) x {plan.seeds} seed(s){_auto_seeds(plan)}, profile {profile.name}"
+        f"run {root}: grid {plan.grid.name}, {len(plan.cells)} cell(s) x {plan.seeds} seed(s) ({seeds_text(plan.first_round_seeds)}){_auto_seeds(plan)}, profile {profile.name}"
         f"{follows}, device {plan.device}, dtype {plan.dtype}"
         + (f", {world.world_size} processes (DDP)" if world.distributed else "")
         + (", transformer blocks compiled" if plan.compile else "")

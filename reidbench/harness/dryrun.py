@@ -13,7 +13,7 @@ from typing import Any
 from reidbench.data import ReidDataset
 from reidbench.harness.plan import RunPlan, cell_profile, cell_recipe, cell_settings
 from reidbench.profiles.profile import BASE
-from reidbench.runtime.text import counted
+from reidbench.runtime.text import counted, seeds_text
 
 
 def describe_plan(plan: RunPlan, dataset: ReidDataset) -> dict[str, Any]:
@@ -24,7 +24,8 @@ def describe_plan(plan: RunPlan, dataset: ReidDataset) -> dict[str, Any]:
         "profile": {"name": plan.profile.name, "source": plan.profile.source, "written_for": plan.profile.init.describe()},
         "dataset": {"spec": plan.dataset, "name": dataset.name, "native_size": list(dataset.native_size),
                     "follow_dataset_size": plan.profile.follow_dataset_size if follow is None else follow},
-        "device": str(plan.device), "dtype": plan.dtype, "seeds": list(range(plan.seeds)),
+        "device": str(plan.device), "dtype": plan.dtype, "seeds": plan.first_round_seeds,
+        "auto_seeds": None if plan.auto_seeds is None else {"max_seeds": plan.auto_seeds.max_seeds, "precision": plan.auto_seeds.precision},
         "cells": [_cell(plan, cell, dataset) for cell in plan.cells],
         "eval": asdict(plan.profile.eval), "measure": {**asdict(plan.profile.measure), "batch_sizes": list(plan.profile.measure.batch_sizes)},
     }
@@ -46,10 +47,11 @@ def _cell(plan: RunPlan, cell: Any, dataset: ReidDataset) -> dict[str, Any]:
 
 def plan_text(described: dict[str, Any]) -> str:
     """The plan for a reader: one block per cell, its recipe and why, then every setting it trains with."""
-    data = described["dataset"]
+    data, auto = described["dataset"], described["auto_seeds"]
+    seeds = seeds_text(described["seeds"]) + (f" to start (--seeds auto: up to {auto['max_seeds']} per cell)" if auto else "")
     lines = [
         f"dry run: grid {described['grid']['name']}, profile {described['profile']['name']} (written for "
-        f"{described['profile']['written_for']}), {len(described['cells'])} cell(s) x seeds {described['seeds']}, "
+        f"{described['profile']['written_for']}), {len(described['cells'])} cell(s) x {seeds}, "
         f"device {described['device']}, dtype {described['dtype']}",
         f"data: {data['spec']} ({data['name']}, native input {_size(data['native_size'])}; "
         f"{'the input size follows it' if data['follow_dataset_size'] else 'the input size does not follow it'})",

@@ -434,6 +434,6 @@ def fan_out(
     meta = run.meta()
     meta.settings = resolve_settings(plan, dataset).to_dict()
     write_json(run.run_json, meta.to_dict())
-    fanout = Fanout(run, launch_plan, [(c.id, s) for c in plan.cells for s in range(plan.seeds)], measurer, log)
+    fanout = Fanout(run, launch_plan, [(c.id, s) for c in plan.cells for s in plan.cell_seeds(c.id)], measurer, log)
     fanout.submit()
     return fanout

@@ -26,7 +26,7 @@ from reidbench.runtime.device import memory_capacity, resolve_dtype
 from reidbench.runtime.distributed import World
 from reidbench.runtime.files import now_utc, write_atomic, write_json
 from reidbench.runtime.plugins import import_plugins
-from reidbench.schema import AutoSeeds, GridRef, RunMeta, RunState, axis_text
+from reidbench.schema import AutoSeeds, GridRef, RunMeta, RunState, axis_text, seed_range
 from reidbench.training.step import ranks_batch
 from reidbench.variants.factory import parse_weights_options
 from reidbench.variants.footprint import estimate_footprint
@@ -61,6 +61,8 @@ class RunRequest:
     """`--precision P`: with `--seeds auto`, the mAP half-width (points) at which a cell needs no more seeds."""
     imports: tuple[str, ...] = ()
     """`--import MODULE`: plugin modules that register components."""
+    first_seed: Optional[str] = None
+    """`--first-seed S`, as typed: the seeds count up from S instead of 0."""
 
     def given(self) -> list[str]:
         """The options given, as typed on the command line."""
@@ -81,7 +83,10 @@ class RunPlan:
     device: torch.device
     dtype: str
     seeds: int
-    """Seeds every cell trains (0..seeds-1); with `auto_seeds`, the first round's."""
+    """How many seeds every cell trains (`first_seed` on); with `auto_seeds`, the first round's."""
+    first_seed: int = 0
+    """`--first-seed`: the lowest seed. Fresh seeds (say 5..9 after settings were chosen on 0..4) replicate a
+    result independently; a seed's number, not its position, decides its randomness."""
     only: list[str] = field(default_factory=list)
     overrides: dict[str, Any] = field(default_factory=dict)
     """`--set` as given: variant settings (`depth`) and profile-table keys (`train.epochs`; see `split_sets`)."""
@@ -120,8 +125,17 @@ class RunPlan:
         return [c for c in self.cells if not self.now_only or c.id in self.now_only or c.pair in self.now_only]
 
     def seeds_of(self, cell: str) -> int:
-        """How many seeds (0..N-1) `cell` is planned with so far."""
+        """How many seeds `cell` is planned with so far."""
         return self.auto_seeds.cells.get(cell, self.seeds) if self.auto_seeds is not None else self.seeds
+
+    def cell_seeds(self, cell: str) -> list[int]:
+        """The seeds `cell` is planned with so far: what every caller trains, checks or lists, never a range of its own."""
+        return seed_range(self.first_seed, self.seeds_of(cell))
+
+    @property
+    def first_round_seeds(self) -> list[int]:
+        """The seeds every cell has (run.json's `seeds`): all of them with `--seeds N`, the first round's with auto."""
+        return seed_range(self.first_seed, self.seeds)
 
 
 FIRST_ROUND_SEEDS = 3
@@ -131,6 +145,9 @@ instead, so the two do not combine."""
 DEFAULT_MAX_SEEDS = 10
 DEFAULT_PRECISION = 2.0
 """mAP points: the default target half-width of a cell's 95 % interval over seeds."""
+MAX_FIRST_SEED = 2**31 - 1
+"""The highest `--first-seed`: its seeds, and the per-rank generators derived from them, stay within what
+torch's and numpy's generators take (a larger one would stop the run at its first cell, after its directory exists)."""
 
 
 def parse_seeds(text: Optional[str], precision: Optional[float]) -> tuple[int, Optional[AutoSeeds]]:
@@ -161,9 +178,27 @@ def parse_seeds(text: Optional[str], precision: Optional[float]) -> tuple[int, O
     return min(FIRST_ROUND_SEEDS, max_seeds), AutoSeeds(max_seeds, float(target))
 
 
+def parse_first_seed(text: Optional[str]) -> int:
+    """`--first-seed S`: the lowest seed of the run, a whole number from 0 (the default) to `MAX_FIRST_SEED`."""
+    if text is None:
+        return 0
+    try:
+        first = int(text)
+    except ValueError:
+        first = -1
+    if not 0 <= first <= MAX_FIRST_SEED:
+        raise UsageError(
+            f"--first-seed {text!r}: give the lowest seed as a whole number from 0 to {MAX_FIRST_SEED}; with --seeds N the run "
+            "trains seeds S..S+N-1 (e.g. --first-seed 5 --seeds 5 trains seeds 5-9: fresh seeds that replicate a result "
+            "chosen on seeds 0-4), and --seeds auto starts its rounds at S."
+        )
+    return first
+
+
 def new_plan(request: RunRequest, device: torch.device, cell_world: World) -> RunPlan:
     """The plan of a new run: the request with every default filled in."""
     seeds, auto_seeds = parse_seeds(request.seeds, request.precision)
+    first_seed = parse_first_seed(request.first_seed)
     plugins = import_plugins(request.imports)  # before the grid: it may name what they register
     cli_axes = parse_axes(request.axes)
     grid = load_grid(request.grid or "default")
@@ -175,7 +210,7 @@ def new_plan(request: RunRequest, device: torch.device, cell_world: World) -> Ru
     return RunPlan(
         grid=grid, grid_text=source_text(grid.source, GRIDS_DIR), profile=with_sets(profile, split_sets(overrides)[1]),
         profile_text=profile.to_toml(), dataset=request.data or grid.data or "synthetic", device=device,
-        dtype=resolve_dtype(request.dtype or "auto", device), seeds=seeds, only=list(request.only),
+        dtype=resolve_dtype(request.dtype or "auto", device), seeds=seeds, first_seed=first_seed, only=list(request.only),
         overrides=overrides, weights=merged_weights(grid, request.weights, request.pretrained, request.only),
         compile=bool(request.compile), data_cache=request.data_cache or "auto", sync_bn=bool(request.sync_bn),
         cuda_graphs=request.cuda_graphs if request.cuda_graphs is not None else default_cuda_graphs(device, cell_world),
@@ -192,8 +227,9 @@ def resume_plan(run: RunDir, request: RunRequest, device: Optional[torch.device]
     plan = load_plan(run, device)
     conflicting = [flag for flag in request.given() if flag not in ("--only", "--cuda-graphs", "--import")]
     if conflicting:
+        seeds = f" (its seeds start at {plan.first_seed})" if "--first-seed" in conflicting else ""
         raise UsageError(
-            f"--resume {run.root} continues the run as it was planned (run.json); {', '.join(conflicting)} would change it. "
+            f"--resume {run.root} continues the run as it was planned (run.json{seeds}); {', '.join(conflicting)} would change it. "
             f"Drop {'it' if len(conflicting) == 1 else 'them'}, or start a new run with --out."
         )
     if request.cuda_graphs is not None and request.cuda_graphs != plan.cuda_graphs:
@@ -528,7 +564,7 @@ def start_run(plan: RunPlan, run: RunDir) -> RunDir:
     write_atomic(run.profile_toml, plan.profile_text)
     meta = RunMeta(
         status=RunState.RUNNING, grid=GridRef(plan.grid.name, plan.grid.source, [c.id for c in plan.cells]),
-        seeds=list(range(plan.seeds)), device=str(plan.device), dtype=plan.dtype,
+        seeds=plan.first_round_seeds, first_seed=plan.first_seed, device=str(plan.device), dtype=plan.dtype,
         profile={"name": plan.profile.name, "source": plan.profile.source, **plan.profile.to_dict()},
         dataset={"spec": plan.dataset}, started=now_utc(), command=" ".join(sys.argv), only=plan.only,
         overrides=plan.overrides, weights=plan.weights, compile=plan.compile, data_cache=plan.data_cache,
@@ -559,7 +595,7 @@ def load_plan(run: RunDir, device: Optional[torch.device] = None) -> RunPlan:
         raise UsageError(f"{run.root} was run on CUDA and no CUDA device is visible now; resume it on a GPU machine.")
     return RunPlan(
         grid=grid, grid_text=grid_text, profile=profile, profile_text=profile_text, dataset=meta.dataset.get("spec", "synthetic"),
-        device=stored, dtype=meta.dtype, seeds=len(meta.seeds), only=meta.only, overrides=meta.overrides,
+        device=stored, dtype=meta.dtype, seeds=len(meta.seeds), first_seed=meta.first_seed, only=meta.only, overrides=meta.overrides,
         weights=meta.weights, compile=meta.compile, data_cache=meta.data_cache, sync_bn=meta.sync_bn,
         cuda_graphs=meta.cuda_graphs, test_data=meta.test_data, cli_axes=meta.cli_axes, auto_seeds=meta.auto_seeds, plugins=meta.plugins,
     )

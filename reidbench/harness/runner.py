@@ -31,6 +31,7 @@ from reidbench.runtime.distributed import World, describe_world, from_main, init
 from reidbench.runtime.environment import collect_environment
 from reidbench.runtime.files import now_utc, remove_stale_temporaries, write_json
 from reidbench.runtime.progress import Progress
+from reidbench.runtime.text import seeds_text
 from reidbench.schema import OWNER_FIELDS, CellRecord, Owner, RunMeta, RunState
 from reidbench.variants.grid import Cell
 from reidbench.variants.settings import VariantSettings
@@ -46,7 +47,7 @@ def cell_environment(plan: RunPlan, world: World) -> dict[str, Any]:
     # (docs/benchmarks); the ms windows are GEMMs, so only the patch embedding is cuDNN's.
     # bench, which never trains, turns it on.
     environment = collect_environment(plan.device, plan.dtype)
-    environment["seeds"] = list(range(plan.seeds))
+    environment["seeds"] = plan.first_round_seeds
     environment["deterministic_algorithms"] = torch.are_deterministic_algorithms_enabled()
     environment["distributed"] = parallelism(plan, world)
     return environment
@@ -164,7 +165,7 @@ def _run_cells(ctx: RunContext, meta: RunMeta) -> list[CellRecord]:
     """Every planned (cell, seed); under `--seeds auto`, then round after round of more seeds where a cell needs them."""
     plan = ctx.plan
     cells = cells_in_size_order(plan, ctx.images.dataset)
-    records = _run_slots(ctx, [(cell, seed) for cell in cells for seed in range(plan.seeds_of(cell.id))])
+    records = _run_slots(ctx, [(cell, seed) for cell in cells for seed in plan.cell_seeds(cell.id)])
     while plan.auto_seeds is not None:
         slots = next_round(plan, cells, records, ctx.progress.log)
         if not slots:
@@ -236,9 +237,9 @@ def run_one(run_root: str, cell_id: str, seed: int, measurer: MeasureFactory, jo
     plan = load_plan(run)
     plan = replace(plan, device=init_distributed(world, plan.device))
     cell = plan.grid.cell(cell_id)
-    if cell not in plan.cells or not 0 <= seed < plan.seeds_of(cell.id):
+    if cell not in plan.cells or seed not in plan.cell_seeds(cell.id):
         raise UsageError(f"{run.root} plans no {cell_id} seed {seed}; its cells are {', '.join(c.id for c in plan.cells)}, "
-                         f"seeds 0..{plan.seeds_of(cell.id) - 1}.")
+                         f"{seeds_text(plan.cell_seeds(cell.id))}.")
     existing = from_main(world, lambda: run.read_record(cell.id, seed))
     if existing is not None and existing.status.finished:
         return existing

@@ -10,8 +10,9 @@ none to the others**:
 * one seed at a time stops each cell at the first seed count that meets the target, so no
   training is spent that the target did not need (cells train one after another in one
   process, so small rounds cost no waiting);
-* seeds are numbered from 0 in every cell, so any two cells still share seeds 0..n-1 (the
-  fewer of their counts) and a comparison can pair them on those.
+* seeds are numbered from the run's first seed (`--first-seed`, default 0) in every cell, so any
+  two cells still share its first n seeds (the fewer of their counts) and a comparison can pair
+  them on those.
 
 The rounds stop on precision (or at MAX seeds), **never on a p-value**: adding seeds until a
 difference turns significant finds one far more often than the 5 % the test promises, while the
@@ -54,7 +55,7 @@ def judge(plan: RunPlan, cell: Cell, records: dict[tuple[str, int], CellRecord])
     auto = plan.auto_seeds
     assert auto is not None
     seeds = plan.seeds_of(cell.id)
-    mine = [records.get((cell.id, seed)) for seed in range(seeds)]
+    mine = [records.get((cell.id, seed)) for seed in plan.cell_seeds(cell.id)]
     ended = [r for r in mine if r is not None and r.status != CellState.DONE]
     if ended:
         return CellPrecision(cell.id, seeds, None, "stopped", ", ".join(sorted({str(r.status) for r in ended})))
@@ -79,7 +80,7 @@ def next_round(
     for cell, verdict in zip(cells, verdicts):
         if verdict.verdict == "more":
             auto.cells[cell.id] = verdict.seeds + 1
-            grown.append((cell, verdict.seeds))
+            grown.append((cell, plan.cell_seeds(cell.id)[-1]))
     return grown
 
 

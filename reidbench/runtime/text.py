@@ -28,3 +28,12 @@ def printable(text: str) -> str:
 def counted(count: int, word: str, plural: Optional[str] = None) -> str:
     """'1 way', '3 ways': a count with its noun in the number it takes (`plural` where adding 's' is wrong)."""
     return f"{count} {word if count == 1 else plural or word + 's'}"
+
+
+def seeds_text(seeds: list[int]) -> str:
+    """'seed 0', 'seeds 5-9', 'seeds 0, 2': which seeds, as a run header or a message names them."""
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    if seeds and list(seeds) == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"seeds {seeds[0]}-{seeds[-1]}"
+    return "seeds " + (", ".join(map(str, seeds)) or "none")
