@@ -224,7 +224,7 @@ def run(
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory to create (default: runs/<time>-<grid>)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory: finished cells are kept, unfinished ones continue from their last checkpoint."),
     only: Optional[List[str]] = typer.Option(None, "--only", help="Run only this cell (repeatable)."),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="N: train every cell with seeds 0..N-1 (default 1; from --first-seed on). auto[:MAX]: 3 seeds, then one more per round "
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="N: train every cell with N seeds, 0..N-1 (default 1; S..S+N-1 with --first-seed S). auto[:MAX]: 3 seeds, then one more per round "
                                         "to each cell whose 95% interval of mAP is wider than --precision, up to MAX (default 10); it stops on precision, "
                                         "never on a p-value (stopping on significance inflates false positives)."),
     precision: Optional[float] = typer.Option(None, "--precision", help="With --seeds auto: the half-width of a cell's 95% interval of mean mAP over seeds, "
