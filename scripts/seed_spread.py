@@ -1,7 +1,7 @@
 """Where a run's spread comes from, per cell: seeds against the test set, and what the weight average changed.
 
 For every cell of a run directory with per-query scores (queries.npz), prints one Markdown row:
-the mAP of each seed, their mean and standard deviation (ddof 1), the test set's own standard
+the mAP of each seed, their mean and standard deviation (ddof 1) with its 95 % interval, the test set's own standard
 error of one seed's mAP (the identity bootstrap of `reidbench.stats`, as a 95 % interval's
 width / 3.92), and the part of a seed-to-seed difference that the test set explains (the
 identity-bootstrap standard error of the paired per-query difference of two seeds, over
@@ -24,6 +24,7 @@ from itertools import combinations
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import chi2
 
 from reidbench.rundir import RunDir
 from reidbench.stats.bootstrap import identity_bootstrap_interval
@@ -36,6 +37,14 @@ def standard_error(values: np.ndarray, pids: np.ndarray) -> float:
     return identity_bootstrap_interval(values, pids).width / Z95
 
 
+def sd_interval(values: np.ndarray) -> str:
+    """The 95 % interval of the seeds' standard deviation (chi-square, seeds taken as normal): whether a spread
+    is below a target is decided only where the whole interval is."""
+    n, sd = len(values), values.std(ddof=1)
+    low, high = (sd * np.sqrt((n - 1) / chi2.ppf(q, n - 1)) for q in (0.975, 0.025))
+    return f"[{low:.1f}, {high:.1f}]"
+
+
 def cell_row(run: RunDir, cell: str, live_dir: Path | None) -> str:
     seeds = sorted(int(p.name[4:]) for p in (run.root / "cells" / cell).glob("seed*") if (p / "queries.npz").exists())
     scores = [run.read_queries(cell, seed)["test"] for seed in seeds]
@@ -44,7 +53,8 @@ def cell_row(run: RunDir, cell: str, live_dir: Path | None) -> str:
     test_se = np.mean([100 * standard_error(ap, pid) for pid, ap in aps])
     pairs = [100 * standard_error(b[1] - a[1], a[0]) / np.sqrt(2) for a, b in combinations(aps, 2)]
     spread = f"{maps.std(ddof=1):.1f}" if len(maps) > 1 else "–"
-    row = [cell, ", ".join(f"{m:.1f}" for m in maps), f"{maps.mean():.1f} ± {spread}", f"{test_se:.1f}",
+    row = [cell, ", ".join(f"{m:.1f}" for m in maps), f"{maps.mean():.1f} ± {spread}",
+           sd_interval(maps) if len(maps) > 2 else "–", f"{test_se:.1f}",
            f"{np.mean(pairs):.1f}" if pairs else "–"]
     files = [live_dir / f"{cell}-seed{seed}.json" for seed in seeds] if live_dir is not None else []
     live = [json.loads(f.read_text()) for f in files if f.exists()]
@@ -58,7 +68,7 @@ def cell_row(run: RunDir, cell: str, live_dir: Path | None) -> str:
 def main(run_root: str, live: str | None = None) -> None:
     run = RunDir(Path(run_root))
     cells = sorted({p.parent.parent.name for p in Path(run_root).glob("cells/*/seed*/queries.npz")})
-    header = ["cell", "mAP % per seed", "mean ± sd", "test-set se of one seed", "test set's share of a seed change"]
+    header = ["cell", "mAP % per seed", "mean ± sd", "sd, 95 % interval", "test-set se of one seed", "test set's share of a seed change"]
     header += ["last weights' mAP % per seed", "mean ± sd", "average − last"] if live else []
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))

@@ -83,8 +83,8 @@ def _run_locked_cell(cell: Cell, seed: int, ctx: RunContext) -> CellRecord:
     record = CellRecord(cell.id, cell.backbone, cell.neck, CellState.RUNNING, seed=seed, started=stamp)
     if world.is_main:
         run.write_record(record)
-    torch.manual_seed(seed)
     settings, profile = cell_settings(plan, cell, ctx.images.dataset), cell_profile(plan, cell)
+    torch.manual_seed(seed if profile.train.init_seed is None else profile.train.init_seed)
     build = lambda: create_variant(cell, weights=plan.weights.get(cell.backbone), settings=settings)  # noqa: E731
     try:
         probe = probe_cell(cell, build, plan.device)

@@ -104,6 +104,12 @@ class EpochLog(TrainHook):
         )
 
 
+def training_seed(cfg: TrainConfig, options: TrainOptions) -> int:
+    """The seed of everything drawn while training (batches, augmentation, dropout, the prompt stage): the cell's,
+    unless train.data_seed fixes it so that seeds vary the initialisation alone."""
+    return options.seed if cfg.data_seed is None else cfg.data_seed
+
+
 def train_model(
     model: ReidModel, train_set: AnyImageSet, cfg: TrainConfig, options: TrainOptions, cell_dir: Path,
     progress: Progress, on_epoch: Optional[Callable[[int], None]] = None, extra_hooks: Sequence[TrainHook] = (),
@@ -115,8 +121,9 @@ def train_model(
     evaluation); `extra_hooks` run after the log line."""
     cell = CellDir(cell_dir)
     world, device = options.world, options.device
+    seed = training_seed(cfg, options)
     sampler = PKSampler(
-        train_set.pids, p=ranks_batch(cfg, world), k=cfg.k, seed=options.seed, rank=world.rank, world_size=world.world_size,
+        train_set.pids, p=ranks_batch(cfg, world), k=cfg.k, seed=seed, rank=world.rank, world_size=world.world_size,
         covers=cfg.epoch_covers,
     )
     stage1 = prompt_stage(model, train_set, cfg, options, cell, progress)
@@ -132,8 +139,8 @@ def train_model(
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     steps = len(sampler)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps, cfg))
-    generator = torch.Generator().manual_seed(options.seed + 1_000_003 * world.rank)
-    torch.manual_seed(options.seed)
+    generator = torch.Generator().manual_seed(seed + 1_000_003 * world.rank)
+    torch.manual_seed(seed)
     eager = TrainStep(
         trained, cfg, optimizer, scheduler, generator,
         StepOptions(device, options.dtype, compile_backend="inductor" if options.compile else None),
@@ -179,7 +186,7 @@ def prompt_stage(
         return PromptStageRecord(saved["summary"], entries)
     progress.log(f"    stage 1: identity prompts, {cfg.prompt_epochs} epochs, image and text towers frozen")
     weights = model.weights_report.path if model.weights_report is not None else None
-    stage = train_prompts(model, train_set, cfg, options.device, options.dtype, options.seed, weights)
+    stage = train_prompts(model, train_set, cfg, options.device, options.dtype, training_seed(cfg, options), weights)
     model.head.text_features.copy_(broadcast_object(model.head.text_features.cpu(), options.world))
     done = PromptStageRecord(stage.summary(cfg), stage.entries)
     if options.world.is_main:

@@ -117,6 +117,13 @@ class TrainConfig:
     """Sum the training step's thread-split reductions (LayerNorm, BatchNorm1d and patch-embedding gradients, camera
     table rows, the clipping norm) in a fixed order, so that one and two CPU threads train bit for bit the same
     weights (`reidbench.variants.fixed_order`). Off: PyTorch's own kernels, as TransReID and CLIP-ReID train."""
+    init_seed: Optional[int] = field(default=None, metadata={"type": int, "max": 2**31 - 1})
+    """Draw the initial weights from this seed instead of the cell's (None: the cell's seed). With init_seed fixed,
+    the spread of a cell over the run's seeds is the spread of its data order alone (see data_seed)."""
+    data_seed: Optional[int] = field(default=None, metadata={"type": int, "max": 2**31 - 1})
+    """Draw the training's batches, augmentations and any other training-time randomness from this seed instead of
+    the cell's (None: the cell's seed). With data_seed fixed, a cell's spread over the run's seeds is its
+    initialisation's alone: the two settings split a seed's effect in two (docs/statistics.md)."""
     checkpoint_minutes: float = 1.0
     """Most training minutes an interruption may lose: a resumable checkpoint is written at the end of the
     first epoch that ends this long after the last one (0: every epoch), and always after the last epoch."""
@@ -145,6 +152,8 @@ class TrainConfig:
             raise UsageError(f"erase_p {self.erase_p} must lie in [0, 1].")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise UsageError(f"warmup_epochs {self.warmup_epochs} must be in [0, epochs = {self.epochs}).")
+        if any(seed is not None and seed < 0 for seed in (self.init_seed, self.data_seed)):
+            raise UsageError(f"init_seed {self.init_seed} and data_seed {self.data_seed} must be >= 0 (or left out: the cell's seed).")
         if self.checkpoint_minutes < 0 or self.checkpoint_every < 0:
             raise UsageError(
                 f"checkpoint_minutes {self.checkpoint_minutes} and checkpoint_every {self.checkpoint_every} must be >= 0 "
