@@ -19,7 +19,7 @@ from reidbench.profiles import TrainConfig, load_profile
 from reidbench.runtime.progress import Progress
 from reidbench.training.losses import batch_hard_triplet, id_loss
 from reidbench.variants import create_variant
-from reidbench.variants.fixed_order import clip_grad_norm_fixed_order, use_fixed_order_reductions
+from reidbench.variants.fixed_order import clip_grad_norm_fixed_order, fixed_order_linear, use_fixed_order_reductions
 
 CELLS = ["vit768-none", "clip512proj-none", "vit768-ms"]
 """Each backbone class (timm ViT; open_clip tower, here with its projection) and the window neck."""
@@ -124,3 +124,18 @@ def test_a_training_with_the_setting_gives_the_same_weights_on_one_and_two_threa
 def test_the_quick_profile_asks_for_it_and_the_full_one_does_not() -> None:
     assert load_profile("quick").train.fixed_order_reductions is True
     assert load_profile("full").train.fixed_order_reductions is False
+
+
+def test_a_long_inner_dimension_is_summed_the_same_on_one_and_two_threads() -> None:
+    """The ms neck's 4x2 window: 6144 inputs per output row and few rows, which MKL on an AVX-512 CPU splits over threads."""
+    generator = torch.Generator().manual_seed(2)
+    x, weight, bias = torch.randn(64, 6144, generator=generator), torch.randn(768, 6144, generator=generator), torch.randn(768, generator=generator)
+    before, outs = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            outs.append(fixed_order_linear(x, weight, bias, True))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(outs[0], outs[1])
+    torch.testing.assert_close(outs[0], torch.nn.functional.linear(x, weight, bias), rtol=1e-4, atol=1e-3)

@@ -13,14 +13,18 @@ bit between one and two threads, the sums that differ are:
 - a camera or modality table's gradient, which indexing accumulates;
 - BatchNorm1d's batch statistics in training mode (a sum over the batch;
   vit768-ms's head at batch 64 differed already in the forward);
-- the gradient norm that clipping divides by (a sum to one number).
+- the gradient norm that clipping divides by (a sum to one number);
+- on an AVX-512 CPU (MKL 2024.2), a matrix multiply with a long inner
+  dimension and few output rows: the ms neck's larger windows.
 
 Matrix multiplies, row-wise reductions and reductions over the leading
 dimension of a matrix were the same on both thread counts: PyTorch splits those
-over their outputs, so each output's sum runs in one thread in a fixed order.
-The replacements below compute each of the five sums that way; forward values
-are unchanged (the same library calls, or an exact one-hot product), except
-BatchNorm1d's training-mode output, which is computed from its formula.
+over their outputs, so each output's sum runs in one thread in a fixed order
+(on the AVX2 CPU where this was first measured; see the last item for the
+exception on an AVX-512 CPU). The replacements below compute each of these sums
+that way; forward values are unchanged (the same library calls, or an exact
+one-hot product), except BatchNorm1d's training-mode output, which is computed
+from its formula, and the neck's long matrix multiplies, summed in chunks.
 
 Applied by `use_fixed_order_reductions` when a recipe asks for it
 (`train.fixed_order_reductions`); only while gradients are recorded, in
@@ -121,6 +125,28 @@ def _fixed_batch_norm_forward(self: nn.BatchNorm1d, x: torch.Tensor) -> torch.Te
         self.running_var.lerp_(unbiased, momentum)
     y = centred * torch.rsqrt(var + self.eps)
     return y * self.weight + self.bias if self.affine else y
+
+
+_GEMM_DEPTH = 768
+"""The longest inner dimension a fixed-order matrix multiply hands to the BLAS in one call."""
+
+
+def fixed_order_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], fixed_order: bool) -> torch.Tensor:
+    """`F.linear`; with `fixed_order`, the inner dimension summed in chunks of `_GEMM_DEPTH`, in order.
+
+    MKL on an AVX-512 CPU splits a long inner dimension over threads when the
+    output is small (the ms neck's 2x2 and 4x2 windows: 3072 and 6144 inputs to a
+    few rows per image), where on an AVX2 CPU it did not; a chunk of 768 was
+    computed whole on every shape measured. Each chunk's gradients are products
+    over the batch rows or over 768 columns, so the backward is fixed as well.
+    """
+    depth = weight.shape[1]
+    if not fixed_order or depth <= _GEMM_DEPTH or not _plain_fp32(x):
+        return F.linear(x, weight, bias)
+    out = F.linear(x[..., :_GEMM_DEPTH], weight[:, :_GEMM_DEPTH], bias)
+    for start in range(_GEMM_DEPTH, depth, _GEMM_DEPTH):
+        out = out + F.linear(x[..., start:start + _GEMM_DEPTH], weight[:, start:start + _GEMM_DEPTH])
+    return out
 
 
 def gather_rows(table: torch.Tensor, ids: torch.Tensor, fixed_order: bool) -> torch.Tensor:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from reidbench.variants.fixed_order import fixed_order_linear
 
 
 class TiledConv2d(nn.Conv2d):
@@ -21,6 +22,9 @@ class TiledConv2d(nn.Conv2d):
     among them -- are PyTorch's own.
     """
 
+    fixed_order_reductions: bool = False
+    """Sum the GEMM's inner dimension in fixed chunks (set by `use_fixed_order_reductions`)."""
+
     def __init__(self, channels_in: int, channels_out: int, window: tuple[int, int]) -> None:
         super().__init__(channels_in, channels_out, kernel_size=window, stride=window)
 
@@ -33,6 +37,6 @@ class TiledConv2d(nn.Conv2d):
         # Conv2d's floor rule: rows and columns beyond the last whole window are not covered.
         windows = grid[:, :, : rows * kr, : cols * kc].reshape(batch, channels, rows, kr, cols, kc)
         windows = windows.permute(0, 2, 4, 1, 3, 5).reshape(batch * rows * cols, channels * kr * kc)
-        out = F.linear(windows, self.weight.reshape(self.out_channels, -1), self.bias)
+        out = fixed_order_linear(windows, self.weight.reshape(self.out_channels, -1), self.bias, self.fixed_order_reductions)
         return out.reshape(batch, rows, cols, self.out_channels).permute(0, 3, 1, 2)
 
