@@ -37,6 +37,9 @@ def build_optimizer(model: ReidModel, cfg: TrainConfig, graph_safe_on: Optional[
     from device memory (a tensor the scheduler fills in place) rather than
     baked in as a number, and the update must not read state on the host:
     fused SGD, and Adam(W) with `capturable`. Same update rule, other kernels.
+    On the CPU Adam(W) is fused: PyTorch's default there updates one tensor at a
+    time, a sizeable share of a short step at depth 1; the fused kernel is
+    elementwise, so it is the same on any thread count.
     """
 
     def lr(value: float) -> float | torch.Tensor:
@@ -45,9 +48,12 @@ def build_optimizer(model: ReidModel, cfg: TrainConfig, graph_safe_on: Optional[
     groups = [{**group, "lr": lr(group["lr"])} for group in parameter_groups(model, cfg)]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, momentum=cfg.momentum, fused=True if graph_safe_on is not None else None)
-    capturable = {"capturable": True} if graph_safe_on is not None and graph_safe_on.type == "cuda" else {}
+    if graph_safe_on is not None and graph_safe_on.type == "cuda":
+        kernels = {"capturable": True}
+    else:
+        kernels = {"fused": True} if all(p.device.type == "cpu" for g in groups for p in g["params"]) else {}
     optimizer = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return optimizer(groups, **capturable)
+    return optimizer(groups, **kernels)
 
 
 def frozen_parameters(model: ReidModel, cfg: TrainConfig) -> set[torch.nn.Parameter]:
