@@ -104,7 +104,7 @@ _BEFORE_EVAL = {"metric": "euclidean", "normalize": True, "flip": False, "batch_
 _BEFORE_MEASURE = {"batch_sizes": (1, 64, 256), "train_batch_size": 64, "repeats": 50, "warmup": 3, "max_seconds": 5.0,
                    "compile": False, "cuda_graphs": False, "reference": False, "onnx": False}
 # quick's learning rate moved from 1e-3 to 5e-4 on purpose (docs/results/2026-12-07-quick-profile-learning-rate-and-thread-count-cpu.md).
-_QUICK_TRAIN = {**_BEFORE_TRAIN, "epochs": 30, "optimizer": "adamw", "lr": 0.0005, "weight_decay": 0.05, "bias_lr_factor": 1.0,
+_QUICK_TRAIN = {**_BEFORE_TRAIN, "epochs": 40, "optimizer": "adamw", "lr": 0.0005, "weight_decay": 0.05, "bias_lr_factor": 1.0,
                 "weight_decay_bias": None, "epoch_covers": "identities", "warmup_epochs": 3, "schedule_unit": "step",
                 "lr_floor": 0.0, "label_smoothing": 0.1, "erase_p": 0.0}
 _CLIPREID_TRAIN = {"epochs": 60, "optimizer": "adam", "lr": 5e-06, "weight_decay": 0.0001, "bias_lr_factor": 2.0,
