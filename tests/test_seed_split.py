@@ -1,6 +1,7 @@
 """train.init_seed and train.data_seed: a seed's effect split into its initialisation and its data order."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,17 @@ def test_bad_seed_setting_exits_2_naming_it(inputs: dict[str, Path], tmp_path: P
     assert result.exit_code == 2, result.output
     assert "data_seed" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_rescoring_script_reproduces_each_recorded_map_with_the_recorded_features(runs: dict[str, Path], capsys) -> None:
+    """scripts/rescore_features.py, which splits a spread into training and test-time parts: its 'before' column is the record."""
+    spec = importlib.util.spec_from_file_location("rescore_features", Path(__file__).resolve().parents[1] / "scripts" / "rescore_features.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(str(runs["plain"]))
+    printed = capsys.readouterr().out
+    for seed in (0, 1):
+        record = RunDir(runs["plain"]).read_record(CELL, seed)
+        line = next(l for l in printed.splitlines() if l.startswith(f"{CELL} seed {seed} "))
+        assert f"before {100 * record.metrics['mAP']:.1f}," in line
+        assert "after + flip" in line
