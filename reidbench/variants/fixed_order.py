@@ -143,9 +143,12 @@ def fixed_order_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[tor
     depth = weight.shape[1]
     if not fixed_order or depth <= _GEMM_DEPTH or not _plain_fp32(x):
         return F.linear(x, weight, bias)
-    out = F.linear(x[..., :_GEMM_DEPTH], weight[:, :_GEMM_DEPTH], bias)
-    for start in range(_GEMM_DEPTH, depth, _GEMM_DEPTH):
-        out = out + F.linear(x[..., start:start + _GEMM_DEPTH], weight[:, start:start + _GEMM_DEPTH])
+    # Split views (their backward is one concatenation, not a zero-filled copy per chunk), summed in order.
+    pieces = zip(x.split(_GEMM_DEPTH, dim=-1), weight.split(_GEMM_DEPTH, dim=1))
+    rows, columns = next(pieces)
+    out = F.linear(rows, columns, bias)
+    for rows, columns in pieces:
+        out = out + F.linear(rows, columns)
     return out
 
 
