@@ -6,8 +6,9 @@ kernels split sums over threads; below it every kernel runs on one thread and no
 from __future__ import annotations
 
 import copy
+import importlib.util
 from pathlib import Path
-from typing import Callable
+from types import ModuleType
 
 import pytest
 import torch
@@ -17,15 +18,24 @@ from reidbench.harness import train as train_module
 from reidbench.harness.train import TrainOptions
 from reidbench.profiles import TrainConfig, load_profile
 from reidbench.runtime.progress import Progress
-from reidbench.training.losses import batch_hard_triplet, id_loss
 from reidbench.variants import create_variant
-from reidbench.variants.fixed_order import clip_grad_norm_fixed_order, fixed_order_linear, use_fixed_order_reductions
+from reidbench.variants.fixed_order import fixed_order_linear, use_fixed_order_reductions
 
 CELLS = ["vit768-none", "clip512proj-none", "vit768-ms"]
 """Each backbone class (timm ViT; open_clip tower, here with its projection) and the window neck."""
 SIZE = (64, 32)
 BATCH = 48
 """48 x 768 = 36864 elements: just above the grain size (32768) at which PyTorch splits a sum over threads."""
+
+
+def _load_script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+THREAD_INVARIANCE = _load_script("thread_invariance")
 
 
 def _model(cell: str, fixed: bool) -> torch.nn.Module:
@@ -41,20 +51,11 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def _step_gradients(cell: str, fixed: bool, threads: int) -> dict[str, torch.Tensor]:
-    """One step's gradients after clipping, and the head's BatchNorm statistics, on `threads` threads."""
+    """One step's gradients after clipping, and the head's BatchNorm statistics, on `threads` threads: what
+    scripts/thread_invariance.py compares on a new CPU, run here at the sizes above."""
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
     try:
-        model = _model(cell, fixed).train()
-        images, pids, cams = _batch()
-        out = model(images, cams)
-        (id_loss(out.logits, pids, 0.1) + batch_hard_triplet(out.features, pids, 0.3)).backward()
-        params = [p for p in model.parameters() if p.grad is not None]
-        clip: Callable = clip_grad_norm_fixed_order if fixed else lambda ps, n: torch.nn.utils.clip_grad_norm_(ps, n, foreach=True)
-        clip(params, 1.0)
-        found = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-        found.update({name: b.clone() for name, b in model.named_buffers() if b.is_floating_point()})
-        return found
+        return THREAD_INVARIANCE.step_numbers(cell, fixed, threads, SIZE, BATCH)
     finally:
         torch.set_num_threads(before)
 
