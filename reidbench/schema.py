@@ -342,6 +342,12 @@ class AutoSeeds:
     run's first seed on (`seed_range`)."""
 
 
+MAX_SEED = 2**31 - 1
+"""The highest seed reidbench takes (`--first-seed`, `train.init_seed`, `train.data_seed`): it, and the per-rank
+generators derived from it, stay within what torch's and numpy's generators take (a larger one would stop a run
+at its first cell, after its directory exists)."""
+
+
 def seed_range(first: int, count: int) -> list[int]:
     """The seeds of a cell planned with `count` seeds in a run whose seeds start at `first` (`--first-seed`).
 

@@ -177,9 +177,7 @@ class ReidDataset:
         result = {}
         for split in SPLITS:
             records = getattr(self, split)
-            counted = split_counts(split, (r.pid for r in records))
-            result[split] = {"ids": counted["ids"], "images": counted["images"], "cameras": len({r.camid for r in records}),
-                             "distractors": counted["distractors"]}
+            result[split] = {**split_counts(split, (r.pid for r in records)), "cameras": len({r.camid for r in records})}
         return result
 
     @property

@@ -26,7 +26,7 @@ from reidbench.runtime.device import memory_capacity, resolve_dtype
 from reidbench.runtime.distributed import World
 from reidbench.runtime.files import now_utc, write_atomic, write_json
 from reidbench.runtime.plugins import import_plugins
-from reidbench.schema import AutoSeeds, GridRef, RunMeta, RunState, axis_text, seed_range
+from reidbench.schema import MAX_SEED, AutoSeeds, GridRef, RunMeta, RunState, axis_text, seed_range
 from reidbench.training.step import ranks_batch
 from reidbench.variants.factory import parse_weights_options
 from reidbench.variants.footprint import estimate_footprint
@@ -145,9 +145,6 @@ instead, so the two do not combine."""
 DEFAULT_MAX_SEEDS = 10
 DEFAULT_PRECISION = 2.0
 """mAP points: the default target half-width of a cell's 95 % interval over seeds."""
-MAX_FIRST_SEED = 2**31 - 1
-"""The highest `--first-seed`: its seeds, and the per-rank generators derived from them, stay within what
-torch's and numpy's generators take (a larger one would stop the run at its first cell, after its directory exists)."""
 
 
 def parse_seeds(text: Optional[str], precision: Optional[float]) -> tuple[int, Optional[AutoSeeds]]:
@@ -179,16 +176,16 @@ def parse_seeds(text: Optional[str], precision: Optional[float]) -> tuple[int, O
 
 
 def parse_first_seed(text: Optional[str]) -> int:
-    """`--first-seed S`: the lowest seed of the run, a whole number from 0 (the default) to `MAX_FIRST_SEED`."""
+    """`--first-seed S`: the lowest seed of the run, a whole number from 0 (the default) to `MAX_SEED`."""
     if text is None:
         return 0
     try:
         first = int(text)
     except ValueError:
         first = -1
-    if not 0 <= first <= MAX_FIRST_SEED:
+    if not 0 <= first <= MAX_SEED:
         raise UsageError(
-            f"--first-seed {text!r}: give the lowest seed as a whole number from 0 to {MAX_FIRST_SEED}; with --seeds N the run "
+            f"--first-seed {text!r}: give the lowest seed as a whole number from 0 to {MAX_SEED}; with --seeds N the run "
             "trains seeds S..S+N-1 (e.g. --first-seed 5 --seeds 5 trains seeds 5-9: fresh seeds that replicate a result "
             "chosen on seeds 0-4), and --seeds auto starts its rounds at S."
         )

@@ -40,7 +40,7 @@ import torch
 from reidbench.config import from_mapping, read_toml
 from reidbench.data.formats import GENERATED
 from reidbench.errors import UsageError
-from reidbench.schema import DISTANCES
+from reidbench.schema import DISTANCES, MAX_SEED
 from reidbench.variants.settings import VariantSettings
 
 PROFILES_DIR = Path(__file__).parent
@@ -117,10 +117,10 @@ class TrainConfig:
     """Sum the training step's thread-split reductions (LayerNorm, BatchNorm1d and patch-embedding gradients, camera
     table rows, the clipping norm) in a fixed order, so that one and two CPU threads train bit for bit the same
     weights (`reidbench.variants.fixed_order`). Off: PyTorch's own kernels, as TransReID and CLIP-ReID train."""
-    init_seed: Optional[int] = field(default=None, metadata={"type": int, "max": 2**31 - 1})
+    init_seed: Optional[int] = field(default=None, metadata={"type": int, "max": MAX_SEED})
     """Draw the initial weights from this seed instead of the cell's (None: the cell's seed). With init_seed fixed,
     the spread of a cell over the run's seeds is the spread of its data order alone (see data_seed)."""
-    data_seed: Optional[int] = field(default=None, metadata={"type": int, "max": 2**31 - 1})
+    data_seed: Optional[int] = field(default=None, metadata={"type": int, "max": MAX_SEED})
     """Draw the training's batches, augmentations and any other training-time randomness from this seed instead of
     the cell's (None: the cell's seed). With data_seed fixed, a cell's spread over the run's seeds is its
     initialisation's alone: the two settings split a seed's effect in two (docs/statistics.md)."""
