@@ -1,6 +1,6 @@
 """Where a run's spread comes from, per cell: seeds against the test set, and what the weight average changed.
 
-For every cell of a run directory with per-query scores (queries.npz), prints one Markdown row:
+For every cell of the run directories with per-query scores (queries.npz), prints one Markdown row:
 the mAP of each seed, their mean and standard deviation (ddof 1) with its 95 % interval, the test set's own standard
 error of one seed's mAP (the identity bootstrap of `reidbench.stats`, as a 95 % interval's
 width / 3.92), and the part of a seed-to-seed difference that the test set explains (the
@@ -9,12 +9,13 @@ sqrt 2 so that it reads as one seed's share; averaged over the seed pairs). A ce
 seed spread is well above both is spread by its training, not by the sample of query
 identities.
 
-With a second argument, the folder that `scripts/live_weights/sitecustomize.py` filled, the
-row also gives every seed's mAP with the last weights instead of their moving average
+Several run directories (each holding run.json) pool their seeds per cell: seeds 0-4 of one
+run and 5-9 of another (`--first-seed 5`) read as one cell of 10 seeds. With a folder that
+`scripts/live_weights/sitecustomize.py` filled (no run.json), the row also gives every seed's mAP with the last weights instead of their moving average
 (train.ema_decay) and the mean change: the average does not steer the training, so the last
 weights' mAP is what the same run gives without it. Usage (repository root):
 
-  python scripts/seed_spread.py RUN_DIR [LIVE_DIR]
+  python scripts/seed_spread.py RUN_DIR [RUN_DIR ...] [LIVE_DIR]
 """
 from __future__ import annotations
 
@@ -45,9 +46,11 @@ def sd_interval(values: np.ndarray) -> str:
     return f"[{low:.1f}, {high:.1f}]"
 
 
-def cell_row(run: RunDir, cell: str, live_dir: Path | None) -> str:
-    seeds = sorted(int(p.name[4:]) for p in (run.root / "cells" / cell).glob("seed*") if (p / "queries.npz").exists())
-    scores = [run.read_queries(cell, seed)["test"] for seed in seeds]
+def cell_row(runs: list[RunDir], cell: str, live_dir: Path | None) -> str:
+    slots = sorted(((int(p.name[4:]), run) for run in runs for p in (run.root / "cells" / cell).glob("seed*")
+                    if (p / "queries.npz").exists()), key=lambda slot: slot[0])
+    seeds = [seed for seed, _ in slots]
+    scores = [run.read_queries(cell, seed)["test"] for seed, run in slots]
     aps = [(s.pid[s.valid], s.ap[s.valid]) for s in scores]
     maps = np.array([100 * ap.mean() for _, ap in aps])
     test_se = np.mean([100 * standard_error(ap, pid) for pid, ap in aps])
@@ -65,15 +68,20 @@ def cell_row(run: RunDir, cell: str, live_dir: Path | None) -> str:
     return "| " + " | ".join(row) + " |"
 
 
-def main(run_root: str, live: str | None = None) -> None:
-    run = RunDir(Path(run_root))
-    cells = sorted({p.parent.parent.name for p in Path(run_root).glob("cells/*/seed*/queries.npz")})
+def main(*paths: str) -> None:
+    """Run directories (those holding run.json: their seeds are pooled per cell), and at most one live-weights folder."""
+    runs = [RunDir(Path(p)) for p in paths if (Path(p) / "run.json").exists()]
+    others = [p for p in paths if not (Path(p) / "run.json").exists()]
+    if not runs or len(others) > 1:
+        sys.exit("usage: python scripts/seed_spread.py RUN_DIR [RUN_DIR ...] [LIVE_DIR]")
+    live = others[0] if others else None
+    cells = sorted({p.parent.parent.name for run in runs for p in run.root.glob("cells/*/seed*/queries.npz")})
     header = ["cell", "mAP % per seed", "mean ± sd", "sd, 95 % interval", "test-set se of one seed", "test set's share of a seed change"]
     header += ["last weights' mAP % per seed", "mean ± sd", "average − last"] if live else []
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for cell in cells:
-        print(cell_row(run, cell, Path(live) if live else None))
+        print(cell_row(runs, cell, Path(live) if live else None))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import statistics
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,16 @@ def test_rescoring_script_reproduces_each_recorded_map_with_the_recorded_feature
         line = next(l for l in printed.splitlines() if l.startswith(f"{CELL} seed {seed} "))
         assert f"before {100 * record.metrics['mAP']:.1f}," in line
         assert "after + flip" in line
+
+
+def test_spread_script_pools_the_seeds_of_several_runs(runs: dict[str, Path], capsys) -> None:
+    """scripts/seed_spread.py RUN RUN: one row per cell over both runs' seeds (a replication on fresh seeds read with the
+    run it replicates), its sd that of the records' mAPs."""
+    spec = importlib.util.spec_from_file_location("seed_spread", Path(__file__).resolve().parents[1] / "scripts" / "seed_spread.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(str(runs["plain"]), str(runs["data0"]))
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {CELL} |"))
+    maps = [100 * RunDir(runs[name]).read_record(CELL, seed).metrics["mAP"] for name in ("plain", "data0") for seed in (0, 1)]
+    assert len(row.split("|")[2].split(",")) == 4
+    assert f"± {statistics.stdev(maps):.1f} |" in row
