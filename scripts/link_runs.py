@@ -6,7 +6,8 @@ neck cells later; or a cell added after the fact), and the report's declared com
 everything that defines a cell's training and test: the code (git commit), the seeds, the profile
 and its --set overrides, the settings, the weights and the dataset's version; the script refuses
 otherwise and names what differs. Cells are linked (symlinks), never copied; the new run.json is
-the first run's with the union of the cells, in the grid's order, and the command that made it.
+the first run's with the union of the cells, in the grid's order, the first start and last finish
+of the runs, and the command that made it.
 Usage (repository root):
 
   python scripts/link_runs.py OUT_DIR RUN_DIR RUN_DIR [RUN_DIR ...]
@@ -67,9 +68,12 @@ def _write(out: Path, first: RunDir, owners: dict[str, Path]) -> list[str]:
         shutil.copy(path, out / path.name)
     for cell, root in owners.items():
         (linked.cells_dir / cell).symlink_to((RunDir(root).cells_dir / cell).resolve(), target_is_directory=True)
-    meta = first.meta()
+    metas = [RunDir(root).meta() for root in dict.fromkeys(owners.values())]
+    finished = [m.finished for m in metas]
     command = "python scripts/link_runs.py " + " ".join(sys.argv[1:])
-    meta = replace(meta, grid=replace(meta.grid, cells=cells), only=cells, command=command)
+    meta = replace(metas[0], grid=replace(metas[0].grid, cells=cells), only=cells, command=command,
+                   started=min((m.started for m in metas if m.started), default=None),
+                   finished=max(finished) if None not in finished else None)
     write_json(linked.run_json, meta.to_dict())
     linked.write_results(cells)
     return cells

@@ -46,6 +46,8 @@ def test_linked_run_holds_both_runs_cells_and_the_report_tests_them_against_each
     assert "2 cells (vit768-none, vit768-ms)" in capsys.readouterr().out
     meta = RunDir(linked).meta()
     assert meta.grid.cells == ["vit768-none", "vit768-ms"] and meta.seeds == [0, 1, 2]
+    sources = [RunDir(runs[name]).meta() for name in ("none", "ms")]
+    assert (meta.started, meta.finished) == (sources[0].started, sources[1].finished)
     for cell, source in (("vit768-none", "none"), ("vit768-ms", "ms")):
         assert RunDir(linked).read_record(cell, 2) == RunDir(runs[source]).read_record(cell, 2)
     report = tmp_path / "report"
