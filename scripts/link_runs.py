@@ -7,7 +7,8 @@ everything that defines a cell's training and test: the code (git commit), the s
 and its --set overrides, the settings, the weights and the dataset's version; the script refuses
 otherwise and names what differs. Cells are linked (symlinks), never copied; the new run.json is
 the first run's with the union of the cells, in the grid's order, the first start and last finish
-of the runs, and the command that made it.
+of the runs, the grids' names joined by '+' where they differ (the first grid's file and declared
+comparisons are kept), and the command that made it.
 Usage (repository root):
 
   python scripts/link_runs.py OUT_DIR RUN_DIR RUN_DIR [RUN_DIR ...]
@@ -71,7 +72,8 @@ def _write(out: Path, first: RunDir, owners: dict[str, Path]) -> list[str]:
     metas = [RunDir(root).meta() for root in dict.fromkeys(owners.values())]
     finished = [m.finished for m in metas]
     command = "python scripts/link_runs.py " + " ".join(sys.argv[1:])
-    meta = replace(metas[0], grid=replace(metas[0].grid, cells=cells), only=cells, command=command,
+    grid_name = "+".join(dict.fromkeys(m.grid.name for m in metas))
+    meta = replace(metas[0], grid=replace(metas[0].grid, name=grid_name, cells=cells), only=cells, command=command,
                    started=min((m.started for m in metas if m.started), default=None),
                    finished=max(finished) if None not in finished else None)
     write_json(linked.run_json, meta.to_dict())

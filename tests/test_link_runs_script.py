@@ -37,6 +37,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_synthetic: Path) -> dict
         out[name] = root / name
         result = cli.invoke(app, run_args(inputs, out[name], "--device", "cpu", "--only", cell, "--seeds", seeds))
         assert result.exit_code == 0, result.output
+    controls = inputs["grid"].with_name("controls.toml")
+    controls.write_text('backbones = ["vit768"]\nnecks = ["gap"]\n')
+    out["gap"] = root / "gap"
+    result = cli.invoke(app, run_args({**inputs, "grid": controls}, out["gap"], "--device", "cpu", "--seeds", "3"))
+    assert result.exit_code == 0, result.output
     return out
 
 
@@ -71,3 +76,11 @@ def test_a_cell_in_two_runs_is_refused(runs, tmp_path: Path, capsys) -> None:
         load_script().main(str(tmp_path / "linked"), str(runs["ms"]), str(runs["ms"]))
     assert stop.value.code == 2
     assert "cell vit768-ms is in both" in capsys.readouterr().err
+
+
+def test_a_cell_of_another_grid_joins_and_the_grid_names_are_joined(runs, tmp_path: Path, capsys) -> None:
+    linked = tmp_path / "linked"
+    load_script().main(str(linked), str(runs["none"]), str(runs["ms"]), str(runs["gap"]))
+    meta = RunDir(linked).meta()
+    assert meta.grid.cells == ["vit768-none", "vit768-ms", "vit768-gap"]
+    assert meta.grid.name == "grid+controls"
