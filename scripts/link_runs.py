@@ -22,6 +22,7 @@ from pathlib import Path
 
 from reidbench.errors import UsageError
 from reidbench.rundir import RunDir
+from reidbench.schema import RunMeta
 from reidbench.runtime.files import write_json
 from reidbench.variants.grid import load_grid
 
@@ -29,12 +30,10 @@ MUST_AGREE = ("seeds", "first_seed", "profile", "overrides", "settings", "weight
 """run.json fields that define what a cell trained; the dataset is compared by its version, the code by its commit."""
 
 
-def what_differs(first: RunDir, other: RunDir) -> list[str]:
-    a, b = first.meta(), other.meta()
-    differs = [name for name in MUST_AGREE if getattr(a, name) != getattr(b, name)]
-    if a.dataset.get("version") != b.dataset.get("version"):
+def what_differs(first: RunMeta, other: RunMeta, commits: tuple[str | None, str | None]) -> list[str]:
+    differs = [name for name in MUST_AGREE if getattr(first, name) != getattr(other, name)]
+    if first.dataset.get("version") != other.dataset.get("version"):
         differs.append("dataset version")
-    commits = [(run.read_environment() or {}).get("git_commit") for run in (first, other)]
     if commits[0] != commits[1]:
         differs.append(f"git commit ({commits[0]} against {commits[1]})")
     return differs
@@ -43,8 +42,10 @@ def what_differs(first: RunDir, other: RunDir) -> list[str]:
 def link(out: Path, roots: list[Path]) -> list[str]:
     """Make `out` from `roots`; returns its cells. UsageError names the run and what stops the link."""
     runs = [RunDir(root) for root in roots]
-    for run in runs[1:]:
-        differs = what_differs(runs[0], run)
+    metas = [run.meta() for run in runs]
+    commits = [(run.read_environment() or {}).get("git_commit") for run in runs]
+    for run, meta, commit in zip(runs[1:], metas[1:], commits[1:]):
+        differs = what_differs(metas[0], meta, (commits[0], commit))
         if differs:
             raise UsageError(f"{run.root} and {runs[0].root} differ in {', '.join(differs)}: their cells did not train "
                              "under the same conditions, so one report must not compare them. Link runs of one code, "
@@ -57,10 +58,10 @@ def link(out: Path, roots: list[Path]) -> list[str]:
             owners[cell] = run.root
     if out.exists():
         raise UsageError(f"{out} exists; name a new folder for the linked run.")
-    return _write(out, runs[0], owners)
+    return _write(out, runs[0], metas, owners)
 
 
-def _write(out: Path, first: RunDir, owners: dict[str, Path]) -> list[str]:
+def _write(out: Path, first: RunDir, metas: list[RunMeta], owners: dict[str, Path]) -> list[str]:
     grid_order = [cell.id for cell in load_grid(first.grid_toml).cells]
     cells = sorted(owners, key=lambda c: grid_order.index(c) if c in grid_order else len(grid_order))
     linked = RunDir(out)
@@ -69,7 +70,6 @@ def _write(out: Path, first: RunDir, owners: dict[str, Path]) -> list[str]:
         shutil.copy(path, out / path.name)
     for cell, root in owners.items():
         (linked.cells_dir / cell).symlink_to((RunDir(root).cells_dir / cell).resolve(), target_is_directory=True)
-    metas = [RunDir(root).meta() for root in dict.fromkeys(owners.values())]
     finished = [m.finished for m in metas]
     command = "python scripts/link_runs.py " + " ".join(sys.argv[1:])
     grid_name = "+".join(dict.fromkeys(m.grid.name for m in metas))

@@ -6,9 +6,7 @@ kernels split sums over threads; below it every kernel runs on one thread and no
 from __future__ import annotations
 
 import copy
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -20,6 +18,7 @@ from reidbench.profiles import TrainConfig, load_profile
 from reidbench.runtime.progress import Progress
 from reidbench.variants import create_variant
 from reidbench.variants.fixed_order import fixed_order_linear, use_fixed_order_reductions
+from repo_scripts import load_script
 
 CELLS = ["vit768-none", "clip512proj-none", "vit768-ms"]
 """Each backbone class (timm ViT; open_clip tower, here with its projection) and the window neck."""
@@ -28,14 +27,7 @@ BATCH = 48
 """48 x 768 = 36864 elements: just above the grain size (32768) at which PyTorch splits a sum over threads."""
 
 
-def _load_script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
-
-THREAD_INVARIANCE = _load_script("thread_invariance")
+THREAD_INVARIANCE = load_script("thread_invariance")
 
 
 def _model(cell: str, fixed: bool) -> torch.nn.Module:

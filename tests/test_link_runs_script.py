@@ -1,7 +1,6 @@
 """scripts/link_runs.py: cells trained in separate runs reported, and tested against each other, as one run."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -9,23 +8,16 @@ from typer.testing import CliRunner
 
 from reidbench.cli import app
 from reidbench.rundir import RunDir
+from repo_scripts import load_script
 from tiny_run import run_args, write_inputs
 
 cli = CliRunner()
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "link_runs.py"
 GRID = """
 backbones = ["vit768"]
 necks = ["none", "ms"]
 [compare]
 each_neck_against = "none"
 """
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("link_runs", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +39,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_synthetic: Path) -> dict
 
 def test_linked_run_holds_both_runs_cells_and_the_report_tests_them_against_each_other(runs, tmp_path: Path, capsys) -> None:
     linked = tmp_path / "linked"
-    load_script().main(str(linked), str(runs["none"]), str(runs["ms"]))
+    load_script("link_runs").main(str(linked), str(runs["none"]), str(runs["ms"]))
     assert "2 cells (vit768-none, vit768-ms)" in capsys.readouterr().out
     meta = RunDir(linked).meta()
     assert meta.grid.cells == ["vit768-none", "vit768-ms"] and meta.seeds == [0, 1, 2]
@@ -65,7 +57,7 @@ def test_linked_run_holds_both_runs_cells_and_the_report_tests_them_against_each
 
 def test_runs_of_other_seeds_are_refused_naming_the_difference(runs, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as stop:
-        load_script().main(str(tmp_path / "linked"), str(runs["none"]), str(runs["ms-2"]))
+        load_script("link_runs").main(str(tmp_path / "linked"), str(runs["none"]), str(runs["ms-2"]))
     assert stop.value.code == 2
     assert "differ in seeds" in capsys.readouterr().err
     assert not (tmp_path / "linked").exists()
@@ -73,14 +65,14 @@ def test_runs_of_other_seeds_are_refused_naming_the_difference(runs, tmp_path: P
 
 def test_a_cell_in_two_runs_is_refused(runs, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as stop:
-        load_script().main(str(tmp_path / "linked"), str(runs["ms"]), str(runs["ms"]))
+        load_script("link_runs").main(str(tmp_path / "linked"), str(runs["ms"]), str(runs["ms"]))
     assert stop.value.code == 2
     assert "cell vit768-ms is in both" in capsys.readouterr().err
 
 
 def test_a_cell_of_another_grid_joins_and_the_grid_names_are_joined(runs, tmp_path: Path, capsys) -> None:
     linked = tmp_path / "linked"
-    load_script().main(str(linked), str(runs["none"]), str(runs["ms"]), str(runs["gap"]))
+    load_script("link_runs").main(str(linked), str(runs["none"]), str(runs["ms"]), str(runs["gap"]))
     meta = RunDir(linked).meta()
     assert meta.grid.cells == ["vit768-none", "vit768-ms", "vit768-gap"]
     assert meta.grid.name == "grid+controls"

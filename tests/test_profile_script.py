@@ -1,16 +1,11 @@
 """scripts/profile_train_step.py, the tool that profiles the harness / bare-loop gap on a GPU, works before it meets one."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "profile_train_step.py"
+from repo_scripts import load_script
 
 
 def test_the_profile_script_labels_every_phase_of_both_steps(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("profile_train_step", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("profile_train_step")
     script.main(["--depth", "1", "--img-size", "32", "16", "--batch", "8", "--num-classes", "8", "--steps", "1",
                  "--warmup", "1", "--device", "cpu", "--out", str(tmp_path)])
     printed = capsys.readouterr().out

@@ -1,7 +1,6 @@
 """train.init_seed and train.data_seed: a seed's effect split into its initialisation and its data order."""
 from __future__ import annotations
 
-import importlib.util
 import statistics
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from typer.testing import CliRunner
 
 from reidbench.cli import app
 from reidbench.rundir import RunDir
+from repo_scripts import load_script
 from tiny_run import ONE_CELL_GRID, run_args, write_inputs
 
 cli = CliRunner()
@@ -75,9 +75,7 @@ def test_bad_seed_setting_exits_2_naming_it(inputs: dict[str, Path], tmp_path: P
 
 def test_rescoring_script_reproduces_each_recorded_map_with_the_recorded_features(runs: dict[str, Path], capsys) -> None:
     """scripts/rescore_features.py, which splits a spread into training and test-time parts: its 'before' column is the record."""
-    spec = importlib.util.spec_from_file_location("rescore_features", Path(__file__).resolve().parents[1] / "scripts" / "rescore_features.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("rescore_features")
     script.main(str(runs["plain"]))
     printed = capsys.readouterr().out
     for seed in (0, 1):
@@ -90,9 +88,7 @@ def test_rescoring_script_reproduces_each_recorded_map_with_the_recorded_feature
 def test_spread_script_pools_the_seeds_of_several_runs(runs: dict[str, Path], capsys) -> None:
     """scripts/seed_spread.py RUN RUN: one row per cell over both runs' seeds (a replication on fresh seeds read with the
     run it replicates), its sd that of the records' mAPs."""
-    spec = importlib.util.spec_from_file_location("seed_spread", Path(__file__).resolve().parents[1] / "scripts" / "seed_spread.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("seed_spread")
     script.main(str(runs["plain"]), str(runs["data0"]))
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {CELL} |"))
     maps = [100 * RunDir(runs[name]).read_record(CELL, seed).metrics["mAP"] for name in ("plain", "data0") for seed in (0, 1)]

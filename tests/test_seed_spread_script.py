@@ -1,23 +1,13 @@
 """scripts/seed_spread.py's interval of a spread: what decides whether 'sd <= target' holds over a handful of seeds."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "seed_spread.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("seed_spread", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+from repo_scripts import load_script
 
 
 def test_sd_interval_holds_the_sample_sd_and_covers_the_true_one_about_95_percent_of_the_time():
-    script = load_script()
+    script = load_script("seed_spread")
     rng = np.random.default_rng(0)
     samples = rng.normal(40.0, 3.0, size=(2000, 5))
     bounds = np.array([[float(x) for x in script.sd_interval(row).strip("[]").split(", ")] for row in samples])
